@@ -1,0 +1,1057 @@
+//! The rating engine: decides, for one event, what it makes billable, and emits records.
+//!
+//! Sans-IO: no clock (the caller passes `now`), no files, no network. Safe to call from
+//! many threads at once: every map is sharded, the only per-tenant lock guards the
+//! aggregates, and only first touches and new lines take it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::NaiveDate;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use rust_decimal::Decimal;
+
+use super::credits::{self, LineKind, LineSet, interaction_lines};
+use super::event::{self, Body, Event, RawEvent, SenderRole};
+use super::ids::{Fingerprinter, Fp, FpBuildHasher, RecordId, domain};
+use super::ledger::{self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, Statement, StatementPeriod, Totals};
+use super::meter::{KeyField, ProactivePolicy, Window};
+use super::money::Money;
+use super::outcome::{
+    Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
+    PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
+};
+use super::settings::{
+    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Tenant, TenantError, TenantSpec,
+};
+use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog, UsersEntry};
+use super::time::{self, Instant};
+
+/// Engine configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Key of the hot-state fingerprints. Replicas that share state share it.
+    pub fingerprint_key: [u8; 16],
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { fingerprint_key: *b"daybook-default!" }
+    }
+}
+
+/// A tenant's compiled settings and its aggregates.
+#[derive(Debug)]
+pub struct TenantSlot {
+    /// Replaced whole when settings change; readers clone the `Arc` and never block writers
+    /// for longer than that clone.
+    config: RwLock<Arc<Tenant>>,
+    /// Aggregates behind usage and statements. A std mutex: held for a few additions,
+    /// never across an await.
+    ledger: Mutex<Ledger>,
+}
+
+impl TenantSlot {
+    pub fn config(&self) -> Arc<Tenant> {
+        self.config.read().expect("tenant lock").clone()
+    }
+}
+
+/// What is remembered of an accepted event, to answer its retries (T-2).
+#[derive(Debug, Clone)]
+struct EventEntry {
+    payload: u64,
+    outcome: StoredOutcome,
+}
+
+/// Most events are repeats that only need their interaction's id, which the payload
+/// determines; those are stored without an allocation.
+#[derive(Debug, Clone)]
+enum StoredOutcome {
+    Full(Arc<Outcome>),
+    AlreadyCounted,
+    NotBillable(NotBillableReason),
+}
+
+/// The rating engine.
+pub struct Engine {
+    fingerprinter: Fingerprinter,
+    /// Tenants by id. A DashMap: read on every event, written only on tenant changes.
+    tenants: DashMap<Arc<str>, Arc<TenantSlot>>,
+    /// Tenants by dense index, for turning compact entries back into tenants.
+    by_index: RwLock<Vec<Arc<TenantSlot>>>,
+    /// (tenant, event_id) -> payload and outcome. Holding an entry's shard while an event is
+    /// rated makes concurrent retries of one id wait for the first.
+    events: DashMap<Fp, EventEntry, FpBuildHasher>,
+    /// (tenant, key, period) -> features seen: the hot map of relationships.
+    interactions: DashMap<Fp, InteractionEntry, FpBuildHasher>,
+    /// (tenant, session) -> first established event (CR-7).
+    cobrowse: DashMap<Fp, CobrowseEntry, FpBuildHasher>,
+    /// (tenant, local month) -> invocation counts per event (CR-8).
+    functions: DashMap<Fp, FunctionsEntry, FpBuildHasher>,
+    /// (tenant, local month) -> distinct agent and bot ids (PL-1).
+    users: DashMap<Fp, UsersEntry, FpBuildHasher>,
+    /// event -> pass-through charge (CR-9), for rebuilding aggregates after a merge.
+    pass_through: DashMap<Fp, PassThroughEntry, FpBuildHasher>,
+    /// (tenant, consumer) -> outbounds and replies, only for retroactive tenants (DAR-5).
+    replies: DashMap<Fp, ReplyLog, FpBuildHasher>,
+}
+
+/// The key fields and period of one interaction, before it is fingerprinted.
+struct Touch<'a> {
+    tenant: &'a Tenant,
+    consumer: &'a str,
+    conversation: Option<&'a str>,
+    integration: Option<&'a str>,
+    at: Instant,
+    tie: u32,
+    features: Features,
+    rule: &'static str,
+    event_id: &'a str,
+}
+
+/// What one event did, gathered while rating it.
+#[derive(Default)]
+struct Effects {
+    interactions: Vec<Interaction>,
+    counted_in: Vec<RecordId>,
+    lines: Vec<CreditLine>,
+    pass_through: Option<PassThroughCharge>,
+    ledger: Vec<(NaiveDate, Entry)>,
+    records: Vec<Record>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            fingerprinter: Fingerprinter::new(config.fingerprint_key),
+            tenants: DashMap::new(),
+            by_index: RwLock::new(Vec::new()),
+            events: DashMap::default(),
+            interactions: DashMap::default(),
+            cobrowse: DashMap::default(),
+            functions: DashMap::default(),
+            users: DashMap::default(),
+            pass_through: DashMap::default(),
+            replies: DashMap::default(),
+        }
+    }
+
+    /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a
+    /// tenant's meter never changes (T-5).
+    pub fn put_tenant(&self, spec: TenantSpec) -> Result<Arc<Tenant>, TenantError> {
+        if let Some(slot) = self.tenants.get(spec.id.as_str()).map(|s| s.clone()) {
+            let old = slot.config();
+            if old.meter.kind != spec.meter {
+                return Err(TenantError::Setting(super::settings::SettingError::new(
+                    "meter",
+                    "a tenant's meter never changes (T-5)",
+                )));
+            }
+            let compiled = Arc::new(Tenant::compile(spec, old.index)?);
+            *slot.config.write().expect("tenant lock") = compiled.clone();
+            return Ok(compiled);
+        }
+        let mut by_index = self.by_index.write().expect("index lock");
+        let index = by_index.len() as u32;
+        let compiled = Arc::new(Tenant::compile(spec, index)?);
+        let slot =
+            Arc::new(TenantSlot { config: RwLock::new(compiled.clone()), ledger: Mutex::new(Ledger::default()) });
+        by_index.push(slot.clone());
+        self.tenants.insert(compiled.id.clone(), slot);
+        Ok(compiled)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(id).map(|s| s.config())
+    }
+
+    pub fn tenant_ids(&self) -> Vec<Arc<str>> {
+        let mut ids: Vec<_> = self.tenants.iter().map(|e| e.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
+    }
+
+    /// Rates one event. `now` is the arrival instant that lateness (T-3) and clock skew
+    /// (T-4) are judged against; `None` judges neither. Emitted records are appended to
+    /// `records`, including the dead letter of an event refused as too late.
+    pub fn ingest(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Result<Outcome, Refusal> {
+        let slot = match self.tenants.get(raw.tenant_id.as_str()) {
+            Some(slot) => slot.clone(),
+            None => return Err(unknown_tenant(&raw.tenant_id)),
+        };
+        let tenant = slot.config();
+        let event = event::validate(raw, tenant.meter).map_err(Refusal::invalid)?;
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let payload = event.payload_fp(&self.fingerprinter).0;
+
+        let vacant = match self.events.entry(event_fp) {
+            MapEntry::Occupied(seen) => {
+                let seen = seen.get().clone();
+                return self.answer_retry(&tenant, &event, seen, payload);
+            }
+            MapEntry::Vacant(vacant) => vacant,
+        };
+
+        if let Some(now) = now
+            && let Err(refusal) = self.check_time(&tenant, &event, now)
+        {
+            if refusal.code == Code::FailedPrecondition {
+                records.push(dead_letter(&tenant, event, &refusal));
+            }
+            return Err(refusal);
+        }
+
+        let tie = event_fp.0 as u32;
+        let mut effects = Effects::default();
+        let disposition = match &event.body {
+            Body::Message(_) | Body::ConversationOpened(_) => {
+                self.rate_conversational(&tenant, &event, tie, event_fp, &mut effects)
+            }
+            Body::Cobrowse(c) => self.rate_cobrowse(&tenant, &event, c, tie, &mut effects),
+            Body::FunctionInvocations { count } => self.rate_functions(&tenant, &event, *count, event_fp, &mut effects),
+        };
+
+        if !effects.ledger.is_empty() {
+            let mut ledger = slot.ledger.lock().expect("ledger lock");
+            let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
+            for (date, entry) in effects.ledger.drain(..) {
+                ledger.add(date, entry);
+                if !dates.contains(&date) {
+                    dates.push(date);
+                }
+            }
+            for date in dates {
+                raise_alerts(&tenant, &mut ledger, date, &event.event_id, &mut effects.records);
+            }
+        }
+
+        let outcome = Outcome {
+            event_id: event.event_id,
+            disposition,
+            retry: false,
+            interactions: effects.interactions,
+            counted_in: effects.counted_in,
+            lines: effects.lines,
+            pass_through: effects.pass_through,
+        };
+        let stored = match outcome.disposition {
+            Disposition::AlreadyCounted
+                if outcome.lines.is_empty() && outcome.pass_through.is_none() && outcome.counted_in.len() == 1 =>
+            {
+                StoredOutcome::AlreadyCounted
+            }
+            Disposition::NotBillable(reason) if outcome.lines.is_empty() && outcome.pass_through.is_none() => {
+                StoredOutcome::NotBillable(reason)
+            }
+            _ => StoredOutcome::Full(Arc::new(outcome.clone())),
+        };
+        vacant.insert(EventEntry { payload, outcome: stored });
+        records.append(&mut effects.records);
+        Ok(outcome)
+    }
+
+    fn answer_retry(&self, tenant: &Tenant, event: &Event, seen: EventEntry, payload: u64) -> Result<Outcome, Refusal> {
+        if seen.payload != payload {
+            return Err(Refusal::new(
+                Code::AlreadyExists,
+                "T-2",
+                format!("event id `{}` was already used with a different payload; the first stands", event.event_id),
+            ));
+        }
+        let mut outcome = match seen.outcome {
+            StoredOutcome::Full(outcome) => (*outcome).clone(),
+            StoredOutcome::AlreadyCounted => Outcome {
+                event_id: event.event_id.clone(),
+                disposition: Disposition::AlreadyCounted,
+                retry: false,
+                interactions: Vec::new(),
+                counted_in: self.own_interaction(tenant, event).into_iter().collect(),
+                lines: Vec::new(),
+                pass_through: None,
+            },
+            StoredOutcome::NotBillable(reason) => Outcome {
+                event_id: event.event_id.clone(),
+                disposition: Disposition::NotBillable(reason),
+                retry: false,
+                interactions: Vec::new(),
+                counted_in: Vec::new(),
+                lines: Vec::new(),
+                pass_through: None,
+            },
+        };
+        outcome.retry = true;
+        Ok(outcome)
+    }
+
+    /// T-3 and T-4.
+    fn check_time(&self, tenant: &Tenant, event: &Event, now: Instant) -> Result<(), Refusal> {
+        let settings = tenant.settings_at(event.at);
+        if event.at > now + settings.max_clock_skew {
+            return Err(Refusal::new(
+                Code::OutOfRange,
+                "T-4",
+                format!(
+                    "event time is more than max_clock_skew ({}) ahead of now",
+                    time::format_duration(settings.max_clock_skew)
+                ),
+            ));
+        }
+        // The period ends after the event, so an event within the horizon of its own
+        // instant is never late; only older ones need their period computed.
+        if event.at + settings.lateness_horizon >= now {
+            return Ok(());
+        }
+        let period = match event.body {
+            Body::FunctionInvocations { .. } => tenant.period_in(Window::LocalMonth, event.at),
+            _ => tenant.period(event.at),
+        };
+        if period.end() + settings.lateness_horizon < now {
+            return Err(Refusal::new(
+                Code::FailedPrecondition,
+                "T-3",
+                format!(
+                    "too late: its period {} ended more than lateness_horizon ({}) ago; kept as a dead letter",
+                    period.label(),
+                    time::format_duration(settings.lateness_horizon)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Messages and conversations opened: pass-through, platform users, the interaction,
+    /// and the proactive reply rules (DAR-4, DAR-5, CYC-5, CR-9, PL-1).
+    fn rate_conversational(
+        &self,
+        tenant: &Tenant,
+        event: &Event,
+        tie: u32,
+        event_fp: Fp,
+        fx: &mut Effects,
+    ) -> Disposition {
+        let settings = tenant.settings_at(event.at);
+        let (consumer, conversation, integration, sender) = match &event.body {
+            Body::Message(m) => {
+                (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref(), Some(m.sender))
+            }
+            Body::ConversationOpened(o) => {
+                (o.consumer.as_str(), Some(o.conversation.as_str()), o.integration.as_deref(), None)
+            }
+            _ => unreachable!("only conversational events"),
+        };
+
+        if let Body::Message(m) = &event.body {
+            if let Some(price) = m.price {
+                self.charge_pass_through(tenant, event, price, event_fp, fx);
+            }
+            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot) = (&m.sender_id, m.sender) {
+                let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
+                let key = self
+                    .fingerprinter
+                    .start(domain::PLATFORM_USER)
+                    .str(&tenant.id)
+                    .i64(time::date_to_days(month).into())
+                    .finish();
+                let sender = self.fingerprinter.start(domain::PLATFORM_USER).str(sender_id).finish();
+                self.users.entry(key).or_default().senders.insert(sender);
+            }
+        }
+
+        let qualifies = match sender {
+            None | Some(SenderRole::Consumer | SenderRole::Agent | SenderRole::Bot) => true,
+            Some(SenderRole::System) => false,
+            Some(SenderRole::Proactive) => {
+                tenant.meter.proactive == ProactivePolicy::QualifiesUnlessRequiresReply
+                    && !settings.proactive_requires_reply
+            }
+        };
+
+        let mut created = false;
+        if qualifies {
+            let touch = Touch {
+                tenant,
+                consumer,
+                conversation,
+                integration,
+                at: event.at,
+                tie,
+                features: settings.features,
+                rule: tenant.meter.rule,
+                event_id: &event.event_id,
+            };
+            created |= self.touch(&touch, fx);
+        }
+
+        if tenant.any_retroactive {
+            match sender {
+                Some(SenderRole::Proactive)
+                    if !qualifies && settings.proactive_outbound_day == ProactiveOutboundDay::Retroactive =>
+                {
+                    let outbound = Outbound {
+                        at: event.at,
+                        tie,
+                        event_id: event.event_id.clone(),
+                        conversation: conversation.map(str::to_string),
+                        integration: integration.map(str::to_string),
+                        window: settings.proactive_reply_window,
+                        charged_to: None,
+                    };
+                    created |= self.record_outbound(tenant, consumer, outbound, fx);
+                }
+                Some(SenderRole::Consumer) => {
+                    created |= self.record_reply(tenant, consumer, event.at, conversation.unwrap_or_default(), fx);
+                }
+                _ => {}
+            }
+        }
+
+        if created {
+            Disposition::NewInteraction
+        } else if !fx.counted_in.is_empty() {
+            Disposition::AlreadyCounted
+        } else if sender == Some(SenderRole::System) {
+            Disposition::NotBillable(NotBillableReason::SystemMessage)
+        } else {
+            Disposition::NotBillable(NotBillableReason::ProactiveAwaitingReply)
+        }
+    }
+
+    /// DAR-5 (retroactive): a new outbound is charged at once if a reply is already known.
+    fn record_outbound(&self, tenant: &Tenant, consumer: &str, mut outbound: Outbound, fx: &mut Effects) -> bool {
+        let key = self.fingerprinter.start(domain::CONSUMER).str(&tenant.id).str(consumer).finish();
+        let mut log = self.replies.entry(key).or_default();
+        let reply = log.first_reply_within(outbound.at, outbound.window).map(|(_, c)| c.clone());
+        let mut created = false;
+        if let Some(reply_conversation) = reply {
+            created = self.charge_outbound(tenant, consumer, &mut outbound, &reply_conversation, fx);
+        }
+        log.outbounds.push(outbound);
+        created
+    }
+
+    /// DAR-5 (retroactive): a consumer message charges every waiting outbound it answers.
+    fn record_reply(&self, tenant: &Tenant, consumer: &str, at: Instant, conversation: &str, fx: &mut Effects) -> bool {
+        let key = self.fingerprinter.start(domain::CONSUMER).str(&tenant.id).str(consumer).finish();
+        let mut log = self.replies.entry(key).or_default();
+        log.add_reply(at, conversation.to_string());
+        let mut created = false;
+        let log = &mut *log;
+        for outbound in log.outbounds.iter_mut() {
+            if outbound.charged_to.is_none() && outbound.at <= at && at <= outbound.at + outbound.window {
+                created |= self.charge_outbound(tenant, consumer, outbound, conversation, fx);
+            }
+        }
+        created
+    }
+
+    /// Charges the outbound's own period, priced at the outbound's instant; it belongs to
+    /// the outbound's conversation, or the reply's if it has none (DAR-5).
+    fn charge_outbound(
+        &self,
+        tenant: &Tenant,
+        consumer: &str,
+        outbound: &mut Outbound,
+        reply_conversation: &str,
+        fx: &mut Effects,
+    ) -> bool {
+        let conversation =
+            outbound.conversation.clone().or_else(|| Some(reply_conversation.to_string()).filter(|c| !c.is_empty()));
+        let touch = Touch {
+            tenant,
+            consumer,
+            conversation: conversation.as_deref(),
+            integration: outbound.integration.as_deref(),
+            at: outbound.at,
+            tie: outbound.tie,
+            features: tenant.settings_at(outbound.at).features,
+            rule: "DAR-5",
+            event_id: &outbound.event_id,
+        };
+        let created = self.touch(&touch, fx);
+        outbound.charged_to = Some(conversation);
+        created
+    }
+
+    /// The key of an interaction: the meter's key fields, and the conversation when the
+    /// period's `relationship` is per conversation (DAR-6).
+    fn key_of(touch: &Touch<'_>, period: &Period) -> InteractionKey {
+        let meter = touch.tenant.meter;
+        let by_conversation = meter.honours_relationship
+            && touch.tenant.structure(period.start_date).relationship == Relationship::Conversation;
+        let wants = |field| meter.key_fields.contains(&field);
+        InteractionKey {
+            consumer: touch.consumer.to_string(),
+            conversation: (by_conversation || wants(KeyField::Conversation))
+                .then(|| touch.conversation.unwrap_or_default().to_string()),
+            integration: wants(KeyField::Integration).then(|| touch.integration.unwrap_or_default().to_string()),
+        }
+    }
+
+    fn interaction_id(tenant: &Tenant, key: &InteractionKey, period: &Period) -> RecordId {
+        RecordId::of(&[
+            b"interaction",
+            tenant.id.as_bytes(),
+            tenant.meter.kind.name().as_bytes(),
+            key.consumer.as_bytes(),
+            key.conversation.as_deref().unwrap_or("\0").as_bytes(),
+            key.integration.as_deref().unwrap_or("\0").as_bytes(),
+            period.label().as_bytes(),
+        ])
+    }
+
+    /// The interaction an event of the tenant's own key belongs to (for retries).
+    fn own_interaction(&self, tenant: &Tenant, event: &Event) -> Option<RecordId> {
+        let (consumer, conversation, integration) = match &event.body {
+            Body::Message(m) => (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref()),
+            Body::ConversationOpened(o) => {
+                (o.consumer.as_str(), Some(o.conversation.as_str()), o.integration.as_deref())
+            }
+            _ => return None,
+        };
+        let touch = Touch {
+            tenant,
+            consumer,
+            conversation,
+            integration,
+            at: event.at,
+            tie: 0,
+            features: Features::default(),
+            rule: "",
+            event_id: "",
+        };
+        let period = tenant.period(event.at);
+        Some(Self::interaction_id(tenant, &Self::key_of(&touch, &period), &period))
+    }
+
+    /// Adds a qualifying event to its interaction. Returns whether it created it.
+    fn touch(&self, touch: &Touch<'_>, fx: &mut Effects) -> bool {
+        let tenant = touch.tenant;
+        let period = tenant.period(touch.at);
+        let key = Self::key_of(touch, &period);
+        let fp = self
+            .fingerprinter
+            .start(domain::INTERACTION)
+            .str(&tenant.id)
+            .str(&key.consumer)
+            .str(key.conversation.as_deref().unwrap_or("\0"))
+            .str(key.integration.as_deref().unwrap_or("\0"))
+            .i64(time::date_to_days(period.start_date).into())
+            .finish();
+        let contribution =
+            InteractionEntry::contribution(tenant.index, period.start_date, touch.at, touch.tie, touch.features);
+        let structure = tenant.structure(period.start_date);
+        let lines_of = |e: &InteractionEntry| {
+            let features = match structure.feature_attribution {
+                FeatureAttribution::AnyEvent => e.any,
+                FeatureAttribution::FirstEvent => e.first,
+            };
+            interaction_lines(features, structure.gai_multiplies_addons)
+        };
+
+        let (old, new) = match self.interactions.entry(fp) {
+            MapEntry::Vacant(v) => {
+                v.insert(contribution);
+                (None, contribution)
+            }
+            MapEntry::Occupied(mut o) => {
+                let old = *o.get();
+                let mut new = old.join(contribution);
+                if new == old {
+                    fx.counted_in.push(Self::interaction_id(tenant, &key, &period));
+                    return false;
+                }
+                let replaced =
+                    structure.feature_attribution == FeatureAttribution::FirstEvent && lines_of(&old) != lines_of(&new);
+                if replaced {
+                    new.generation = old.generation.wrapping_add(1);
+                }
+                o.insert(new);
+                (Some(old), new)
+            }
+        };
+
+        let id = Self::interaction_id(tenant, &key, &period);
+        let info = PeriodInfo::from(&period);
+        let line = |slot: &credits::InteractionLine, generation: u16, reversal: bool| {
+            let id_of = |generation: u16| RecordId::of(&[b"line", &id.0, &[slot.slot], &generation.to_le_bytes()]);
+            let (line_id, credits) = if reversal {
+                (RecordId::of(&[b"reversal", &id_of(generation).0]), -slot.credits)
+            } else {
+                (id_of(generation), slot.credits)
+            };
+            CreditLine {
+                id: line_id,
+                interaction_id: Some(id),
+                kind: slot.kind,
+                applies_to: slot.applies_to,
+                credits,
+                rule: slot.rule,
+                period: info.clone(),
+                event_id: touch.event_id.to_string(),
+                reverses: reversal.then(|| id_of(generation)),
+            }
+        };
+        let date = period.start_date;
+        let emit_line = |fx: &mut Effects, l: CreditLine, slot: u8| {
+            fx.ledger.push((date, Entry::Credits(slot as usize, l.credits)));
+            fx.records.push(Record { tenant: tenant.id.clone(), rule: l.rule, body: RecordBody::Line(l.clone()) });
+            fx.lines.push(l);
+        };
+
+        match old {
+            None => {
+                let lines: Vec<CreditLine> = lines_of(&new).lines().map(|s| line(s, new.generation, false)).collect();
+                for (l, s) in lines.iter().zip(lines_of(&new).lines()) {
+                    fx.ledger.push((date, Entry::Credits(s.slot as usize, l.credits)));
+                }
+                fx.ledger.push((date, Entry::Interaction));
+                let interaction = Interaction {
+                    id,
+                    tenant: tenant.id.clone(),
+                    meter: tenant.meter.kind,
+                    key,
+                    period: info.clone(),
+                    rule: touch.rule,
+                    lines: lines.clone(),
+                    event_id: touch.event_id.to_string(),
+                };
+                fx.records.push(Record {
+                    tenant: tenant.id.clone(),
+                    rule: touch.rule,
+                    body: RecordBody::Interaction(interaction.clone()),
+                });
+                fx.lines.extend(lines);
+                fx.interactions.push(interaction);
+                true
+            }
+            Some(old) => {
+                fx.counted_in.push(id);
+                let (before, after) = (lines_of(&old), lines_of(&new));
+                if new.generation != old.generation {
+                    // First-event pricing moved to an earlier event with other features:
+                    // cancel the old surcharge lines and add the new set (CR-6).
+                    for s in before.minus(LineSet(1)).lines() {
+                        emit_line(fx, line(s, old.generation, true), s.slot);
+                    }
+                    for s in after.minus(LineSet(1)).lines() {
+                        emit_line(fx, line(s, new.generation, false), s.slot);
+                    }
+                } else {
+                    for s in after.minus(before).lines() {
+                        emit_line(fx, line(s, new.generation, false), s.slot);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// CR-7: one charge per established session, priced and dated by its first
+    /// established event.
+    fn rate_cobrowse(
+        &self,
+        tenant: &Tenant,
+        event: &Event,
+        c: &event::Cobrowse,
+        tie: u32,
+        fx: &mut Effects,
+    ) -> Disposition {
+        if !c.established {
+            return Disposition::NotBillable(NotBillableReason::CobrowseNotEstablished);
+        }
+        let key = self.fingerprinter.start(domain::COBROWSE).str(&tenant.id).str(&c.session).finish();
+        let contribution = CobrowseEntry {
+            tenant: tenant.index,
+            session: c.session.clone(),
+            first_at: event.at,
+            first_tie: tie,
+            first_event_id: event.event_id.clone(),
+        };
+        let previous = match self.cobrowse.entry(key) {
+            MapEntry::Vacant(v) => {
+                v.insert(contribution.clone());
+                None
+            }
+            MapEntry::Occupied(mut o) => {
+                let old = o.get().clone();
+                let new = old.clone().join(contribution.clone());
+                if new == old {
+                    return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
+                }
+                o.insert(new);
+                Some(old)
+            }
+        };
+        if let Some(old) = previous {
+            let (old_line, date) = cobrowse_line(tenant, &old);
+            let reversal = CreditLine {
+                id: RecordId::of(&[b"reversal", &old_line.id.0]),
+                credits: -old_line.credits,
+                reverses: Some(old_line.id),
+                event_id: event.event_id.clone(),
+                ..old_line
+            };
+            fx.add_line(tenant, date, COBROWSE_BUCKET, reversal);
+        }
+        let (line, date) = cobrowse_line(tenant, &contribution);
+        fx.add_line(tenant, date, COBROWSE_BUCKET, line);
+        Disposition::Charged
+    }
+
+    /// CR-8: credits owed for the month's total, minus what earlier events of the month
+    /// already owed. Deltas telescope, so their sum is the month's credits in any order.
+    fn rate_functions(
+        &self,
+        tenant: &Tenant,
+        event: &Event,
+        count: u64,
+        event_fp: Fp,
+        fx: &mut Effects,
+    ) -> Disposition {
+        let month = tenant.period_in(Window::LocalMonth, event.at);
+        let key = self
+            .fingerprinter
+            .start(domain::FUNCTIONS)
+            .str(&tenant.id)
+            .i64(time::date_to_days(month.start_date).into())
+            .finish();
+        let rounding = tenant.functions_rounding(month.start_date);
+        let (before, after) = {
+            let mut entry = self.functions.entry(key).or_insert_with(|| FunctionsEntry {
+                tenant: tenant.index,
+                month_start: time::date_to_days(month.start_date),
+                counts: HashMap::new(),
+            });
+            let before = entry.total();
+            entry.counts.insert(event_fp, count);
+            (before, entry.total())
+        };
+        let delta = credits::functions_credits(after, rounding) - credits::functions_credits(before, rounding);
+        if delta.is_zero() {
+            return Disposition::NotBillable(NotBillableReason::FunctionsFreeTier);
+        }
+        let line = CreditLine {
+            id: RecordId::of(&[
+                b"functions",
+                tenant.id.as_bytes(),
+                month.label().as_bytes(),
+                event.event_id.as_bytes(),
+            ]),
+            interaction_id: None,
+            kind: LineKind::Functions,
+            applies_to: None,
+            credits: delta,
+            rule: "CR-8",
+            period: PeriodInfo::from(&month),
+            event_id: event.event_id.clone(),
+            reverses: None,
+        };
+        fx.add_line(tenant, month.start_date, FUNCTIONS_BUCKET, line);
+        Disposition::Charged
+    }
+
+    /// CR-9: price x 1.15 in the price's currency, dated by the message's local day.
+    fn charge_pass_through(&self, tenant: &Tenant, event: &Event, price: Money, event_fp: Fp, fx: &mut Effects) {
+        let day = tenant.period_in(Window::LocalDay, event.at);
+        let charge = Money::new(credits::pass_through(price.amount), price.currency);
+        let record = PassThroughCharge {
+            id: RecordId::of(&[b"pass_through", tenant.id.as_bytes(), event.event_id.as_bytes()]),
+            price,
+            charge,
+            period: PeriodInfo::from(&day),
+            event_id: event.event_id.clone(),
+        };
+        self.pass_through.insert(
+            event_fp,
+            PassThroughEntry {
+                tenant: tenant.index,
+                date: time::date_to_days(day.start_date),
+                currency: price.currency,
+                charge: charge.amount,
+            },
+        );
+        fx.ledger.push((day.start_date, Entry::PassThrough(price.currency, charge.amount)));
+        fx.records.push(Record {
+            tenant: tenant.id.clone(),
+            rule: "CR-9",
+            body: RecordBody::PassThrough(record.clone()),
+        });
+        fx.pass_through = Some(record);
+    }
+
+    /// Usage over local dates `from..=to`.
+    pub fn usage(&self, tenant_id: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Option<Totals> {
+        let slot = self.tenants.get(tenant_id)?.clone();
+        let ledger = slot.ledger.lock().expect("ledger lock");
+        Some(ledger.usage(from, to))
+    }
+
+    /// The statement of one period.
+    pub fn statement(&self, tenant_id: &str, period: &StatementPeriod) -> Option<Statement> {
+        let slot = self.tenants.get(tenant_id)?.clone();
+        let tenant = slot.config();
+        let ledger = slot.ledger.lock().expect("ledger lock");
+        Some(ledger::statement(&tenant, &ledger, period, |month| self.platform_users(&tenant, month)))
+    }
+
+    /// Every statement with usage, oldest first.
+    pub fn statements(&self, tenant_id: &str) -> Option<Vec<Statement>> {
+        let slot = self.tenants.get(tenant_id)?.clone();
+        let tenant = slot.config();
+        let ledger = slot.ledger.lock().expect("ledger lock");
+        let periods = ledger::statement_periods(&tenant, &ledger);
+        Some(
+            periods
+                .iter()
+                .map(|p| ledger::statement(&tenant, &ledger, p, |month| self.platform_users(&tenant, month)))
+                .collect(),
+        )
+    }
+
+    fn platform_users(&self, tenant: &Tenant, month: NaiveDate) -> u64 {
+        let key = self
+            .fingerprinter
+            .start(domain::PLATFORM_USER)
+            .str(&tenant.id)
+            .i64(time::date_to_days(month).into())
+            .finish();
+        self.users.get(&key).map(|u| u.senders.len() as u64).unwrap_or(0)
+    }
+
+    /// Number of hot relationship entries (interactions held in memory).
+    pub fn hot_interactions(&self) -> usize {
+        self.interactions.len()
+    }
+
+    /// Number of remembered event ids.
+    pub fn remembered_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Merges another engine's state into this one (the replica invariant the shared store
+    /// relies on), then rebuilds the aggregates from the merged state. Both engines must
+    /// use the same fingerprint key and define the same tenants.
+    pub fn merge_from(&self, other: &Engine) {
+        assert_eq!(self.fingerprinter, other.fingerprinter, "merged engines must share a fingerprint key");
+        let remap: HashMap<u32, u32> = other
+            .by_index
+            .read()
+            .expect("index lock")
+            .iter()
+            .filter_map(|slot| {
+                let theirs = slot.config();
+                self.tenant(&theirs.id).map(|ours| (theirs.index, ours.index))
+            })
+            .collect();
+        let tenant_of = |i: u32| *remap.get(&i).expect("merged engines define the same tenants");
+        for e in other.events.iter() {
+            self.events.entry(*e.key()).or_insert_with(|| e.value().clone());
+        }
+        for e in other.interactions.iter() {
+            let theirs = InteractionEntry { tenant: tenant_of(e.tenant), ..*e.value() };
+            self.interactions.entry(*e.key()).and_modify(|mine| *mine = mine.join(theirs)).or_insert(theirs);
+        }
+        for e in other.cobrowse.iter() {
+            let theirs = CobrowseEntry { tenant: tenant_of(e.tenant), ..e.value().clone() };
+            self.cobrowse
+                .entry(*e.key())
+                .and_modify(|mine| *mine = mine.clone().join(theirs.clone()))
+                .or_insert(theirs);
+        }
+        for e in other.functions.iter() {
+            let mut mine = self.functions.entry(*e.key()).or_insert_with(|| FunctionsEntry {
+                tenant: tenant_of(e.tenant),
+                month_start: e.month_start,
+                counts: HashMap::new(),
+            });
+            for (event, count) in &e.counts {
+                mine.counts.insert(*event, *count);
+            }
+        }
+        for e in other.users.iter() {
+            self.users.entry(*e.key()).or_default().senders.extend(e.senders.iter().copied());
+        }
+        for e in other.pass_through.iter() {
+            self.pass_through.insert(*e.key(), PassThroughEntry { tenant: tenant_of(e.tenant), ..*e.value() });
+        }
+        for e in other.replies.iter() {
+            let mut mine = self.replies.entry(*e.key()).or_default();
+            for (at, conversation) in &e.replies {
+                if !mine.replies.iter().any(|(t, c)| t == at && c == conversation) {
+                    mine.add_reply(*at, conversation.clone());
+                }
+            }
+            for outbound in &e.outbounds {
+                if !mine.outbounds.iter().any(|o| o.event_id == outbound.event_id) {
+                    mine.outbounds.push(outbound.clone());
+                }
+            }
+        }
+        self.rebuild_ledgers();
+    }
+
+    /// Recomputes every tenant's aggregates from state (after a merge). Alerts already
+    /// raised are kept; thresholds the merged usage reaches are raised too.
+    pub fn rebuild_ledgers(&self) {
+        let slots = self.by_index.read().expect("index lock").clone();
+        let mut fresh: Vec<Ledger> =
+            slots.iter().map(|s| Ledger::with_alerts(s.ledger.lock().expect("ledger lock").alerts.clone())).collect();
+        let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
+        for e in self.interactions.iter() {
+            let tenant = &tenants[e.tenant as usize];
+            let date = e.period_start_date();
+            let structure = tenant.structure(date);
+            let features = match structure.feature_attribution {
+                FeatureAttribution::AnyEvent => e.any,
+                FeatureAttribution::FirstEvent => e.first,
+            };
+            let ledger = &mut fresh[e.tenant as usize];
+            ledger.add(date, Entry::Interaction);
+            for s in interaction_lines(features, structure.gai_multiplies_addons).lines() {
+                ledger.add(date, Entry::Credits(s.slot as usize, s.credits));
+            }
+        }
+        for e in self.cobrowse.iter() {
+            let tenant = &tenants[e.tenant as usize];
+            let (line, date) = cobrowse_line(tenant, e.value());
+            fresh[e.tenant as usize].add(date, Entry::Credits(COBROWSE_BUCKET, line.credits));
+        }
+        for e in self.functions.iter() {
+            let tenant = &tenants[e.tenant as usize];
+            let month = time::days_to_date(e.month_start);
+            let credits = credits::functions_credits(e.total(), tenant.functions_rounding(month));
+            fresh[e.tenant as usize].add(month, Entry::Credits(FUNCTIONS_BUCKET, credits));
+        }
+        for e in self.pass_through.iter() {
+            fresh[e.tenant as usize].add(time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge));
+        }
+        for ((slot, tenant), mut ledger) in slots.iter().zip(&tenants).zip(fresh) {
+            let dates: Vec<NaiveDate> = ledger.months().collect();
+            let mut sink = Vec::new();
+            for month in dates {
+                raise_alerts(tenant, &mut ledger, month, "", &mut sink);
+            }
+            *slot.ledger.lock().expect("ledger lock") = ledger;
+        }
+    }
+
+    /// A digest of the whole billing state, for comparing engines: interactions with their
+    /// lines, co-browse sessions, Functions months, platform users, pass-through.
+    pub fn state_digest(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let tenants: Vec<Arc<Tenant>> = self.by_index.read().expect("index lock").iter().map(|s| s.config()).collect();
+        for e in self.interactions.iter() {
+            let tenant = &tenants[e.tenant as usize];
+            let structure = tenant.structure(e.period_start_date());
+            let features = match structure.feature_attribution {
+                FeatureAttribution::AnyEvent => e.any,
+                FeatureAttribution::FirstEvent => e.first,
+            };
+            out.push(format!(
+                "i {} {:?} {:?}",
+                tenant.id,
+                e.key(),
+                interaction_lines(features, structure.gai_multiplies_addons)
+            ));
+        }
+        for e in self.cobrowse.iter() {
+            out.push(format!("c {:?} {} {}", e.key(), e.first_at, e.first_event_id));
+        }
+        for e in self.functions.iter() {
+            out.push(format!("f {:?} {}", e.key(), e.total()));
+        }
+        for e in self.users.iter() {
+            out.push(format!("u {:?} {}", e.key(), e.senders.len()));
+        }
+        for e in self.pass_through.iter() {
+            out.push(format!("p {:?} {} {}", e.key(), e.currency, e.charge));
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Effects {
+    fn add_line(&mut self, tenant: &Tenant, date: NaiveDate, bucket: usize, line: CreditLine) {
+        self.ledger.push((date, Entry::Credits(bucket, line.credits)));
+        self.records.push(Record { tenant: tenant.id.clone(), rule: line.rule, body: RecordBody::Line(line.clone()) });
+        self.lines.push(line);
+    }
+}
+
+/// The line of a co-browse session as its first established event prices and dates it.
+fn cobrowse_line(tenant: &Tenant, entry: &CobrowseEntry) -> (CreditLine, NaiveDate) {
+    let period = tenant.period(entry.first_at);
+    let credits = tenant.settings_at(entry.first_at).cobrowse_credits;
+    let line = CreditLine {
+        id: RecordId::of(&[
+            b"cobrowse",
+            tenant.id.as_bytes(),
+            entry.session.as_bytes(),
+            entry.first_event_id.as_bytes(),
+        ]),
+        interaction_id: None,
+        kind: LineKind::Cobrowse,
+        applies_to: None,
+        credits,
+        rule: "CR-7",
+        period: PeriodInfo::from(&period),
+        event_id: entry.first_event_id.clone(),
+        reverses: None,
+    };
+    (line, period.start_date)
+}
+
+/// PL-3: raises each threshold the usage counting on `date` has reached, once per period.
+fn raise_alerts(tenant: &Tenant, ledger: &mut Ledger, date: NaiveDate, event_id: &str, records: &mut Vec<Record>) {
+    let Some((period, usage, base)) = ledger::alert_usage(tenant, ledger, date) else {
+        return;
+    };
+    let label = period.label();
+    let thresholds: Vec<Decimal> = tenant.plan().map(|p| p.alerts().to_vec()).unwrap_or_default();
+    for threshold in thresholds {
+        if usage < threshold * base {
+            continue;
+        }
+        let id = RecordId::of(&[
+            b"alert",
+            tenant.id.as_bytes(),
+            label.as_bytes(),
+            threshold.normalize().to_string().as_bytes(),
+        ]);
+        if ledger.alert_raised(&id) {
+            continue;
+        }
+        let alert = Alert { id, period: label.clone(), threshold, usage, base, event_id: event_id.to_string() };
+        ledger.alerts.push(alert.clone());
+        records.push(Record { tenant: tenant.id.clone(), rule: "PL-3", body: RecordBody::Alert(alert) });
+    }
+}
+
+fn unknown_tenant(id: &str) -> Refusal {
+    if let Err(reason) = super::settings::validate_tenant_id(id) {
+        return Refusal::invalid(vec![event::FieldViolation::new("tenant_id", reason)]);
+    }
+    Refusal::new(Code::NotFound, "T-6", format!("unknown tenant `{id}`"))
+}
+
+fn dead_letter(tenant: &Tenant, event: Event, refusal: &Refusal) -> Record {
+    let id = RecordId::of(&[
+        b"dead_letter",
+        tenant.id.as_bytes(),
+        event.event_id.as_bytes(),
+        &event.at.timestamp().to_le_bytes(),
+        &event.at.timestamp_subsec_nanos().to_le_bytes(),
+    ]);
+    Record {
+        tenant: tenant.id.clone(),
+        rule: refusal.rule,
+        body: RecordBody::DeadLetter(DeadLetter { id, code: refusal.code, reason: refusal.reason.clone(), event }),
+    }
+}

@@ -1,0 +1,518 @@
+//! Events as received ([`RawEvent`]) and as accepted ([`Event`]), and the validation
+//! between them (T-6). Field paths in violations are the proto field paths, so a caller
+//! of any transport sees the same names.
+
+use super::ids::{Fingerprinter, Fp, domain};
+use super::meter::MeterSpec;
+use super::money::{Currency, Money, parse_decimal};
+use super::time::{self, Instant};
+
+/// Size caps on every string of an event (stated in the proto docs).
+pub const MAX_ID_BYTES: usize = 256;
+pub const MAX_TENANT_ID_BYTES: usize = 128;
+pub const MAX_TIMESTAMP_BYTES: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SenderRole {
+    Consumer,
+    Agent,
+    Bot,
+    Proactive,
+    System,
+}
+
+impl SenderRole {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "consumer" => SenderRole::Consumer,
+            "agent" => SenderRole::Agent,
+            "bot" => SenderRole::Bot,
+            "proactive" => SenderRole::Proactive,
+            "system" => SenderRole::System,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SenderRole::Consumer => "consumer",
+            SenderRole::Agent => "agent",
+            SenderRole::Bot => "bot",
+            SenderRole::Proactive => "proactive",
+            SenderRole::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Web,
+    Sms,
+    Whatsapp,
+    Facebook,
+    Email,
+    Apple,
+    Other,
+}
+
+impl Channel {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "web" => Channel::Web,
+            "sms" => Channel::Sms,
+            "whatsapp" => Channel::Whatsapp,
+            "facebook" => Channel::Facebook,
+            "email" => Channel::Email,
+            "apple" => Channel::Apple,
+            "other" => Channel::Other,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Web => "web",
+            Channel::Sms => "sms",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Facebook => "facebook",
+            Channel::Email => "email",
+            Channel::Apple => "apple",
+            Channel::Other => "other",
+        }
+    }
+}
+
+/// An event as a transport delivered it: every field still unchecked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawEvent {
+    pub tenant_id: String,
+    pub event_id: String,
+    pub event_time: String,
+    pub body: RawBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawBody {
+    Message(RawMessage),
+    ConversationOpened(RawConversation),
+    Cobrowse(RawCobrowse),
+    FunctionInvocations {
+        count: Option<i64>,
+    },
+    /// No body, or one of a type daybook does not meter (typing indicators, read and
+    /// delivery receipts). Carries the type's name when the transport had one.
+    Unknown(String),
+}
+
+impl Default for RawBody {
+    fn default() -> Self {
+        RawBody::Unknown(String::new())
+    }
+}
+
+/// Enumerated fields keep what was sent when it is not a known value, so the refusal can
+/// say what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawEnum<T> {
+    Known(T),
+    Missing,
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawMessage {
+    pub consumer_id: String,
+    pub conversation_id: String,
+    pub sender_role: RawEnum<SenderRole>,
+    pub sender_id: String,
+    pub channel: RawEnum<Channel>,
+    pub integration_id: String,
+    pub provider_price: Option<RawMoney>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawConversation {
+    pub consumer_id: String,
+    pub conversation_id: String,
+    pub channel: RawEnum<Channel>,
+    pub integration_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawCobrowse {
+    pub consumer_id: String,
+    pub conversation_id: String,
+    pub session_id: String,
+    pub established: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawMoney {
+    pub amount: String,
+    pub currency: String,
+}
+
+/// An accepted event. Strings are non-empty where present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_id: String,
+    pub at: Instant,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Message(Message),
+    ConversationOpened(Conversation),
+    Cobrowse(Cobrowse),
+    FunctionInvocations { count: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub consumer: String,
+    pub conversation: Option<String>,
+    pub sender: SenderRole,
+    pub sender_id: Option<String>,
+    pub channel: Channel,
+    pub integration: Option<String>,
+    /// Present only when non-zero (CR-9: 0 or absent when free).
+    pub price: Option<Money>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub consumer: String,
+    pub conversation: String,
+    pub channel: Channel,
+    pub integration: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cobrowse {
+    pub consumer: String,
+    pub conversation: String,
+    pub session: String,
+    pub established: bool,
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        FieldViolation { field: field.into(), description: description.into() }
+    }
+}
+
+struct Checker {
+    violations: Vec<FieldViolation>,
+}
+
+impl Checker {
+    fn violation(&mut self, field: &str, description: impl Into<String>) {
+        self.violations.push(FieldViolation::new(field, description));
+    }
+
+    fn required(&mut self, field: &str, value: String) -> String {
+        self.optional(field, value.clone());
+        if value.is_empty() {
+            self.violation(field, "is required");
+        }
+        value
+    }
+
+    fn optional(&mut self, field: &str, value: String) -> Option<String> {
+        if value.len() > MAX_ID_BYTES {
+            self.violation(field, format!("longer than {MAX_ID_BYTES} bytes"));
+        }
+        if value.chars().any(char::is_control) {
+            self.violation(field, "contains control characters");
+        }
+        (!value.is_empty()).then_some(value)
+    }
+
+    fn enumerated<T: Copy>(&mut self, field: &str, value: &RawEnum<T>, known: &str) -> Option<T> {
+        match value {
+            RawEnum::Known(v) => Some(*v),
+            RawEnum::Missing => {
+                self.violation(field, format!("is required (one of {known})"));
+                None
+            }
+            RawEnum::Unknown(v) => {
+                self.violation(field, format!("unknown value `{v}` (one of {known})"));
+                None
+            }
+        }
+    }
+}
+
+const SENDERS: &str = "consumer, agent, bot, proactive, system";
+const CHANNELS: &str = "web, sms, whatsapp, facebook, email, apple, other";
+
+/// Validates a raw event for a tenant of `meter` (T-6). All violations are reported at
+/// once. The tenant id is checked by the caller, which needs it to find the meter.
+pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViolation>> {
+    let mut c = Checker { violations: Vec::new() };
+    if raw.event_id.is_empty() {
+        c.violation("event_id", "is required");
+    }
+    let event_id = c.required_len("event_id", raw.event_id);
+    let at = if raw.event_time.len() > MAX_TIMESTAMP_BYTES {
+        c.violation("event_time", "too long for a timestamp");
+        None
+    } else if raw.event_time.is_empty() {
+        c.violation("event_time", "is required (RFC 3339 with an offset)");
+        None
+    } else {
+        match time::parse_instant(&raw.event_time) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.violation("event_time", e.to_string());
+                None
+            }
+        }
+    };
+    let needs_integration = meter.needs_integration();
+    let body = match raw.body {
+        RawBody::Message(m) => {
+            let sender = c.enumerated("message.sender_role", &m.sender_role, SENDERS);
+            let consumer = c.required("message.consumer_id", m.consumer_id);
+            let conversation = if sender == Some(SenderRole::Proactive) {
+                c.optional("message.conversation_id", m.conversation_id)
+            } else {
+                Some(c.required("message.conversation_id", m.conversation_id))
+            };
+            let sender_id = c.optional("message.sender_id", m.sender_id);
+            let channel = c.enumerated("message.channel", &m.channel, CHANNELS);
+            let integration = if needs_integration {
+                Some(c.required("message.integration_id", m.integration_id))
+            } else {
+                c.optional("message.integration_id", m.integration_id)
+            };
+            let price = m.provider_price.and_then(|p| c.money("message.provider_price", p));
+            match (sender, channel) {
+                (Some(sender), Some(channel)) => Some(Body::Message(Message {
+                    consumer,
+                    conversation,
+                    sender,
+                    sender_id,
+                    channel,
+                    integration,
+                    price: price.filter(|p| !p.amount.is_zero()),
+                })),
+                _ => None,
+            }
+        }
+        RawBody::ConversationOpened(o) => {
+            let consumer = c.required("conversation_opened.consumer_id", o.consumer_id);
+            let conversation = c.required("conversation_opened.conversation_id", o.conversation_id);
+            let channel = c.enumerated("conversation_opened.channel", &o.channel, CHANNELS);
+            let integration = if needs_integration {
+                Some(c.required("conversation_opened.integration_id", o.integration_id))
+            } else {
+                c.optional("conversation_opened.integration_id", o.integration_id)
+            };
+            channel
+                .map(|channel| Body::ConversationOpened(Conversation { consumer, conversation, channel, integration }))
+        }
+        RawBody::Cobrowse(b) => Some(Body::Cobrowse(Cobrowse {
+            consumer: c.required("cobrowse.consumer_id", b.consumer_id),
+            conversation: c.required("cobrowse.conversation_id", b.conversation_id),
+            session: c.required("cobrowse.session_id", b.session_id),
+            established: b.established,
+        })),
+        RawBody::FunctionInvocations { count } => match count {
+            None => {
+                c.violation("function_invocations.count", "is required");
+                None
+            }
+            Some(n) if n < 0 => {
+                c.violation("function_invocations.count", "must not be negative");
+                None
+            }
+            Some(n) => Some(Body::FunctionInvocations { count: n as u64 }),
+        },
+        RawBody::Unknown(name) => {
+            let what =
+                if name.is_empty() { "no event kind set".to_string() } else { format!("unknown event type `{name}`") };
+            c.violation(
+                "kind",
+                format!("{what}: one of message, conversation_opened, cobrowse, function_invocations (typing indicators and receipts are not metered)"),
+            );
+            None
+        }
+    };
+    match (c.violations.is_empty(), at, body) {
+        (true, Some(at), Some(body)) => Ok(Event { event_id, at, body }),
+        _ => Err(c.violations),
+    }
+}
+
+impl Checker {
+    fn required_len(&mut self, field: &str, value: String) -> String {
+        if value.len() > MAX_ID_BYTES {
+            self.violation(field, format!("longer than {MAX_ID_BYTES} bytes"));
+        }
+        value
+    }
+
+    fn money(&mut self, field: &str, raw: RawMoney) -> Option<Money> {
+        let amount = match parse_decimal(&raw.amount) {
+            Some(a) if a.is_sign_negative() && !a.is_zero() => {
+                self.violation(&format!("{field}.amount"), "must not be negative");
+                None
+            }
+            Some(a) => Some(a),
+            None => {
+                self.violation(&format!("{field}.amount"), "not a decimal string");
+                None
+            }
+        };
+        let currency = Currency::parse(&raw.currency);
+        if currency.is_none() {
+            self.violation(&format!("{field}.currency"), "must be three capital letters (ISO 4217)");
+        }
+        Some(Money::new(amount?, currency?))
+    }
+}
+
+impl Event {
+    /// The consumer the event is about, if any.
+    pub fn consumer(&self) -> Option<&str> {
+        match &self.body {
+            Body::Message(m) => Some(&m.consumer),
+            Body::ConversationOpened(o) => Some(&o.consumer),
+            Body::Cobrowse(b) => Some(&b.consumer),
+            Body::FunctionInvocations { .. } => None,
+        }
+    }
+
+    /// The canonical payload's fingerprint: two spellings of the same instant, or of the
+    /// same decimal price, are the same payload (T-2).
+    pub fn payload_fp(&self, fingerprinter: &Fingerprinter) -> Fp {
+        let opt = |s: &Option<String>| s.as_deref().unwrap_or("").to_string();
+        let b = fingerprinter
+            .start(domain::PAYLOAD)
+            .i64(self.at.timestamp())
+            .u64(u64::from(self.at.timestamp_subsec_nanos()));
+        match &self.body {
+            Body::Message(m) => {
+                let price = m.price.map(|p| (p.amount.normalize().to_string(), p.currency.to_string()));
+                let (amount, currency) = price.unwrap_or_default();
+                b.u64(1)
+                    .str(&m.consumer)
+                    .str(&opt(&m.conversation))
+                    .str(m.sender.name())
+                    .str(&opt(&m.sender_id))
+                    .str(m.channel.name())
+                    .str(&opt(&m.integration))
+                    .str(&amount)
+                    .str(&currency)
+                    .finish()
+            }
+            Body::ConversationOpened(o) => {
+                b.u64(2).str(&o.consumer).str(&o.conversation).str(o.channel.name()).str(&opt(&o.integration)).finish()
+            }
+            Body::Cobrowse(c) => {
+                b.u64(3).str(&c.consumer).str(&c.conversation).str(&c.session).u64(u64::from(c.established)).finish()
+            }
+            Body::FunctionInvocations { count } => b.u64(4).u64(*count).finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rating::meter::{CYCLE, DAR};
+
+    fn message(sender: SenderRole) -> RawEvent {
+        RawEvent {
+            tenant_id: "t".into(),
+            event_id: "m1".into(),
+            event_time: "2025-06-10T09:00:00-04:00".into(),
+            body: RawBody::Message(RawMessage {
+                consumer_id: "c1".into(),
+                conversation_id: "A".into(),
+                sender_role: RawEnum::Known(sender),
+                sender_id: String::new(),
+                channel: RawEnum::Known(Channel::Web),
+                integration_id: String::new(),
+                provider_price: None,
+            }),
+        }
+    }
+
+    fn fields(result: Result<Event, Vec<FieldViolation>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn t_6_every_invalid_field_is_named() {
+        let mut raw = message(SenderRole::Consumer);
+        raw.event_time = "2025-06-10T09:00:00".into();
+        if let RawBody::Message(m) = &mut raw.body {
+            m.consumer_id.clear();
+            m.channel = RawEnum::Unknown("pigeon".into());
+            m.provider_price = Some(RawMoney { amount: "-1".into(), currency: "usd".into() });
+        }
+        assert_eq!(
+            fields(validate(raw, &DAR)),
+            [
+                "event_time",
+                "message.consumer_id",
+                "message.channel",
+                "message.provider_price.amount",
+                "message.provider_price.currency"
+            ]
+        );
+    }
+
+    #[test]
+    fn dar_5_only_proactive_messages_may_omit_the_conversation() {
+        for (sender, ok) in [(SenderRole::Proactive, true), (SenderRole::Agent, false), (SenderRole::System, false)] {
+            let mut raw = message(sender);
+            if let RawBody::Message(m) = &mut raw.body {
+                m.conversation_id.clear();
+            }
+            assert_eq!(validate(raw, &DAR).is_ok(), ok, "{sender:?}");
+        }
+    }
+
+    #[test]
+    fn cyc_4_integration_is_required_on_the_cycle_meter() {
+        assert_eq!(fields(validate(message(SenderRole::Consumer), &CYCLE)), ["message.integration_id"]);
+        assert!(validate(message(SenderRole::Consumer), &DAR).is_ok());
+    }
+
+    #[test]
+    fn t_6_unknown_event_types_and_negative_counts() {
+        let raw = RawEvent { body: RawBody::Unknown("typing".into()), ..message(SenderRole::Consumer) };
+        assert_eq!(fields(validate(raw, &DAR)), ["kind"]);
+        let raw = RawEvent { body: RawBody::FunctionInvocations { count: Some(-1) }, ..message(SenderRole::Consumer) };
+        assert_eq!(fields(validate(raw, &DAR)), ["function_invocations.count"]);
+    }
+
+    #[test]
+    fn t_2_payload_ignores_the_spelling_of_the_instant_and_price() {
+        let f = Fingerprinter::new([9; 16]);
+        let mut a = message(SenderRole::Agent);
+        let mut b = message(SenderRole::Agent);
+        b.event_time = "2025-06-10T13:00:00Z".into();
+        for (raw, amount) in [(&mut a, "0.0079"), (&mut b, "0.00790")] {
+            if let RawBody::Message(m) = &mut raw.body {
+                m.provider_price = Some(RawMoney { amount: amount.into(), currency: "USD".into() });
+            }
+        }
+        let (a, b) = (validate(a, &DAR).unwrap(), validate(b, &DAR).unwrap());
+        assert_eq!(a.payload_fp(&f), b.payload_fp(&f));
+        let mut c = a.clone();
+        c.at += chrono::TimeDelta::seconds(15);
+        assert_ne!(a.payload_fp(&f), c.payload_fp(&f));
+    }
+}

@@ -1,0 +1,184 @@
+//! Two kinds of identity.
+//!
+//! - [`Fp`]: a 128-bit keyed fingerprint (SipHash-1-3) used as the key of hot state. It
+//!   is cheap to compute on every message, and keyed so that a caller cannot craft
+//!   consumer ids that collide with another tenant's keys. Replicas that share state
+//!   share the key.
+//! - [`RecordId`]: a deterministic id (BLAKE3 over the readable fields, 128 bits) for
+//!   everything emitted downstream. It is the same on every replica and in every offline
+//!   replay, so consumers dedupe by it. Computed only when something is emitted.
+
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// A keyed 128-bit fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fp(pub u64, pub u64);
+
+impl Hash for Fp {
+    // Already uniformly distributed: hand one word to the map's hasher as is.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 ^ self.1.rotate_left(17));
+    }
+}
+
+/// A hasher for keys that are already fingerprints: passes the word through.
+#[derive(Default)]
+pub struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than `Fp`; fold bytes so it stays correct.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub type FpBuildHasher = BuildHasherDefault<FpHasher>;
+
+/// Computes fingerprints with one deployment key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprinter {
+    k0: u64,
+    k1: u64,
+}
+
+impl Fingerprinter {
+    pub fn new(key: [u8; 16]) -> Self {
+        let (a, b) = key.split_at(8);
+        Fingerprinter {
+            k0: u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            k1: u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        }
+    }
+
+    pub fn key(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.k0.to_le_bytes());
+        out[8..].copy_from_slice(&self.k1.to_le_bytes());
+        out
+    }
+
+    /// Starts a fingerprint of a domain (a short tag keeping kinds of keys apart).
+    pub fn start(&self, domain: u8) -> FpBuilder {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write_u8(domain);
+        FpBuilder(h)
+    }
+}
+
+/// Accumulates the parts of a fingerprint; each part is length-prefixed so that
+/// ("ab", "c") and ("a", "bc") differ.
+pub struct FpBuilder(SipHasher13);
+
+impl FpBuilder {
+    pub fn str(mut self, s: &str) -> Self {
+        self.0.write_u32(s.len() as u32);
+        self.0.write(s.as_bytes());
+        self
+    }
+
+    pub fn u64(mut self, n: u64) -> Self {
+        self.0.write_u64(n);
+        self
+    }
+
+    pub fn i64(mut self, n: i64) -> Self {
+        self.0.write_i64(n);
+        self
+    }
+
+    pub fn finish(self) -> Fp {
+        let h = self.0.finish128();
+        Fp(h.h1, h.h2)
+    }
+}
+
+/// Domains of fingerprints.
+pub mod domain {
+    pub const EVENT: u8 = 1;
+    pub const INTERACTION: u8 = 2;
+    pub const COBROWSE: u8 = 3;
+    pub const FUNCTIONS: u8 = 4;
+    pub const PLATFORM_USER: u8 = 5;
+    pub const PAYLOAD: u8 = 6;
+    pub const CONSUMER: u8 = 7;
+}
+
+/// A deterministic 128-bit id, shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId(pub [u8; 16]);
+
+impl RecordId {
+    /// BLAKE3 over length-prefixed parts, truncated to 128 bits.
+    pub fn of(parts: &[&[u8]]) -> RecordId {
+        let mut h = blake3::Hasher::new();
+        for part in parts {
+            h.update(&(part.len() as u32).to_le_bytes());
+            h.update(part);
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        RecordId(out)
+    }
+
+    pub fn parse(hex: &str) -> Option<RecordId> {
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(RecordId(out))
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_length_prefixed() {
+        let f = Fingerprinter::new([7; 16]);
+        assert_ne!(f.start(1).str("ab").str("c").finish(), f.start(1).str("a").str("bc").finish());
+        assert_ne!(RecordId::of(&[b"ab", b"c"]), RecordId::of(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn keys_change_fingerprints_but_not_record_ids() {
+        let a = Fingerprinter::new([1; 16]).start(1).str("x").finish();
+        let b = Fingerprinter::new([2; 16]).start(1).str("x").finish();
+        assert_ne!(a, b);
+        let id = RecordId::of(&[b"x"]);
+        assert_eq!(RecordId::parse(&id.to_string()), Some(id));
+    }
+}

@@ -1,0 +1,239 @@
+//! Per-tenant aggregates behind usage queries and statements. Derived data: the engine
+//! adds every emitted line here, and can rebuild it from state after a merge.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use super::credits::{LineKind, blocks};
+use super::money::{Amounts, Currency};
+use super::outcome::Alert;
+use super::plan::Plan;
+use super::settings::Tenant;
+use super::time;
+
+/// Credit buckets: the six interaction line slots, co-browse, Functions.
+pub const BUCKETS: usize = 8;
+pub const COBROWSE_BUCKET: usize = 6;
+pub const FUNCTIONS_BUCKET: usize = 7;
+
+/// The (kind, applies_to) of each bucket, for reporting.
+pub const BUCKET_KINDS: [(LineKind, Option<LineKind>); BUCKETS] = [
+    (LineKind::Base, None),
+    (LineKind::GenerativeAi, Some(LineKind::Base)),
+    (LineKind::IntentListening, None),
+    (LineKind::PerformanceOptimizer, None),
+    (LineKind::GenerativeAi, Some(LineKind::IntentListening)),
+    (LineKind::GenerativeAi, Some(LineKind::PerformanceOptimizer)),
+    (LineKind::Cobrowse, None),
+    (LineKind::Functions, None),
+];
+
+/// Usage totals over some dates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub interactions: u64,
+    pub credits: [Decimal; BUCKETS],
+    pub pass_through: Amounts,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        self.interactions += other.interactions;
+        for (a, b) in self.credits.iter_mut().zip(other.credits.iter()) {
+            *a += *b;
+        }
+        self.pass_through.add_all(&other.pass_through);
+    }
+
+    pub fn credits(&self) -> Decimal {
+        self.credits.iter().copied().sum()
+    }
+}
+
+/// A tenant's aggregates.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    days: BTreeMap<NaiveDate, Totals>,
+    months: BTreeMap<NaiveDate, Totals>,
+    /// Alerts raised, in the order they were raised.
+    pub alerts: Vec<Alert>,
+}
+
+/// One change to the aggregates, dated by the local date it counts on.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry {
+    Interaction,
+    Credits(usize, Decimal),
+    PassThrough(Currency, Decimal),
+}
+
+impl Ledger {
+    /// An empty ledger that remembers alerts already raised.
+    pub fn with_alerts(alerts: Vec<Alert>) -> Self {
+        Ledger { alerts, ..Ledger::default() }
+    }
+
+    pub fn add(&mut self, date: NaiveDate, entry: Entry) {
+        let month = time::first_of_month(date);
+        for totals in [self.days.entry(date).or_default(), self.months.entry(month).or_default()] {
+            match entry {
+                Entry::Interaction => totals.interactions += 1,
+                Entry::Credits(bucket, amount) => totals.credits[bucket] += amount,
+                Entry::PassThrough(currency, amount) => totals.pass_through.add(currency, amount),
+            }
+        }
+    }
+
+    /// Totals over local dates `from..=to` (either end open).
+    pub fn usage(&self, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Totals {
+        let mut out = Totals::default();
+        let from = from.unwrap_or(NaiveDate::MIN);
+        let to = to.unwrap_or(NaiveDate::MAX);
+        if from > to {
+            return out;
+        }
+        for totals in self.days.range(from..=to).map(|(_, t)| t) {
+            out.add(totals);
+        }
+        out
+    }
+
+    pub fn month(&self, month_start: NaiveDate) -> Totals {
+        self.months.get(&month_start).cloned().unwrap_or_default()
+    }
+
+    /// Months with any usage, oldest first.
+    pub fn months(&self) -> impl Iterator<Item = NaiveDate> + '_ {
+        self.months.keys().copied()
+    }
+
+    pub fn alert_raised(&self, id: &super::ids::RecordId) -> bool {
+        self.alerts.iter().any(|a| a.id == *id)
+    }
+}
+
+/// A plan statement (PL-1, PL-2), with the alerts raised for its period (PL-3).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Statement {
+    pub period: String,
+    pub totals: Totals,
+    pub overage: Amounts,
+    pub overage_credits: Decimal,
+    pub expired_credits: Decimal,
+    pub committed_credits: Decimal,
+    pub top_up_credits: Decimal,
+    pub drawn_committed: Decimal,
+    pub drawn_top_ups: Decimal,
+    pub included: u64,
+    pub overage_interactions: u64,
+    pub platform_users: u64,
+    pub platform_users_over_limit: bool,
+    pub alerts: Vec<Alert>,
+}
+
+/// What a statement period is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementPeriod {
+    /// A local calendar month (Starter, or no plan), by its first date.
+    Month(NaiveDate),
+    /// A commitment term, both ends inclusive.
+    Term(NaiveDate, NaiveDate),
+}
+
+impl StatementPeriod {
+    pub fn parse(text: &str) -> Option<StatementPeriod> {
+        if let Some((a, b)) = text.split_once('/') {
+            let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+            return (a <= b).then_some(StatementPeriod::Term(a, b));
+        }
+        NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok().map(StatementPeriod::Month)
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            StatementPeriod::Month(m) => m.format("%Y-%m").to_string(),
+            StatementPeriod::Term(a, b) => format!("{a}/{b}"),
+        }
+    }
+}
+
+/// Builds the statement of `period`. `platform_users` counts distinct agent and bot ids
+/// of a month (PL-1).
+pub fn statement(
+    tenant: &Tenant,
+    ledger: &Ledger,
+    period: &StatementPeriod,
+    platform_users: impl Fn(NaiveDate) -> u64,
+) -> Statement {
+    let label = period.label();
+    let mut s = Statement { period: label.clone(), ..Statement::default() };
+    s.alerts = ledger.alerts.iter().filter(|a| a.period == label).cloned().collect();
+    match period {
+        StatementPeriod::Month(month) => {
+            s.totals = ledger.month(*month);
+            s.platform_users = platform_users(*month);
+            if let Some(Plan::Starter(plan)) = tenant.plan() {
+                // PL-1: included interactions, then blocks of overage.
+                s.included = plan.included;
+                s.overage_interactions = s.totals.interactions.saturating_sub(plan.included);
+                let billed = blocks(s.overage_interactions, plan.block_size, tenant.overage_rounding(*month));
+                s.overage.add(plan.block_price.currency, billed * plan.block_price.amount);
+                s.platform_users_over_limit = s.platform_users > plan.max_platform_users;
+            }
+        }
+        StatementPeriod::Term(start, end) => {
+            s.totals = ledger.usage(Some(*start), Some(*end));
+            if let Some(Plan::Commitment(plan)) = tenant.plan() {
+                // PL-2: the commitment is drawn first, then top-ups bought within the term;
+                // beyond both is overage; what is left expires with the term.
+                let zone_at = |t| tenant.zone_at(t);
+                let top_ups: Decimal = plan
+                    .top_ups
+                    .iter()
+                    .filter(|t| plan.contains(time::local_date(t.at, zone_at(t.at))))
+                    .map(|t| t.credits)
+                    .sum();
+                let used = s.totals.credits();
+                s.committed_credits = plan.credits;
+                s.top_up_credits = top_ups;
+                s.drawn_committed = used.min(plan.credits).max(Decimal::ZERO);
+                s.drawn_top_ups = (used - s.drawn_committed).min(top_ups).max(Decimal::ZERO);
+                s.overage_credits = (used - plan.credits - top_ups).max(Decimal::ZERO);
+                s.expired_credits = (plan.credits + top_ups - used).max(Decimal::ZERO);
+                for price in &plan.overage_price {
+                    s.overage.add(price.currency, s.overage_credits * price.amount);
+                }
+            }
+        }
+    }
+    s
+}
+
+/// The statement periods of a tenant with usage, oldest first: the commitment term, or
+/// each local month.
+pub fn statement_periods(tenant: &Tenant, ledger: &Ledger) -> Vec<StatementPeriod> {
+    match tenant.plan() {
+        Some(Plan::Commitment(plan)) => vec![StatementPeriod::Term(plan.term_start, plan.term_end)],
+        _ => ledger.months().map(StatementPeriod::Month).collect(),
+    }
+}
+
+/// The alert base and the usage that counts toward it, for a line or interaction dated
+/// `date` (PL-3): the month's interactions for Starter, the term's credits for a
+/// commitment. `None` when the plan has no thresholds or the date is outside the term.
+pub fn alert_usage(tenant: &Tenant, ledger: &Ledger, date: NaiveDate) -> Option<(StatementPeriod, Decimal, Decimal)> {
+    match tenant.plan()? {
+        Plan::Starter(plan) if !plan.alerts.is_empty() => {
+            let month = time::first_of_month(date);
+            let usage = Decimal::from(ledger.month(month).interactions);
+            Some((StatementPeriod::Month(month), usage, Decimal::from(plan.included)))
+        }
+        Plan::Commitment(plan) if !plan.alerts.is_empty() && plan.contains(date) => {
+            let usage = ledger.usage(Some(plan.term_start), Some(plan.term_end)).credits();
+            Some((StatementPeriod::Term(plan.term_start, plan.term_end), usage, plan.credits))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,239 @@
+//! The tenants format, shared by the tenants file (TOML), scenario files (JSON) and the
+//! replay command. One tenant:
+//!
+//! ```toml
+//! [[tenant]]
+//! id = "acme"
+//! time_zone = "America/New_York"
+//! meter = "dar"                      # dar | cycle | mau
+//! settings = { generative_ai = true, lateness_horizon = "P35D" }
+//! changes = [ { id = "c1", at = "2025-06-10T12:00:00-04:00", set = { intent_listening = true } } ]
+//! plan = { kind = "starter", alerts = ["0.8", "1.0"] }
+//! ```
+//!
+//! Settings are named as in the RULEBOOK; an unknown name or a bad value is refused with
+//! the setting named (T-5).
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::rating::meter::MeterKind;
+use crate::rating::money::{Currency, Money, parse_decimal};
+use crate::rating::plan::{CommitmentPlan, Plan, StarterPlan, TopUp};
+use crate::rating::settings::{SettingError, SettingValue, SettingsChange, SettingsPatch, TenantSpec};
+use crate::rating::time;
+
+/// A change the format refused: its id (if it had one) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedChange {
+    pub id: Option<String>,
+    pub error: SettingError,
+}
+
+/// Reads a tenant. Changes that are invalid are refused one by one (they change nothing);
+/// anything else invalid refuses the tenant.
+pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange>), SettingError> {
+    let obj = value.as_object().ok_or_else(|| SettingError::new("tenant", "expected a table"))?;
+    let id = text(obj, "id")?.ok_or_else(|| SettingError::new("id", "is required"))?;
+    let meter_name = text(obj, "meter")?.unwrap_or_else(|| "dar".into());
+    let meter =
+        MeterKind::parse(&meter_name).ok_or_else(|| SettingError::new("meter", "expected dar, cycle or mau"))?;
+    let mut initial = SettingsPatch::default();
+    let zone = text(obj, "time_zone")?.ok_or_else(|| SettingError::new("time_zone", "is required"))?;
+    initial.set("time_zone", &SettingValue::Text(zone))?;
+    if let Some(settings) = obj.get("settings") {
+        let settings = settings.as_object().ok_or_else(|| SettingError::new("settings", "expected a table"))?;
+        patch_from(settings, &mut initial)?;
+    }
+    let mut changes = Vec::new();
+    let mut refused = Vec::new();
+    for change in obj.get("changes").and_then(Value::as_array).into_iter().flatten() {
+        match change_from(change) {
+            Ok(c) => changes.push(c),
+            Err((id, error)) => refused.push(RefusedChange { id, error }),
+        }
+    }
+    let plan = obj.get("plan").map(plan_from).transpose()?;
+    Ok((TenantSpec { id, meter, initial, changes, plan }, refused))
+}
+
+fn change_from(value: &Value) -> Result<SettingsChange, (Option<String>, SettingError)> {
+    let obj = value.as_object().ok_or((None, SettingError::new("changes", "expected a table")))?;
+    let id = obj.get("id").and_then(Value::as_str).map(str::to_string);
+    let fail = |e: SettingError| (id.clone(), e);
+    let at = text(obj, "at").map_err(fail)?.ok_or_else(|| fail(SettingError::new("at", "is required")))?;
+    let at = time::parse_instant(&at).map_err(|e| fail(SettingError::new("at", e.to_string())))?;
+    let set = obj
+        .get("set")
+        .and_then(Value::as_object)
+        .ok_or_else(|| fail(SettingError::new("set", "expected a table of settings")))?;
+    let mut patch = SettingsPatch::default();
+    patch_from(set, &mut patch).map_err(fail)?;
+    Ok(SettingsChange { id, at, patch })
+}
+
+/// Applies every named setting of a table to a patch.
+pub fn patch_from(settings: &Map<String, Value>, patch: &mut SettingsPatch) -> Result<(), SettingError> {
+    let mut next = patch.clone();
+    for (name, value) in settings {
+        let value = match value {
+            Value::Bool(b) => SettingValue::Bool(*b),
+            Value::Number(n) if n.is_i64() => SettingValue::Int(n.as_i64().expect("checked")),
+            Value::Number(n) => SettingValue::Text(n.to_string()),
+            Value::String(s) => SettingValue::Text(s.clone()),
+            _ => return Err(SettingError::new(name, "expected a boolean, number or string")),
+        };
+        next.set(name, &value)?;
+    }
+    *patch = next;
+    Ok(())
+}
+
+fn plan_from(value: &Value) -> Result<Plan, SettingError> {
+    let obj = value.as_object().ok_or_else(|| SettingError::new("plan", "expected a table"))?;
+    let alerts = obj
+        .get("alerts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|v| decimal_value(v, "plan.alerts"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if alerts.iter().any(|a| a.is_sign_negative() || a.is_zero()) {
+        return Err(SettingError::new("plan.alerts", "thresholds must be positive fractions"));
+    }
+    match text(obj, "kind")?.as_deref() {
+        Some("starter") => {
+            let mut plan = StarterPlan { alerts, ..StarterPlan::default() };
+            if let Some(n) = obj.get("included") {
+                plan.included =
+                    n.as_u64().ok_or_else(|| SettingError::new("plan.included", "expected a whole number"))?;
+            }
+            if let Some(n) = obj.get("block_size") {
+                plan.block_size = n
+                    .as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| SettingError::new("plan.block_size", "expected a positive whole number"))?;
+            }
+            if let Some(n) = obj.get("max_platform_users") {
+                plan.max_platform_users = n
+                    .as_u64()
+                    .ok_or_else(|| SettingError::new("plan.max_platform_users", "expected a whole number"))?;
+            }
+            if let Some(price) = obj.get("block_price") {
+                plan.block_price = money_from(price, "plan.block_price")?;
+            }
+            Ok(Plan::Starter(plan))
+        }
+        Some("commitment") => {
+            let date = |name: &str| -> Result<NaiveDate, SettingError> {
+                let field = format!("plan.{name}");
+                text(obj, name)?
+                    .ok_or_else(|| SettingError::new(&field, "is required"))?
+                    .parse()
+                    .map_err(|_| SettingError::new(&field, "expected a date YYYY-MM-DD"))
+            };
+            let (term_start, term_end) = (date("term_start")?, date("term_end")?);
+            if term_end < term_start {
+                return Err(SettingError::new("plan.term_end", "is before term_start"));
+            }
+            let credits = decimal_value(obj.get("credits").unwrap_or(&Value::Null), "plan.credits")?;
+            let mut overage_price = Vec::new();
+            if let Some(prices) = obj.get("overage_price").and_then(Value::as_object) {
+                for (currency, amount) in prices {
+                    let currency = Currency::parse(currency).ok_or_else(|| {
+                        SettingError::new("plan.overage_price", "currency must be three capital letters")
+                    })?;
+                    overage_price.push(Money::new(decimal_value(amount, "plan.overage_price")?, currency));
+                }
+            }
+            let mut top_ups = Vec::new();
+            for t in obj.get("top_ups").and_then(Value::as_array).into_iter().flatten() {
+                let at = t
+                    .get("at")
+                    .and_then(Value::as_str)
+                    .and_then(|s| time::parse_instant(s).ok())
+                    .ok_or_else(|| SettingError::new("plan.top_ups.at", "expected an RFC 3339 instant"))?;
+                let credits = decimal_value(t.get("credits").unwrap_or(&Value::Null), "plan.top_ups.credits")?;
+                top_ups.push(TopUp { at, credits });
+            }
+            Ok(Plan::Commitment(CommitmentPlan { term_start, term_end, credits, overage_price, top_ups, alerts }))
+        }
+        _ => Err(SettingError::new("plan.kind", "expected starter or commitment")),
+    }
+}
+
+fn money_from(value: &Value, field: &str) -> Result<Money, SettingError> {
+    let amount = decimal_value(value.get("amount").unwrap_or(&Value::Null), field)?;
+    let currency = value
+        .get("currency")
+        .and_then(Value::as_str)
+        .and_then(Currency::parse)
+        .ok_or_else(|| SettingError::new(field, "currency must be three capital letters"))?;
+    Ok(Money::new(amount, currency))
+}
+
+/// A non-negative decimal, written as a string (or a whole number).
+fn decimal_value(value: &Value, field: &str) -> Result<Decimal, SettingError> {
+    let parsed = match value {
+        Value::String(s) => parse_decimal(s),
+        Value::Number(n) if n.is_u64() => Some(Decimal::from(n.as_u64().expect("checked"))),
+        _ => None,
+    };
+    match parsed {
+        Some(d) if !d.is_sign_negative() || d.is_zero() => Ok(d),
+        Some(_) => Err(SettingError::new(field, "must not be negative")),
+        None => Err(SettingError::new(field, "expected a decimal string")),
+    }
+}
+
+fn text(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, SettingError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(SettingError::new(name, "expected a string")),
+    }
+}
+
+/// Reads a tenants file: TOML with `[[tenant]]` tables. Any invalid tenant or change
+/// refuses the whole file, naming the tenant and the setting.
+pub fn parse_tenants_toml(text: &str) -> Result<Vec<TenantSpec>, String> {
+    let value: Value = toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?;
+    let tenants = match value.get("tenant") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err("`tenant` must be an array of tables ([[tenant]])".into()),
+    };
+    let mut out = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        let label =
+            tenant.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{}", i + 1));
+        let (spec, refused) = tenant_from_value(tenant).map_err(|e| format!("tenant {label}: {e}"))?;
+        if let Some(r) = refused.first() {
+            return Err(format!("tenant {label}: change {}: {}", r.id.as_deref().unwrap_or("(no id)"), r.error));
+        }
+        if out.iter().any(|t: &TenantSpec| t.id == spec.id) {
+            return Err(format!("tenant {label}: defined twice"));
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t_5_tenants_file_names_the_bad_setting() {
+        let err = parse_tenants_toml("[[tenant]]\nid='a'\ntime_zone='UTC'\nsettings={ colour = true }\n").unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+        let err = parse_tenants_toml("[[tenant]]\nid='a'\ntime_zone='Nowhere/Land'\n").unwrap_err();
+        assert!(err.contains("time_zone"), "{err}");
+        let ok = parse_tenants_toml(
+            "[[tenant]]\nid='a'\ntime_zone='UTC'\nmeter='cycle'\nsettings={cycle_anchor_day=15, lateness_horizon='P40D'}\nplan={kind='starter', alerts=['0.8']}\n",
+        )
+        .unwrap();
+        assert_eq!(ok[0].initial.cycle_anchor_day, Some(15));
+    }
+}
