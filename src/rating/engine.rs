@@ -422,10 +422,18 @@ impl Engine {
         }
     }
 
+    fn reply_log(&self, tenant: &Tenant, consumer: &str) -> dashmap::mapref::one::RefMut<'_, Fp, ReplyLog> {
+        let key = self.fingerprinter.start(domain::CONSUMER).str(&tenant.id).str(consumer).finish();
+        self.replies.entry(key).or_insert_with(|| ReplyLog {
+            tenant: tenant.index,
+            consumer: consumer.to_string(),
+            ..ReplyLog::default()
+        })
+    }
+
     /// DAR-5 (retroactive): a new outbound is charged at once if a reply is already known.
     fn record_outbound(&self, tenant: &Tenant, consumer: &str, mut outbound: Outbound, fx: &mut Effects) -> bool {
-        let key = self.fingerprinter.start(domain::CONSUMER).str(&tenant.id).str(consumer).finish();
-        let mut log = self.replies.entry(key).or_default();
+        let mut log = self.reply_log(tenant, consumer);
         let reply = log.first_reply_within(outbound.at, outbound.window).map(|(_, c)| c.clone());
         let mut created = false;
         if let Some(reply_conversation) = reply {
@@ -437,8 +445,7 @@ impl Engine {
 
     /// DAR-5 (retroactive): a consumer message charges every waiting outbound it answers.
     fn record_reply(&self, tenant: &Tenant, consumer: &str, at: Instant, conversation: &str, fx: &mut Effects) -> bool {
-        let key = self.fingerprinter.start(domain::CONSUMER).str(&tenant.id).str(consumer).finish();
-        let mut log = self.replies.entry(key).or_default();
+        let mut log = self.reply_log(tenant, consumer);
         log.add_reply(at, conversation.to_string());
         let mut created = false;
         let log = &mut *log;
@@ -836,8 +843,9 @@ impl Engine {
 
     /// Merges another engine's state into this one (the replica invariant the shared store
     /// relies on), then rebuilds the aggregates from the merged state. Both engines must
-    /// use the same fingerprint key and define the same tenants.
-    pub fn merge_from(&self, other: &Engine) {
+    /// use the same fingerprint key and define the same tenants. Returns the records the
+    /// merge itself emits (outbound days whose reply was seen by the other replica).
+    pub fn merge_from(&self, other: &Engine) -> Vec<Record> {
         assert_eq!(self.fingerprinter, other.fingerprinter, "merged engines must share a fingerprint key");
         let remap: HashMap<u32, u32> = other
             .by_index
@@ -881,19 +889,41 @@ impl Engine {
             self.pass_through.insert(*e.key(), PassThroughEntry { tenant: tenant_of(e.tenant), ..*e.value() });
         }
         for e in other.replies.iter() {
-            let mut mine = self.replies.entry(*e.key()).or_default();
+            let mut mine = self.replies.entry(*e.key()).or_insert_with(|| ReplyLog {
+                tenant: tenant_of(e.tenant),
+                consumer: e.consumer.clone(),
+                ..ReplyLog::default()
+            });
             for (at, conversation) in &e.replies {
                 if !mine.replies.iter().any(|(t, c)| t == at && c == conversation) {
                     mine.add_reply(*at, conversation.clone());
                 }
             }
             for outbound in &e.outbounds {
-                if !mine.outbounds.iter().any(|o| o.event_id == outbound.event_id) {
-                    mine.outbounds.push(outbound.clone());
+                match mine.outbounds.iter_mut().find(|o| o.event_id == outbound.event_id) {
+                    Some(o) if o.charged_to.is_none() => o.charged_to = outbound.charged_to.clone(),
+                    Some(_) => {}
+                    None => mine.outbounds.push(outbound.clone()),
+                }
+            }
+        }
+        // An outbound seen by one replica and its reply by another: charge it now (DAR-5).
+        let mut records = Vec::new();
+        for mut log in self.replies.iter_mut() {
+            let tenant = self.by_index.read().expect("index lock")[log.tenant as usize].config();
+            let log = &mut *log;
+            let consumer = log.consumer.clone();
+            for outbound in log.outbounds.iter_mut().filter(|o| o.charged_to.is_none()) {
+                let reply = log.replies.iter().find(|(t, _)| outbound.at <= *t && *t <= outbound.at + outbound.window);
+                if let Some((_, conversation)) = reply {
+                    let mut fx = Effects::default();
+                    self.charge_outbound(&tenant, &consumer, outbound, &conversation.clone(), &mut fx);
+                    records.append(&mut fx.records);
                 }
             }
         }
         self.rebuild_ledgers();
+        records
     }
 
     /// Recomputes every tenant's aggregates from state (after a merge). Alerts already
@@ -932,10 +962,10 @@ impl Engine {
             fresh[e.tenant as usize].add(time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge));
         }
         for ((slot, tenant), mut ledger) in slots.iter().zip(&tenants).zip(fresh) {
-            let dates: Vec<NaiveDate> = ledger.months().collect();
+            let dates: Vec<NaiveDate> = ledger.dates().collect();
             let mut sink = Vec::new();
-            for month in dates {
-                raise_alerts(tenant, &mut ledger, month, "", &mut sink);
+            for date in dates {
+                raise_alerts(tenant, &mut ledger, date, "", &mut sink);
             }
             *slot.ledger.lock().expect("ledger lock") = ledger;
         }

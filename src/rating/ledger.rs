@@ -50,6 +50,13 @@ impl Totals {
     pub fn credits(&self) -> Decimal {
         self.credits.iter().copied().sum()
     }
+
+    /// Nothing counted and nothing owed (a reversal can bring a period back to this).
+    pub fn is_empty(&self) -> bool {
+        self.interactions == 0
+            && self.credits.iter().all(Decimal::is_zero)
+            && self.pass_through.iter().all(|(_, a)| a.is_zero())
+    }
 }
 
 /// A tenant's aggregates.
@@ -76,6 +83,13 @@ impl Ledger {
     }
 
     pub fn add(&mut self, date: NaiveDate, entry: Entry) {
+        // Zero amounts change no total; skipping them keeps a period with nothing owed out
+        // of the listings whichever way the aggregates were built.
+        if let Entry::Credits(_, amount) | Entry::PassThrough(_, amount) = entry
+            && amount.is_zero()
+        {
+            return;
+        }
         let month = time::first_of_month(date);
         for totals in [self.days.entry(date).or_default(), self.months.entry(month).or_default()] {
             match entry {
@@ -104,9 +118,14 @@ impl Ledger {
         self.months.get(&month_start).cloned().unwrap_or_default()
     }
 
+    /// Local dates with any entry, oldest first.
+    pub fn dates(&self) -> impl Iterator<Item = NaiveDate> + '_ {
+        self.days.keys().copied()
+    }
+
     /// Months with any usage, oldest first.
     pub fn months(&self) -> impl Iterator<Item = NaiveDate> + '_ {
-        self.months.keys().copied()
+        self.months.iter().filter(|(_, t)| !t.is_empty()).map(|(m, _)| *m)
     }
 
     pub fn alert_raised(&self, id: &super::ids::RecordId) -> bool {

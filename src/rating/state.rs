@@ -134,6 +134,8 @@ pub struct Outbound {
 /// `proactive_outbound_day = retroactive`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyLog {
+    pub tenant: u32,
+    pub consumer: String,
     pub outbounds: Vec<Outbound>,
     /// Consumer messages: instant and conversation, sorted by instant.
     pub replies: Vec<(Instant, String)>,

@@ -1,4 +1,5 @@
 //! The integration tests: one binary (it links once, which matters on a 2-core machine).
 
+mod properties;
 mod rules;
 mod scenarios;
