@@ -169,7 +169,7 @@ fn observe(engine: &Engine) -> Observed {
             a.event_id.clear();
             a.usage = Default::default();
         }
-        s.alerts.sort_by(|a, b| a.id.cmp(&b.id));
+        s.alerts.sort_by_key(|a| a.id);
     }
     Observed {
         state: engine.state_digest(),
