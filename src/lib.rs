@@ -2,6 +2,8 @@
 //! platforms. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod rating;
+pub mod replay;
 pub mod scenario;
 pub mod tenants;

@@ -23,7 +23,8 @@ use super::outcome::{
     PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
 };
 use super::settings::{
-    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Tenant, TenantError, TenantSpec,
+    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
+    TenantSpec,
 };
 use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog, UsersEntry};
 use super::time::{self, Instant};
@@ -77,8 +78,10 @@ enum StoredOutcome {
 /// The rating engine.
 pub struct Engine {
     fingerprinter: Fingerprinter,
-    /// Tenants by id. A DashMap: read on every event, written only on tenant changes.
-    tenants: DashMap<Arc<str>, Arc<TenantSlot>>,
+    /// Tenants by id: read on every event, written only when a tenant is added. A read
+    /// lock is one atomic operation; tenant ids are configuration, not attacker-chosen
+    /// keys, so the cheap hasher is safe.
+    tenants: RwLock<HashMap<Arc<str>, Arc<TenantSlot>, FpBuildHasher>>,
     /// Tenants by dense index, for turning compact entries back into tenants.
     by_index: RwLock<Vec<Arc<TenantSlot>>>,
     /// (tenant, event_id) -> payload and outcome. Holding an entry's shard while an event is
@@ -111,6 +114,23 @@ struct Touch<'a> {
     event_id: &'a str,
 }
 
+/// An interaction's key fields, borrowed from the event.
+struct KeyRef<'a> {
+    consumer: &'a str,
+    conversation: Option<&'a str>,
+    integration: Option<&'a str>,
+}
+
+impl KeyRef<'_> {
+    fn to_owned(&self) -> InteractionKey {
+        InteractionKey {
+            consumer: self.consumer.to_string(),
+            conversation: self.conversation.map(str::to_string),
+            integration: self.integration.map(str::to_string),
+        }
+    }
+}
+
 /// What one event did, gathered while rating it.
 #[derive(Default)]
 struct Effects {
@@ -126,7 +146,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Engine {
             fingerprinter: Fingerprinter::new(config.fingerprint_key),
-            tenants: DashMap::new(),
+            tenants: RwLock::new(HashMap::default()),
             by_index: RwLock::new(Vec::new()),
             events: DashMap::default(),
             interactions: DashMap::default(),
@@ -141,7 +161,8 @@ impl Engine {
     /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a
     /// tenant's meter never changes (T-5).
     pub fn put_tenant(&self, spec: TenantSpec) -> Result<Arc<Tenant>, TenantError> {
-        if let Some(slot) = self.tenants.get(spec.id.as_str()).map(|s| s.clone()) {
+        let existing = self.tenants.read().expect("tenants lock").get(spec.id.as_str()).cloned();
+        if let Some(slot) = existing {
             let old = slot.config();
             if old.meter.kind != spec.meter {
                 return Err(TenantError::Setting(super::settings::SettingError::new(
@@ -159,16 +180,20 @@ impl Engine {
         let slot =
             Arc::new(TenantSlot { config: RwLock::new(compiled.clone()), ledger: Mutex::new(Ledger::default()) });
         by_index.push(slot.clone());
-        self.tenants.insert(compiled.id.clone(), slot);
+        self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
         Ok(compiled)
     }
 
+    fn slot(&self, id: &str) -> Option<Arc<TenantSlot>> {
+        self.tenants.read().expect("tenants lock").get(id).cloned()
+    }
+
     pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
-        self.tenants.get(id).map(|s| s.config())
+        self.slot(id).map(|s| s.config())
     }
 
     pub fn tenant_ids(&self) -> Vec<Arc<str>> {
-        let mut ids: Vec<_> = self.tenants.iter().map(|e| e.key().clone()).collect();
+        let mut ids: Vec<_> = self.tenants.read().expect("tenants lock").keys().cloned().collect();
         ids.sort();
         ids
     }
@@ -181,11 +206,14 @@ impl Engine {
     /// (T-4) are judged against; `None` judges neither. Emitted records are appended to
     /// `records`, including the dead letter of an event refused as too late.
     pub fn ingest(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Result<Outcome, Refusal> {
-        let slot = match self.tenants.get(raw.tenant_id.as_str()) {
-            Some(slot) => slot.clone(),
-            None => return Err(unknown_tenant(&raw.tenant_id)),
+        // Read guards, held for this one event: no reference counting on the hot path, and a
+        // settings change waits for in-flight events instead of racing them.
+        let tenants = self.tenants.read().expect("tenants lock");
+        let Some(slot) = tenants.get(raw.tenant_id.as_str()) else {
+            return Err(unknown_tenant(&raw.tenant_id));
         };
-        let tenant = slot.config();
+        let config = slot.config.read().expect("tenant lock");
+        let tenant: &Tenant = &config;
         let event = event::validate(raw, tenant.meter).map_err(Refusal::invalid)?;
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
@@ -193,16 +221,16 @@ impl Engine {
         let vacant = match self.events.entry(event_fp) {
             MapEntry::Occupied(seen) => {
                 let seen = seen.get().clone();
-                return self.answer_retry(&tenant, &event, seen, payload);
+                return self.answer_retry(tenant, &event, seen, payload);
             }
             MapEntry::Vacant(vacant) => vacant,
         };
 
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(&tenant, &event, now)
+            && let Err(refusal) = self.check_time(tenant, &event, now)
         {
             if refusal.code == Code::FailedPrecondition {
-                records.push(dead_letter(&tenant, event, &refusal));
+                records.push(dead_letter(tenant, event, &refusal));
             }
             return Err(refusal);
         }
@@ -211,10 +239,10 @@ impl Engine {
         let mut effects = Effects::default();
         let disposition = match &event.body {
             Body::Message(_) | Body::ConversationOpened(_) => {
-                self.rate_conversational(&tenant, &event, tie, event_fp, &mut effects)
+                self.rate_conversational(tenant, &event, tie, event_fp, &mut effects)
             }
-            Body::Cobrowse(c) => self.rate_cobrowse(&tenant, &event, c, tie, &mut effects),
-            Body::FunctionInvocations { count } => self.rate_functions(&tenant, &event, *count, event_fp, &mut effects),
+            Body::Cobrowse(c) => self.rate_cobrowse(tenant, &event, c, tie, &mut effects),
+            Body::FunctionInvocations { count } => self.rate_functions(tenant, &event, *count, event_fp, &mut effects),
         };
 
         if !effects.ledger.is_empty() {
@@ -227,7 +255,7 @@ impl Engine {
                 }
             }
             for date in dates {
-                raise_alerts(&tenant, &mut ledger, date, &event.event_id, &mut effects.records);
+                raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
             }
         }
 
@@ -486,29 +514,30 @@ impl Engine {
     }
 
     /// The key of an interaction: the meter's key fields, and the conversation when the
-    /// period's `relationship` is per conversation (DAR-6).
-    fn key_of(touch: &Touch<'_>, period: &Period) -> InteractionKey {
+    /// period's `relationship` is per conversation (DAR-6). Borrowed, so repeats do not
+    /// allocate.
+    fn key_of<'t>(touch: &Touch<'t>, structure: &Structure) -> KeyRef<'t> {
         let meter = touch.tenant.meter;
-        let by_conversation = meter.honours_relationship
-            && touch.tenant.structure(period.start_date).relationship == Relationship::Conversation;
+        let by_conversation = meter.honours_relationship && structure.relationship == Relationship::Conversation;
         let wants = |field| meter.key_fields.contains(&field);
-        InteractionKey {
-            consumer: touch.consumer.to_string(),
+        KeyRef {
+            consumer: touch.consumer,
             conversation: (by_conversation || wants(KeyField::Conversation))
-                .then(|| touch.conversation.unwrap_or_default().to_string()),
-            integration: wants(KeyField::Integration).then(|| touch.integration.unwrap_or_default().to_string()),
+                .then(|| touch.conversation.unwrap_or_default()),
+            integration: wants(KeyField::Integration).then(|| touch.integration.unwrap_or_default()),
         }
     }
 
-    fn interaction_id(tenant: &Tenant, key: &InteractionKey, period: &Period) -> RecordId {
+    fn interaction_id(tenant: &Tenant, key: &KeyRef<'_>, period: &Period) -> RecordId {
+        let mut label = [0u8; 10];
         RecordId::of(&[
             b"interaction",
             tenant.id.as_bytes(),
             tenant.meter.kind.name().as_bytes(),
             key.consumer.as_bytes(),
-            key.conversation.as_deref().unwrap_or("\0").as_bytes(),
-            key.integration.as_deref().unwrap_or("\0").as_bytes(),
-            period.label().as_bytes(),
+            key.conversation.unwrap_or("\0").as_bytes(),
+            key.integration.unwrap_or("\0").as_bytes(),
+            period.label_into(&mut label).as_bytes(),
         ])
     }
 
@@ -533,26 +562,27 @@ impl Engine {
             event_id: "",
         };
         let period = tenant.period(event.at);
-        Some(Self::interaction_id(tenant, &Self::key_of(&touch, &period), &period))
+        let key = Self::key_of(&touch, &tenant.structure(period.start_date));
+        Some(Self::interaction_id(tenant, &key, &period))
     }
 
     /// Adds a qualifying event to its interaction. Returns whether it created it.
     fn touch(&self, touch: &Touch<'_>, fx: &mut Effects) -> bool {
         let tenant = touch.tenant;
         let period = tenant.period(touch.at);
-        let key = Self::key_of(touch, &period);
+        let structure = tenant.structure(period.start_date);
+        let key = Self::key_of(touch, &structure);
         let fp = self
             .fingerprinter
             .start(domain::INTERACTION)
             .str(&tenant.id)
-            .str(&key.consumer)
-            .str(key.conversation.as_deref().unwrap_or("\0"))
-            .str(key.integration.as_deref().unwrap_or("\0"))
+            .str(key.consumer)
+            .str(key.conversation.unwrap_or("\0"))
+            .str(key.integration.unwrap_or("\0"))
             .i64(time::date_to_days(period.start_date).into())
             .finish();
         let contribution =
             InteractionEntry::contribution(tenant.index, period.start_date, touch.at, touch.tie, touch.features);
-        let structure = tenant.structure(period.start_date);
         let lines_of = |e: &InteractionEntry| {
             let features = match structure.feature_attribution {
                 FeatureAttribution::AnyEvent => e.any,
@@ -622,7 +652,7 @@ impl Engine {
                     id,
                     tenant: tenant.id.clone(),
                     meter: tenant.meter.kind,
-                    key,
+                    key: key.to_owned(),
                     period: info.clone(),
                     rule: touch.rule,
                     lines: lines.clone(),
@@ -794,14 +824,14 @@ impl Engine {
 
     /// Usage over local dates `from..=to`.
     pub fn usage(&self, tenant_id: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Option<Totals> {
-        let slot = self.tenants.get(tenant_id)?.clone();
+        let slot = self.slot(tenant_id)?;
         let ledger = slot.ledger.lock().expect("ledger lock");
         Some(ledger.usage(from, to))
     }
 
     /// The statement of one period.
     pub fn statement(&self, tenant_id: &str, period: &StatementPeriod) -> Option<Statement> {
-        let slot = self.tenants.get(tenant_id)?.clone();
+        let slot = self.slot(tenant_id)?;
         let tenant = slot.config();
         let ledger = slot.ledger.lock().expect("ledger lock");
         Some(ledger::statement(&tenant, &ledger, period, |month| self.platform_users(&tenant, month)))
@@ -809,7 +839,7 @@ impl Engine {
 
     /// Every statement with usage, oldest first.
     pub fn statements(&self, tenant_id: &str) -> Option<Vec<Statement>> {
-        let slot = self.tenants.get(tenant_id)?.clone();
+        let slot = self.slot(tenant_id)?;
         let tenant = slot.config();
         let ledger = slot.ledger.lock().expect("ledger lock");
         let periods = ledger::statement_periods(&tenant, &ledger);

@@ -219,7 +219,7 @@ impl Checker {
     }
 
     fn required(&mut self, field: &str, value: String) -> String {
-        self.optional(field, value.clone());
+        self.check_text(field, &value);
         if value.is_empty() {
             self.violation(field, "is required");
         }
@@ -227,13 +227,22 @@ impl Checker {
     }
 
     fn optional(&mut self, field: &str, value: String) -> Option<String> {
+        self.check_text(field, &value);
+        (!value.is_empty()).then_some(value)
+    }
+
+    fn check_text(&mut self, field: &str, value: &str) {
         if value.len() > MAX_ID_BYTES {
             self.violation(field, format!("longer than {MAX_ID_BYTES} bytes"));
         }
-        if value.chars().any(char::is_control) {
+        // C0 controls and DEL are single bytes; C1 controls (U+0080..U+009F) are 0xC2 0x80..0x9F.
+        let bytes = value.as_bytes();
+        let control = bytes.iter().enumerate().any(|(i, &b)| {
+            b < 0x20 || b == 0x7f || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+        });
+        if control {
             self.violation(field, "contains control characters");
         }
-        (!value.is_empty()).then_some(value)
     }
 
     fn enumerated<T: Copy>(&mut self, field: &str, value: &RawEnum<T>, known: &str) -> Option<T> {
@@ -395,28 +404,34 @@ impl Event {
     /// The canonical payload's fingerprint: two spellings of the same instant, or of the
     /// same decimal price, are the same payload (T-2).
     pub fn payload_fp(&self, fingerprinter: &Fingerprinter) -> Fp {
-        let opt = |s: &Option<String>| s.as_deref().unwrap_or("").to_string();
+        fn opt(s: &Option<String>) -> &str {
+            s.as_deref().unwrap_or("")
+        }
         let b = fingerprinter
             .start(domain::PAYLOAD)
             .i64(self.at.timestamp())
             .u64(u64::from(self.at.timestamp_subsec_nanos()));
         match &self.body {
             Body::Message(m) => {
-                let price = m.price.map(|p| (p.amount.normalize().to_string(), p.currency.to_string()));
-                let (amount, currency) = price.unwrap_or_default();
+                // A decimal's normalized mantissa and scale identify its value exactly.
+                let price = m.price.map(|p| (p.amount.normalize(), p.currency));
+                let (mantissa, scale) = price.map(|(a, _)| (a.mantissa(), a.scale())).unwrap_or_default();
+                let currency = price.as_ref().map(|(_, c)| c.as_str()).unwrap_or("");
                 b.u64(1)
                     .str(&m.consumer)
-                    .str(&opt(&m.conversation))
+                    .str(opt(&m.conversation))
                     .str(m.sender.name())
-                    .str(&opt(&m.sender_id))
+                    .str(opt(&m.sender_id))
                     .str(m.channel.name())
-                    .str(&opt(&m.integration))
-                    .str(&amount)
-                    .str(&currency)
+                    .str(opt(&m.integration))
+                    .u64(mantissa as u64)
+                    .u64((mantissa >> 64) as u64)
+                    .u64(u64::from(scale))
+                    .str(currency)
                     .finish()
             }
             Body::ConversationOpened(o) => {
-                b.u64(2).str(&o.consumer).str(&o.conversation).str(o.channel.name()).str(&opt(&o.integration)).finish()
+                b.u64(2).str(&o.consumer).str(&o.conversation).str(o.channel.name()).str(opt(&o.integration)).finish()
             }
             Body::Cobrowse(c) => {
                 b.u64(3).str(&c.consumer).str(&c.conversation).str(&c.session).u64(u64::from(c.established)).finish()

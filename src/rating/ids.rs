@@ -123,15 +123,35 @@ pub mod domain {
 pub struct RecordId(pub [u8; 16]);
 
 impl RecordId {
-    /// BLAKE3 over length-prefixed parts, truncated to 128 bits.
+    /// BLAKE3 over length-prefixed parts, truncated to 128 bits. Short inputs (every id
+    /// on the hot path) are laid out on the stack and hashed in one call.
     pub fn of(parts: &[&[u8]]) -> RecordId {
+        let mut buf = [0u8; 256];
+        let mut len = 0;
+        for part in parts {
+            let end = len + 4 + part.len();
+            if end > buf.len() {
+                return Self::of_long(parts);
+            }
+            buf[len..len + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+            buf[len + 4..end].copy_from_slice(part);
+            len = end;
+        }
+        Self::truncate(blake3::hash(&buf[..len]))
+    }
+
+    fn of_long(parts: &[&[u8]]) -> RecordId {
         let mut h = blake3::Hasher::new();
         for part in parts {
             h.update(&(part.len() as u32).to_le_bytes());
             h.update(part);
         }
+        Self::truncate(h.finalize())
+    }
+
+    fn truncate(hash: blake3::Hash) -> RecordId {
         let mut out = [0u8; 16];
-        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        out.copy_from_slice(&hash.as_bytes()[..16]);
         RecordId(out)
     }
 
@@ -147,12 +167,22 @@ impl RecordId {
     }
 }
 
+impl RecordId {
+    /// The 32 hex digits, without going through the formatting machinery per byte.
+    pub fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for RecordId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex digits"))
     }
 }
 
@@ -171,6 +201,19 @@ mod tests {
         let f = Fingerprinter::new([7; 16]);
         assert_ne!(f.start(1).str("ab").str("c").finish(), f.start(1).str("a").str("bc").finish());
         assert_ne!(RecordId::of(&[b"ab", b"c"]), RecordId::of(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn long_and_short_ids_hash_the_same_layout() {
+        let long = vec![b'x'; 300];
+        let parts: [&[u8]; 2] = [b"a", &long];
+        let mut h = blake3::Hasher::new();
+        for part in parts {
+            h.update(&(part.len() as u32).to_le_bytes());
+            h.update(part);
+        }
+        assert_eq!(RecordId::of(&parts), RecordId::truncate(h.finalize()));
+        assert_eq!(RecordId::of(&[b"a", b"b"]), RecordId::of_long(&[b"a", b"b"]));
     }
 
     #[test]

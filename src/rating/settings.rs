@@ -365,10 +365,34 @@ pub struct Period {
 impl Period {
     /// `2025-06-10` for a day and a cycle, `2025-06` for a month.
     pub fn label(&self) -> String {
-        match self.window {
-            Window::LocalDay | Window::BillingCycle => self.start_date.to_string(),
-            Window::LocalMonth => self.start_date.format("%Y-%m").to_string(),
+        let mut buf = [0u8; 10];
+        self.label_into(&mut buf).to_string()
+    }
+
+    /// The label written into a stack buffer: the hot path names interactions without
+    /// allocating.
+    pub fn label_into<'b>(&self, buf: &'b mut [u8; 10]) -> &'b str {
+        use chrono::Datelike;
+        let d = self.start_date;
+        let year = d.year().clamp(0, 9999) as u32;
+        let digits = [
+            year / 1000,
+            year / 100 % 10,
+            year / 10 % 10,
+            year % 10,
+            d.month() / 10,
+            d.month() % 10,
+            d.day() / 10,
+            d.day() % 10,
+        ];
+        let positions = [0, 1, 2, 3, 5, 6, 8, 9];
+        for (pos, digit) in positions.iter().zip(digits) {
+            buf[*pos] = b'0' + digit as u8;
         }
+        buf[4] = b'-';
+        buf[7] = b'-';
+        let len = if self.window == Window::LocalMonth { 7 } else { 10 };
+        std::str::from_utf8(&buf[..len]).expect("ASCII digits")
     }
 
     pub fn start(&self) -> Instant {

@@ -159,6 +159,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hot_entry_is_compact() {
+        // Key and value of one relationship-day in the hot map: 16 + 20 bytes, 40 with
+        // alignment; hashbrown adds one control byte and its load-factor slack (P4).
+        assert_eq!(std::mem::size_of::<InteractionEntry>(), 20);
+        assert_eq!(std::mem::size_of::<(super::Fp, InteractionEntry)>(), 40);
+    }
+
+    #[test]
     fn t_1_interaction_join_is_a_semilattice() {
         let d: NaiveDate = "2025-06-10".parse().unwrap();
         let at = |s: &str| time::parse_instant(s).unwrap();

@@ -31,6 +31,9 @@ pub enum TimeError {
 
 /// Parses an RFC 3339 timestamp that must carry an offset (`Z` or `±hh:mm`).
 pub fn parse_instant(text: &str) -> Result<Instant, TimeError> {
+    if let Some(t) = parse_common_rfc3339(text.as_bytes()) {
+        return Ok(t);
+    }
     match DateTime::<FixedOffset>::parse_from_rfc3339(text) {
         Ok(t) => {
             let year = t.year();
@@ -41,6 +44,49 @@ pub fn parse_instant(text: &str) -> Result<Instant, TimeError> {
         }
         Err(_) => Err(classify_bad_timestamp(text)),
     }
+}
+
+/// The shape every caller actually sends, `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`, parsed
+/// without a general-purpose parser: this runs once per message. Anything else (lower-case
+/// separators, leap seconds, out-of-range fields) returns `None` and goes through chrono,
+/// which decides.
+fn parse_common_rfc3339(b: &[u8]) -> Option<Instant> {
+    fn num(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1900..=2200).contains(&year) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(&rest[1..1 + digits])? * 10u32.pow(9 - digits as u32);
+        rest = &rest[1 + digits..];
+    }
+    let offset_seconds: i64 = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let magnitude = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' { -magnitude } else { magnitude }
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    let local = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(local.and_utc() - TimeDelta::seconds(offset_seconds))
 }
 
 /// Tells a naive timestamp and an impossible date apart from plain garbage, so the
@@ -289,6 +335,31 @@ mod tests {
         assert_eq!(parse_instant("2025-02-30T01:30:00Z"), Err(TimeError::NoSuchDate));
         assert_eq!(parse_instant("yesterday"), Err(TimeError::NotRfc3339));
         assert_eq!(parse_instant("2025-06-10T09:00:00-04:00").unwrap(), at("2025-06-10T13:00:00Z"));
+    }
+
+    #[test]
+    fn fast_path_agrees_with_chrono() {
+        for text in [
+            "2025-06-10T09:00:00-04:00",
+            "2025-06-10T09:00:00Z",
+            "2025-06-10T09:00:00.5+05:30",
+            "2025-06-10T09:00:00.123456789-00:00",
+            "2024-02-29T23:59:59+14:00",
+            "1900-01-01T00:00:00Z",
+        ] {
+            let chrono = DateTime::<FixedOffset>::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+            assert_eq!(parse_common_rfc3339(text.as_bytes()), Some(chrono), "{text}");
+        }
+        for text in [
+            "2025-02-29T09:00:00Z",
+            "2025-06-10T24:00:00Z",
+            "2025-06-10T09:00:00",
+            "2025-06-10t09:00:00Z",
+            "2025-06-10T09:00:60Z",
+        ] {
+            assert_eq!(parse_common_rfc3339(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(parse_instant("2025-02-29T09:00:00Z"), Err(TimeError::NoSuchDate));
     }
 
     #[test]

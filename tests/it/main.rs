@@ -1,5 +1,6 @@
 //! The integration tests: one binary (it links once, which matters on a 2-core machine).
 
 mod properties;
+mod replay;
 mod rules;
 mod scenarios;

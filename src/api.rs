@@ -1,0 +1,876 @@
+//! The v1 API: generated types, and the conversions between them and the rating core.
+//!
+//! Conversions into the core never validate: they carry what was sent (unknown enum
+//! values included) so that the core refuses it with the field named, exactly as it does
+//! for every other transport.
+
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use rust_decimal::Decimal;
+
+use crate::rating::credits::LineKind;
+use crate::rating::event::{
+    Channel, FieldViolation, RawBody, RawCobrowse, RawConversation, RawEnum, RawEvent, RawMessage, RawMoney, SenderRole,
+};
+use crate::rating::ledger::{BUCKET_KINDS, Statement, Totals};
+use crate::rating::meter::MeterKind;
+use crate::rating::money::{Amounts, Currency, Money, parse_decimal};
+use crate::rating::outcome::{
+    Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, NotBillableReason, Outcome, PassThroughCharge,
+    PeriodInfo, Record, RecordBody, Refusal,
+};
+use crate::rating::plan::{CommitmentPlan, Plan, StarterPlan, TopUp};
+use crate::rating::settings::{
+    FeatureAttribution, ProactiveOutboundDay, Relationship, Rounding, SettingError, SettingValue, SettingsChange,
+    SettingsPatch, TenantSpec,
+};
+use crate::rating::time;
+
+/// Generated from `proto/daybook/v1`.
+pub mod pb {
+    tonic::include_proto!("daybook.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the API, for reflection and the JSON mapping.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/daybook_descriptor.bin"));
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the build embeds a valid descriptor set"))
+}
+
+/// A message in the proto3 JSON mapping, with proto field names.
+pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
+    let descriptor = pool().get_message_by_name(&M::full_name()).expect("message is in the descriptor set");
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).expect("round trip");
+    let mut out = serde_json::Serializer::new(Vec::new());
+    dynamic
+        .serialize_with_options(&mut out, &SerializeOptions::new().use_proto_field_name(true))
+        .expect("serializable");
+    serde_json::from_slice(&out.into_inner()).expect("valid JSON")
+}
+
+/// Reads a message from the proto3 JSON mapping (proto or lowerCamelCase field names).
+pub fn from_json<M: prost::Message + prost::Name + Default>(text: &str) -> Result<M, String> {
+    let descriptor = pool().get_message_by_name(&M::full_name()).expect("message is in the descriptor set");
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    dynamic.transcode_to::<M>().map_err(|e| e.to_string())
+}
+
+// ---- Events in ----
+
+fn enum_in<T>(value: i32, known: impl Fn(i32) -> Option<Option<T>>) -> RawEnum<T> {
+    match known(value) {
+        Some(Some(v)) => RawEnum::Known(v),
+        Some(None) => RawEnum::Missing,
+        None => RawEnum::Unknown(value.to_string()),
+    }
+}
+
+fn sender_in(value: i32) -> RawEnum<SenderRole> {
+    enum_in(value, |v| {
+        Some(match pb::SenderRole::try_from(v).ok()? {
+            pb::SenderRole::Unspecified => None,
+            pb::SenderRole::Consumer => Some(SenderRole::Consumer),
+            pb::SenderRole::Agent => Some(SenderRole::Agent),
+            pb::SenderRole::Bot => Some(SenderRole::Bot),
+            pb::SenderRole::Proactive => Some(SenderRole::Proactive),
+            pb::SenderRole::System => Some(SenderRole::System),
+        })
+    })
+}
+
+fn channel_in(value: i32) -> RawEnum<Channel> {
+    enum_in(value, |v| {
+        Some(match pb::Channel::try_from(v).ok()? {
+            pb::Channel::Unspecified => None,
+            pb::Channel::Web => Some(Channel::Web),
+            pb::Channel::Sms => Some(Channel::Sms),
+            pb::Channel::Whatsapp => Some(Channel::Whatsapp),
+            pb::Channel::Facebook => Some(Channel::Facebook),
+            pb::Channel::Email => Some(Channel::Email),
+            pb::Channel::Apple => Some(Channel::Apple),
+            pb::Channel::Other => Some(Channel::Other),
+        })
+    })
+}
+
+fn message_in(m: pb::MessageEvent) -> RawBody {
+    RawBody::Message(RawMessage {
+        consumer_id: m.consumer_id,
+        conversation_id: m.conversation_id,
+        sender_role: sender_in(m.sender_role),
+        sender_id: m.sender_id,
+        channel: channel_in(m.channel),
+        integration_id: m.integration_id,
+        provider_price: m.provider_price.map(|p| RawMoney { amount: p.amount, currency: p.currency }),
+    })
+}
+
+fn conversation_in(o: pb::ConversationOpenedEvent) -> RawBody {
+    RawBody::ConversationOpened(RawConversation {
+        consumer_id: o.consumer_id,
+        conversation_id: o.conversation_id,
+        channel: channel_in(o.channel),
+        integration_id: o.integration_id,
+    })
+}
+
+fn cobrowse_in(c: pb::CobrowseEvent) -> RawBody {
+    RawBody::Cobrowse(RawCobrowse {
+        consumer_id: c.consumer_id,
+        conversation_id: c.conversation_id,
+        session_id: c.session_id,
+        established: c.established,
+    })
+}
+
+fn body_or_unknown<T>(body: Option<T>, into: impl FnOnce(T) -> RawBody) -> RawBody {
+    body.map(into).unwrap_or_default()
+}
+
+impl From<pb::Event> for RawEvent {
+    fn from(e: pb::Event) -> Self {
+        use pb::event::Kind;
+        let body = match e.kind {
+            Some(Kind::Message(m)) => message_in(m),
+            Some(Kind::ConversationOpened(o)) => conversation_in(o),
+            Some(Kind::Cobrowse(c)) => cobrowse_in(c),
+            Some(Kind::FunctionInvocations(f)) => RawBody::FunctionInvocations { count: Some(f.count) },
+            None => RawBody::default(),
+        };
+        RawEvent { tenant_id: e.tenant_id, event_id: e.event_id, event_time: e.event_time, body }
+    }
+}
+
+impl From<pb::IngestMessageRequest> for RawEvent {
+    fn from(r: pb::IngestMessageRequest) -> Self {
+        let body = body_or_unknown(r.message, message_in);
+        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
+    }
+}
+
+impl From<pb::IngestConversationOpenedRequest> for RawEvent {
+    fn from(r: pb::IngestConversationOpenedRequest) -> Self {
+        let body = body_or_unknown(r.conversation_opened, conversation_in);
+        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
+    }
+}
+
+impl From<pb::IngestCobrowseRequest> for RawEvent {
+    fn from(r: pb::IngestCobrowseRequest) -> Self {
+        let body = body_or_unknown(r.cobrowse, cobrowse_in);
+        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
+    }
+}
+
+impl From<pb::IngestFunctionInvocationsRequest> for RawEvent {
+    fn from(r: pb::IngestFunctionInvocationsRequest) -> Self {
+        let body = match r.function_invocations {
+            Some(f) => RawBody::FunctionInvocations { count: Some(f.count) },
+            None => RawBody::FunctionInvocations { count: None },
+        };
+        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
+    }
+}
+
+/// The proto form of a raw event (for clients, the scenario runner and event logs).
+pub fn event_out(e: &RawEvent) -> pb::Event {
+    use pb::event::Kind;
+    let sender = |r: &RawEnum<SenderRole>| match r {
+        RawEnum::Known(s) => match s {
+            SenderRole::Consumer => pb::SenderRole::Consumer as i32,
+            SenderRole::Agent => pb::SenderRole::Agent as i32,
+            SenderRole::Bot => pb::SenderRole::Bot as i32,
+            SenderRole::Proactive => pb::SenderRole::Proactive as i32,
+            SenderRole::System => pb::SenderRole::System as i32,
+        },
+        RawEnum::Missing => 0,
+        RawEnum::Unknown(v) => v.parse().unwrap_or(-1),
+    };
+    let channel = |c: &RawEnum<Channel>| match c {
+        RawEnum::Known(c) => channel_number(*c),
+        RawEnum::Missing => 0,
+        RawEnum::Unknown(v) => v.parse().unwrap_or(-1),
+    };
+    let kind = match &e.body {
+        RawBody::Message(m) => Some(Kind::Message(pb::MessageEvent {
+            consumer_id: m.consumer_id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            sender_role: sender(&m.sender_role),
+            sender_id: m.sender_id.clone(),
+            channel: channel(&m.channel),
+            integration_id: m.integration_id.clone(),
+            provider_price: m
+                .provider_price
+                .as_ref()
+                .map(|p| pb::Money { amount: p.amount.clone(), currency: p.currency.clone() }),
+        })),
+        RawBody::ConversationOpened(o) => Some(Kind::ConversationOpened(pb::ConversationOpenedEvent {
+            consumer_id: o.consumer_id.clone(),
+            conversation_id: o.conversation_id.clone(),
+            channel: channel(&o.channel),
+            integration_id: o.integration_id.clone(),
+        })),
+        RawBody::Cobrowse(c) => Some(Kind::Cobrowse(pb::CobrowseEvent {
+            consumer_id: c.consumer_id.clone(),
+            conversation_id: c.conversation_id.clone(),
+            session_id: c.session_id.clone(),
+            established: c.established,
+        })),
+        RawBody::FunctionInvocations { count } => {
+            Some(Kind::FunctionInvocations(pb::FunctionInvocationsEvent { count: count.unwrap_or(0) }))
+        }
+        RawBody::Unknown(_) => None,
+    };
+    pb::Event { tenant_id: e.tenant_id.clone(), event_id: e.event_id.clone(), event_time: e.event_time.clone(), kind }
+}
+
+fn channel_number(c: Channel) -> i32 {
+    (match c {
+        Channel::Web => pb::Channel::Web,
+        Channel::Sms => pb::Channel::Sms,
+        Channel::Whatsapp => pb::Channel::Whatsapp,
+        Channel::Facebook => pb::Channel::Facebook,
+        Channel::Email => pb::Channel::Email,
+        Channel::Apple => pb::Channel::Apple,
+        Channel::Other => pb::Channel::Other,
+    }) as i32
+}
+
+// ---- Outcomes and records out ----
+
+fn money_out(m: &Money) -> pb::Money {
+    pb::Money { amount: m.amount.normalize().to_string(), currency: m.currency.to_string() }
+}
+
+fn amounts_out(a: &Amounts) -> Vec<pb::Money> {
+    a.iter().map(|(c, amount)| money_out(&Money::new(amount, c))).collect()
+}
+
+fn period_out(p: &PeriodInfo) -> pb::Period {
+    pb::Period {
+        label: p.label.clone(),
+        start_time: time::format_local(p.start, p.zone),
+        end_time: time::format_local(p.end, p.zone),
+        time_zone: p.zone.name().to_string(),
+    }
+}
+
+fn line_kind_out(k: LineKind) -> i32 {
+    (match k {
+        LineKind::Base => pb::LineKind::Base,
+        LineKind::GenerativeAi => pb::LineKind::GenerativeAi,
+        LineKind::IntentListening => pb::LineKind::IntentListening,
+        LineKind::PerformanceOptimizer => pb::LineKind::PerformanceOptimizer,
+        LineKind::Cobrowse => pb::LineKind::Cobrowse,
+        LineKind::Functions => pb::LineKind::Functions,
+    }) as i32
+}
+
+pub fn meter_out(m: MeterKind) -> i32 {
+    (match m {
+        MeterKind::Dar => pb::Meter::Dar,
+        MeterKind::Cycle => pb::Meter::Cycle,
+        MeterKind::Mau => pb::Meter::Mau,
+    }) as i32
+}
+
+pub fn line_out(l: &CreditLine) -> pb::CreditLine {
+    pb::CreditLine {
+        line_id: l.id.to_string(),
+        interaction_id: l.interaction_id.map(|i| i.to_string()).unwrap_or_default(),
+        kind: line_kind_out(l.kind),
+        applies_to: l.applies_to.map(line_kind_out).unwrap_or_default(),
+        credits: l.credits.normalize().to_string(),
+        rule: l.rule.to_string(),
+        period: Some(period_out(&l.period)),
+        event_id: l.event_id.clone(),
+        reverses_line_id: l.reverses.map(|r| r.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn interaction_out(i: &Interaction) -> pb::Interaction {
+    pb::Interaction {
+        interaction_id: i.id.to_string(),
+        tenant_id: i.tenant.to_string(),
+        meter: meter_out(i.meter),
+        key: Some(pb::InteractionKey {
+            consumer_id: i.key.consumer.clone(),
+            conversation_id: i.key.conversation.clone().unwrap_or_default(),
+            integration_id: i.key.integration.clone().unwrap_or_default(),
+        }),
+        period: Some(period_out(&i.period)),
+        rule: i.rule.to_string(),
+        lines: i.lines.iter().map(line_out).collect(),
+        event_id: i.event_id.clone(),
+    }
+}
+
+fn pass_through_out(p: &PassThroughCharge) -> pb::PassThroughCharge {
+    pb::PassThroughCharge {
+        charge_id: p.id.to_string(),
+        provider_price: Some(money_out(&p.price)),
+        charge: Some(money_out(&p.charge)),
+        period: Some(period_out(&p.period)),
+        event_id: p.event_id.clone(),
+    }
+}
+
+fn alert_out(a: &Alert) -> pb::Alert {
+    pb::Alert {
+        alert_id: a.id.to_string(),
+        period: a.period.clone(),
+        threshold: a.threshold.normalize().to_string(),
+        usage: a.usage.normalize().to_string(),
+        base: a.base.normalize().to_string(),
+        event_id: a.event_id.clone(),
+    }
+}
+
+fn dead_letter_out(tenant: &str, d: &DeadLetter) -> pb::DeadLetter {
+    let raw = accepted_event_to_raw(tenant, &d.event);
+    pb::DeadLetter {
+        dead_letter_id: d.id.to_string(),
+        event_id: d.event.event_id.clone(),
+        code: d.code.name().to_string(),
+        reason: d.reason.clone(),
+        event_json: to_json(&event_out(&raw)).to_string(),
+    }
+}
+
+/// Back from an accepted event to its raw form (for dead letters and journals).
+pub fn accepted_event_to_raw(tenant: &str, e: &crate::rating::event::Event) -> RawEvent {
+    use crate::rating::event::Body;
+    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+    let body = match &e.body {
+        Body::Message(m) => RawBody::Message(RawMessage {
+            consumer_id: m.consumer.clone(),
+            conversation_id: opt(&m.conversation),
+            sender_role: RawEnum::Known(m.sender),
+            sender_id: opt(&m.sender_id),
+            channel: RawEnum::Known(m.channel),
+            integration_id: opt(&m.integration),
+            provider_price: m
+                .price
+                .map(|p| RawMoney { amount: p.amount.to_string(), currency: p.currency.to_string() }),
+        }),
+        Body::ConversationOpened(o) => RawBody::ConversationOpened(RawConversation {
+            consumer_id: o.consumer.clone(),
+            conversation_id: o.conversation.clone(),
+            channel: RawEnum::Known(o.channel),
+            integration_id: opt(&o.integration),
+        }),
+        Body::Cobrowse(c) => RawBody::Cobrowse(RawCobrowse {
+            consumer_id: c.consumer.clone(),
+            conversation_id: c.conversation.clone(),
+            session_id: c.session.clone(),
+            established: c.established,
+        }),
+        Body::FunctionInvocations { count } => RawBody::FunctionInvocations { count: Some(*count as i64) },
+    };
+    RawEvent { tenant_id: tenant.to_string(), event_id: e.event_id.clone(), event_time: e.at.to_rfc3339(), body }
+}
+
+/// A record in the proto form; `cursor` is the stream position the caller assigned.
+pub fn record_out(r: &Record, cursor: String) -> pb::Record {
+    use pb::record::Body;
+    let body = match &r.body {
+        RecordBody::Interaction(i) => Body::Interaction(interaction_out(i)),
+        RecordBody::Line(l) => Body::Line(line_out(l)),
+        RecordBody::PassThrough(p) => Body::PassThrough(pass_through_out(p)),
+        RecordBody::Alert(a) => Body::Alert(alert_out(a)),
+        RecordBody::DeadLetter(d) => Body::DeadLetter(dead_letter_out(&r.tenant, d)),
+    };
+    pb::Record {
+        cursor,
+        record_id: r.id().to_string(),
+        tenant_id: r.tenant.to_string(),
+        rule: r.rule.to_string(),
+        body: Some(body),
+    }
+}
+
+fn not_billable_out(r: NotBillableReason) -> i32 {
+    (match r {
+        NotBillableReason::SystemMessage => pb::NotBillableReason::SystemMessage,
+        NotBillableReason::ProactiveAwaitingReply => pb::NotBillableReason::ProactiveAwaitingReply,
+        NotBillableReason::CobrowseNotEstablished => pb::NotBillableReason::CobrowseNotEstablished,
+        NotBillableReason::CobrowseSessionCounted => pb::NotBillableReason::CobrowseSessionCounted,
+        NotBillableReason::FunctionsFreeTier => pb::NotBillableReason::FunctionsFreeTier,
+    }) as i32
+}
+
+pub fn outcome_out(o: &Outcome) -> pb::EventOutcome {
+    let (disposition, reason) = match o.disposition {
+        Disposition::NewInteraction => (pb::Disposition::NewInteraction, 0),
+        Disposition::AlreadyCounted => (pb::Disposition::AlreadyCounted, 0),
+        Disposition::Charged => (pb::Disposition::Charged, 0),
+        Disposition::NotBillable(r) => (pb::Disposition::NotBillable, not_billable_out(r)),
+    };
+    pb::EventOutcome {
+        event_id: o.event_id.clone(),
+        disposition: disposition as i32,
+        retry: o.retry,
+        interactions: o.interactions.iter().map(interaction_out).collect(),
+        counted_in: o.counted_in.iter().map(|i| i.to_string()).collect(),
+        lines: o.lines.iter().map(line_out).collect(),
+        pass_through: o.pass_through.as_ref().map(pass_through_out),
+        not_billable_reason: reason,
+        refusal: None,
+    }
+}
+
+pub fn refusal_out(event_id: &str, r: &Refusal) -> pb::EventOutcome {
+    pb::EventOutcome {
+        event_id: event_id.to_string(),
+        disposition: pb::Disposition::Refused as i32,
+        refusal: Some(pb::Refusal {
+            code: r.code.name().to_string(),
+            reason: r.reason.clone(),
+            field_violations: r
+                .violations
+                .iter()
+                .map(|v| pb::FieldViolation { field: v.field.clone(), description: v.description.clone() })
+                .collect(),
+            rule: r.rule.to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A refusal as a gRPC status, with google.rpc details: BadRequest field violations and
+/// ErrorInfo carrying the rule (AIP-193).
+pub fn refusal_status(r: &Refusal) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let code = match r.code {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::AlreadyExists => tonic::Code::AlreadyExists,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Code::OutOfRange => tonic::Code::OutOfRange,
+        Code::NotFound => tonic::Code::NotFound,
+    };
+    let mut details = ErrorDetails::new();
+    for v in &r.violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    let reason = match r.code {
+        Code::InvalidArgument => "INVALID_EVENT",
+        Code::AlreadyExists => "EVENT_ID_REUSED",
+        Code::FailedPrecondition => "EVENT_TOO_LATE",
+        Code::OutOfRange => "EVENT_IN_FUTURE",
+        Code::NotFound => "TENANT_NOT_FOUND",
+    };
+    details.set_error_info(reason, "daybook", [("rule".to_string(), r.rule.to_string())]);
+    tonic::Status::with_error_details(code, r.reason.clone(), details)
+}
+
+/// Field violations as INVALID_ARGUMENT (for requests other than events).
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> tonic::Status {
+    refusal_status(&Refusal::invalid(violations))
+}
+
+fn credits_by_kind(t: &Totals) -> Vec<pb::CreditsByKind> {
+    BUCKET_KINDS
+        .iter()
+        .zip(t.credits.iter())
+        .filter(|(_, c)| !c.is_zero())
+        .map(|((kind, applies_to), credits)| pb::CreditsByKind {
+            kind: line_kind_out(*kind),
+            applies_to: applies_to.map(line_kind_out).unwrap_or_default(),
+            credits: credits.normalize().to_string(),
+        })
+        .collect()
+}
+
+pub fn usage_out(t: &Totals) -> pb::Usage {
+    pb::Usage {
+        interactions: t.interactions,
+        credits: t.credits().normalize().to_string(),
+        credits_by_kind: credits_by_kind(t),
+        pass_through: amounts_out(&t.pass_through),
+    }
+}
+
+pub fn statement_out(s: &Statement) -> pb::Statement {
+    let d = |d: Decimal| d.normalize().to_string();
+    pb::Statement {
+        period: s.period.clone(),
+        dars: s.totals.interactions,
+        credits: d(s.totals.credits()),
+        credits_by_kind: credits_by_kind(&s.totals),
+        overage: amounts_out(&s.overage),
+        overage_credits: d(s.overage_credits),
+        expired_credits: d(s.expired_credits),
+        committed_credits: d(s.committed_credits),
+        top_up_credits: d(s.top_up_credits),
+        drawn_committed: d(s.drawn_committed),
+        drawn_top_ups: d(s.drawn_top_ups),
+        included: s.included,
+        overage_interactions: s.overage_interactions,
+        platform_users: s.platform_users,
+        platform_users_over_limit: s.platform_users_over_limit,
+        alerts: s.alerts.iter().map(alert_out).collect(),
+        pass_through: amounts_out(&s.totals.pass_through),
+    }
+}
+
+// ---- Tenants ----
+
+fn setting_error(prefix: &str, e: SettingError) -> FieldViolation {
+    FieldViolation::new(format!("{prefix}.{}", e.setting), e.reason)
+}
+
+/// Reads proto settings into a patch, validating each (T-5: refused by name).
+pub fn settings_in(s: &pb::Settings, prefix: &str) -> Result<SettingsPatch, Vec<FieldViolation>> {
+    let mut patch = SettingsPatch::default();
+    let mut violations = Vec::new();
+    let mut bad_enums = Vec::new();
+    let mut set = |name: &str, value: SettingValue| {
+        if let Err(e) = patch.set(name, &value) {
+            violations.push(setting_error(prefix, e));
+        }
+    };
+    let text = |s: &str| SettingValue::Text(s.to_string());
+    if let Some(v) = &s.time_zone {
+        set("time_zone", text(v));
+    }
+    for (name, value) in [
+        ("generative_ai", s.generative_ai),
+        ("intent_listening", s.intent_listening),
+        ("performance_optimizer", s.performance_optimizer),
+        ("proactive_requires_reply", s.proactive_requires_reply),
+        ("gai_multiplies_addons", s.gai_multiplies_addons),
+    ] {
+        if let Some(v) = value {
+            set(name, SettingValue::Bool(v));
+        }
+    }
+    for (name, value) in [
+        ("proactive_reply_window", &s.proactive_reply_window),
+        ("lateness_horizon", &s.lateness_horizon),
+        ("max_clock_skew", &s.max_clock_skew),
+        ("cobrowse_credits", &s.cobrowse_credits),
+    ] {
+        if let Some(v) = value {
+            set(name, text(v));
+        }
+    }
+    if let Some(day) = s.cycle_anchor_day {
+        set("cycle_anchor_day", SettingValue::Int(i64::from(day)));
+    }
+    let named_enum = |value: i32, names: &[&'static str]| -> Result<Option<&'static str>, ()> {
+        match value {
+            0 => Ok(None),
+            n if (1..=names.len() as i32).contains(&n) => Ok(Some(names[n as usize - 1])),
+            _ => Err(()),
+        }
+    };
+    for (name, value, names) in [
+        ("relationship", s.relationship, &["consumer", "conversation"][..]),
+        ("proactive_outbound_day", s.proactive_outbound_day, &["reply_day_only", "retroactive"][..]),
+        ("functions_rounding", s.functions_rounding, &["pro_rata", "ceil_block", "floor_block"][..]),
+        ("overage_rounding", s.overage_rounding, &["pro_rata", "ceil_block", "floor_block"][..]),
+        ("feature_attribution", s.feature_attribution, &["any_event", "first_event"][..]),
+    ] {
+        match named_enum(value, names) {
+            Ok(Some(v)) => set(name, text(v)),
+            Ok(None) => {}
+            Err(()) => {
+                bad_enums.push(FieldViolation::new(format!("{prefix}.{name}"), format!("unknown value {value}")))
+            }
+        }
+    }
+    violations.extend(bad_enums);
+    if violations.is_empty() { Ok(patch) } else { Err(violations) }
+}
+
+pub fn settings_out(p: &SettingsPatch) -> pb::Settings {
+    let rounding = |r: Option<Rounding>| match r {
+        None => 0,
+        Some(Rounding::ProRata) => 1,
+        Some(Rounding::CeilBlock) => 2,
+        Some(Rounding::FloorBlock) => 3,
+    };
+    pb::Settings {
+        time_zone: p.time_zone.map(|z| z.name().to_string()),
+        generative_ai: p.generative_ai,
+        intent_listening: p.intent_listening,
+        performance_optimizer: p.performance_optimizer,
+        relationship: match p.relationship {
+            None => 0,
+            Some(Relationship::Consumer) => 1,
+            Some(Relationship::Conversation) => 2,
+        },
+        proactive_outbound_day: match p.proactive_outbound_day {
+            None => 0,
+            Some(ProactiveOutboundDay::ReplyDayOnly) => 1,
+            Some(ProactiveOutboundDay::Retroactive) => 2,
+        },
+        proactive_reply_window: p.proactive_reply_window.map(time::format_duration),
+        lateness_horizon: p.lateness_horizon.map(time::format_duration),
+        max_clock_skew: p.max_clock_skew.map(time::format_duration),
+        proactive_requires_reply: p.proactive_requires_reply,
+        cycle_anchor_day: p.cycle_anchor_day,
+        cobrowse_credits: p.cobrowse_credits.map(|d| d.normalize().to_string()),
+        functions_rounding: rounding(p.functions_rounding),
+        overage_rounding: rounding(p.overage_rounding),
+        gai_multiplies_addons: p.gai_multiplies_addons,
+        feature_attribution: match p.feature_attribution {
+            None => 0,
+            Some(FeatureAttribution::AnyEvent) => 1,
+            Some(FeatureAttribution::FirstEvent) => 2,
+        },
+    }
+}
+
+pub fn change_in(c: &pb::SettingsChange, prefix: &str) -> Result<SettingsChange, Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let at = match time::parse_instant(&c.effective_from) {
+        Ok(at) => Some(at),
+        Err(e) => {
+            violations.push(FieldViolation::new(format!("{prefix}.effective_from"), e.to_string()));
+            None
+        }
+    };
+    if c.change_id.len() > 128 {
+        violations.push(FieldViolation::new(format!("{prefix}.change_id"), "longer than 128 bytes"));
+    }
+    let patch = match &c.settings {
+        Some(s) => settings_in(s, &format!("{prefix}.settings")).map_err(|v| violations.extend(v)).ok(),
+        None => {
+            violations.push(FieldViolation::new(format!("{prefix}.settings"), "is required"));
+            None
+        }
+    };
+    match (violations.is_empty(), at, patch) {
+        (true, Some(at), Some(patch)) => {
+            Ok(SettingsChange { id: (!c.change_id.is_empty()).then(|| c.change_id.clone()), at, patch })
+        }
+        _ => Err(violations),
+    }
+}
+
+pub fn change_out(c: &SettingsChange) -> pb::SettingsChange {
+    pb::SettingsChange {
+        change_id: c.id.clone().unwrap_or_default(),
+        effective_from: c.at.to_rfc3339(),
+        settings: Some(settings_out(&c.patch)),
+    }
+}
+
+fn decimal_in(text: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Decimal {
+    match parse_decimal(text) {
+        Some(d) if !d.is_sign_negative() || d.is_zero() => d,
+        _ => {
+            violations.push(FieldViolation::new(field, "expected a non-negative decimal string"));
+            Decimal::ZERO
+        }
+    }
+}
+
+fn money_in(m: &pb::Money, field: &str, violations: &mut Vec<FieldViolation>) -> Money {
+    let amount = decimal_in(&m.amount, &format!("{field}.amount"), violations);
+    let currency = Currency::parse(&m.currency).unwrap_or_else(|| {
+        violations.push(FieldViolation::new(format!("{field}.currency"), "must be three capital letters"));
+        Currency::USD
+    });
+    Money::new(amount, currency)
+}
+
+pub fn plan_in(p: &pb::Plan, field: &str) -> Result<Option<Plan>, Vec<FieldViolation>> {
+    let mut v = Vec::new();
+    let alerts = |list: &[String], v: &mut Vec<FieldViolation>| -> Vec<Decimal> {
+        list.iter()
+            .map(|a| {
+                let d = decimal_in(a, &format!("{field}.alert_thresholds"), v);
+                if d.is_zero() {
+                    v.push(FieldViolation::new(format!("{field}.alert_thresholds"), "thresholds must be positive"));
+                }
+                d
+            })
+            .collect()
+    };
+    let plan = match &p.kind {
+        None => None,
+        Some(pb::plan::Kind::Starter(s)) => {
+            let d = StarterPlan::default();
+            let block_size = s.block_size.unwrap_or(d.block_size);
+            if block_size == 0 {
+                v.push(FieldViolation::new(format!("{field}.starter.block_size"), "must be positive"));
+            }
+            Some(Plan::Starter(StarterPlan {
+                included: s.included_interactions.unwrap_or(d.included),
+                block_size,
+                block_price: s
+                    .block_price
+                    .as_ref()
+                    .map(|m| money_in(m, &format!("{field}.starter.block_price"), &mut v))
+                    .unwrap_or(d.block_price),
+                max_platform_users: s.max_platform_users.unwrap_or(d.max_platform_users),
+                alerts: alerts(&s.alert_thresholds, &mut v),
+            }))
+        }
+        Some(pb::plan::Kind::Commitment(c)) => {
+            let mut date = |text: &str, name: &str| -> NaiveDate {
+                text.parse().unwrap_or_else(|_| {
+                    v.push(FieldViolation::new(format!("{field}.commitment.{name}"), "expected a date YYYY-MM-DD"));
+                    NaiveDate::MIN
+                })
+            };
+            let (term_start, term_end) = (date(&c.term_start, "term_start"), date(&c.term_end, "term_end"));
+            if term_end < term_start {
+                v.push(FieldViolation::new(format!("{field}.commitment.term_end"), "is before term_start"));
+            }
+            let credits = decimal_in(&c.credits, &format!("{field}.commitment.credits"), &mut v);
+            let overage_price = c
+                .overage_price
+                .iter()
+                .map(|m| money_in(m, &format!("{field}.commitment.overage_price"), &mut v))
+                .collect();
+            let top_ups = c
+                .top_ups
+                .iter()
+                .map(|t| {
+                    let at = time::parse_instant(&t.at).unwrap_or_else(|e| {
+                        v.push(FieldViolation::new(format!("{field}.commitment.top_ups.at"), e.to_string()));
+                        time::Instant::MIN_UTC
+                    });
+                    TopUp {
+                        at,
+                        credits: decimal_in(&t.credits, &format!("{field}.commitment.top_ups.credits"), &mut v),
+                    }
+                })
+                .collect();
+            let alerts = alerts(&c.alert_thresholds, &mut v);
+            Some(Plan::Commitment(CommitmentPlan { term_start, term_end, credits, overage_price, top_ups, alerts }))
+        }
+    };
+    if v.is_empty() { Ok(plan) } else { Err(v) }
+}
+
+pub fn plan_out(p: &Option<Plan>) -> Option<pb::Plan> {
+    let d = |d: &Decimal| d.normalize().to_string();
+    let kind = match p.as_ref()? {
+        Plan::Starter(s) => pb::plan::Kind::Starter(pb::StarterPlan {
+            included_interactions: Some(s.included),
+            block_size: Some(s.block_size),
+            block_price: Some(money_out(&s.block_price)),
+            max_platform_users: Some(s.max_platform_users),
+            alert_thresholds: s.alerts.iter().map(d).collect(),
+        }),
+        Plan::Commitment(c) => pb::plan::Kind::Commitment(pb::CommitmentPlan {
+            term_start: c.term_start.to_string(),
+            term_end: c.term_end.to_string(),
+            credits: d(&c.credits),
+            overage_price: c.overage_price.iter().map(money_out).collect(),
+            top_ups: c.top_ups.iter().map(|t| pb::TopUp { at: t.at.to_rfc3339(), credits: d(&t.credits) }).collect(),
+            alert_thresholds: c.alerts.iter().map(d).collect(),
+        }),
+    };
+    Some(pb::Plan { kind: Some(kind) })
+}
+
+/// Reads a proto tenant, reporting every invalid field.
+pub fn tenant_in(t: &pb::Tenant) -> Result<TenantSpec, Vec<FieldViolation>> {
+    let mut v = Vec::new();
+    if let Err(reason) = crate::rating::settings::validate_tenant_id(&t.tenant_id) {
+        v.push(FieldViolation::new("tenant.tenant_id", reason));
+    }
+    let meter = match pb::Meter::try_from(t.meter) {
+        Ok(pb::Meter::Dar) => MeterKind::Dar,
+        Ok(pb::Meter::Cycle) => MeterKind::Cycle,
+        Ok(pb::Meter::Mau) => MeterKind::Mau,
+        _ => {
+            v.push(FieldViolation::new("tenant.meter", "one of METER_DAR, METER_CYCLE, METER_MAU"));
+            MeterKind::Dar
+        }
+    };
+    let initial = match &t.settings {
+        Some(s) => settings_in(s, "tenant.settings").unwrap_or_else(|e| {
+            v.extend(e);
+            SettingsPatch::default()
+        }),
+        None => SettingsPatch::default(),
+    };
+    if initial.time_zone.is_none() && !v.iter().any(|x| x.field == "tenant.settings.time_zone") {
+        v.push(FieldViolation::new("tenant.settings.time_zone", "is required"));
+    }
+    let mut changes = Vec::new();
+    for (i, c) in t.changes.iter().enumerate() {
+        match change_in(c, &format!("tenant.changes[{i}]")) {
+            Ok(c) => changes.push(c),
+            Err(e) => v.extend(e),
+        }
+    }
+    let plan = match &t.plan {
+        Some(p) => plan_in(p, "tenant.plan").unwrap_or_else(|e| {
+            v.extend(e);
+            None
+        }),
+        None => None,
+    };
+    if v.is_empty() { Ok(TenantSpec { id: t.tenant_id.clone(), meter, initial, changes, plan }) } else { Err(v) }
+}
+
+pub fn tenant_out(spec: &TenantSpec) -> pb::Tenant {
+    pb::Tenant {
+        tenant_id: spec.id.clone(),
+        meter: meter_out(spec.meter),
+        settings: Some(settings_out(&spec.initial)),
+        changes: spec.changes.iter().map(change_out).collect(),
+        plan: plan_out(&spec.plan),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_proto3_json() {
+        let json = r#"{"tenant_id": "acme", "event_id": "m1", "event_time": "2025-06-10T09:00:00-04:00",
+            "message": {"consumer_id": "c1", "conversation_id": "A", "sender_role": "SENDER_ROLE_CONSUMER",
+                        "channel": "CHANNEL_WEB", "provider_price": {"amount": "0.0079", "currency": "USD"}}}"#;
+        let event: pb::Event = from_json(json).unwrap();
+        let raw = RawEvent::from(event.clone());
+        assert_eq!(event_out(&raw), event);
+        let camel = r#"{"tenantId": "acme", "eventId": "m1", "eventTime": "2025-06-10T09:00:00-04:00",
+            "functionInvocations": {"count": "12"}}"#;
+        let event: pb::Event = from_json(camel).unwrap();
+        assert_eq!(RawEvent::from(event).body, RawBody::FunctionInvocations { count: Some(12) });
+        assert!(from_json::<pb::Event>(r#"{"tenant_id": 5}"#).is_err());
+    }
+
+    #[test]
+    fn t_5_settings_are_refused_by_name() {
+        let s = pb::Settings {
+            time_zone: Some("Nowhere/Land".into()),
+            cycle_anchor_day: Some(0),
+            relationship: 9,
+            ..Default::default()
+        };
+        let fields: Vec<String> =
+            settings_in(&s, "change.settings").unwrap_err().into_iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            ["change.settings.time_zone", "change.settings.cycle_anchor_day", "change.settings.relationship"]
+        );
+    }
+
+    #[test]
+    fn tenants_round_trip() {
+        let value = serde_json::json!({"id": "acme", "time_zone": "Europe/Berlin", "meter": "cycle",
+            "settings": {"cycle_anchor_day": 15, "lateness_horizon": "P40D", "generative_ai": true},
+            "changes": [{"id": "c1", "at": "2025-06-10T12:00:00Z", "set": {"relationship": "conversation"}}],
+            "plan": {"kind": "commitment", "term_start": "2025-01-01", "term_end": "2025-12-31", "credits": "1000",
+                     "overage_price": {"USD": "1.10"}, "top_ups": [{"at": "2025-09-01T00:00:00Z", "credits": "50"}]}});
+        let (spec, _) = crate::tenants::tenant_from_value(&value).unwrap();
+        let back = tenant_in(&tenant_out(&spec)).unwrap();
+        assert_eq!(back, spec);
+    }
+}
