@@ -6,4 +6,5 @@ pub mod api;
 pub mod rating;
 pub mod replay;
 pub mod scenario;
+pub mod server;
 pub mod tenants;

@@ -20,6 +20,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sidecar. With no configuration: the embedded journal in ./daybook-data,
+    /// gRPC on 127.0.0.1:50051, admin HTTP on 127.0.0.1:9464.
+    Serve {
+        /// gRPC TCP address HOST:PORT, or `off` [env DAYBOOK_LISTEN, key server.listen].
+        #[arg(long)]
+        listen: Option<String>,
+        /// gRPC Unix domain socket path [env DAYBOOK_UDS, key server.uds].
+        #[arg(long)]
+        uds: Option<String>,
+        /// Admin HTTP address HOST:PORT, or `off` [env DAYBOOK_ADMIN, key server.admin].
+        #[arg(long)]
+        admin: Option<String>,
+        /// Data directory (journal) [env DAYBOOK_DATA_DIR, key server.data_dir].
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Config file (TOML: [server] and [[tenant]]) [env DAYBOOK_CONFIG].
+        #[arg(long)]
+        config: Option<String>,
+        /// `write` (default: survives a process crash) or `fsync` (survives a machine
+        /// crash; group commit) [env DAYBOOK_DURABILITY, key server.durability].
+        #[arg(long)]
+        durability: Option<String>,
+        /// Also append every record to this JSONL file [env DAYBOOK_RECORDS_JSONL].
+        #[arg(long)]
+        records_jsonl: Option<String>,
+        /// Validate the configuration and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Run RULEBOOK scenario files (*.json) and report PASS/FAIL per scenario.
     Scenarios {
         /// Directories or files; default: $DAYBOOK_SCENARIOS, else ../shared/scenarios.
@@ -51,6 +80,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { listen, uds, admin, data_dir, config, durability, records_jsonl, check_config } => {
+            let flags =
+                daybook::server::config::Flags { listen, uds, admin, data_dir, config, durability, records_jsonl };
+            serve(flags, check_config)
+        }
         Command::Scenarios { paths } => run_scenarios(paths),
         Command::Replay { tenants, events, out, now, summary_json, quiet } => {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
@@ -78,6 +112,73 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let config = match daybook::server::config::load(&flags, &env, |path| {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    }) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("daybook: bad configuration: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if check_only {
+        println!("configuration is valid: {} tenant(s)", config.tenants.len());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("daybook: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match daybook::server::Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("daybook: cannot bind: {e}");
+                return ExitCode::from(69);
+            }
+        };
+        if let Some(l) = &listeners.grpc_tcp
+            && let Ok(addr) = l.local_addr()
+        {
+            eprintln!("daybook: gRPC listening on {addr}");
+        }
+        if let Some(path) = &config.uds {
+            eprintln!("daybook: gRPC listening on unix:{}", path.display());
+        }
+        if let Some(l) = &listeners.admin
+            && let Ok(addr) = l.local_addr()
+        {
+            eprintln!("daybook: admin HTTP on http://{addr}");
+        }
+        let result =
+            daybook::server::run(config, listeners, daybook::server::core::system_clock(), shutdown_signal()).await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("daybook: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("daybook: shutting down: draining in-flight calls");
 }
 
 fn run_scenarios(mut paths: Vec<PathBuf>) -> ExitCode {

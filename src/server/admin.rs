@@ -1,0 +1,68 @@
+//! The admin HTTP port, apart from the data port: `/live` (the process runs), `/ready`
+//! (the journal is replayed, listeners are up, not draining, the journal is writable) and
+//! `/metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::core::Daybook;
+
+pub async fn serve(listener: TcpListener, daybook: Arc<Daybook>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let daybook = daybook.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let daybook = daybook.clone();
+                async move { Ok::<_, Infallible>(route(&daybook, request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn route<B>(daybook: &Daybook, request: Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != hyper::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match request.uri().path() {
+        "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
+        "/ready" if daybook.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/metrics" => {
+            let engine = daybook.engine();
+            let gauges = [
+                ("daybook_hot_interactions", "Relationship entries held in memory.", engine.hot_interactions() as f64),
+                (
+                    "daybook_remembered_events",
+                    "Event ids remembered for idempotency.",
+                    engine.remembered_events() as f64,
+                ),
+                ("daybook_journal_durable_seq", "Last journal entry known durable.", daybook.journal.durable() as f64),
+                ("daybook_ready", "1 when ready to serve.", if daybook.is_ready() { 1.0 } else { 0.0 }),
+            ];
+            text(StatusCode::OK, "text/plain; version=0.0.4", super::metrics::render(&gauges))
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}

@@ -1,0 +1,251 @@
+//! Configuration: a pure function of the config file's text, the environment and the
+//! flags, validated completely before anything is bound. A bad configuration names the
+//! offending key, and `daybook serve` exits 64 (EX_USAGE).
+//!
+//! Precedence: flags, then environment (`DAYBOOK_*`), then the file, then defaults.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::journal::Durability;
+use crate::rating::settings::TenantSpec;
+use crate::rating::time;
+
+/// Everything `daybook serve` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// TCP address of the gRPC API; `None` disables TCP (Unix socket only).
+    pub listen: Option<SocketAddr>,
+    /// Unix domain socket of the gRPC API (the same-pod sidecar case).
+    pub uds: Option<PathBuf>,
+    /// Admin HTTP address (`/live`, `/ready`, `/metrics`); `None` disables it.
+    pub admin: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Also append every record to this JSONL file.
+    pub records_jsonl: Option<PathBuf>,
+    /// Most events in one batch request.
+    pub max_batch: usize,
+    /// Largest request message, bytes.
+    pub max_message_bytes: usize,
+    /// No call runs longer than this, whatever deadline the client asks for.
+    pub deadline_ceiling: Duration,
+    /// How long shutdown waits for in-flight calls.
+    pub grace_period: Duration,
+    /// The config file, watched for tenant changes.
+    pub config_file: Option<PathBuf>,
+    /// Tenants defined by the file.
+    pub tenants: Vec<TenantSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            uds: None,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            data_dir: PathBuf::from("daybook-data"),
+            durability: Durability::Write,
+            records_jsonl: None,
+            max_batch: 1000,
+            max_message_bytes: 4 << 20,
+            deadline_ceiling: Duration::from_secs(10),
+            grace_period: Duration::from_secs(15),
+            config_file: None,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// Settings given on the command line (each also a config key and an environment
+/// variable).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub uds: Option<String>,
+    pub admin: Option<String>,
+    pub data_dir: Option<String>,
+    pub config: Option<String>,
+    pub durability: Option<String>,
+    pub records_jsonl: Option<String>,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), reason: reason.into() }
+}
+
+/// The server keys of the file's `[server]` table, their environment variables and flags.
+const KEYS: &[(&str, &str)] = &[
+    ("listen", "DAYBOOK_LISTEN"),
+    ("uds", "DAYBOOK_UDS"),
+    ("admin", "DAYBOOK_ADMIN"),
+    ("data_dir", "DAYBOOK_DATA_DIR"),
+    ("durability", "DAYBOOK_DURABILITY"),
+    ("records_jsonl", "DAYBOOK_RECORDS_JSONL"),
+    ("max_batch", "DAYBOOK_MAX_BATCH"),
+    ("max_message_bytes", "DAYBOOK_MAX_MESSAGE_BYTES"),
+    ("deadline_ceiling", "DAYBOOK_DEADLINE_CEILING"),
+    ("grace_period", "DAYBOOK_GRACE_PERIOD"),
+];
+
+/// Computes the configuration. `read_file` reads the config file (injected so tests need
+/// no files); `env` is the process environment (or a map in tests).
+pub fn load(
+    flags: &Flags,
+    env: &HashMap<String, String>,
+    read_file: impl Fn(&str) -> Result<String, String>,
+) -> Result<Config, ConfigError> {
+    let config_path = flags.config.clone().or_else(|| env.get("DAYBOOK_CONFIG").cloned());
+    let mut file_server = serde_json::Map::new();
+    let mut tenants = Vec::new();
+    if let Some(path) = &config_path {
+        let text = read_file(path).map_err(|e| err("config", format!("{path}: {e}")))?;
+        let value: Value = toml::from_str(&text).map_err(|e| err("config", format!("{path}: not valid TOML: {e}")))?;
+        if let Some(server) = value.get("server") {
+            file_server = server.as_object().cloned().ok_or_else(|| err("server", "must be a table"))?;
+            for key in file_server.keys() {
+                if !KEYS.iter().any(|(k, _)| k == key) {
+                    return Err(err(&format!("server.{key}"), "unknown key"));
+                }
+            }
+        }
+        for key in value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            if key != "server" && key != "tenant" {
+                return Err(err(&key, "unknown table (expected [server] and [[tenant]])"));
+            }
+        }
+        tenants = crate::tenants::parse_tenants_toml(&text).map_err(|e| err("tenant", e))?;
+    }
+    let flag_value = |key: &str| -> Option<String> {
+        match key {
+            "listen" => flags.listen.clone(),
+            "uds" => flags.uds.clone(),
+            "admin" => flags.admin.clone(),
+            "data_dir" => flags.data_dir.clone(),
+            "durability" => flags.durability.clone(),
+            "records_jsonl" => flags.records_jsonl.clone(),
+            _ => None,
+        }
+    };
+    // The effective text of each key, and where it came from (for error messages).
+    let mut values: HashMap<&str, (String, String)> = HashMap::new();
+    for (key, var) in KEYS {
+        if let Some(v) = flag_value(key) {
+            values.insert(key, (v, format!("--{}", key.replace('_', "-"))));
+        } else if let Some(v) = env.get(*var) {
+            values.insert(key, (v.clone(), var.to_string()));
+        } else if let Some(v) = file_server.get(*key) {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            values.insert(key, (text, format!("server.{key}")));
+        }
+    }
+
+    let mut config = Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() };
+    let addr = |source: &str, text: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        if text.is_empty() || text == "off" {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| err(source, format!("`{text}` is not HOST:PORT (an IP address and a port)")))
+    };
+    let duration = |source: &str, text: &str| -> Result<Duration, ConfigError> {
+        let d = time::parse_duration(text).map_err(|e| err(source, e.to_string()))?;
+        d.to_std().map_err(|_| err(source, "must not be negative"))
+    };
+    let number = |source: &str, text: &str| -> Result<usize, ConfigError> {
+        text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| err(source, "expected a positive whole number"))
+    };
+    for (key, (text, source)) in &values {
+        match *key {
+            "listen" => config.listen = addr(source, text)?,
+            "admin" => config.admin = addr(source, text)?,
+            "uds" => config.uds = (!text.is_empty()).then(|| PathBuf::from(text)),
+            "data_dir" => {
+                if text.is_empty() {
+                    return Err(err(source, "must not be empty"));
+                }
+                config.data_dir = PathBuf::from(text)
+            }
+            "durability" => {
+                config.durability = match text.as_str() {
+                    "write" => Durability::Write,
+                    "fsync" => Durability::Fsync,
+                    _ => return Err(err(source, "expected `write` or `fsync`")),
+                }
+            }
+            "records_jsonl" => config.records_jsonl = (!text.is_empty()).then(|| PathBuf::from(text)),
+            "max_batch" => config.max_batch = number(source, text)?.min(100_000),
+            "max_message_bytes" => config.max_message_bytes = number(source, text)?,
+            "deadline_ceiling" => config.deadline_ceiling = duration(source, text)?,
+            "grace_period" => config.grace_period = duration(source, text)?,
+            _ => unreachable!("every key of KEYS is handled"),
+        }
+    }
+    if config.listen.is_none() && config.uds.is_none() {
+        return Err(err("listen", "neither a TCP address nor a Unix socket: daybook would be unreachable"));
+    }
+    if config.deadline_ceiling.is_zero() {
+        return Err(err("deadline_ceiling", "must be positive"));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(text: &'static str) -> impl Fn(&str) -> Result<String, String> {
+        move |_| Ok(text.to_string())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = load(&Flags::default(), &HashMap::new(), |_| Err("no file".into())).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let file = "[server]\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\ndata_dir = \"/f\"\n";
+        let env = HashMap::from([
+            ("DAYBOOK_ADMIN".to_string(), "127.0.0.1:3".to_string()),
+            ("DAYBOOK_CONFIG".to_string(), "x".to_string()),
+        ]);
+        let flags = Flags { listen: Some("127.0.0.1:4".into()), ..Flags::default() };
+        let c = load(&flags, &env, files(file)).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:4".parse().unwrap()));
+        assert_eq!(c.admin, Some("127.0.0.1:3".parse().unwrap()));
+        assert_eq!(c.data_dir, PathBuf::from("/f"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let env = HashMap::from([("DAYBOOK_DURABILITY".to_string(), "sometimes".to_string())]);
+        assert_eq!(load(&Flags::default(), &env, files("")).unwrap_err().key, "DAYBOOK_DURABILITY");
+        let flags = Flags { config: Some("c.toml".into()), ..Flags::default() };
+        assert_eq!(load(&flags, &HashMap::new(), files("[server]\nlisen = \"x\"\n")).unwrap_err().key, "server.lisen");
+        assert_eq!(
+            load(&flags, &HashMap::new(), files("[server]\ngrace_period = \"soon\"\n")).unwrap_err().key,
+            "server.grace_period"
+        );
+        let bad_tenant = "[[tenant]]\nid = \"a\"\ntime_zone = \"UTC\"\nsettings = { colour = 1 }\n";
+        let e = load(&flags, &HashMap::new(), files(bad_tenant)).unwrap_err();
+        assert!(e.reason.contains("colour"), "{e}");
+        let flags = Flags { listen: Some("nowhere".into()), ..Flags::default() };
+        assert_eq!(load(&flags, &HashMap::new(), files("")).unwrap_err().key, "--listen");
+    }
+}

@@ -1,0 +1,300 @@
+//! The sidecar's state: the engine, the journal in front of it, and the record hub.
+//!
+//! Every call that changes state goes through [`Daybook`]: it rates under one short
+//! ordering lock and appends to the journal in that same order, so that replaying the
+//! journal reproduces the same outcomes, records and cursors. The caller then waits for
+//! the journal to be durable before it answers.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+
+use super::journal::{self, DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
+use super::records::{Hub, Stamped, stamp};
+use crate::api::{self, pb};
+use crate::rating::event::FieldViolation;
+use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
+use crate::rating::settings::{Tenant, TenantSpec};
+use crate::rating::time::Instant;
+use crate::rating::{Engine, EngineConfig, RawEvent, Record};
+
+/// Where the time comes from: the system clock in production; tests may pin it.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(chrono::Utc::now)
+}
+
+/// Why a tenant call was refused.
+#[derive(Debug)]
+pub enum TenantRefusal {
+    Invalid(Vec<FieldViolation>),
+    NotFound(String),
+    AlreadyExists(String),
+    FailedPrecondition(String),
+}
+
+pub struct Daybook {
+    engine: Engine,
+    /// Rating order == journal order. A std mutex: held for one rating and a memcpy into
+    /// the journal buffer, never across an await.
+    order: Mutex<()>,
+    pub journal: Arc<Journal>,
+    pub hub: Arc<Hub>,
+    clock: Clock,
+    /// Tenants defined by the config file: changed by editing the file, not by the API.
+    file_tenants: Mutex<HashSet<String>>,
+    /// Set once replay has finished and the listeners are up.
+    pub ready: AtomicBool,
+    /// Set when shutdown begins.
+    pub draining: AtomicBool,
+}
+
+impl Daybook {
+    /// Opens the data directory: replays the journal (after loading the file's tenants),
+    /// then opens it for appending.
+    pub fn open(
+        data_dir: &std::path::Path,
+        durability: Durability,
+        file_tenants: Vec<TenantSpec>,
+        clock: Clock,
+    ) -> Result<Arc<Daybook>, JournalError> {
+        let dir = data_dir.join("journal");
+        let engine = Engine::new(EngineConfig { fingerprint_key: fingerprint_key(data_dir)? });
+        let mut names = HashSet::new();
+        for spec in file_tenants {
+            names.insert(spec.id.clone());
+            let id = spec.id.clone();
+            engine.put_tenant(spec).map_err(|e| JournalError::Damaged {
+                segment: data_dir.to_path_buf(),
+                offset: 0,
+                reason: format!("tenant {id}: {e}"),
+            })?;
+        }
+        let entries = journal::recover(&dir)?;
+        let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
+        let mut discard = Vec::new();
+        for entry in entries {
+            match entry.kind {
+                Some(EntryKind::Tenant(bytes)) => {
+                    if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
+                        && let Ok(spec) = api::tenant_in(&t)
+                        && !names.contains(&spec.id)
+                    {
+                        let _ = engine.put_tenant(spec);
+                    }
+                }
+                Some(EntryKind::Event(e)) => {
+                    let Ok(event) = pb::Event::decode(e.event.as_slice()) else { continue };
+                    let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
+                    let _ = engine.ingest(RawEvent::from(event), now, &mut discard);
+                    discard.clear();
+                }
+                Some(EntryKind::DeadLetter(_)) | None => {}
+            }
+        }
+        let hub = Arc::new(Hub::default());
+        let publisher = hub.clone();
+        let journal = Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records))?;
+        Ok(Arc::new(Daybook {
+            engine,
+            order: Mutex::new(()),
+            journal,
+            hub,
+            clock,
+            file_tenants: Mutex::new(names),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn now(&self) -> Instant {
+        (self.clock)()
+    }
+
+    /// Rates one event and journals it. Returns the result and the journal position the
+    /// answer must wait for.
+    pub fn ingest(&self, event: pb::Event) -> (Result<Outcome, Refusal>, u64) {
+        let mut results = self.ingest_batch(vec![event]);
+        let (result, wait) = results.pop().expect("one result per event");
+        (result, wait)
+    }
+
+    /// Rates a batch under one hold of the ordering lock.
+    pub fn ingest_batch(&self, events: Vec<pb::Event>) -> Vec<(Result<Outcome, Refusal>, u64)> {
+        let encoded: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
+        let mut out = Vec::with_capacity(events.len());
+        let _order = self.order.lock().expect("order lock");
+        let now = self.now();
+        let mut records = Vec::new();
+        for (event, bytes) in events.into_iter().zip(encoded) {
+            let result = self.engine.ingest(RawEvent::from(event), Some(now), &mut records);
+            let kind = match &result {
+                Ok(outcome) if !outcome.retry => {
+                    Some(EntryKind::Event(EventEntry { event: bytes, now_nanos: now.timestamp_nanos_opt() }))
+                }
+                Err(refusal) if refusal.code == Code::FailedPrecondition && !records.is_empty() => {
+                    let event_id = match &records[0].body {
+                        RecordBody::DeadLetter(d) => d.event.event_id.clone(),
+                        _ => String::new(),
+                    };
+                    Some(EntryKind::DeadLetter(DeadLetterEntry { event_id }))
+                }
+                _ => None,
+            };
+            let wait = match kind {
+                Some(kind) => self.append(kind, std::mem::take(&mut records)),
+                // A retry answers only once the original is durable; a plain refusal
+                // changed nothing and need not wait.
+                None if result.is_ok() => self.journal.appended(),
+                None => 0,
+            };
+            out.push((result, wait));
+        }
+        out
+    }
+
+    fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
+        let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
+        let entry = Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec()).collect() };
+        // The seq is assigned by the journal; stamp the records with it inside append's
+        // lock-free window: the order lock is held, so the next seq is known.
+        let seq = self.journal.appended() + 1;
+        let stamped: Vec<Stamped> = stamp(seq, protos);
+        let assigned = self.journal.append(entry, stamped);
+        debug_assert_eq!(assigned, seq);
+        assigned
+    }
+
+    /// Creates a tenant through the API.
+    pub fn create_tenant(&self, t: &pb::Tenant) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let spec = api::tenant_in(t).map_err(TenantRefusal::Invalid)?;
+        let _order = self.order.lock().expect("order lock");
+        if self.engine.tenant(&spec.id).is_some() {
+            return Err(TenantRefusal::AlreadyExists(format!("tenant `{}` exists", spec.id)));
+        }
+        self.put_journaled(spec)
+    }
+
+    /// Adds a settings change (T-5). It may not take effect before now minus the
+    /// tenant's clock skew: the past is not rewritten.
+    pub fn change_settings(
+        &self,
+        tenant_id: &str,
+        change: &pb::SettingsChange,
+    ) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let change = api::change_in(change, "change").map_err(TenantRefusal::Invalid)?;
+        let _order = self.order.lock().expect("order lock");
+        let tenant = self.managed_tenant(tenant_id)?;
+        if let Some(id) = &change.id
+            && let Some(existing) = tenant.spec.changes.iter().find(|c| c.id.as_ref() == Some(id))
+        {
+            if *existing == change {
+                return Ok((tenant.clone(), self.journal.appended()));
+            }
+            return Err(TenantRefusal::AlreadyExists(format!("change id `{id}` was used with another change")));
+        }
+        let now = self.now();
+        let skew = tenant.settings_at(now).max_clock_skew;
+        if change.at < now - skew {
+            return Err(TenantRefusal::FailedPrecondition(format!(
+                "effective_from {} is in the past: events already judged are not re-rated (T-5)",
+                change.at.to_rfc3339()
+            )));
+        }
+        let mut spec = tenant.spec.clone();
+        spec.changes.push(change);
+        self.put_journaled(spec)
+    }
+
+    /// Replaces the plan.
+    pub fn set_plan(&self, tenant_id: &str, plan: &pb::Plan) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let plan = api::plan_in(plan, "plan").map_err(TenantRefusal::Invalid)?;
+        let _order = self.order.lock().expect("order lock");
+        let tenant = self.managed_tenant(tenant_id)?;
+        let mut spec = tenant.spec.clone();
+        spec.plan = plan;
+        let result = self.put_journaled(spec);
+        self.engine.rebuild_ledgers();
+        result
+    }
+
+    fn managed_tenant(&self, tenant_id: &str) -> Result<Arc<Tenant>, TenantRefusal> {
+        let tenant = self
+            .engine
+            .tenant(tenant_id)
+            .ok_or_else(|| TenantRefusal::NotFound(format!("unknown tenant `{tenant_id}`")))?;
+        if self.file_tenants.lock().expect("file tenants lock").contains(tenant_id) {
+            return Err(TenantRefusal::FailedPrecondition(format!(
+                "tenant `{tenant_id}` is defined by the config file: change it there"
+            )));
+        }
+        Ok(tenant)
+    }
+
+    fn put_journaled(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let bytes = api::tenant_out(&spec).encode_to_vec();
+        let tenant = self
+            .engine
+            .put_tenant(spec)
+            .map_err(|e| TenantRefusal::Invalid(vec![FieldViolation::new("tenant", e.to_string())]))?;
+        let seq = self.append(EntryKind::Tenant(bytes), Vec::new());
+        Ok((tenant, seq))
+    }
+
+    /// Applies the config file's tenants again (on file change). A tenant whose new
+    /// definition is invalid keeps its old one; the error is returned.
+    pub fn reload_file_tenants(&self, specs: Vec<TenantSpec>) -> Result<usize, String> {
+        let _order = self.order.lock().expect("order lock");
+        let mut changed = 0;
+        for spec in specs {
+            if self.engine.tenant(&spec.id).is_some_and(|t| t.spec == spec) {
+                continue;
+            }
+            let id = spec.id.clone();
+            self.engine.put_tenant(spec).map_err(|e| format!("tenant {id}: {e}"))?;
+            self.file_tenants.lock().expect("file tenants lock").insert(id);
+            changed += 1;
+        }
+        if changed > 0 {
+            self.engine.rebuild_ledgers();
+        }
+        Ok(changed)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && !super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed)
+    }
+}
+
+/// The deployment's fingerprint key, created once per data directory.
+fn fingerprint_key(data_dir: &std::path::Path) -> Result<[u8; 16], std::io::Error> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("fingerprint.key");
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(key) = <[u8; 16]>::try_from(bytes.as_slice())
+    {
+        return Ok(key);
+    }
+    let mut key = [0u8; 16];
+    // Entropy from the OS through the std hasher's random keys, mixed with the clock.
+    for chunk in key.chunks_mut(8) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, key)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
+}

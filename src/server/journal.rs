@@ -1,0 +1,411 @@
+//! The local append-only journal: the embedded default's durable state.
+//!
+//! Every accepted event (with its original outcome and the records it emitted), every
+//! dead letter and every tenant change is appended as one frame, in the order the engine
+//! saw them, so replaying the journal rebuilds exactly the same state, outcomes and
+//! record cursors. Frames are `[len u32][crc32 u32][payload]`; a torn tail (a crash in
+//! the middle of a write) is truncated to the last whole frame on open, and damage in
+//! the middle of a segment stops start-up: an acknowledged event is never skipped
+//! silently.
+//!
+//! Writes are group-committed by one flusher thread: callers append to a shared buffer
+//! and wait until the flusher has written (and, with `Durability::Fsync`, fdatasync'ed)
+//! past their frame. An RPC answers only then.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+/// When an answer may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the file (survives a crash of the process).
+    Write,
+    /// Also flushed to disk (survives a crash of the machine). Batched: one fdatasync
+    /// covers every frame appended while the previous one ran.
+    Fsync,
+}
+
+/// One journal frame.
+#[derive(Clone, PartialEq, Message)]
+pub struct Entry {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(oneof = "EntryKind", tags = "2, 3, 4")]
+    pub kind: Option<EntryKind>,
+    /// The records this entry emitted (`daybook.v1.Record`, cursor unset), in order.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub records: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum EntryKind {
+    /// An accepted event (`daybook.v1.Event`) and the arrival instant it was judged at.
+    #[prost(message, tag = "2")]
+    Event(EventEntry),
+    /// An event refused as too late (T-3): only its dead-letter record.
+    #[prost(message, tag = "3")]
+    DeadLetter(DeadLetterEntry),
+    /// A tenant created or changed through the API (`daybook.v1.Tenant`, whole).
+    #[prost(bytes, tag = "4")]
+    Tenant(Vec<u8>),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct EventEntry {
+    #[prost(bytes = "vec", tag = "1")]
+    pub event: Vec<u8>,
+    /// Unix nanoseconds; absent when lateness was not judged.
+    #[prost(int64, optional, tag = "2")]
+    pub now_nanos: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DeadLetterEntry {
+    #[prost(string, tag = "1")]
+    pub event_id: String,
+}
+
+/// Errors reading the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "journal segment {segment} is damaged at byte {offset}: {reason}; run `daybook journal verify` and `daybook journal repair`"
+    )]
+    Damaged { segment: PathBuf, offset: u64, reason: String },
+}
+
+const SEGMENT_BYTES: u64 = 64 << 20;
+const HEADER: usize = 8;
+/// A frame larger than this is damage, not data.
+const MAX_FRAME: u32 = 64 << 20;
+
+/// Encodes one frame.
+pub fn frame(entry: &Entry) -> Vec<u8> {
+    let payload = entry.encode_to_vec();
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads every whole frame of one segment. Returns the entries, the offset after the
+/// last whole frame, and what stopped the scan if it was not the end of the file.
+pub fn scan_segment(path: &Path) -> Result<(Vec<Entry>, u64, Option<String>), std::io::Error> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut entries = Vec::new();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        if bytes.len() - offset < HEADER {
+            return Ok((entries, offset as u64, Some("truncated frame header".into())));
+        }
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        if len > MAX_FRAME {
+            return Ok((entries, offset as u64, Some(format!("frame length {len} is not plausible"))));
+        }
+        let end = offset + HEADER + len as usize;
+        if end > bytes.len() {
+            return Ok((entries, offset as u64, Some("truncated frame".into())));
+        }
+        let payload = &bytes[offset + HEADER..end];
+        if crc32fast::hash(payload) != crc {
+            return Ok((entries, offset as u64, Some("checksum mismatch".into())));
+        }
+        match Entry::decode(payload) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => return Ok((entries, offset as u64, Some(format!("undecodable frame: {e}")))),
+        }
+        offset = end;
+    }
+    Ok((entries, offset as u64, None))
+}
+
+/// The journal's segment files, oldest first.
+pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    out.sort();
+    Ok(out)
+}
+
+fn segment_name(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.log"))
+}
+
+/// Reads the whole journal for replay. A torn tail of the *last* segment is truncated
+/// (that frame was never acknowledged); damage anywhere else is an error.
+pub fn recover(dir: &Path) -> Result<Vec<Entry>, JournalError> {
+    let files = segments(dir)?;
+    let mut all = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let (entries, good, problem) = scan_segment(path)?;
+        if let Some(reason) = problem {
+            let last = i + 1 == files.len();
+            let len = std::fs::metadata(path)?.len();
+            // A torn tail is an incomplete last frame: nothing whole may follow it.
+            if last && is_torn_tail(path, good, len)? {
+                OpenOptions::new().write(true).open(path)?.set_len(good)?;
+            } else {
+                return Err(JournalError::Damaged { segment: path.clone(), offset: good, reason });
+            }
+        }
+        all.extend(entries);
+    }
+    for pair in all.windows(2) {
+        if pair[1].seq != pair[0].seq + 1 {
+            return Err(JournalError::Damaged {
+                segment: dir.to_path_buf(),
+                offset: 0,
+                reason: format!("sequence jumps from {} to {}", pair[0].seq, pair[1].seq),
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// Whether the bytes from `good` to the end are a single incomplete frame (a write cut
+/// short), rather than damage with whole frames after it.
+fn is_torn_tail(path: &Path, good: u64, len: u64) -> Result<bool, std::io::Error> {
+    let rest = len - good;
+    if rest < HEADER as u64 {
+        return Ok(true);
+    }
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(good))?;
+    let mut header = [0u8; HEADER];
+    f.read_exact(&mut header)?;
+    let frame_len = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
+    // An incomplete frame claims more bytes than remain.
+    Ok(frame_len <= u64::from(MAX_FRAME) && HEADER as u64 + frame_len > rest)
+}
+
+/// Shared state between appenders and the flusher.
+struct Pending {
+    buf: Vec<u8>,
+    /// Sequence number of the last frame appended.
+    appended: u64,
+    /// Records of appended frames, published once written.
+    publish: Vec<(u64, Arc<Vec<super::records::Stamped>>)>,
+    closed: bool,
+}
+
+/// The writing side.
+pub struct Journal {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    durable: tokio::sync::watch::Sender<u64>,
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// Opens the journal for appending after `last_seq`, and starts the flusher thread.
+    /// Records of written frames are handed to `publish` in sequence order.
+    pub fn open(
+        dir: &Path,
+        last_seq: u64,
+        durability: Durability,
+        publish: impl Fn(u64, Arc<Vec<super::records::Stamped>>) + Send + 'static,
+    ) -> Result<Arc<Journal>, std::io::Error> {
+        std::fs::create_dir_all(dir)?;
+        let (durable, _) = tokio::sync::watch::channel(last_seq);
+        let journal = Arc::new(Journal {
+            pending: Mutex::new(Pending { buf: Vec::new(), appended: last_seq, publish: Vec::new(), closed: false }),
+            wake: Condvar::new(),
+            durable,
+            dir: dir.to_path_buf(),
+        });
+        let mut writer = SegmentWriter::open(dir, last_seq)?;
+        let flusher = journal.clone();
+        std::thread::Builder::new().name("journal-flusher".into()).spawn(move || {
+            flusher.flush_loop(&mut writer, durability, publish);
+        })?;
+        Ok(journal)
+    }
+
+    /// Appends an entry; its `seq` is assigned here. Call under the engine's order lock so
+    /// that journal order is rating order.
+    pub fn append(&self, mut entry: Entry, records: Vec<super::records::Stamped>) -> u64 {
+        let mut p = self.pending.lock().expect("journal lock");
+        p.appended += 1;
+        entry.seq = p.appended;
+        let bytes = frame(&entry);
+        p.buf.extend_from_slice(&bytes);
+        let seq = p.appended;
+        if !records.is_empty() {
+            p.publish.push((seq, Arc::new(records)));
+        }
+        drop(p);
+        self.wake.notify_one();
+        seq
+    }
+
+    /// The sequence number of the last appended entry.
+    pub fn appended(&self) -> u64 {
+        self.pending.lock().expect("journal lock").appended
+    }
+
+    /// Waits until every entry up to `seq` is durable.
+    pub async fn wait(&self, seq: u64) {
+        let mut rx = self.durable.subscribe();
+        let _ = rx.wait_for(|d| *d >= seq).await;
+    }
+
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Flushes what is pending and stops the flusher.
+    pub async fn close(&self) {
+        let last = self.appended();
+        self.wait(last).await;
+        self.pending.lock().expect("journal lock").closed = true;
+        self.wake.notify_one();
+    }
+
+    fn flush_loop(
+        &self,
+        writer: &mut SegmentWriter,
+        durability: Durability,
+        publish: impl Fn(u64, Arc<Vec<super::records::Stamped>>),
+    ) {
+        loop {
+            let (buf, upto, records) = {
+                let mut p = self.pending.lock().expect("journal lock");
+                while p.buf.is_empty() && !p.closed {
+                    p = self.wake.wait_timeout(p, Duration::from_millis(500)).expect("journal lock").0;
+                }
+                if p.buf.is_empty() && p.closed {
+                    return;
+                }
+                (std::mem::take(&mut p.buf), p.appended, std::mem::take(&mut p.publish))
+            };
+            let started = Instant::now();
+            let result = writer.write(&buf, upto).and_then(|_| match durability {
+                Durability::Write => Ok(()),
+                Durability::Fsync => writer.sync(),
+            });
+            if let Err(e) = result {
+                // Nothing more can be acknowledged; waiters stay blocked and the process
+                // must be restarted (the journal replays what was written).
+                eprintln!("daybook: journal write failed, no further event can be acknowledged: {e}");
+                crate::server::metrics::JOURNAL_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            crate::server::metrics::record_flush(started.elapsed(), durability == Durability::Fsync);
+            self.durable.send_replace(upto);
+            for (seq, records) in records {
+                publish(seq, records);
+            }
+        }
+    }
+}
+
+/// Appends frames to the current segment, rotating at a size.
+struct SegmentWriter {
+    dir: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl SegmentWriter {
+    fn open(dir: &Path, last_seq: u64) -> Result<Self, std::io::Error> {
+        let path = match segments(dir)?.pop() {
+            Some(path) => path,
+            None => segment_name(dir, last_seq + 1),
+        };
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            sync_dir(dir)?;
+        }
+        Ok(SegmentWriter { dir: dir.to_path_buf(), file, len })
+    }
+
+    fn write(&mut self, buf: &[u8], upto: u64) -> Result<(), std::io::Error> {
+        self.file.write_all(buf)?;
+        self.len += buf.len() as u64;
+        if self.len >= SEGMENT_BYTES {
+            self.file.sync_data()?;
+            let path = segment_name(&self.dir, upto + 1);
+            self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.len = 0;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), std::io::Error> {
+        self.file.sync_data()
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), std::io::Error> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads entries with `seq >= from` from the segments, oldest first, up to `until`.
+pub fn read_from(dir: &Path, from: u64, until: u64) -> Result<Vec<Entry>, std::io::Error> {
+    let files = segments(dir)?;
+    let mut out = Vec::new();
+    // Segment names carry their first seq: skip whole segments before `from`.
+    let first_seqs: Vec<u64> = files
+        .iter()
+        .map(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0))
+        .collect();
+    for (i, path) in files.iter().enumerate() {
+        if let Some(next) = first_seqs.get(i + 1)
+            && *next <= from
+        {
+            continue;
+        }
+        if first_seqs[i] > until {
+            break;
+        }
+        let file = File::open(path)?;
+        let mut reader = BufReader::new(file);
+        loop {
+            let mut header = [0u8; HEADER];
+            match reader.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let mut payload = vec![0u8; len];
+            if reader.read_exact(&mut payload).is_err() {
+                break;
+            }
+            let Ok(entry) = Entry::decode(payload.as_slice()) else { break };
+            if entry.seq > until {
+                return Ok(out);
+            }
+            if entry.seq >= from {
+                out.push(entry);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,222 @@
+//! `daybook serve`: the sidecar. The library entry point is [`run`]; `main` only parses
+//! flags and builds a [`config::Config`]. Tests call `run` with their own listeners and a
+//! shutdown future, and never send signals.
+
+pub mod admin;
+pub mod config;
+pub mod core;
+pub mod journal;
+pub mod metrics;
+pub mod records;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tonic::transport::Server;
+
+use crate::api::{FILE_DESCRIPTOR_SET, pb};
+use config::Config;
+use core::{Clock, Daybook};
+
+/// The sockets the server answers on, bound by the caller (so tests can use port 0).
+pub struct Listeners {
+    pub grpc_tcp: Option<TcpListener>,
+    pub grpc_uds: Option<UnixListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the configuration names. The Unix socket is created owner-only; a stale
+    /// socket file from a previous run is replaced.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let grpc_tcp = match config.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let grpc_uds = match &config.uds {
+            Some(path) => Some(bind_uds(path)?),
+            None => None,
+        };
+        let admin = match config.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { grpc_tcp, grpc_uds, admin })
+    }
+}
+
+pub fn bind_uds(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Runs the server until `shutdown` completes, then drains: health and readiness go
+/// NOT_SERVING, listeners stop accepting, in-flight calls finish within the grace period,
+/// and the journal is flushed.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let daybook = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || Daybook::open(&config.data_dir, config.durability, config.tenants.clone(), clock)
+    })
+    .await??;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let service_names = [
+        "",
+        "daybook.v1.IngestService",
+        "daybook.v1.UsageService",
+        "daybook.v1.RecordService",
+        "daybook.v1.TenantService",
+    ];
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let services = service::Services { daybook: daybook.clone(), max_batch: config.max_batch };
+    let max = config.max_message_bytes;
+    let router = Server::builder()
+        .timeout(config.deadline_ceiling)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::ingest_service_server::IngestServiceServer::new(services.clone()).max_decoding_message_size(max),
+        )
+        .add_service(pb::usage_service_server::UsageServiceServer::new(services.clone()).max_decoding_message_size(max))
+        .add_service(
+            pb::record_service_server::RecordServiceServer::new(services.clone()).max_decoding_message_size(max),
+        )
+        .add_service(pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.grpc_tcp {
+        let router = router.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    if let Some(listener) = listeners.grpc_uds {
+        let router = router.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    let admin = listeners.admin.map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), stop_rx.clone())));
+    let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
+    let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
+
+    daybook.ready.store(true, Ordering::Release);
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+
+    shutdown.await;
+    daybook.draining.store(true, Ordering::Release);
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+    }
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.grace_period, async {
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Err(e)) = result {
+                eprintln!("daybook: listener ended with an error: {e}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!("daybook: grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
+        tasks.abort_all();
+    }
+    daybook.journal.close().await;
+    if let Some(sink) = sink {
+        // Give the sink a moment to write what the journal just published.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sink.abort();
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(a) = admin {
+        a.abort();
+    }
+    Ok(())
+}
+
+/// Appends every record to a JSONL file, resuming after the last cursor it holds.
+async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
+    use std::io::Write;
+    let after = records::last_cursor_in(&path).unwrap_or_default();
+    let file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("daybook: records_jsonl {}: {e}", path.display());
+            return;
+        }
+    };
+    let mut out = std::io::LineWriter::new(file);
+    records::follow(&daybook.hub, &daybook.journal, after, |stamped| {
+        let json = crate::api::to_json(&stamped.record);
+        writeln!(out, "{json}").is_ok()
+    })
+    .await;
+}
+
+/// Re-reads the config file's tenants when the file changes (polled every 2 s).
+async fn watch_config_file(daybook: Arc<Daybook>, path: std::path::PathBuf) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let result = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::tenants::parse_tenants_toml(&text))
+            .and_then(|specs| daybook.reload_file_tenants(specs));
+        match result {
+            Ok(n) => eprintln!("daybook: reloaded {}: {n} tenant(s) changed", path.display()),
+            Err(e) => eprintln!("daybook: {} not reloaded, keeping the running tenants: {e}", path.display()),
+        }
+    }
+}

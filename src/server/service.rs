@@ -1,0 +1,468 @@
+//! The v1 services over [`Daybook`]: a thin adapter. Requests are converted, rated or
+//! queried, and answered once durable.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant as WallInstant;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::core::{Daybook, TenantRefusal};
+use super::metrics;
+use super::records::{Cursor, follow};
+use crate::api::{self, pb};
+use crate::rating::event::FieldViolation;
+use crate::rating::ledger::StatementPeriod;
+use crate::rating::outcome::{Disposition, Outcome, Refusal};
+
+#[derive(Clone)]
+pub struct Services {
+    pub daybook: Arc<Daybook>,
+    pub max_batch: usize,
+}
+
+fn code_name(status: &Result<(), &Status>) -> &'static str {
+    match status {
+        Ok(()) => "OK",
+        Err(s) => match s.code() {
+            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+            tonic::Code::OutOfRange => "OUT_OF_RANGE",
+            tonic::Code::NotFound => "NOT_FOUND",
+            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+            tonic::Code::Unavailable => "UNAVAILABLE",
+            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            _ => "UNKNOWN",
+        },
+    }
+}
+
+/// Times a call into `rpc.server.call.duration`.
+async fn timed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = WallInstant::now();
+    let result = call.await;
+    metrics::observe_rpc(method, code_name(&result.as_ref().map(|_| ())), started.elapsed());
+    result
+}
+
+fn disposition_name(d: &Disposition) -> &'static str {
+    match d {
+        Disposition::NewInteraction => "new_interaction",
+        Disposition::AlreadyCounted => "already_counted",
+        Disposition::Charged => "charged",
+        Disposition::NotBillable(_) => "not_billable",
+    }
+}
+
+impl Services {
+    fn meter_of(&self, tenant: &str) -> &'static str {
+        self.daybook.engine().tenant(tenant).map(|t| t.meter.kind.name()).unwrap_or("unknown")
+    }
+
+    fn count(&self, tenant: &str, result: &Result<Outcome, Refusal>) {
+        let outcome = match result {
+            Ok(o) if o.retry => "retry",
+            Ok(o) => disposition_name(&o.disposition),
+            Err(_) => "refused",
+        };
+        metrics::count_event(outcome, self.meter_of(tenant));
+    }
+
+    fn unavailable_if_draining(&self) -> Result<(), Status> {
+        if self.daybook.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Status::unavailable("daybook is shutting down; retry on another instance"));
+        }
+        Ok(())
+    }
+
+    async fn ingest_one(&self, event: pb::Event) -> Result<pb::EventOutcome, Status> {
+        self.unavailable_if_draining()?;
+        let tenant = event.tenant_id.clone();
+        let (result, wait) = self.daybook.ingest(event);
+        self.count(&tenant, &result);
+        if wait > 0 {
+            self.daybook.journal.wait(wait).await;
+        }
+        match result {
+            Ok(outcome) => Ok(api::outcome_out(&outcome)),
+            Err(refusal) => Err(api::refusal_status(&refusal)),
+        }
+    }
+
+    fn tenant_status(r: TenantRefusal) -> Status {
+        match r {
+            TenantRefusal::Invalid(v) => api::invalid_argument(v),
+            TenantRefusal::NotFound(m) => Status::not_found(m),
+            TenantRefusal::AlreadyExists(m) => Status::already_exists(m),
+            TenantRefusal::FailedPrecondition(m) => Status::failed_precondition(m),
+        }
+    }
+
+    fn tenant(&self, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
+        if id.is_empty() {
+            return Err(api::invalid_argument(vec![FieldViolation::new("tenant_id", "is required")]));
+        }
+        self.daybook.engine().tenant(id).ok_or_else(|| Status::not_found(format!("unknown tenant `{id}`")))
+    }
+}
+
+fn event_of(tenant_id: String, event_id: String, event_time: String, kind: Option<pb::event::Kind>) -> pb::Event {
+    pb::Event { tenant_id, event_id, event_time, kind }
+}
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for Services {
+    async fn ingest_message(
+        &self,
+        request: Request<pb::IngestMessageRequest>,
+    ) -> Result<Response<pb::IngestMessageResponse>, Status> {
+        timed("daybook.v1.IngestService/IngestMessage", async {
+            let r = request.into_inner();
+            let kind = r.message.map(pb::event::Kind::Message);
+            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+            Ok(Response::new(pb::IngestMessageResponse { outcome: Some(outcome) }))
+        })
+        .await
+    }
+
+    async fn ingest_conversation_opened(
+        &self,
+        request: Request<pb::IngestConversationOpenedRequest>,
+    ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
+        timed("daybook.v1.IngestService/IngestConversationOpened", async {
+            let r = request.into_inner();
+            let kind = r.conversation_opened.map(pb::event::Kind::ConversationOpened);
+            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+            Ok(Response::new(pb::IngestConversationOpenedResponse { outcome: Some(outcome) }))
+        })
+        .await
+    }
+
+    async fn ingest_cobrowse(
+        &self,
+        request: Request<pb::IngestCobrowseRequest>,
+    ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
+        timed("daybook.v1.IngestService/IngestCobrowse", async {
+            let r = request.into_inner();
+            let kind = r.cobrowse.map(pb::event::Kind::Cobrowse);
+            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+            Ok(Response::new(pb::IngestCobrowseResponse { outcome: Some(outcome) }))
+        })
+        .await
+    }
+
+    async fn ingest_function_invocations(
+        &self,
+        request: Request<pb::IngestFunctionInvocationsRequest>,
+    ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
+        timed("daybook.v1.IngestService/IngestFunctionInvocations", async {
+            let r = request.into_inner();
+            // A missing body is a missing count (T-6), not an unknown event type.
+            let body = r.function_invocations.unwrap_or(pb::FunctionInvocationsEvent { count: -1 });
+            if r.function_invocations.is_none() {
+                return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
+            }
+            let kind = Some(pb::event::Kind::FunctionInvocations(body));
+            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+            Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
+        })
+        .await
+    }
+
+    type IngestBatchStream = Pin<Box<dyn Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
+
+    async fn ingest_batch(
+        &self,
+        request: Request<Streaming<pb::IngestBatchRequest>>,
+    ) -> Result<Response<Self::IngestBatchStream>, Status> {
+        self.unavailable_if_draining()?;
+        let mut input = request.into_inner();
+        let this = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let batch = match input.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let started = WallInstant::now();
+                if batch.events.len() > this.max_batch {
+                    let status = api::invalid_argument(vec![FieldViolation::new(
+                        "events",
+                        format!("{} events; at most {} per request", batch.events.len(), this.max_batch),
+                    )]);
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                let ids: Vec<(String, String)> =
+                    batch.events.iter().map(|e| (e.tenant_id.clone(), e.event_id.clone())).collect();
+                let results = this.daybook.ingest_batch(batch.events);
+                let wait = results.iter().map(|(_, w)| *w).max().unwrap_or(0);
+                if wait > 0 {
+                    this.daybook.journal.wait(wait).await;
+                }
+                let outcomes = results
+                    .into_iter()
+                    .zip(ids)
+                    .map(|((result, _), (tenant, event_id))| {
+                        this.count(&tenant, &result);
+                        match result {
+                            Ok(o) => api::outcome_out(&o),
+                            Err(r) => api::refusal_out(&event_id, &r),
+                        }
+                    })
+                    .collect();
+                metrics::observe_rpc("daybook.v1.IngestService/IngestBatch", "OK", started.elapsed());
+                if tx.send(Ok(pb::IngestBatchResponse { outcomes })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+fn date_in(text: &str, field: &str) -> Result<Option<chrono::NaiveDate>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| api::invalid_argument(vec![FieldViolation::new(field, "expected a date YYYY-MM-DD")]))
+}
+
+#[tonic::async_trait]
+impl pb::usage_service_server::UsageService for Services {
+    async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
+        timed("daybook.v1.UsageService/GetUsage", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
+            let totals = self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists");
+            Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals)) }))
+        })
+        .await
+    }
+
+    async fn get_statement(
+        &self,
+        request: Request<pb::GetStatementRequest>,
+    ) -> Result<Response<pb::GetStatementResponse>, Status> {
+        timed("daybook.v1.UsageService/GetStatement", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
+                api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
+            })?;
+            let s = self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists");
+            Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
+        })
+        .await
+    }
+
+    async fn list_statements(
+        &self,
+        request: Request<pb::ListStatementsRequest>,
+    ) -> Result<Response<pb::ListStatementsResponse>, Status> {
+        timed("daybook.v1.UsageService/ListStatements", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            let statements = self.daybook.engine().statements(&r.tenant_id).expect("tenant exists");
+            Ok(Response::new(pb::ListStatementsResponse {
+                statements: statements.iter().map(api::statement_out).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn list_interactions(
+        &self,
+        request: Request<pb::ListInteractionsRequest>,
+    ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
+        timed("daybook.v1.UsageService/ListInteractions", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            if r.page_size < 0 {
+                return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
+            }
+            let page_size = if r.page_size == 0 { 100 } else { r.page_size.min(1000) as usize };
+            let after = if r.page_token.is_empty() {
+                Cursor::default()
+            } else {
+                Cursor::parse(&r.page_token).ok_or_else(|| {
+                    api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
+                })?
+            };
+            // Interactions are records: read them from the journal after the token.
+            let mut interactions = Vec::new();
+            let mut last = after;
+            let daybook = self.daybook.clone();
+            let tenant = r.tenant_id.clone();
+            let durable = daybook.journal.durable();
+            let mut from = after.seq.max(1);
+            'pages: while from <= durable {
+                let until = durable.min(from + 4096);
+                let dir = daybook.journal.dir().to_path_buf();
+                let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                for entry in &entries {
+                    for (i, bytes) in entry.records.iter().enumerate() {
+                        let cursor = Cursor { seq: entry.seq, index: i as u32 };
+                        if cursor <= after {
+                            continue;
+                        }
+                        let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_slice()) else { continue };
+                        if record.tenant_id != tenant {
+                            continue;
+                        }
+                        if let Some(pb::record::Body::Interaction(i)) = record.body {
+                            if interactions.len() == page_size {
+                                break 'pages;
+                            }
+                            interactions.push(i);
+                            last = cursor;
+                        }
+                    }
+                }
+                from = until + 1;
+            }
+            let more = interactions.len() == page_size;
+            Ok(Response::new(pb::ListInteractionsResponse {
+                interactions,
+                next_page_token: if more { last.to_string() } else { String::new() },
+            }))
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::record_service_server::RecordService for Services {
+    type WatchRecordsStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRecordsResponse, Status>> + Send>>;
+
+    async fn watch_records(
+        &self,
+        request: Request<pb::WatchRecordsRequest>,
+    ) -> Result<Response<Self::WatchRecordsStream>, Status> {
+        let r = request.into_inner();
+        let after = if r.after_cursor.is_empty() {
+            Cursor::default()
+        } else {
+            Cursor::parse(&r.after_cursor).ok_or_else(|| {
+                api::invalid_argument(vec![FieldViolation::new("after_cursor", "not a cursor from this API")])
+            })?
+        };
+        for t in &r.tenant_ids {
+            self.tenant(t)?;
+        }
+        let tenants: std::collections::HashSet<String> = r.tenant_ids.into_iter().collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let daybook = self.daybook.clone();
+        tokio::spawn(async move {
+            let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel();
+            let forward = tokio::spawn(async move {
+                while let Some(record) = sync_rx.recv().await {
+                    if tx.send(Ok(pb::WatchRecordsResponse { record: Some(record) })).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            follow(&daybook.hub, &daybook.journal, after, |stamped| {
+                if !tenants.is_empty() && !tenants.contains(&*stamped.tenant) {
+                    return true;
+                }
+                sync_tx.send(stamped.record.clone()).is_ok()
+            })
+            .await;
+            drop(forward);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::tenant_service_server::TenantService for Services {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        timed("daybook.v1.TenantService/CreateTenant", async {
+            let t = request
+                .into_inner()
+                .tenant
+                .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
+            let (tenant, seq) = self.daybook.create_tenant(&t).map_err(Self::tenant_status)?;
+            self.daybook.journal.wait(seq).await;
+            Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
+        })
+        .await
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        timed("daybook.v1.TenantService/GetTenant", async {
+            let tenant = self.tenant(&request.into_inner().tenant_id)?;
+            Ok(Response::new(pb::GetTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
+        })
+        .await
+    }
+
+    async fn list_tenants(
+        &self,
+        _: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        timed("daybook.v1.TenantService/ListTenants", async {
+            let engine = self.daybook.engine();
+            let tenants = engine
+                .tenant_ids()
+                .iter()
+                .filter_map(|id| engine.tenant(id))
+                .map(|t| api::tenant_out(&t.spec))
+                .collect();
+            Ok(Response::new(pb::ListTenantsResponse { tenants }))
+        })
+        .await
+    }
+
+    async fn change_settings(
+        &self,
+        request: Request<pb::ChangeSettingsRequest>,
+    ) -> Result<Response<pb::ChangeSettingsResponse>, Status> {
+        timed("daybook.v1.TenantService/ChangeSettings", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            let change =
+                r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
+            let (tenant, seq) = self.daybook.change_settings(&r.tenant_id, &change).map_err(Self::tenant_status)?;
+            self.daybook.journal.wait(seq).await;
+            Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
+        })
+        .await
+    }
+
+    async fn set_plan(&self, request: Request<pb::SetPlanRequest>) -> Result<Response<pb::SetPlanResponse>, Status> {
+        timed("daybook.v1.TenantService/SetPlan", async {
+            let r = request.into_inner();
+            self.tenant(&r.tenant_id)?;
+            let plan = r.plan.unwrap_or_default();
+            let (tenant, seq) = self.daybook.set_plan(&r.tenant_id, &plan).map_err(Self::tenant_status)?;
+            self.daybook.journal.wait(seq).await;
+            Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
+        })
+        .await
+    }
+}
