@@ -53,6 +53,10 @@ enum Command {
     Scenarios {
         /// Directories or files; default: $DAYBOOK_SCENARIOS, else ../shared/scenarios.
         paths: Vec<PathBuf>,
+        /// Run through a live daybook over gRPC (HOST:PORT or unix:PATH) instead of the
+        /// in-process engine. Scenarios with `now` are skipped (the server's clock rules).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Rate an event log (JSONL, proto3 JSON of daybook.v1.Event) offline: write the
     /// emitted records as JSONL and print a per-tenant summary.
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
                 daybook::server::config::Flags { listen, uds, admin, data_dir, config, durability, records_jsonl };
             serve(flags, check_config)
         }
-        Command::Scenarios { paths } => run_scenarios(paths),
+        Command::Scenarios { paths, server } => run_scenarios(paths, server),
         Command::Replay { tenants, events, out, now, summary_json, quiet } => {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
                 Ok(now) => now,
@@ -181,7 +185,7 @@ async fn shutdown_signal() {
     eprintln!("daybook: shutting down: draining in-flight calls");
 }
 
-fn run_scenarios(mut paths: Vec<PathBuf>) -> ExitCode {
+fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>) -> ExitCode {
     if paths.is_empty() {
         paths.push(
             std::env::var_os("DAYBOOK_SCENARIOS")
@@ -197,7 +201,20 @@ fn run_scenarios(mut paths: Vec<PathBuf>) -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout();
-    let (_, failed) =
-        scenario::run_files(&files, |_| Ok(Box::new(EngineTarget::default()) as Box<dyn Target>), &mut stdout);
+    let (_, failed) = match server {
+        None => scenario::run_files(&files, |_| Ok(Box::new(EngineTarget::default()) as Box<dyn Target>), &mut stdout),
+        Some(addr) => scenario::run_files(
+            &files,
+            |s| {
+                if let Some(skip) = scenario::GrpcTarget::skip_reason(s) {
+                    return Err(skip);
+                }
+                scenario::GrpcTarget::connect(&addr)
+                    .map(|t| Box::new(t) as Box<dyn Target>)
+                    .map_err(|e| scenario::Verdict::Fail(vec![e]))
+            },
+            &mut stdout,
+        ),
+    };
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

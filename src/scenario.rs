@@ -499,3 +499,207 @@ impl Target for EngineTarget {
         Ok(statements.iter().flat_map(|s| s.alerts.iter().map(|a| (a.period.clone(), a.threshold))).collect())
     }
 }
+
+/// Runs scenarios against a live daybook over gRPC: a fresh tenant per scenario, created
+/// through the tenants API, expectations read back through the query RPCs. The server's
+/// clock judges lateness, so scenarios with `now` are skipped, and the tenant's
+/// `lateness_horizon` and `max_clock_skew` are widened to cover the scenario's dates.
+pub struct GrpcTarget {
+    runtime: tokio::runtime::Runtime,
+    channel: tonic::transport::Channel,
+    /// Scenario tenant id -> the fresh id used on the server.
+    tenant: String,
+}
+
+impl GrpcTarget {
+    /// Connects to `addr` (`HOST:PORT`, `http://HOST:PORT` or `unix:PATH`).
+    pub fn connect(addr: &str) -> Result<GrpcTarget, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let channel =
+            runtime.block_on(crate::client::connect(addr)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        Ok(GrpcTarget { runtime, channel, tenant: String::new() })
+    }
+
+    /// The verdict for a scenario this target cannot run.
+    pub fn skip_reason(scenario: &Scenario) -> Option<Verdict> {
+        scenario.now.map(|_| Verdict::Skip("has `now`: the server's clock judges lateness in --server mode".into()))
+    }
+}
+
+fn status_code(status: &tonic::Status) -> String {
+    format!("{:?}", status.code()).chars().fold(String::new(), |mut out, c| {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+        out
+    })
+}
+
+impl Target for GrpcTarget {
+    fn create_tenant(&mut self, spec: &TenantSpec) -> Result<(), String> {
+        use crate::api::pb::tenant_service_client::TenantServiceClient;
+        let mut spec = spec.clone();
+        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        spec.id = format!("{}-{unique:x}", spec.id);
+        let wide = chrono::TimeDelta::days(36_500);
+        spec.initial.lateness_horizon = Some(wide);
+        spec.initial.max_clock_skew = Some(wide);
+        for change in &mut spec.changes {
+            change.patch.lateness_horizon = None;
+            change.patch.max_clock_skew = None;
+        }
+        self.tenant = spec.id.clone();
+        let request = crate::api::pb::CreateTenantRequest { tenant: Some(crate::api::tenant_out(&spec)) };
+        let mut client = TenantServiceClient::new(self.channel.clone());
+        self.runtime
+            .block_on(client.create_tenant(request))
+            .map(|_| ())
+            .map_err(|s| format!("CreateTenant: {}", s.message()))
+    }
+
+    fn ingest(&mut self, event: RawEvent, _now: Option<Instant>) -> Result<(), String> {
+        use crate::api::pb::{self, event::Kind, ingest_service_client::IngestServiceClient};
+        let mut client = IngestServiceClient::new(self.channel.clone());
+        let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
+        let (t, id, at) = (e.tenant_id, e.event_id, e.event_time);
+        let result = self.runtime.block_on(async {
+            match e.kind {
+                Some(Kind::ConversationOpened(o)) => client
+                    .ingest_conversation_opened(pb::IngestConversationOpenedRequest {
+                        tenant_id: t,
+                        event_id: id,
+                        event_time: at,
+                        conversation_opened: Some(o),
+                    })
+                    .await
+                    .map(|_| ()),
+                Some(Kind::Cobrowse(c)) => client
+                    .ingest_cobrowse(pb::IngestCobrowseRequest {
+                        tenant_id: t,
+                        event_id: id,
+                        event_time: at,
+                        cobrowse: Some(c),
+                    })
+                    .await
+                    .map(|_| ()),
+                Some(Kind::FunctionInvocations(f)) => client
+                    .ingest_function_invocations(pb::IngestFunctionInvocationsRequest {
+                        tenant_id: t,
+                        event_id: id,
+                        event_time: at,
+                        function_invocations: Some(f),
+                    })
+                    .await
+                    .map(|_| ()),
+                // A message, or no kind at all (an event type daybook does not meter).
+                Some(Kind::Message(m)) => client
+                    .ingest_message(pb::IngestMessageRequest {
+                        tenant_id: t,
+                        event_id: id,
+                        event_time: at,
+                        message: Some(m),
+                    })
+                    .await
+                    .map(|_| ()),
+                None => client
+                    .ingest_message(pb::IngestMessageRequest {
+                        tenant_id: t,
+                        event_id: id,
+                        event_time: at,
+                        message: None,
+                    })
+                    .await
+                    .map(|_| ()),
+            }
+        });
+        result.map_err(|s| status_code(&s))
+    }
+
+    fn interactions(&mut self, _tenant: &str) -> Result<Vec<InteractionView>, String> {
+        use crate::api::pb::{ListInteractionsRequest, usage_service_client::UsageServiceClient};
+        let mut client = UsageServiceClient::new(self.channel.clone());
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request =
+                ListInteractionsRequest { tenant_id: self.tenant.clone(), page_size: 1000, page_token: token };
+            let page = self
+                .runtime
+                .block_on(client.list_interactions(request))
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
+            for i in page.interactions {
+                let key = i.key.unwrap_or_default();
+                let mut view = BTreeMap::new();
+                view.insert("consumer".to_string(), key.consumer_id);
+                view.insert("period".to_string(), i.period.map(|p| p.label).unwrap_or_default());
+                if !key.conversation_id.is_empty() {
+                    view.insert("conversation".to_string(), key.conversation_id);
+                }
+                if !key.integration_id.is_empty() {
+                    view.insert("integration".to_string(), key.integration_id);
+                }
+                out.push(view);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    fn usage(&mut self, _tenant: &str) -> Result<(Decimal, BTreeMap<String, Decimal>), String> {
+        use crate::api::pb::{GetUsageRequest, usage_service_client::UsageServiceClient};
+        let mut client = UsageServiceClient::new(self.channel.clone());
+        let request = GetUsageRequest { tenant_id: self.tenant.clone(), ..Default::default() };
+        let usage = self
+            .runtime
+            .block_on(client.get_usage(request))
+            .map_err(|s| s.message().to_string())?
+            .into_inner()
+            .usage
+            .unwrap_or_default();
+        let pass_through =
+            usage.pass_through.iter().map(|m| (m.currency.clone(), m.amount.parse().unwrap_or_default())).collect();
+        Ok((usage.credits.parse().map_err(|_| "credits is not a decimal".to_string())?, pass_through))
+    }
+
+    fn statement(&mut self, _tenant: &str, period: &str) -> Result<StatementView, String> {
+        use crate::api::pb::{GetStatementRequest, usage_service_client::UsageServiceClient};
+        let mut client = UsageServiceClient::new(self.channel.clone());
+        let request = GetStatementRequest { tenant_id: self.tenant.clone(), period: period.to_string() };
+        let s = self
+            .runtime
+            .block_on(client.get_statement(request))
+            .map_err(|s| s.message().to_string())?
+            .into_inner()
+            .statement
+            .unwrap_or_default();
+        let d = |t: &str| t.parse::<Decimal>().unwrap_or_default();
+        Ok(StatementView {
+            dars: s.dars,
+            credits: d(&s.credits),
+            overage: s.overage.iter().map(|m| (m.currency.clone(), d(&m.amount))).collect(),
+            overage_credits: d(&s.overage_credits),
+            expired_credits: d(&s.expired_credits),
+            platform_users_over_limit: s.platform_users_over_limit,
+        })
+    }
+
+    fn alerts(&mut self, _tenant: &str) -> Result<Vec<(String, Decimal)>, String> {
+        use crate::api::pb::{ListStatementsRequest, usage_service_client::UsageServiceClient};
+        let mut client = UsageServiceClient::new(self.channel.clone());
+        let request = ListStatementsRequest { tenant_id: self.tenant.clone() };
+        let statements = self
+            .runtime
+            .block_on(client.list_statements(request))
+            .map_err(|s| s.message().to_string())?
+            .into_inner()
+            .statements;
+        Ok(statements
+            .iter()
+            .flat_map(|s| s.alerts.iter().map(|a| (a.period.clone(), a.threshold.parse().unwrap_or_default())))
+            .collect())
+    }
+}

@@ -50,6 +50,8 @@ pub struct Daybook {
     pub ready: AtomicBool,
     /// Set when shutdown begins.
     pub draining: AtomicBool,
+    /// Tells long-lived streams (watch, batch ingest) to end when shutdown begins.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daybook {
@@ -107,6 +109,7 @@ impl Daybook {
             file_tenants: Mutex::new(names),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            stopping: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -266,6 +269,18 @@ impl Daybook {
             self.engine.rebuild_ledgers();
         }
         Ok(changed)
+    }
+
+    /// Begins shutdown: readiness fails and long-lived streams end.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes when shutdown begins.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     pub fn is_ready(&self) -> bool {

@@ -118,7 +118,13 @@ pub async fn run(
         let router = router.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Small unary calls: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
+            let incoming =
+                tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                });
             router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -148,7 +154,7 @@ pub async fn run(
     }
 
     shutdown.await;
-    daybook.draining.store(true, Ordering::Release);
+    daybook.begin_drain();
     for name in service_names {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
     }

@@ -187,7 +187,14 @@ impl pb::ingest_service_server::IngestService for Services {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             loop {
-                let batch = match input.message().await {
+                let next = tokio::select! {
+                    next = input.message() => next,
+                    _ = this.daybook.stopped() => {
+                        let _ = tx.send(Err(Status::unavailable("daybook is shutting down; send the rest elsewhere"))).await;
+                        break;
+                    }
+                };
+                let batch = match next {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
@@ -375,18 +382,25 @@ impl pb::record_service_server::RecordService for Services {
             let forward = tokio::spawn(async move {
                 while let Some(record) = sync_rx.recv().await {
                     if tx.send(Ok(pb::WatchRecordsResponse { record: Some(record) })).await.is_err() {
-                        break;
+                        return;
                     }
                 }
+                // The stream ends because the server is draining: resume elsewhere.
+                let _ =
+                    tx.send(Err(Status::unavailable("daybook is shutting down; resume from your last cursor"))).await;
             });
-            follow(&daybook.hub, &daybook.journal, after, |stamped| {
+            let following = follow(&daybook.hub, &daybook.journal, after, |stamped| {
                 if !tenants.is_empty() && !tenants.contains(&*stamped.tenant) {
                     return true;
                 }
                 sync_tx.send(stamped.record.clone()).is_ok()
-            })
-            .await;
-            drop(forward);
+            });
+            tokio::select! {
+                _ = following => {}
+                _ = daybook.stopped() => {}
+            }
+            drop(sync_tx);
+            let _ = forward.await;
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }

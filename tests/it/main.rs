@@ -4,3 +4,4 @@ mod properties;
 mod replay;
 mod rules;
 mod scenarios;
+mod server;

@@ -1,0 +1,692 @@
+//! The server over real gRPC: TCP on port 0 and a Unix socket, every RPC, invalid input of
+//! every field class, id conflicts, restart, resumable watch, health, admin HTTP, and the
+//! scenario runner through the server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use daybook::api::pb;
+use daybook::api::pb::ingest_service_client::IngestServiceClient;
+use daybook::api::pb::record_service_client::RecordServiceClient;
+use daybook::api::pb::tenant_service_client::TenantServiceClient;
+use daybook::api::pb::usage_service_client::UsageServiceClient;
+use daybook::rating::time::{Instant, parse_instant};
+use daybook::server::config::Config;
+use daybook::server::{Listeners, bind_uds};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub struct Harness {
+    pub tcp: SocketAddr,
+    pub uds: PathBuf,
+    pub admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Harness {
+    /// Starts a server on `data_dir` with a clock pinned at `now`.
+    pub async fn start(data_dir: &Path, now: &str, config: Config) -> Harness {
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uds = data_dir.join("daybook.sock");
+        let (tcp, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
+        let listeners = Listeners { grpc_tcp: Some(grpc), grpc_uds: Some(bind_uds(&uds).unwrap()), admin: Some(admin) };
+        let config = Config { data_dir: data_dir.to_path_buf(), grace_period: Duration::from_secs(5), ..config };
+        let now: Instant = parse_instant(now).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daybook::server::run(config, listeners, Arc::new(move || now), async move {
+            let _ = stopped.await;
+        }));
+        let harness = Harness { tcp, uds, admin: admin_addr, stop: Some(stop), task: Some(task) };
+        // Ready once the admin port says so.
+        for _ in 0..200 {
+            if http_get(harness.admin, "/ready").await.0 == 200 {
+                return harness;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub async fn tcp_channel(&self) -> Channel {
+        daybook::client::connect(&self.tcp.to_string()).await.unwrap()
+    }
+
+    pub async fn uds_channel(&self) -> Channel {
+        daybook::client::connect(&format!("unix:{}", self.uds.display())).await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// A bare HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return (0, String::new()) };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn tenant(id: &str, zone: &str, meter: pb::Meter) -> pb::Tenant {
+    pb::Tenant {
+        tenant_id: id.into(),
+        meter: meter as i32,
+        settings: Some(pb::Settings { time_zone: Some(zone.into()), ..Default::default() }),
+        changes: vec![],
+        plan: Some(pb::Plan {
+            kind: Some(pb::plan::Kind::Starter(pb::StarterPlan {
+                alert_thresholds: vec!["0.001".into()],
+                ..Default::default()
+            })),
+        }),
+    }
+}
+
+pub fn message(tenant: &str, id: &str, at: &str, consumer: &str, role: pb::SenderRole) -> pb::IngestMessageRequest {
+    pb::IngestMessageRequest {
+        tenant_id: tenant.into(),
+        event_id: id.into(),
+        event_time: at.into(),
+        message: Some(pb::MessageEvent {
+            consumer_id: consumer.into(),
+            conversation_id: "conv-1".into(),
+            sender_role: role as i32,
+            sender_id: "agent-1".into(),
+            channel: pb::Channel::Web as i32,
+            integration_id: "web-1".into(),
+            provider_price: None,
+        }),
+    }
+}
+
+async fn usage(channel: &Channel, tenant: &str) -> pb::Usage {
+    UsageServiceClient::new(channel.clone())
+        .get_usage(pb::GetUsageRequest { tenant_id: tenant.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .usage
+        .unwrap()
+}
+
+const NOW: &str = "2025-06-20T12:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_over_tcp_and_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let tcp = server.tcp_channel().await;
+    let uds = server.uds_channel().await;
+
+    // Tenants.
+    let mut tenants = TenantServiceClient::new(uds.clone());
+    tenants
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "America/New_York", pb::Meter::Dar)) })
+        .await
+        .unwrap();
+    let got = tenants.get_tenant(pb::GetTenantRequest { tenant_id: "acme".into() }).await.unwrap().into_inner();
+    assert_eq!(got.tenant.unwrap().settings.unwrap().time_zone.as_deref(), Some("America/New_York"));
+    let change = pb::SettingsChange {
+        change_id: "gai".into(),
+        effective_from: "2025-06-20T12:02:00Z".into(),
+        settings: Some(pb::Settings { generative_ai: Some(true), ..Default::default() }),
+    };
+    tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(change.clone()) })
+        .await
+        .unwrap();
+    // The same change again is idempotent.
+    tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(change) })
+        .await
+        .unwrap();
+    let listed = tenants.list_tenants(pb::ListTenantsRequest {}).await.unwrap().into_inner().tenants;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].changes.len(), 1);
+
+    // Ingest over both transports, each RPC.
+    let mut ingest_tcp = IngestServiceClient::new(tcp.clone());
+    let mut ingest_uds = IngestServiceClient::new(uds.clone());
+    let first = ingest_tcp
+        .ingest_message(message("acme", "m1", "2025-06-20T07:00:00-04:00", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(first.disposition, pb::Disposition::NewInteraction as i32);
+    assert_eq!(first.interactions[0].period.as_ref().unwrap().label, "2025-06-20");
+    assert_eq!(first.interactions[0].period.as_ref().unwrap().time_zone, "America/New_York");
+    let repeat = ingest_uds
+        .ingest_message(message("acme", "m2", "2025-06-20T07:05:00-04:00", "c1", pb::SenderRole::Agent))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(repeat.disposition, pb::Disposition::AlreadyCounted as i32);
+    assert_eq!(repeat.counted_in, vec![first.interactions[0].interaction_id.clone()]);
+    let opened = ingest_uds
+        .ingest_conversation_opened(pb::IngestConversationOpenedRequest {
+            tenant_id: "acme".into(),
+            event_id: "o1".into(),
+            event_time: "2025-06-20T10:00:00Z".into(),
+            conversation_opened: Some(pb::ConversationOpenedEvent {
+                consumer_id: "c2".into(),
+                conversation_id: "k".into(),
+                channel: pb::Channel::Sms as i32,
+                integration_id: "sms".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(opened.disposition, pb::Disposition::NewInteraction as i32);
+    let cobrowse = ingest_tcp
+        .ingest_cobrowse(pb::IngestCobrowseRequest {
+            tenant_id: "acme".into(),
+            event_id: "cb1".into(),
+            event_time: "2025-06-20T10:00:00Z".into(),
+            cobrowse: Some(pb::CobrowseEvent {
+                consumer_id: "c1".into(),
+                conversation_id: "conv-1".into(),
+                session_id: "s1".into(),
+                established: true,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(cobrowse.disposition, pb::Disposition::Charged as i32);
+    let functions = ingest_tcp
+        .ingest_function_invocations(pb::IngestFunctionInvocationsRequest {
+            tenant_id: "acme".into(),
+            event_id: "f1".into(),
+            event_time: "2025-06-20T10:00:00Z".into(),
+            function_invocations: Some(pb::FunctionInvocationsEvent { count: 150_250 }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(functions.lines[0].credits, "1");
+
+    // Batch stream: outcomes in order, a refusal is an outcome, not an error.
+    let batch = pb::IngestBatchRequest {
+        events: vec![
+            pb::Event {
+                tenant_id: "acme".into(),
+                event_id: "b1".into(),
+                event_time: "2025-06-20T12:04:00Z".into(),
+                kind: Some(pb::event::Kind::Message(
+                    message("acme", "", "", "c3", pb::SenderRole::Bot).message.unwrap(),
+                )),
+            },
+            pb::Event {
+                tenant_id: "acme".into(),
+                event_id: "b2".into(),
+                event_time: "2025-06-20T12:04:00".into(),
+                kind: Some(pb::event::Kind::Message(
+                    message("acme", "", "", "c4", pb::SenderRole::Bot).message.unwrap(),
+                )),
+            },
+        ],
+    };
+    let mut responses = ingest_uds.ingest_batch(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert_eq!(response.outcomes.len(), 2);
+    assert_eq!(response.outcomes[0].disposition, pb::Disposition::NewInteraction as i32);
+    assert_eq!(response.outcomes[0].lines.len(), 2, "GAI on from 12:02: base + uplift");
+    assert_eq!(response.outcomes[1].disposition, pb::Disposition::Refused as i32);
+    assert_eq!(response.outcomes[1].refusal.as_ref().unwrap().field_violations[0].field, "event_time");
+
+    // Queries.
+    let u = usage(&tcp, "acme").await;
+    assert_eq!(u.interactions, 3);
+    assert_eq!(u.credits, "5.5", "3 DARs + 0.5 uplift + 1 co-browse + 1 Functions");
+    let mut usage_client = UsageServiceClient::new(uds.clone());
+    let statement = usage_client
+        .get_statement(pb::GetStatementRequest { tenant_id: "acme".into(), period: "2025-06".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .statement
+        .unwrap();
+    assert_eq!(statement.dars, 3);
+    assert_eq!(statement.alerts.len(), 1, "threshold 0.001 of 2000 is reached by the 2nd DAR");
+    let statements = usage_client
+        .list_statements(pb::ListStatementsRequest { tenant_id: "acme".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .statements;
+    assert_eq!(statements.len(), 1);
+    let page1 = usage_client
+        .list_interactions(pb::ListInteractionsRequest {
+            tenant_id: "acme".into(),
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page1.interactions.len(), 2);
+    let page2 = usage_client
+        .list_interactions(pb::ListInteractionsRequest {
+            tenant_id: "acme".into(),
+            page_size: 2,
+            page_token: page1.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page2.interactions.len(), 1);
+    assert!(page2.next_page_token.is_empty());
+
+    // Plan.
+    let plan = pb::Plan {
+        kind: Some(pb::plan::Kind::Starter(pb::StarterPlan { included_interactions: Some(2), ..Default::default() })),
+    };
+    tenants.set_plan(pb::SetPlanRequest { tenant_id: "acme".into(), plan: Some(plan) }).await.unwrap();
+    let statement = usage_client
+        .get_statement(pb::GetStatementRequest { tenant_id: "acme".into(), period: "2025-06".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .statement
+        .unwrap();
+    assert_eq!(statement.overage_interactions, 1);
+    assert_eq!(statement.overage[0].amount, "39");
+
+    // Watch from the start, then resume after a cursor.
+    let mut watch = RecordServiceClient::new(tcp.clone());
+    let mut stream = watch
+        .watch_records(pb::WatchRecordsRequest { tenant_ids: vec!["acme".into()], after_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        seen.push(stream.message().await.unwrap().unwrap().record.unwrap());
+    }
+    assert!(matches!(seen[0].body, Some(pb::record::Body::Interaction(_))));
+    let mut resumed = watch
+        .watch_records(pb::WatchRecordsRequest { tenant_ids: vec![], after_cursor: seen[2].cursor.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = resumed.message().await.unwrap().unwrap().record.unwrap();
+    assert_eq!(next.record_id, seen[3].record_id);
+    // Live: a new record arrives on the open stream.
+    ingest_tcp
+        .ingest_message(message("acme", "m9", "2025-06-20T11:00:00Z", "c9", pb::SenderRole::Consumer))
+        .await
+        .unwrap();
+    let mut live = None;
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap() {
+        if let Some(pb::record::Body::Interaction(i)) = &r.record.as_ref().unwrap().body
+            && i.key.as_ref().unwrap().consumer_id == "c9"
+        {
+            live = r.record;
+            break;
+        }
+    }
+    assert!(live.is_some());
+
+    // Health: SERVING.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(uds.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "daybook.v1.IngestService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    server.stop().await;
+}
+
+/// One invalid request per field class; each is INVALID_ARGUMENT naming its field in a
+/// BadRequest detail, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_names_the_field_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.tcp_channel().await;
+    TenantServiceClient::new(channel.clone())
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Cycle)) })
+        .await
+        .unwrap();
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let ok = || message("acme", "e1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer);
+    let with = |f: &dyn Fn(&mut pb::IngestMessageRequest)| {
+        let mut r = ok();
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(pb::IngestMessageRequest, &str)> = vec![
+        (with(&|r| r.event_id.clear()), "event_id"),
+        (with(&|r| r.event_id = "x".repeat(300)), "event_id"),
+        (with(&|r| r.event_time = "2025-06-20T10:00:00".into()), "event_time"),
+        (with(&|r| r.event_time = "2025-02-30T10:00:00Z".into()), "event_time"),
+        (with(&|r| r.event_time = "soon".into()), "event_time"),
+        (with(&|r| r.message = None), "kind"),
+        (with(&|r| r.message.as_mut().unwrap().consumer_id.clear()), "message.consumer_id"),
+        (with(&|r| r.message.as_mut().unwrap().conversation_id.clear()), "message.conversation_id"),
+        (with(&|r| r.message.as_mut().unwrap().integration_id.clear()), "message.integration_id"),
+        (with(&|r| r.message.as_mut().unwrap().sender_role = 0), "message.sender_role"),
+        (with(&|r| r.message.as_mut().unwrap().sender_role = 42), "message.sender_role"),
+        (with(&|r| r.message.as_mut().unwrap().channel = 0), "message.channel"),
+        (with(&|r| r.message.as_mut().unwrap().consumer_id = "a\u{7}b".into()), "message.consumer_id"),
+        (
+            with(&|r| {
+                r.message.as_mut().unwrap().provider_price =
+                    Some(pb::Money { amount: "-1".into(), currency: "USD".into() })
+            }),
+            "message.provider_price.amount",
+        ),
+        (
+            with(&|r| {
+                r.message.as_mut().unwrap().provider_price =
+                    Some(pb::Money { amount: "1e3".into(), currency: "USD".into() })
+            }),
+            "message.provider_price.amount",
+        ),
+        (
+            with(&|r| {
+                r.message.as_mut().unwrap().provider_price =
+                    Some(pb::Money { amount: "1".into(), currency: "usd".into() })
+            }),
+            "message.provider_price.currency",
+        ),
+        (with(&|r| r.tenant_id = "bad tenant".into()), "tenant_id"),
+    ];
+    for (request, field) in cases {
+        let status = ingest.ingest_message(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let violations = status.get_details_bad_request().expect("BadRequest detail").field_violations;
+        assert!(violations.iter().any(|v| v.field == field), "{field}: {violations:?}");
+        assert!(status.get_details_error_info().is_some(), "ErrorInfo detail");
+    }
+    let negative = ingest
+        .ingest_function_invocations(pb::IngestFunctionInvocationsRequest {
+            tenant_id: "acme".into(),
+            event_id: "f".into(),
+            event_time: "2025-06-20T10:00:00Z".into(),
+            function_invocations: Some(pb::FunctionInvocationsEvent { count: -5 }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(negative.get_details_bad_request().unwrap().field_violations[0].field, "function_invocations.count");
+    let unknown = ingest
+        .ingest_message(message("nobody", "e", "2025-06-20T10:00:00Z", "c", pb::SenderRole::Consumer))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let future = ingest
+        .ingest_message(message("acme", "e", "2025-06-20T12:05:01Z", "c", pb::SenderRole::Consumer))
+        .await
+        .unwrap_err();
+    assert_eq!(future.code(), Code::OutOfRange);
+    let late = ingest
+        .ingest_message(message("acme", "e", "2025-04-01T12:00:00Z", "c", pb::SenderRole::Consumer))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+
+    // Nothing changed, and the id `e1` was not reserved by any refusal.
+    let u = usage(&channel, "acme").await;
+    assert_eq!((u.interactions, u.credits.as_str()), (0, "0"));
+    ingest.ingest_message(ok()).await.unwrap();
+
+    // Bad tenant settings are refused by name (T-5) and change nothing.
+    let mut tenants = TenantServiceClient::new(channel.clone());
+    let mut bad = tenant("b", "Mars/Olympus", pb::Meter::Dar);
+    bad.settings.as_mut().unwrap().cycle_anchor_day = Some(40);
+    let status = tenants.create_tenant(pb::CreateTenantRequest { tenant: Some(bad) }).await.unwrap_err();
+    let fields: Vec<String> =
+        status.get_details_bad_request().unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["tenant.settings.time_zone", "tenant.settings.cycle_anchor_day"]);
+    let past = pb::SettingsChange {
+        change_id: "p".into(),
+        effective_from: "2025-06-01T00:00:00Z".into(),
+        settings: Some(pb::Settings { generative_ai: Some(true), ..Default::default() }),
+    };
+    let status = tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(past) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let zone = pb::SettingsChange {
+        change_id: "z".into(),
+        effective_from: "2025-07-01T00:00:00Z".into(),
+        settings: Some(pb::Settings { time_zone: Some("Nowhere/City".into()), ..Default::default() }),
+    };
+    let status = tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(zone) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "change.settings.time_zone");
+    let t = tenants
+        .get_tenant(pb::GetTenantRequest { tenant_id: "acme".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert!(t.changes.is_empty());
+    let status = UsageServiceClient::new(channel.clone())
+        .get_statement(pb::GetStatementRequest { tenant_id: "acme".into(), period: "June".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_ids_with_another_payload_are_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.uds_channel().await;
+    let mut tenants = TenantServiceClient::new(channel.clone());
+    tenants
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+        .await
+        .unwrap();
+    let again = tenants
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let first = ingest
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    let retry = ingest
+        .ingest_message(message("acme", "m1", "2025-06-20T12:00:00+02:00", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert!(retry.retry);
+    assert_eq!(retry.interactions, first.interactions);
+    let conflict = ingest
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:01Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    let change = |gai| pb::SettingsChange {
+        change_id: "c".into(),
+        effective_from: "2025-07-01T00:00:00Z".into(),
+        settings: Some(pb::Settings { generative_ai: Some(gai), ..Default::default() }),
+    };
+    tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(change(true)) })
+        .await
+        .unwrap();
+    let reused = tenants
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "acme".into(), change: Some(change(false)) })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists);
+    assert_eq!(usage(&channel, "acme").await.interactions, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.tcp_channel().await;
+    TenantServiceClient::new(channel.clone())
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+        .await
+        .unwrap();
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let first = ingest
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    for i in 0..50 {
+        ingest
+            .ingest_message(message(
+                "acme",
+                &format!("n{i}"),
+                "2025-06-19T10:00:00Z",
+                &format!("c{}", i % 7),
+                pb::SenderRole::Agent,
+            ))
+            .await
+            .unwrap();
+    }
+    let before = usage(&channel, "acme").await;
+    let mut watch = RecordServiceClient::new(channel.clone());
+    let mut stream = watch.watch_records(pb::WatchRecordsRequest::default()).await.unwrap().into_inner();
+    let first_record = stream.message().await.unwrap().unwrap().record.unwrap();
+    drop(stream);
+    drop(channel);
+    server.stop().await;
+
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.uds_channel().await;
+    assert_eq!(usage(&channel, "acme").await, before);
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let retry = ingest
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert!(retry.retry);
+    assert_eq!(retry.disposition, first.disposition);
+    assert_eq!(retry.interactions, first.interactions);
+    // The watch stream resumes after the same cursor with the same records.
+    let mut watch = RecordServiceClient::new(channel.clone());
+    let mut stream = watch
+        .watch_records(pb::WatchRecordsRequest { tenant_ids: vec![], after_cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().record.unwrap(), first_record);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_scenarios_pass_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // The runner widens each tenant's horizon and skew; the server's clock is real here.
+    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", Config::default()).await;
+    let addr = server.tcp.to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        let files = daybook::scenario::scenario_files(&[super::scenarios::scenarios_dir()]).unwrap();
+        let mut out = Vec::new();
+        let counts = daybook::scenario::run_files(
+            &files,
+            |s| {
+                if let Some(skip) = daybook::scenario::GrpcTarget::skip_reason(s) {
+                    return Err(skip);
+                }
+                Ok(Box::new(daybook::scenario::GrpcTarget::connect(&addr).unwrap())
+                    as Box<dyn daybook::scenario::Target>)
+            },
+            &mut out,
+        );
+        (counts, String::from_utf8(out).unwrap())
+    })
+    .await
+    .unwrap();
+    let ((passed, failed), text) = report;
+    assert_eq!(failed, 0, "{text}");
+    assert!(passed >= 25, "{text}");
+    assert!(text.contains("SKIP DB-37"), "scenarios with `now` are skipped: {text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_serves_live_ready_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.tcp_channel().await;
+    TenantServiceClient::new(channel.clone())
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+        .await
+        .unwrap();
+    IngestServiceClient::new(channel.clone())
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap();
+    assert_eq!(http_get(server.admin, "/live").await.0, 200);
+    assert_eq!(http_get(server.admin, "/ready").await.0, 200);
+    let (status, metrics) = http_get(server.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("daybook_events_total{outcome=\"new_interaction\",meter=\"dar\"}"), "{metrics}");
+    assert!(metrics.contains("rpc_server_call_duration_seconds_bucket{rpc_system_name=\"grpc\",rpc_method=\"daybook.v1.IngestService/IngestMessage\",rpc_grpc_status_code=\"OK\",le=\"0.005\"}"), "{metrics}");
+    assert!(metrics.contains("daybook_hot_interactions 1"), "{metrics}");
+    assert_eq!(http_get(server.admin, "/nope").await.0, 404);
+    server.stop().await;
+}
+
+#[test]
+fn check_config_validates_and_a_bad_config_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:0\"\n[[tenant]]\nid = \"a\"\ntime_zone = \"UTC\"\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[tenant]]\nid = \"a\"\ntime_zone = \"UTC\"\nsettings = { cycle_anchor_day = 0 }\n").unwrap();
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_daybook")).args(args).output().unwrap();
+    let ok = run(&["serve", "--check-config", "--config", good.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = run(&["serve", "--check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cycle_anchor_day"));
+    // Bad configs exit 64 before binding anything, even without --check-config.
+    let out = run(&["serve", "--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
