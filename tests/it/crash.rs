@@ -1,0 +1,169 @@
+//! Crash test: the real binary, 200k events, `kill -9` at random moments, restart, and a
+//! client that resends every event (as a retrying client would). The final usage must
+//! equal an offline replay of the same events: nothing acknowledged is lost, nothing is
+//! counted twice. Several kill points per run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use daybook::api::pb;
+use daybook::api::pb::ingest_service_client::IngestServiceClient;
+use daybook::api::pb::usage_service_client::UsageServiceClient;
+use daybook::rating::{Engine, EngineConfig, RawEvent};
+
+const TENANTS: &str = r#"
+[[tenant]]
+id = "acme"
+time_zone = "Europe/Berlin"
+meter = "dar"
+settings = { generative_ai = true, lateness_horizon = "P36500D" }
+changes = [ { at = "2026-11-10T00:00:00Z", set = { intent_listening = true } } ]
+"#;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn events(n: usize) -> Vec<pb::Event> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    (0..n)
+        .map(|i| {
+            // November 2026, before the real clock of any run of this test.
+            let at = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + rng.next(20), rng.next(24), rng.next(60));
+            let kind = match rng.next(20) {
+                0 => pb::event::Kind::Cobrowse(pb::CobrowseEvent {
+                    consumer_id: format!("c{}", rng.next(5000)),
+                    conversation_id: "k".into(),
+                    session_id: format!("s{}", rng.next(3000)),
+                    established: rng.next(2) == 0,
+                }),
+                1 => {
+                    pb::event::Kind::FunctionInvocations(pb::FunctionInvocationsEvent { count: rng.next(5000) as i64 })
+                }
+                _ => pb::event::Kind::Message(pb::MessageEvent {
+                    consumer_id: format!("c{}", rng.next(5000)),
+                    conversation_id: format!("k{}", rng.next(3)),
+                    sender_role: 1 + rng.next(5) as i32,
+                    sender_id: format!("a{}", rng.next(12)),
+                    channel: pb::Channel::Whatsapp as i32,
+                    integration_id: "wa".into(),
+                    provider_price: (rng.next(8) == 0)
+                        .then(|| pb::Money { amount: "0.0468".into(), currency: "EUR".into() }),
+                }),
+            };
+            pb::Event { tenant_id: "acme".into(), event_id: format!("e{i}"), event_time: at, kind: Some(kind) }
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "off", "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("daybook: gRPC listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
+    Server { child, addr }
+}
+
+/// Sends every event in batches; returns how many batches were acknowledged before the
+/// server went away (or all of them).
+async fn send_all(addr: &str, events: &[pb::Event], kill_after: Option<(usize, &mut Child)>) -> usize {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    let mut client = IngestServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut responses =
+        client.ingest_batch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut kill = kill_after;
+    let mut acknowledged = 0;
+    for (i, chunk) in events.chunks(500).enumerate() {
+        if tx.send(pb::IngestBatchRequest { events: chunk.to_vec() }).await.is_err() {
+            return acknowledged;
+        }
+        if let Some((at, child)) = kill.as_mut()
+            && *at == i
+        {
+            // The batch is in flight: kill -9 now.
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kill = None;
+        }
+        match responses.message().await {
+            Ok(Some(response)) => {
+                for outcome in &response.outcomes {
+                    assert_ne!(outcome.disposition, pb::Disposition::Refused as i32, "{outcome:?}");
+                }
+                acknowledged += 1;
+            }
+            _ => return acknowledged,
+        }
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
+    let n: usize = std::env::var("DAYBOOK_CRASH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let events = events(n);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, TENANTS).unwrap();
+    let data = dir.path().join("data");
+    let batches = n.div_ceil(500);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
+    for round in 0..3 {
+        let mut server = start(&data, &config);
+        let kill_at = rng.next(batches as u64) as usize;
+        let acknowledged = send_all(&server.addr, &events, Some((kill_at, &mut server.child))).await;
+        assert!(acknowledged <= kill_at + 1, "round {round}: killed after batch {kill_at}");
+    }
+    let mut server = start(&data, &config);
+    assert_eq!(send_all(&server.addr, &events, None).await, batches, "every batch answered after the last restart");
+    let channel = daybook::client::connect(&server.addr).await.unwrap();
+    let usage = UsageServiceClient::new(channel)
+        .get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .usage
+        .unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let offline = Engine::new(EngineConfig::default());
+    for spec in daybook::tenants::parse_tenants_toml(TENANTS).unwrap() {
+        offline.put_tenant(spec).unwrap();
+    }
+    for e in events {
+        offline.ingest(RawEvent::from(e), None, &mut Vec::new()).unwrap();
+    }
+    let expected = daybook::api::usage_out(&offline.usage("acme", None, None).unwrap());
+    assert_eq!(usage, expected);
+    assert!(usage.interactions > 1000);
+}
