@@ -690,3 +690,167 @@ fn check_config_validates_and_a_bad_config_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_sink_has_every_record_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("records.jsonl");
+    let config = || Config { records_jsonl: Some(sink.clone()), ..Config::default() };
+    for round in 0..2 {
+        let server = Harness::start(dir.path(), NOW, config()).await;
+        let channel = server.tcp_channel().await;
+        if round == 0 {
+            TenantServiceClient::new(channel.clone())
+                .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+                .await
+                .unwrap();
+        }
+        let mut ingest = IngestServiceClient::new(channel);
+        for i in 0..20 {
+            ingest
+                .ingest_message(message(
+                    "acme",
+                    &format!("r{round}-{i}"),
+                    "2025-06-20T10:00:00Z",
+                    &format!("c{round}-{i}"),
+                    pb::SenderRole::Consumer,
+                ))
+                .await
+                .unwrap();
+        }
+        // The sink follows what is durable; give it a moment before stopping.
+        for _ in 0..100 {
+            if std::fs::read_to_string(&sink).map(|t| t.lines().count()).unwrap_or(0) > 20 * (round + 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.stop().await;
+    }
+    let text = std::fs::read_to_string(&sink).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let interactions = records.iter().filter(|r| r.get("interaction").is_some()).count();
+    let alerts = records.iter().filter(|r| r.get("alert").is_some()).count();
+    assert_eq!(
+        (interactions, alerts),
+        (40, 1),
+        "one interaction per new consumer and the plan's one alert, none twice"
+    );
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r["record_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len());
+    let cursors: Vec<daybook::server::records::Cursor> = records
+        .iter()
+        .map(|r| daybook::server::records::Cursor::parse(r["cursor"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "in cursor order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_file_reloads_on_change_and_refuses_api_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("daybook.toml");
+    let write = |gai: &str| {
+        std::fs::write(
+            &file,
+            format!("[[tenant]]\nid = \"filed\"\ntime_zone = \"UTC\"\nsettings = {{ generative_ai = {gai} }}\n"),
+        )
+        .unwrap()
+    };
+    write("false");
+    let flags = daybook::server::config::Flags { config: Some(file.display().to_string()), ..Default::default() };
+    let config = daybook::server::config::load(&flags, &Default::default(), |p| {
+        std::fs::read_to_string(p).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    let server = Harness::start(dir.path(), NOW, config).await;
+    let channel = server.tcp_channel().await;
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let before = ingest
+        .ingest_message(message("filed", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(before.lines.len(), 1);
+    // An invalid edit is refused; the running tenant stays.
+    std::fs::write(&file, "[[tenant]]\nid = \"filed\"\ntime_zone = \"Nowhere/City\"\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = ingest
+        .ingest_message(message("filed", "m2", "2025-06-20T10:00:00Z", "c2", pb::SenderRole::Consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome
+        .unwrap();
+    assert_eq!(still.lines.len(), 1);
+    write("true");
+    let mut after = None;
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let outcome = ingest
+            .ingest_message(message(
+                "filed",
+                &format!("n{i}"),
+                "2025-06-20T10:00:00Z",
+                &format!("d{i}"),
+                pb::SenderRole::Consumer,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcome
+            .unwrap();
+        if outcome.lines.len() == 2 {
+            after = Some(outcome);
+            break;
+        }
+    }
+    assert!(after.is_some(), "the file's new settings apply without a restart");
+    let change = pb::SettingsChange {
+        change_id: "x".into(),
+        effective_from: "2025-07-01T00:00:00Z".into(),
+        settings: Some(pb::Settings { intent_listening: Some(true), ..Default::default() }),
+    };
+    let status = TenantServiceClient::new(channel)
+        .change_settings(pb::ChangeSettingsRequest { tenant_id: "filed".into(), change: Some(change) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_durability_and_batch_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { durability: daybook::server::journal::Durability::Fsync, max_batch: 3, ..Config::default() };
+    let server = Harness::start(dir.path(), NOW, config).await;
+    let channel = server.uds_channel().await;
+    TenantServiceClient::new(channel.clone())
+        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
+        .await
+        .unwrap();
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    ingest.ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer)).await.unwrap();
+    let (_, metrics) = http_get(server.admin, "/metrics").await;
+    let synced = metrics
+        .lines()
+        .find(|l| l.starts_with("daybook_journal_fsync_duration_seconds_count"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(synced >= 1, "answers wait for fdatasync: {metrics}");
+    let event = |i: usize| pb::Event {
+        tenant_id: "acme".into(),
+        event_id: format!("b{i}"),
+        event_time: "2025-06-20T10:00:00Z".into(),
+        kind: Some(pb::event::Kind::Message(message("acme", "", "", "c", pb::SenderRole::Agent).message.unwrap())),
+    };
+    let too_many = pb::IngestBatchRequest { events: (0..4).map(event).collect() };
+    let mut responses = ingest.ingest_batch(tokio_stream::iter(vec![too_many])).await.unwrap().into_inner();
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "events");
+    assert_eq!(usage(&channel, "acme").await.interactions, 1, "the refused batch changed nothing");
+    server.stop().await;
+}
