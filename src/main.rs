@@ -58,6 +58,11 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Check or repair the journal in a data directory (the server must be stopped).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Rate an event log (JSONL, proto3 JSON of daybook.v1.Event) offline: write the
     /// emitted records as JSONL and print a per-tenant summary.
     Replay {
@@ -81,6 +86,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Report every damaged region and sequence gap; exit 1 if there is any.
+    Verify {
+        #[arg(long, default_value = "daybook-data")]
+        data_dir: PathBuf,
+    },
+    /// Keep every intact record, dropping damaged regions (originals kept as *.damaged).
+    Repair {
+        #[arg(long, default_value = "daybook-data")]
+        data_dir: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -90,6 +109,7 @@ fn main() -> ExitCode {
             serve(flags, check_config)
         }
         Command::Scenarios { paths, server } => run_scenarios(paths, server),
+        Command::Journal { action } => journal(action),
         Command::Replay { tenants, events, out, now, summary_json, quiet } => {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
                 Ok(now) => now,
@@ -183,6 +203,41 @@ async fn shutdown_signal() {
         _ = int.recv() => {}
     }
     eprintln!("daybook: shutting down: draining in-flight calls");
+}
+
+fn journal(action: JournalAction) -> ExitCode {
+    use daybook::server::journal;
+    match action {
+        JournalAction::Verify { data_dir } => match journal::verify(&data_dir.join("journal")) {
+            Ok(report) => {
+                println!(
+                    "{} segment(s), {} record(s), seq {}..{}",
+                    report.segments,
+                    report.frames,
+                    report.first_seq.unwrap_or(0),
+                    report.last_seq.unwrap_or(0)
+                );
+                for d in &report.damage {
+                    println!("damaged: {} at byte {}: {}", d.segment.display(), d.offset, d.reason);
+                }
+                if report.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("daybook journal verify: {e}");
+                ExitCode::from(66)
+            }
+        },
+        JournalAction::Repair { data_dir } => match journal::repair(&data_dir.join("journal")) {
+            Ok((kept, dropped)) => {
+                println!("kept {kept} intact record(s); dropped {dropped} damaged region(s)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("daybook journal repair: {e}");
+                ExitCode::from(66)
+            }
+        },
+    }
 }
 
 fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>) -> ExitCode {

@@ -135,6 +135,11 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .filter(|p| {
+                p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
@@ -166,8 +171,11 @@ pub fn recover(dir: &Path) -> Result<Vec<Entry>, JournalError> {
         }
         all.extend(entries);
     }
+    // After `daybook journal repair` the operator has accepted the dropped records, and
+    // the gaps they leave are expected; otherwise a gap is damage.
+    let repaired = dir.join("repairs.log").exists();
     for pair in all.windows(2) {
-        if pair[1].seq != pair[0].seq + 1 {
+        if pair[1].seq != pair[0].seq + 1 && !(repaired && pair[1].seq > pair[0].seq) {
             return Err(JournalError::Damaged {
                 segment: dir.to_path_buf(),
                 offset: 0,
@@ -408,4 +416,188 @@ pub fn read_from(dir: &Path, from: u64, until: u64) -> Result<Vec<Entry>, std::i
         }
     }
     Ok(out)
+}
+
+/// One damaged region found by [`verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub segments: usize,
+    pub frames: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub damage: Vec<Damage>,
+}
+
+/// Reads every segment and reports every damaged region (a frame that does not check
+/// out, bytes that are no frame) and every gap in the sequence, without changing
+/// anything.
+pub fn verify(dir: &Path) -> Result<Report, std::io::Error> {
+    let mut report = Report::default();
+    for path in segments(dir)? {
+        report.segments += 1;
+        let bytes = std::fs::read(&path)?;
+        let (frames, damage) = intact_frames(&bytes);
+        for (offset, reason) in damage {
+            report.damage.push(Damage { segment: path.clone(), offset, reason });
+        }
+        for (_, entry) in frames {
+            if let Some(last) = report.last_seq
+                && entry.seq != last + 1
+            {
+                report.damage.push(Damage {
+                    segment: path.clone(),
+                    offset: 0,
+                    reason: format!("sequence jumps from {last} to {}", entry.seq),
+                });
+            }
+            report.first_seq.get_or_insert(entry.seq);
+            report.last_seq = Some(entry.seq);
+            report.frames += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Rewrites each damaged segment with every intact frame it holds (resynchronising after
+/// damage at the next frame that checks out). The original is kept beside it as
+/// `*.log.damaged`. Returns how many frames were kept and how many damaged regions were
+/// dropped.
+pub fn repair(dir: &Path) -> Result<(u64, usize), std::io::Error> {
+    let (mut kept, mut dropped) = (0, 0);
+    for path in segments(dir)? {
+        let bytes = std::fs::read(&path)?;
+        let (frames, damage) = intact_frames(&bytes);
+        kept += frames.len() as u64;
+        if damage.is_empty() {
+            continue;
+        }
+        dropped += damage.len();
+        let mut repaired = Vec::with_capacity(bytes.len());
+        for (_, entry) in &frames {
+            repaired.extend_from_slice(&frame(entry));
+        }
+        std::fs::copy(&path, path.with_extension("log.damaged"))?;
+        let tmp = path.with_extension("log.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&repaired)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        let mut log = OpenOptions::new().create(true).append(true).open(dir.join("repairs.log"))?;
+        for (offset, reason) in &damage {
+            writeln!(log, "{}: dropped damaged region at byte {offset}: {reason}", path.display())?;
+        }
+        log.sync_all()?;
+        sync_dir(dir)?;
+    }
+    Ok((kept, dropped))
+}
+
+/// Every frame of a segment that checks out, and the damaged regions between them.
+fn intact_frames(bytes: &[u8]) -> (Vec<(u64, Entry)>, Vec<(u64, String)>) {
+    let mut frames = Vec::new();
+    let mut damage = Vec::new();
+    let mut offset = 0usize;
+    let mut damaged_since: Option<(usize, String)> = None;
+    while offset + HEADER <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        let end = offset + HEADER + len as usize;
+        let whole = len <= MAX_FRAME && end <= bytes.len();
+        let checked = whole && crc32fast::hash(&bytes[offset + HEADER..end]) == crc;
+        let entry = if checked { Entry::decode(&bytes[offset + HEADER..end]).ok() } else { None };
+        match entry {
+            Some(entry) => {
+                if let Some((at, reason)) = damaged_since.take() {
+                    damage.push((at as u64, reason));
+                }
+                frames.push((offset as u64, entry));
+                offset = end;
+            }
+            None => {
+                if damaged_since.is_none() {
+                    let reason = if !whole { "truncated or implausible frame" } else { "checksum mismatch" };
+                    damaged_since = Some((offset, reason.to_string()));
+                }
+                offset += 1;
+            }
+        }
+    }
+    if offset < bytes.len() && damaged_since.is_none() {
+        damaged_since = Some((offset, "truncated frame header".to_string()));
+    }
+    if let Some((at, reason)) = damaged_since {
+        damage.push((at as u64, reason));
+    }
+    (frames, damage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> Entry {
+        Entry {
+            seq,
+            kind: Some(EntryKind::DeadLetter(DeadLetterEntry { event_id: format!("event-{seq}") })),
+            records: vec![vec![seq as u8; 40]],
+        }
+    }
+
+    fn write_segment(dir: &Path, seqs: std::ops::RangeInclusive<u64>) -> PathBuf {
+        let path = segment_name(dir, *seqs.start());
+        let bytes: Vec<u8> = seqs.flat_map(|s| frame(&entry(s))).collect();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_to_the_last_whole_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 1..=10);
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
+        let entries = recover(dir.path()).unwrap();
+        assert_eq!(entries.len(), 9);
+        assert!(verify(dir.path()).unwrap().damage.is_empty(), "truncated on recovery");
+    }
+
+    #[test]
+    fn damage_in_the_middle_stops_recovery_and_repair_keeps_every_intact_record() {
+        let dir = tempfile::tempdir().unwrap();
+        write_segment(dir.path(), 1..=10);
+        let path = write_segment(dir.path(), 11..=20);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let frame_len = frame(&entry(11)).len();
+        bytes[frame_len * 3 + 12] ^= 0xff; // inside the 4th frame's payload (seq 14)
+        std::fs::write(&path, &bytes).unwrap();
+        let error = recover(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("daybook journal verify"), "{error}");
+        let report = verify(dir.path()).unwrap();
+        assert_eq!(report.frames, 19);
+        assert_eq!(report.damage.len(), 2, "the bad frame and the gap it leaves: {:?}", report.damage);
+        let (kept, dropped) = repair(dir.path()).unwrap();
+        assert_eq!((kept, dropped), (19, 1));
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=20).filter(|s| *s != 14).collect::<Vec<_>>());
+        assert!(path.with_extension("log.damaged").exists());
+    }
+
+    #[test]
+    fn a_duplicated_frame_is_reported_as_a_sequence_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 1..=3);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&frame(&entry(2)));
+        std::fs::write(&path, bytes).unwrap();
+        assert!(recover(dir.path()).is_err());
+        assert_eq!(verify(dir.path()).unwrap().damage.len(), 1);
+    }
 }
