@@ -500,8 +500,13 @@ pub fn repair(dir: &Path) -> Result<(u64, usize), std::io::Error> {
     Ok((kept, dropped))
 }
 
+/// A frame that checks out, at its byte offset.
+type Located = (u64, Entry);
+/// A damaged region: its byte offset and what is wrong there.
+type Region = (u64, String);
+
 /// Every frame of a segment that checks out, and the damaged regions between them.
-fn intact_frames(bytes: &[u8]) -> (Vec<(u64, Entry)>, Vec<(u64, String)>) {
+fn intact_frames(bytes: &[u8]) -> (Vec<Located>, Vec<Region>) {
     let mut frames = Vec::new();
     let mut damage = Vec::new();
     let mut offset = 0usize;
