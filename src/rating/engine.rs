@@ -66,13 +66,27 @@ struct EventEntry {
     outcome: StoredOutcome,
 }
 
-/// Most events are repeats that only need their interaction's id, which the payload
-/// determines; those are stored without an allocation.
+/// The original outcome of an event, kept compact: a retry re-runs the same rating code,
+/// without changing anything, against the state as it was just before the event (its
+/// `Prior`), which reproduces the original outcome exactly. Only an event that also
+/// charged a proactive outbound's day (DAR-5) keeps its outcome whole.
 #[derive(Debug, Clone)]
 enum StoredOutcome {
+    Prior(Prior),
     Full(Arc<Outcome>),
-    AlreadyCounted,
-    NotBillable(NotBillableReason),
+}
+
+/// The state an event met, as far as its outcome depends on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Prior {
+    /// Messages and conversations opened: the event's own interaction before it (`None`:
+    /// it created it, or touched none).
+    Interaction(Option<InteractionEntry>),
+    /// CR-8: the month's invocations before it.
+    Functions(u64),
+    /// CR-7: whether the session was already charged by an earlier event. (An event that
+    /// moves the session's first event earlier keeps its outcome whole.)
+    Cobrowse { counted: bool },
 }
 
 /// The rating engine.
@@ -134,6 +148,13 @@ impl KeyRef<'_> {
 /// What one event did, gathered while rating it.
 #[derive(Default)]
 struct Effects {
+    /// Set when re-rating a retry: read this instead of the maps, and change nothing.
+    dry: Option<Prior>,
+    /// What the event met, for its stored outcome.
+    prior: Option<Prior>,
+    /// The outcome cannot be re-derived from `prior` (a DAR-5 outbound was charged, or a
+    /// co-browse session's first event moved).
+    keep_whole: bool,
     interactions: Vec<Interaction>,
     counted_in: Vec<RecordId>,
     lines: Vec<CreditLine>,
@@ -221,7 +242,7 @@ impl Engine {
         let vacant = match self.events.entry(event_fp) {
             MapEntry::Occupied(seen) => {
                 let seen = seen.get().clone();
-                return self.answer_retry(tenant, &event, seen, payload);
+                return self.answer_retry(tenant, event, event_fp, seen, payload);
             }
             MapEntry::Vacant(vacant) => vacant,
         };
@@ -235,15 +256,8 @@ impl Engine {
             return Err(refusal);
         }
 
-        let tie = event_fp.0 as u32;
         let mut effects = Effects::default();
-        let disposition = match &event.body {
-            Body::Message(_) | Body::ConversationOpened(_) => {
-                self.rate_conversational(tenant, &event, tie, event_fp, &mut effects)
-            }
-            Body::Cobrowse(c) => self.rate_cobrowse(tenant, &event, c, tie, &mut effects),
-            Body::FunctionInvocations { count } => self.rate_functions(tenant, &event, *count, event_fp, &mut effects),
-        };
+        let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         if !effects.ledger.is_empty() {
             let mut ledger = slot.ledger.lock().expect("ledger lock");
@@ -268,15 +282,8 @@ impl Engine {
             lines: effects.lines,
             pass_through: effects.pass_through,
         };
-        let stored = match outcome.disposition {
-            Disposition::AlreadyCounted
-                if outcome.lines.is_empty() && outcome.pass_through.is_none() && outcome.counted_in.len() == 1 =>
-            {
-                StoredOutcome::AlreadyCounted
-            }
-            Disposition::NotBillable(reason) if outcome.lines.is_empty() && outcome.pass_through.is_none() => {
-                StoredOutcome::NotBillable(reason)
-            }
+        let stored = match effects.prior {
+            Some(prior) if !effects.keep_whole => StoredOutcome::Prior(prior),
             _ => StoredOutcome::Full(Arc::new(outcome.clone())),
         };
         vacant.insert(EventEntry { payload, outcome: stored });
@@ -284,7 +291,26 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn answer_retry(&self, tenant: &Tenant, event: &Event, seen: EventEntry, payload: u64) -> Result<Outcome, Refusal> {
+    /// Rates an event: for real, or (with `fx.dry`) again for a retry, changing nothing.
+    fn rate(&self, tenant: &Tenant, event: &Event, event_fp: Fp, fx: &mut Effects) -> Disposition {
+        let tie = event_fp.0 as u32;
+        match &event.body {
+            Body::Message(_) | Body::ConversationOpened(_) => {
+                self.rate_conversational(tenant, event, tie, event_fp, fx)
+            }
+            Body::Cobrowse(c) => self.rate_cobrowse(tenant, event, c, tie, fx),
+            Body::FunctionInvocations { count } => self.rate_functions(tenant, event, *count, event_fp, fx),
+        }
+    }
+
+    fn answer_retry(
+        &self,
+        tenant: &Tenant,
+        event: Event,
+        event_fp: Fp,
+        seen: EventEntry,
+        payload: u64,
+    ) -> Result<Outcome, Refusal> {
         if seen.payload != payload {
             return Err(Refusal::new(
                 Code::AlreadyExists,
@@ -294,24 +320,19 @@ impl Engine {
         }
         let mut outcome = match seen.outcome {
             StoredOutcome::Full(outcome) => (*outcome).clone(),
-            StoredOutcome::AlreadyCounted => Outcome {
-                event_id: event.event_id.clone(),
-                disposition: Disposition::AlreadyCounted,
-                retry: false,
-                interactions: Vec::new(),
-                counted_in: self.own_interaction(tenant, event).into_iter().collect(),
-                lines: Vec::new(),
-                pass_through: None,
-            },
-            StoredOutcome::NotBillable(reason) => Outcome {
-                event_id: event.event_id.clone(),
-                disposition: Disposition::NotBillable(reason),
-                retry: false,
-                interactions: Vec::new(),
-                counted_in: Vec::new(),
-                lines: Vec::new(),
-                pass_through: None,
-            },
+            StoredOutcome::Prior(prior) => {
+                let mut fx = Effects { dry: Some(prior), ..Effects::default() };
+                let disposition = self.rate(tenant, &event, event_fp, &mut fx);
+                Outcome {
+                    event_id: event.event_id,
+                    disposition,
+                    retry: false,
+                    interactions: fx.interactions,
+                    counted_in: fx.counted_in,
+                    lines: fx.lines,
+                    pass_through: fx.pass_through,
+                }
+            }
         };
         outcome.retry = true;
         Ok(outcome)
@@ -378,7 +399,7 @@ impl Engine {
             if let Some(price) = m.price {
                 self.charge_pass_through(tenant, event, price, event_fp, fx);
             }
-            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot) = (&m.sender_id, m.sender) {
+            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot, None) = (&m.sender_id, m.sender, fx.dry) {
                 let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
                 let key = self
                     .fingerprinter
@@ -416,7 +437,8 @@ impl Engine {
             created |= self.touch(&touch, fx);
         }
 
-        if tenant.any_retroactive {
+        fx.prior.get_or_insert(Prior::Interaction(None));
+        if tenant.any_retroactive && fx.dry.is_none() {
             match sender {
                 Some(SenderRole::Proactive)
                     if !qualifies && settings.proactive_outbound_day == ProactiveOutboundDay::Retroactive =>
@@ -510,6 +532,7 @@ impl Engine {
         };
         let created = self.touch(&touch, fx);
         outbound.charged_to = Some(conversation);
+        fx.keep_whole = true;
         created
     }
 
@@ -541,31 +564,6 @@ impl Engine {
         ])
     }
 
-    /// The interaction an event of the tenant's own key belongs to (for retries).
-    fn own_interaction(&self, tenant: &Tenant, event: &Event) -> Option<RecordId> {
-        let (consumer, conversation, integration) = match &event.body {
-            Body::Message(m) => (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref()),
-            Body::ConversationOpened(o) => {
-                (o.consumer.as_str(), Some(o.conversation.as_str()), o.integration.as_deref())
-            }
-            _ => return None,
-        };
-        let touch = Touch {
-            tenant,
-            consumer,
-            conversation,
-            integration,
-            at: event.at,
-            tie: 0,
-            features: Features::default(),
-            rule: "",
-            event_id: "",
-        };
-        let period = tenant.period(event.at);
-        let key = Self::key_of(&touch, &tenant.structure(period.start_date));
-        Some(Self::interaction_id(tenant, &key, &period))
-    }
-
     /// Adds a qualifying event to its interaction. Returns whether it created it.
     fn touch(&self, touch: &Touch<'_>, fx: &mut Effects) -> bool {
         let tenant = touch.tenant;
@@ -591,27 +589,38 @@ impl Engine {
             interaction_lines(features, structure.gai_multiplies_addons)
         };
 
-        let (old, new) = match self.interactions.entry(fp) {
-            MapEntry::Vacant(v) => {
-                v.insert(contribution);
-                (None, contribution)
+        let next = |old: InteractionEntry| {
+            let mut new = old.join(contribution);
+            let replaced =
+                structure.feature_attribution == FeatureAttribution::FirstEvent && lines_of(&old) != lines_of(&new);
+            if replaced && new != old {
+                new.generation = old.generation.wrapping_add(1);
             }
-            MapEntry::Occupied(mut o) => {
-                let old = *o.get();
-                let mut new = old.join(contribution);
-                if new == old {
-                    fx.counted_in.push(Self::interaction_id(tenant, &key, &period));
-                    return false;
-                }
-                let replaced =
-                    structure.feature_attribution == FeatureAttribution::FirstEvent && lines_of(&old) != lines_of(&new);
-                if replaced {
-                    new.generation = old.generation.wrapping_add(1);
-                }
-                o.insert(new);
-                (Some(old), new)
-            }
+            new
         };
+        let (old, new) = match fx.dry {
+            Some(Prior::Interaction(old)) => (old, old.map(next).unwrap_or(contribution)),
+            _ => match self.interactions.entry(fp) {
+                MapEntry::Vacant(v) => {
+                    v.insert(contribution);
+                    (None, contribution)
+                }
+                MapEntry::Occupied(mut o) => {
+                    let old = *o.get();
+                    let new = next(old);
+                    if new != old {
+                        o.insert(new);
+                    }
+                    (Some(old), new)
+                }
+            },
+        };
+        // The event's own interaction is the first it touches; DAR-5 touches come after.
+        fx.prior.get_or_insert(Prior::Interaction(old));
+        if old == Some(new) {
+            fx.counted_in.push(Self::interaction_id(tenant, &key, &period));
+            return false;
+        }
 
         let id = Self::interaction_id(tenant, &key, &period);
         let info = PeriodInfo::from(&period);
@@ -699,6 +708,7 @@ impl Engine {
         tie: u32,
         fx: &mut Effects,
     ) -> Disposition {
+        fx.prior.get_or_insert(Prior::Cobrowse { counted: false });
         if !c.established {
             return Disposition::NotBillable(NotBillableReason::CobrowseNotEstablished);
         }
@@ -710,22 +720,30 @@ impl Engine {
             first_tie: tie,
             first_event_id: event.event_id.clone(),
         };
-        let previous = match self.cobrowse.entry(key) {
-            MapEntry::Vacant(v) => {
-                v.insert(contribution.clone());
-                None
+        let previous = match fx.dry {
+            Some(Prior::Cobrowse { counted: true }) => {
+                return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
             }
-            MapEntry::Occupied(mut o) => {
-                let old = o.get().clone();
-                let new = old.clone().join(contribution.clone());
-                if new == old {
-                    return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
+            Some(_) => None,
+            None => match self.cobrowse.entry(key) {
+                MapEntry::Vacant(v) => {
+                    v.insert(contribution.clone());
+                    None
                 }
-                o.insert(new);
-                Some(old)
-            }
+                MapEntry::Occupied(mut o) => {
+                    let old = o.get().clone();
+                    let new = old.clone().join(contribution.clone());
+                    if new == old {
+                        fx.prior = Some(Prior::Cobrowse { counted: true });
+                        return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
+                    }
+                    o.insert(new);
+                    Some(old)
+                }
+            },
         };
         if let Some(old) = previous {
+            fx.keep_whole = true;
             let (old_line, date) = cobrowse_line(tenant, &old);
             let reversal = CreditLine {
                 id: RecordId::of(&[b"reversal", &old_line.id.0]),
@@ -759,16 +777,20 @@ impl Engine {
             .i64(time::date_to_days(month.start_date).into())
             .finish();
         let rounding = tenant.functions_rounding(month.start_date);
-        let (before, after) = {
-            let mut entry = self.functions.entry(key).or_insert_with(|| FunctionsEntry {
-                tenant: tenant.index,
-                month_start: time::date_to_days(month.start_date),
-                counts: HashMap::new(),
-            });
-            let before = entry.total();
-            entry.counts.insert(event_fp, count);
-            (before, entry.total())
+        let (before, after) = match fx.dry {
+            Some(Prior::Functions(before)) => (before, before + count),
+            _ => {
+                let mut entry = self.functions.entry(key).or_insert_with(|| FunctionsEntry {
+                    tenant: tenant.index,
+                    month_start: time::date_to_days(month.start_date),
+                    counts: HashMap::new(),
+                });
+                let before = entry.total();
+                entry.counts.insert(event_fp, count);
+                (before, entry.total())
+            }
         };
+        fx.prior = Some(Prior::Functions(before));
         let delta = credits::functions_credits(after, rounding) - credits::functions_credits(before, rounding);
         if delta.is_zero() {
             return Disposition::NotBillable(NotBillableReason::FunctionsFreeTier);
@@ -804,15 +826,15 @@ impl Engine {
             period: PeriodInfo::from(&day),
             event_id: event.event_id.clone(),
         };
-        self.pass_through.insert(
-            event_fp,
-            PassThroughEntry {
+        if fx.dry.is_none() {
+            let entry = PassThroughEntry {
                 tenant: tenant.index,
                 date: time::date_to_days(day.start_date),
                 currency: price.currency,
                 charge: charge.amount,
-            },
-        );
+            };
+            self.pass_through.insert(event_fp, entry);
+        }
         fx.ledger.push((day.start_date, Entry::PassThrough(price.currency, charge.amount)));
         fx.records.push(Record {
             tenant: tenant.id.clone(),
@@ -872,7 +894,8 @@ impl Engine {
     }
 
     /// Merges another engine's state into this one (the replica invariant the shared store
-    /// relies on), then rebuilds the aggregates from the merged state. Both engines must
+    /// relies on). Call [`Engine::rebuild_ledgers`] once every replica is merged: rebuilding
+    /// after each would judge alert thresholds on partial states. Both engines must
     /// use the same fingerprint key and define the same tenants. Returns the records the
     /// merge itself emits (outbound days whose reply was seen by the other replica).
     pub fn merge_from(&self, other: &Engine) -> Vec<Record> {
@@ -952,7 +975,6 @@ impl Engine {
                 }
             }
         }
-        self.rebuild_ledgers();
         records
     }
 
@@ -1113,5 +1135,17 @@ fn dead_letter(tenant: &Tenant, event: Event, refusal: &Refusal) -> Record {
         tenant: tenant.id.clone(),
         rule: refusal.rule,
         body: RecordBody::DeadLetter(DeadLetter { id, code: refusal.code, reason: refusal.reason.clone(), event }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_events_are_compact() {
+        // Payload fingerprint and a re-derivable outcome: no allocation per event.
+        assert!(std::mem::size_of::<EventEntry>() <= 40, "{}", std::mem::size_of::<EventEntry>());
+        assert!(std::mem::size_of::<(Fp, EventEntry)>() <= 56);
     }
 }
