@@ -401,12 +401,7 @@ impl Engine {
             }
             if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot, None) = (&m.sender_id, m.sender, fx.dry) {
                 let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
-                let key = self
-                    .fingerprinter
-                    .start(domain::PLATFORM_USER)
-                    .str(&tenant.id)
-                    .i64(time::date_to_days(month).into())
-                    .finish();
+                let key = self.users_key(tenant, month);
                 let sender = self.fingerprinter.start(domain::PLATFORM_USER).str(sender_id).finish();
                 self.users.entry(key).or_default().senders.insert(sender);
             }
@@ -873,14 +868,13 @@ impl Engine {
         )
     }
 
+    /// The key of a tenant's platform users in the local month starting on `month` (PL-1).
+    fn users_key(&self, tenant: &Tenant, month: NaiveDate) -> Fp {
+        self.fingerprinter.start(domain::PLATFORM_USER).str(&tenant.id).i64(time::date_to_days(month).into()).finish()
+    }
+
     fn platform_users(&self, tenant: &Tenant, month: NaiveDate) -> u64 {
-        let key = self
-            .fingerprinter
-            .start(domain::PLATFORM_USER)
-            .str(&tenant.id)
-            .i64(time::date_to_days(month).into())
-            .finish();
-        self.users.get(&key).map(|u| u.senders.len() as u64).unwrap_or(0)
+        self.users.get(&self.users_key(tenant, month)).map(|u| u.senders.len() as u64).unwrap_or(0)
     }
 
     /// Number of hot relationship entries (interactions held in memory).

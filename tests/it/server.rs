@@ -113,6 +113,11 @@ pub fn message(tenant: &str, id: &str, at: &str, consumer: &str, role: pb::Sende
     }
 }
 
+/// Creates a tenant through the API.
+pub async fn create(channel: &Channel, t: pb::Tenant) {
+    TenantServiceClient::new(channel.clone()).create_tenant(pb::CreateTenantRequest { tenant: Some(t) }).await.unwrap();
+}
+
 async fn usage(channel: &Channel, tenant: &str) -> pb::Usage {
     UsageServiceClient::new(channel.clone())
         .get_usage(pb::GetUsageRequest { tenant_id: tenant.into(), ..Default::default() })
@@ -370,10 +375,7 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Harness::start(dir.path(), NOW, Config::default()).await;
     let channel = server.tcp_channel().await;
-    TenantServiceClient::new(channel.clone())
-        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Cycle)) })
-        .await
-        .unwrap();
+    create(&channel, tenant("acme", "UTC", pb::Meter::Cycle)).await;
     let mut ingest = IngestServiceClient::new(channel.clone());
     let ok = || message("acme", "e1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer);
     let with = |f: &dyn Fn(&mut pb::IngestMessageRequest)| {
@@ -560,10 +562,7 @@ async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let server = Harness::start(dir.path(), NOW, Config::default()).await;
     let channel = server.tcp_channel().await;
-    TenantServiceClient::new(channel.clone())
-        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
-        .await
-        .unwrap();
+    create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     let mut ingest = IngestServiceClient::new(channel.clone());
     let first = ingest
         .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
@@ -653,10 +652,7 @@ async fn admin_port_serves_live_ready_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = Harness::start(dir.path(), NOW, Config::default()).await;
     let channel = server.tcp_channel().await;
-    TenantServiceClient::new(channel.clone())
-        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
-        .await
-        .unwrap();
+    create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     IngestServiceClient::new(channel.clone())
         .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
         .await
@@ -700,10 +696,7 @@ async fn jsonl_sink_has_every_record_once_across_a_restart() {
         let server = Harness::start(dir.path(), NOW, config()).await;
         let channel = server.tcp_channel().await;
         if round == 0 {
-            TenantServiceClient::new(channel.clone())
-                .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
-                .await
-                .unwrap();
+            create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
         }
         let mut ingest = IngestServiceClient::new(channel);
         for i in 0..20 {
@@ -826,10 +819,7 @@ async fn fsync_durability_and_batch_limits() {
     let config = Config { durability: daybook::server::journal::Durability::Fsync, max_batch: 3, ..Config::default() };
     let server = Harness::start(dir.path(), NOW, config).await;
     let channel = server.uds_channel().await;
-    TenantServiceClient::new(channel.clone())
-        .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme", "UTC", pb::Meter::Dar)) })
-        .await
-        .unwrap();
+    create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     let mut ingest = IngestServiceClient::new(channel.clone());
     ingest.ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer)).await.unwrap();
     let (_, metrics) = http_get(server.admin, "/metrics").await;
