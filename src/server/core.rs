@@ -75,28 +75,24 @@ impl Daybook {
                 reason: format!("tenant {id}: {e}"),
             })?;
         }
-        let entries = journal::recover(&dir)?;
-        let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
         let mut discard = Vec::new();
-        for entry in entries {
-            match entry.kind {
-                Some(EntryKind::Tenant(bytes)) => {
-                    if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
-                        && let Ok(spec) = api::tenant_in(&t)
-                        && !names.contains(&spec.id)
-                    {
-                        let _ = engine.put_tenant(spec);
-                    }
+        let last_seq = journal::recover(&dir, |entry| match entry.kind {
+            Some(EntryKind::Tenant(bytes)) => {
+                if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
+                    && let Ok(spec) = api::tenant_in(&t)
+                    && !names.contains(&spec.id)
+                {
+                    let _ = engine.put_tenant(spec);
                 }
-                Some(EntryKind::Event(e)) => {
-                    let Ok(event) = pb::Event::decode(e.event.as_slice()) else { continue };
-                    let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
-                    let _ = engine.ingest(RawEvent::from(event), now, &mut discard);
-                    discard.clear();
-                }
-                Some(EntryKind::DeadLetter(_)) | None => {}
             }
-        }
+            Some(EntryKind::Event(e)) => {
+                let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
+                let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
+                let _ = engine.ingest(RawEvent::from(event), now, &mut discard);
+                discard.clear();
+            }
+            Some(EntryKind::DeadLetter(_)) | None => {}
+        })?;
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
         let journal = Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records))?;

@@ -152,38 +152,44 @@ fn segment_name(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.log"))
 }
 
-/// Reads the whole journal for replay. A torn tail of the *last* segment is truncated
-/// (that frame was never acknowledged); damage anywhere else is an error.
-pub fn recover(dir: &Path) -> Result<Vec<Entry>, JournalError> {
+/// Replays the journal into `apply`, one segment at a time (memory stays bounded by a
+/// segment, whatever the journal's size). A torn tail of the *last* segment is truncated
+/// (that frame was never acknowledged); damage anywhere else, or a gap in the sequence, is
+/// an error, and the caller must not start. Returns the last sequence number.
+pub fn recover(dir: &Path, mut apply: impl FnMut(Entry)) -> Result<u64, JournalError> {
     let files = segments(dir)?;
-    let mut all = Vec::new();
+    // After `daybook journal repair` the operator has accepted the dropped records, and
+    // the gaps they leave are expected; otherwise a gap is damage.
+    let repaired = dir.join("repairs.log").exists();
+    let mut last: Option<u64> = None;
     for (i, path) in files.iter().enumerate() {
         let (entries, good, problem) = scan_segment(path)?;
         if let Some(reason) = problem {
-            let last = i + 1 == files.len();
+            let is_last = i + 1 == files.len();
             let len = std::fs::metadata(path)?.len();
             // A torn tail is an incomplete last frame: nothing whole may follow it.
-            if last && is_torn_tail(path, good, len)? {
+            if is_last && is_torn_tail(path, good, len)? {
                 OpenOptions::new().write(true).open(path)?.set_len(good)?;
             } else {
                 return Err(JournalError::Damaged { segment: path.clone(), offset: good, reason });
             }
         }
-        all.extend(entries);
-    }
-    // After `daybook journal repair` the operator has accepted the dropped records, and
-    // the gaps they leave are expected; otherwise a gap is damage.
-    let repaired = dir.join("repairs.log").exists();
-    for pair in all.windows(2) {
-        if pair[1].seq != pair[0].seq + 1 && !(repaired && pair[1].seq > pair[0].seq) {
-            return Err(JournalError::Damaged {
-                segment: dir.to_path_buf(),
-                offset: 0,
-                reason: format!("sequence jumps from {} to {}", pair[0].seq, pair[1].seq),
-            });
+        for entry in entries {
+            if let Some(previous) = last
+                && entry.seq != previous + 1
+                && !(repaired && entry.seq > previous)
+            {
+                return Err(JournalError::Damaged {
+                    segment: path.clone(),
+                    offset: 0,
+                    reason: format!("sequence jumps from {previous} to {}", entry.seq),
+                });
+            }
+            last = Some(entry.seq);
+            apply(entry);
         }
     }
-    Ok(all)
+    Ok(last.unwrap_or(0))
 }
 
 /// Whether the bytes from `good` to the end are a single incomplete frame (a write cut
@@ -556,6 +562,12 @@ mod tests {
         }
     }
 
+    fn collect(dir: &Path) -> Result<Vec<Entry>, JournalError> {
+        let mut out = Vec::new();
+        recover(dir, |e| out.push(e))?;
+        Ok(out)
+    }
+
     fn write_segment(dir: &Path, seqs: std::ops::RangeInclusive<u64>) -> PathBuf {
         let path = segment_name(dir, *seqs.start());
         let bytes: Vec<u8> = seqs.flat_map(|s| frame(&entry(s))).collect();
@@ -569,7 +581,7 @@ mod tests {
         let path = write_segment(dir.path(), 1..=10);
         let len = std::fs::metadata(&path).unwrap().len();
         OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
-        let entries = recover(dir.path()).unwrap();
+        let entries = collect(dir.path()).unwrap();
         assert_eq!(entries.len(), 9);
         assert!(verify(dir.path()).unwrap().damage.is_empty(), "truncated on recovery");
     }
@@ -583,14 +595,14 @@ mod tests {
         let frame_len = frame(&entry(11)).len();
         bytes[frame_len * 3 + 12] ^= 0xff; // inside the 4th frame's payload (seq 14)
         std::fs::write(&path, &bytes).unwrap();
-        let error = recover(dir.path()).unwrap_err();
+        let error = collect(dir.path()).unwrap_err();
         assert!(error.to_string().contains("daybook journal verify"), "{error}");
         let report = verify(dir.path()).unwrap();
         assert_eq!(report.frames, 19);
         assert_eq!(report.damage.len(), 2, "the bad frame and the gap it leaves: {:?}", report.damage);
         let (kept, dropped) = repair(dir.path()).unwrap();
         assert_eq!((kept, dropped), (19, 1));
-        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = collect(dir.path()).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=20).filter(|s| *s != 14).collect::<Vec<_>>());
         assert!(path.with_extension("log.damaged").exists());
     }
@@ -602,7 +614,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&frame(&entry(2)));
         std::fs::write(&path, bytes).unwrap();
-        assert!(recover(dir.path()).is_err());
+        assert!(collect(dir.path()).is_err());
         assert_eq!(verify(dir.path()).unwrap().damage.len(), 1);
     }
 }
