@@ -162,8 +162,8 @@ impl Daybook {
     fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
         let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
         let entry = Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec()).collect() };
-        // The seq is assigned by the journal; stamp the records with it inside append's
-        // lock-free window: the order lock is held, so the next seq is known.
+        // Every append happens under the ordering lock, so the journal's next sequence
+        // number is known here and the records can carry their cursors from the start.
         let seq = self.journal.appended() + 1;
         let stamped: Vec<Stamped> = stamp(seq, protos);
         let assigned = self.journal.append(entry, stamped);

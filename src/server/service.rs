@@ -164,10 +164,9 @@ impl pb::ingest_service_server::IngestService for Services {
         timed("daybook.v1.IngestService/IngestFunctionInvocations", async {
             let r = request.into_inner();
             // A missing body is a missing count (T-6), not an unknown event type.
-            let body = r.function_invocations.unwrap_or(pb::FunctionInvocationsEvent { count: -1 });
-            if r.function_invocations.is_none() {
+            let Some(body) = r.function_invocations else {
                 return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
-            }
+            };
             let kind = Some(pb::event::Kind::FunctionInvocations(body));
             let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
             Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
