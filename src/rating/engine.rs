@@ -1143,3 +1143,201 @@ mod tests {
         assert!(std::mem::size_of::<(Fp, EventEntry)>() <= 56);
     }
 }
+
+/// Snapshots: the whole engine state as a stream (see `snapshot.rs` for the encoding).
+mod persist {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
+
+    const MAGIC: &[u8] = b"daybook-engine-state-1";
+
+    fn prior_out<W: Write>(w: &mut Writer<W>, p: &Prior) -> std::io::Result<()> {
+        match p {
+            Prior::Interaction(None) => w.u8(0),
+            Prior::Interaction(Some(e)) => {
+                w.u8(1)?;
+                codec::interaction_entry_out(w, e)
+            }
+            Prior::Functions(n) => {
+                w.u8(2)?;
+                w.u64(*n)
+            }
+            Prior::Cobrowse { counted } => w.u8(if *counted { 4 } else { 3 }),
+        }
+    }
+
+    fn prior_in<R: Read>(r: &mut Reader<R>, remap: &dyn Fn(u32) -> Option<u32>) -> ReadResult<Prior> {
+        Ok(match r.u8()? {
+            0 => Prior::Interaction(None),
+            1 => {
+                let e = codec::interaction_entry_in(r)?;
+                Prior::Interaction(Some(InteractionEntry { tenant: remap(e.tenant).unwrap_or(e.tenant), ..e }))
+            }
+            2 => Prior::Functions(r.u64()?),
+            3 => Prior::Cobrowse { counted: false },
+            4 => Prior::Cobrowse { counted: true },
+            n => return Err(format!("unknown prior {n}")),
+        })
+    }
+
+    impl Engine {
+        /// Writes every map. Call while nothing is being rated: the server holds its
+        /// ordering lock, so the state is exactly that after its last journal entry.
+        pub fn write_state<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+            w.bytes(MAGIC)?;
+            let slots = self.by_index.read().expect("index lock").clone();
+            w.u32(slots.len() as u32)?;
+            for slot in &slots {
+                w.str(&slot.config().id)?;
+                let ledger = slot.ledger.lock().expect("ledger lock");
+                w.u32(ledger.alerts.len() as u32)?;
+                for a in &ledger.alerts {
+                    codec::alert_out(w, a)?;
+                }
+            }
+            // Each map: entries each preceded by 1, then a 0.
+            for e in self.events.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                w.u64(e.payload)?;
+                match &e.outcome {
+                    StoredOutcome::Prior(p) => {
+                        w.u8(0)?;
+                        prior_out(w, p)?;
+                    }
+                    StoredOutcome::Full(o) => {
+                        w.u8(1)?;
+                        codec::outcome_out(w, o)?;
+                    }
+                }
+            }
+            w.u8(0)?;
+            for e in self.interactions.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                codec::interaction_entry_out(w, e.value())?;
+            }
+            w.u8(0)?;
+            for e in self.cobrowse.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                codec::cobrowse_out(w, e.value())?;
+            }
+            w.u8(0)?;
+            for e in self.functions.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                codec::functions_out(w, e.value())?;
+            }
+            w.u8(0)?;
+            for e in self.users.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                w.u32(e.senders.len() as u32)?;
+                for s in &e.senders {
+                    w.fp(*s)?;
+                }
+            }
+            w.u8(0)?;
+            for e in self.pass_through.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                codec::pass_through_out(w, e.value())?;
+            }
+            w.u8(0)?;
+            for e in self.replies.iter() {
+                w.u8(1)?;
+                w.fp(*e.key())?;
+                codec::replies_out(w, e.value())?;
+            }
+            w.u8(0)
+        }
+
+        /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
+        /// engine whose tenants (with the same fingerprint key) are already defined, then
+        /// rebuilds the aggregates. On an error the engine holds part of the state and must
+        /// be discarded. State of a tenant that no longer exists is dropped, as a full
+        /// replay would drop its events.
+        pub fn read_state<R: Read>(&self, mut reader: Reader<R>) -> ReadResult<()> {
+            let r = &mut reader;
+            if r.bytes(MAGIC.len())? != MAGIC {
+                return Err("not an engine state".into());
+            }
+            let mut table = Vec::new();
+            let mut alerts = Vec::new();
+            for _ in 0..r.u32()? {
+                let id = r.str()?;
+                let mut list = Vec::new();
+                for _ in 0..r.u32()? {
+                    list.push(codec::alert_in(r)?);
+                }
+                table.push(self.tenant(&id).map(|t| t.index));
+                alerts.push((id, list));
+            }
+            let remap = |i: u32| table.get(i as usize).copied().flatten();
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let payload = r.u64()?;
+                let outcome = match r.u8()? {
+                    0 => StoredOutcome::Prior(prior_in(r, &remap)?),
+                    _ => StoredOutcome::Full(Arc::new(codec::outcome_in(r)?)),
+                };
+                self.events.insert(key, EventEntry { payload, outcome });
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::interaction_entry_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.interactions.insert(key, InteractionEntry { tenant: t, ..e });
+                }
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::cobrowse_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.cobrowse.insert(key, CobrowseEntry { tenant: t, ..e });
+                }
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::functions_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.functions.insert(key, FunctionsEntry { tenant: t, ..e });
+                }
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let mut senders = std::collections::HashSet::new();
+                for _ in 0..r.u32()? {
+                    senders.insert(r.fp()?);
+                }
+                self.users.insert(key, UsersEntry { senders });
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::pass_through_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.pass_through.insert(key, PassThroughEntry { tenant: t, ..e });
+                }
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::replies_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.replies.insert(key, ReplyLog { tenant: t, ..e });
+                }
+            }
+            // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
+            reader.finish()?;
+            for (id, list) in alerts {
+                if let Some(slot) = self.slot(&id) {
+                    slot.ledger.lock().expect("ledger lock").alerts = list;
+                }
+            }
+            self.rebuild_ledgers();
+            Ok(())
+        }
+    }
+}

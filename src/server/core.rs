@@ -64,19 +64,32 @@ impl Daybook {
         clock: Clock,
     ) -> Result<Arc<Daybook>, JournalError> {
         let dir = data_dir.join("journal");
-        let engine = Engine::new(EngineConfig { fingerprint_key: fingerprint_key(data_dir)? });
-        let mut names = HashSet::new();
-        for spec in file_tenants {
-            names.insert(spec.id.clone());
-            let id = spec.id.clone();
-            engine.put_tenant(spec).map_err(|e| JournalError::Damaged {
-                segment: data_dir.to_path_buf(),
-                offset: 0,
-                reason: format!("tenant {id}: {e}"),
-            })?;
-        }
+        let key = fingerprint_key(data_dir)?;
+        let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
+        let fresh = || -> Result<Engine, JournalError> {
+            let engine = Engine::new(EngineConfig { fingerprint_key: key });
+            for spec in file_tenants.clone() {
+                let id = spec.id.clone();
+                engine.put_tenant(spec).map_err(|e| JournalError::Damaged {
+                    segment: data_dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!("tenant {id}: {e}"),
+                })?;
+            }
+            Ok(engine)
+        };
+        // The snapshot when there is a readable one (then only the journal after it is
+        // replayed); otherwise the whole journal.
+        let (engine, snapshot_seq) = match read_snapshot(data_dir, fresh()?, &names) {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => (fresh()?, 0),
+            Err(e) => {
+                eprintln!("daybook: snapshot not used ({e}); replaying the whole journal");
+                (fresh()?, 0)
+            }
+        };
         let mut discard = Vec::new();
-        let last_seq = journal::recover(&dir, |entry| match entry.kind {
+        let last_seq = journal::recover(&dir, snapshot_seq, |entry| match entry.kind {
             Some(EntryKind::Tenant(bytes)) => {
                 if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
                     && let Ok(spec) = api::tenant_in(&t)
@@ -279,11 +292,77 @@ impl Daybook {
         let _ = rx.wait_for(|s| *s).await;
     }
 
+    /// Writes the state as it is after the last journal entry, so the next start replays
+    /// only what comes after. Called at shutdown, once the journal is flushed.
+    pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        let _order = self.order.lock().expect("order lock");
+        let seq = self.journal.appended();
+        if self.journal.durable() != seq || super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed) {
+            // The state holds events the journal does not: a snapshot would claim them.
+            return Err(std::io::Error::other("the journal is behind the state"));
+        }
+        let tmp = data_dir.join("snapshot.tmp");
+        let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        let mut w = crate::rating::snapshot::Writer::new(file);
+        w.bytes(SNAPSHOT_MAGIC)?;
+        w.u64(seq)?;
+        let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
+        let api_tenants: Vec<Vec<u8>> = self
+            .engine
+            .tenant_ids()
+            .iter()
+            .filter(|id| !file_tenants.contains(&***id))
+            .filter_map(|id| self.engine.tenant(id))
+            .map(|t| api::tenant_out(&t.spec).encode_to_vec())
+            .collect();
+        w.u32(api_tenants.len() as u32)?;
+        for t in &api_tenants {
+            w.blob(t)?;
+        }
+        self.engine.write_state(&mut w)?;
+        let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, data_dir.join("snapshot.bin"))?;
+        std::fs::File::open(data_dir)?.sync_all()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
             && !super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed)
     }
+}
+
+const SNAPSHOT_MAGIC: &[u8] = b"daybook-snapshot-1";
+
+/// Loads `snapshot.bin` into `engine` (which holds the file's tenants): the API tenants it
+/// names, then the engine state. Returns the engine and the journal position it covers.
+fn read_snapshot(
+    data_dir: &std::path::Path,
+    engine: Engine,
+    file_tenants: &HashSet<String>,
+) -> Result<Option<(Engine, u64)>, String> {
+    let path = data_dir.join("snapshot.bin");
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut r = crate::rating::snapshot::Reader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    if r.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+        return Err("not a daybook snapshot".into());
+    }
+    let seq = r.u64()?;
+    for _ in 0..r.u32()? {
+        let bytes = r.blob()?;
+        let t = pb::Tenant::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+        let spec = api::tenant_in(&t).map_err(|_| "invalid tenant in the snapshot".to_string())?;
+        if !file_tenants.contains(&spec.id) {
+            engine.put_tenant(spec).map_err(|e| e.to_string())?;
+        }
+    }
+    engine.read_state(r)?;
+    Ok(Some((engine, seq)))
 }
 
 /// The deployment's fingerprint key, created once per data directory.

@@ -152,12 +152,18 @@ fn segment_name(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.log"))
 }
 
-/// Replays the journal into `apply`, one segment at a time (memory stays bounded by a
+/// Replays the journal after sequence number `after` into `apply`, one segment at a time (memory stays bounded by a
 /// segment, whatever the journal's size). A torn tail of the *last* segment is truncated
 /// (that frame was never acknowledged); damage anywhere else, or a gap in the sequence, is
 /// an error, and the caller must not start. Returns the last sequence number.
-pub fn recover(dir: &Path, mut apply: impl FnMut(Entry)) -> Result<u64, JournalError> {
-    let files = segments(dir)?;
+pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u64, JournalError> {
+    let all_files = segments(dir)?;
+    // Segments whose entries all precede `after + 1` (a snapshot covers them) are skipped
+    // whole: a segment's name is its first sequence number.
+    let first_seq =
+        |p: &PathBuf| -> u64 { p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0) };
+    let start = all_files.iter().rposition(|p| first_seq(p) <= after + 1).unwrap_or(0);
+    let files = &all_files[start..];
     // After `daybook journal repair` the operator has accepted the dropped records, and
     // the gaps they leave are expected; otherwise a gap is damage.
     let repaired = dir.join("repairs.log").exists();
@@ -186,10 +192,20 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Entry)) -> Result<u64, JournalE
                 });
             }
             last = Some(entry.seq);
-            apply(entry);
+            if entry.seq > after {
+                apply(entry);
+            }
         }
     }
-    Ok(last.unwrap_or(0))
+    let last = last.unwrap_or(0);
+    if last < after {
+        return Err(JournalError::Damaged {
+            segment: dir.to_path_buf(),
+            offset: 0,
+            reason: format!("the journal ends at {last}, before the snapshot's {after}: journal segments are missing"),
+        });
+    }
+    Ok(last)
 }
 
 /// Whether the bytes from `good` to the end are a single incomplete frame (a write cut
@@ -564,7 +580,7 @@ mod tests {
 
     fn collect(dir: &Path) -> Result<Vec<Entry>, JournalError> {
         let mut out = Vec::new();
-        recover(dir, |e| out.push(e))?;
+        recover(dir, 0, |e| out.push(e))?;
         Ok(out)
     }
 

@@ -172,6 +172,14 @@ pub async fn run(
         tasks.abort_all();
     }
     daybook.journal.close().await;
+    // The next start replays only what comes after this.
+    let dir = config.data_dir.clone();
+    let writer = daybook.clone();
+    match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
+        Err(e) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
+    }
     if let Some(sink) = sink {
         // Give the sink a moment to write what the journal just published.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -844,3 +844,58 @@ async fn fsync_durability_and_batch_limits() {
     assert_eq!(usage(&channel, "acme").await.interactions, 1, "the refused batch changed nothing");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_loads_the_snapshot_and_a_damaged_one_falls_back_to_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.tcp_channel().await;
+    let mut plan_tenant = tenant("acme", "UTC", pb::Meter::Dar);
+    plan_tenant.settings.as_mut().unwrap().generative_ai = Some(true);
+    create(&channel, plan_tenant).await;
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let mut originals = Vec::new();
+    for i in 0..40 {
+        let request =
+            message("acme", &format!("m{i}"), "2025-06-19T10:00:00Z", &format!("c{}", i % 9), pb::SenderRole::Agent);
+        originals.push((request.clone(), ingest.ingest_message(request).await.unwrap().into_inner().outcome.unwrap()));
+    }
+    let mut before = usage(&channel, "acme").await;
+    drop((ingest, channel));
+    server.stop().await;
+    let snapshot = dir.path().join("snapshot.bin");
+    assert!(snapshot.exists(), "a graceful stop writes a snapshot");
+
+    for damaged in [false, true] {
+        if damaged {
+            let mut bytes = std::fs::read(&snapshot).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&snapshot, bytes).unwrap();
+        }
+        let server = Harness::start(dir.path(), NOW, Config::default()).await;
+        let channel = server.uds_channel().await;
+        assert_eq!(usage(&channel, "acme").await, before, "damaged snapshot: {damaged}");
+        let mut ingest = IngestServiceClient::new(channel.clone());
+        for (request, original) in &originals {
+            let retry = ingest.ingest_message(request.clone()).await.unwrap().into_inner().outcome.unwrap();
+            assert!(retry.retry);
+            assert_eq!(pb::EventOutcome { retry: false, ..retry }, *original);
+        }
+        // New events after a snapshot-based start are rated on top of it.
+        let next = ingest
+            .ingest_message(message(
+                "acme",
+                &format!("new-{damaged}"),
+                "2025-06-20T10:00:00Z",
+                &format!("fresh-{damaged}"),
+                pb::SenderRole::Consumer,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next.into_inner().outcome.unwrap().disposition, pb::Disposition::NewInteraction as i32);
+        before = usage(&channel, "acme").await;
+        drop((ingest, channel));
+        server.stop().await;
+    }
+}

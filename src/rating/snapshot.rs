@@ -1,0 +1,527 @@
+//! Engine state as a byte stream, for snapshots: every map of the engine, tenants by id
+//! (so indices may differ on load), and the alerts raised. Pure encoding over `Write` and
+//! `Read`; the server decides where the bytes live. Aggregates are not stored: they are
+//! rebuilt from the state on load.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use super::credits::LineKind;
+use super::ids::{Fp, RecordId};
+use super::meter::MeterKind;
+use super::money::{Currency, Money};
+use super::outcome::{
+    Alert, CreditLine, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome, PassThroughCharge,
+    PeriodInfo,
+};
+use super::settings::Features;
+use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog};
+use super::time::Instant;
+
+/// Writes primitives, keeping a CRC of everything written.
+pub struct Writer<W: Write> {
+    out: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Writer { out, crc: crc32fast::Hasher::new() }
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc.update(b);
+        self.out.write_all(b)
+    }
+
+    pub fn u8(&mut self, n: u8) -> std::io::Result<()> {
+        self.bytes(&[n])
+    }
+
+    pub fn u32(&mut self, n: u32) -> std::io::Result<()> {
+        self.bytes(&n.to_le_bytes())
+    }
+
+    pub fn u64(&mut self, n: u64) -> std::io::Result<()> {
+        self.bytes(&n.to_le_bytes())
+    }
+
+    pub fn i64(&mut self, n: i64) -> std::io::Result<()> {
+        self.bytes(&n.to_le_bytes())
+    }
+
+    pub fn blob(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.u32(b.len() as u32)?;
+        self.bytes(b)
+    }
+
+    pub fn str(&mut self, s: &str) -> std::io::Result<()> {
+        self.blob(s.as_bytes())
+    }
+
+    pub fn opt_str(&mut self, s: Option<&str>) -> std::io::Result<()> {
+        match s {
+            Some(s) => {
+                self.u8(1)?;
+                self.str(s)
+            }
+            None => self.u8(0),
+        }
+    }
+
+    pub fn fp(&mut self, fp: Fp) -> std::io::Result<()> {
+        self.u64(fp.0)?;
+        self.u64(fp.1)
+    }
+
+    pub fn decimal(&mut self, d: Decimal) -> std::io::Result<()> {
+        self.bytes(&d.serialize())
+    }
+
+    pub fn instant(&mut self, t: Instant) -> std::io::Result<()> {
+        self.i64(t.timestamp())?;
+        self.u32(t.timestamp_subsec_nanos())
+    }
+
+    pub fn id(&mut self, id: RecordId) -> std::io::Result<()> {
+        self.bytes(&id.0)
+    }
+
+    pub fn opt_id(&mut self, id: Option<RecordId>) -> std::io::Result<()> {
+        match id {
+            Some(id) => {
+                self.u8(1)?;
+                self.id(id)
+            }
+            None => self.u8(0),
+        }
+    }
+
+    /// Ends the stream with the CRC of everything before it.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_le_bytes())?;
+        Ok(self.out)
+    }
+}
+
+/// Reads what [`Writer`] wrote, checking the CRC at the end.
+pub struct Reader<R: Read> {
+    input: R,
+    crc: crc32fast::Hasher,
+}
+
+pub type ReadResult<T> = Result<T, String>;
+
+impl<R: Read> Reader<R> {
+    pub fn new(input: R) -> Self {
+        Reader { input, crc: crc32fast::Hasher::new() }
+    }
+
+    pub fn bytes(&mut self, n: usize) -> ReadResult<Vec<u8>> {
+        if n > 64 << 20 {
+            return Err(format!("implausible length {n}"));
+        }
+        let mut b = vec![0u8; n];
+        self.input.read_exact(&mut b).map_err(|e| format!("truncated: {e}"))?;
+        self.crc.update(&b);
+        Ok(b)
+    }
+
+    fn array<const N: usize>(&mut self) -> ReadResult<[u8; N]> {
+        let mut b = [0u8; N];
+        self.input.read_exact(&mut b).map_err(|e| format!("truncated: {e}"))?;
+        self.crc.update(&b);
+        Ok(b)
+    }
+
+    pub fn u8(&mut self) -> ReadResult<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn u32(&mut self) -> ReadResult<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> ReadResult<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub fn i64(&mut self) -> ReadResult<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub fn blob(&mut self) -> ReadResult<Vec<u8>> {
+        let n = self.u32()? as usize;
+        self.bytes(n)
+    }
+
+    pub fn str(&mut self) -> ReadResult<String> {
+        String::from_utf8(self.blob()?).map_err(|_| "not UTF-8".to_string())
+    }
+
+    pub fn opt_str(&mut self) -> ReadResult<Option<String>> {
+        Ok(if self.u8()? == 1 { Some(self.str()?) } else { None })
+    }
+
+    pub fn fp(&mut self) -> ReadResult<Fp> {
+        Ok(Fp(self.u64()?, self.u64()?))
+    }
+
+    pub fn decimal(&mut self) -> ReadResult<Decimal> {
+        Ok(Decimal::deserialize(self.array()?))
+    }
+
+    pub fn instant(&mut self) -> ReadResult<Instant> {
+        let (secs, nanos) = (self.i64()?, self.u32()?);
+        chrono::DateTime::from_timestamp(secs, nanos).ok_or_else(|| "instant out of range".to_string())
+    }
+
+    pub fn id(&mut self) -> ReadResult<RecordId> {
+        Ok(RecordId(self.array()?))
+    }
+
+    pub fn opt_id(&mut self) -> ReadResult<Option<RecordId>> {
+        Ok(if self.u8()? == 1 { Some(self.id()?) } else { None })
+    }
+
+    /// Checks the CRC that ends the stream.
+    pub fn finish(mut self) -> ReadResult<()> {
+        let expected = self.crc.clone().finalize();
+        let mut b = [0u8; 4];
+        self.input.read_exact(&mut b).map_err(|e| format!("truncated: {e}"))?;
+        if u32::from_le_bytes(b) != expected {
+            return Err("checksum mismatch".into());
+        }
+        Ok(())
+    }
+}
+
+/// Rules are `&'static str` in the core; snapshots store their names.
+const RULES: &[&str] = &[
+    "DAR-1", "DAR-2", "DAR-3", "DAR-4", "DAR-5", "DAR-6", "CYC-1", "CYC-2", "CYC-3", "CYC-4", "CYC-5", "CYC-6",
+    "MAU-1", "CR-1", "CR-2", "CR-3", "CR-4", "CR-5", "CR-6", "CR-7", "CR-8", "CR-9", "PL-1", "PL-2", "PL-3", "PL-4",
+    "T-1", "T-2", "T-3", "T-4", "T-5", "T-6", "",
+];
+
+fn rule(name: &str) -> ReadResult<&'static str> {
+    RULES.iter().find(|r| **r == name).copied().ok_or_else(|| format!("unknown rule `{name}`"))
+}
+
+const KINDS: [LineKind; 6] = [
+    LineKind::Base,
+    LineKind::GenerativeAi,
+    LineKind::IntentListening,
+    LineKind::PerformanceOptimizer,
+    LineKind::Cobrowse,
+    LineKind::Functions,
+];
+
+fn kind_code(k: LineKind) -> u8 {
+    KINDS.iter().position(|x| *x == k).expect("every kind is listed") as u8
+}
+
+fn kind(code: u8) -> ReadResult<LineKind> {
+    KINDS.get(code as usize).copied().ok_or_else(|| format!("unknown line kind {code}"))
+}
+
+fn period_out<W: Write>(w: &mut Writer<W>, p: &PeriodInfo) -> std::io::Result<()> {
+    w.str(&p.label)?;
+    w.instant(p.start)?;
+    w.instant(p.end)?;
+    w.str(p.zone.name())
+}
+
+fn period_in<R: Read>(r: &mut Reader<R>) -> ReadResult<PeriodInfo> {
+    let label = r.str()?;
+    let (start, end) = (r.instant()?, r.instant()?);
+    let zone: Tz = r.str()?.parse().map_err(|_| "unknown zone".to_string())?;
+    Ok(PeriodInfo { label, start, end, zone })
+}
+
+fn line_out<W: Write>(w: &mut Writer<W>, l: &CreditLine) -> std::io::Result<()> {
+    w.id(l.id)?;
+    w.opt_id(l.interaction_id)?;
+    w.u8(kind_code(l.kind))?;
+    w.u8(l.applies_to.map(|k| kind_code(k) + 1).unwrap_or(0))?;
+    w.decimal(l.credits)?;
+    w.str(l.rule)?;
+    period_out(w, &l.period)?;
+    w.str(&l.event_id)?;
+    w.opt_id(l.reverses)
+}
+
+fn line_in<R: Read>(r: &mut Reader<R>) -> ReadResult<CreditLine> {
+    let id = r.id()?;
+    let interaction_id = r.opt_id()?;
+    let kind_value = kind(r.u8()?)?;
+    let applies_to = match r.u8()? {
+        0 => None,
+        n => Some(kind(n - 1)?),
+    };
+    Ok(CreditLine {
+        id,
+        interaction_id,
+        kind: kind_value,
+        applies_to,
+        credits: r.decimal()?,
+        rule: rule(&r.str()?)?,
+        period: period_in(r)?,
+        event_id: r.str()?,
+        reverses: r.opt_id()?,
+    })
+}
+
+const REASONS: [NotBillableReason; 5] = [
+    NotBillableReason::SystemMessage,
+    NotBillableReason::ProactiveAwaitingReply,
+    NotBillableReason::CobrowseNotEstablished,
+    NotBillableReason::CobrowseSessionCounted,
+    NotBillableReason::FunctionsFreeTier,
+];
+
+/// A whole outcome (only the rare ones that cannot be re-derived are stored whole).
+pub fn outcome_out<W: Write>(w: &mut Writer<W>, o: &Outcome) -> std::io::Result<()> {
+    w.str(&o.event_id)?;
+    match o.disposition {
+        Disposition::NewInteraction => w.u8(0)?,
+        Disposition::AlreadyCounted => w.u8(1)?,
+        Disposition::Charged => w.u8(2)?,
+        Disposition::NotBillable(r) => {
+            w.u8(3)?;
+            w.u8(REASONS.iter().position(|x| *x == r).expect("every reason is listed") as u8)?;
+        }
+    }
+    w.u32(o.interactions.len() as u32)?;
+    for i in &o.interactions {
+        w.id(i.id)?;
+        w.str(&i.tenant)?;
+        w.str(i.meter.name())?;
+        w.str(&i.key.consumer)?;
+        w.opt_str(i.key.conversation.as_deref())?;
+        w.opt_str(i.key.integration.as_deref())?;
+        period_out(w, &i.period)?;
+        w.str(i.rule)?;
+        w.u32(i.lines.len() as u32)?;
+        for l in &i.lines {
+            line_out(w, l)?;
+        }
+        w.str(&i.event_id)?;
+    }
+    w.u32(o.counted_in.len() as u32)?;
+    for id in &o.counted_in {
+        w.id(*id)?;
+    }
+    w.u32(o.lines.len() as u32)?;
+    for l in &o.lines {
+        line_out(w, l)?;
+    }
+    match &o.pass_through {
+        None => w.u8(0),
+        Some(p) => {
+            w.u8(1)?;
+            w.id(p.id)?;
+            w.decimal(p.price.amount)?;
+            w.str(p.price.currency.as_str())?;
+            w.decimal(p.charge.amount)?;
+            period_out(w, &p.period)?;
+            w.str(&p.event_id)
+        }
+    }
+}
+
+pub fn outcome_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Outcome> {
+    let event_id = r.str()?;
+    let disposition = match r.u8()? {
+        0 => Disposition::NewInteraction,
+        1 => Disposition::AlreadyCounted,
+        2 => Disposition::Charged,
+        3 => Disposition::NotBillable(*REASONS.get(r.u8()? as usize).ok_or("unknown reason")?),
+        n => return Err(format!("unknown disposition {n}")),
+    };
+    let mut interactions = Vec::new();
+    for _ in 0..r.u32()? {
+        let id = r.id()?;
+        let tenant: Arc<str> = Arc::from(r.str()?.as_str());
+        let meter = MeterKind::parse(&r.str()?).ok_or("unknown meter")?;
+        let key = InteractionKey { consumer: r.str()?, conversation: r.opt_str()?, integration: r.opt_str()? };
+        let period = period_in(r)?;
+        let rule_name = rule(&r.str()?)?;
+        let mut lines = Vec::new();
+        for _ in 0..r.u32()? {
+            lines.push(line_in(r)?);
+        }
+        interactions.push(Interaction { id, tenant, meter, key, period, rule: rule_name, lines, event_id: r.str()? });
+    }
+    let mut counted_in = Vec::new();
+    for _ in 0..r.u32()? {
+        counted_in.push(r.id()?);
+    }
+    let mut lines = Vec::new();
+    for _ in 0..r.u32()? {
+        lines.push(line_in(r)?);
+    }
+    let pass_through = if r.u8()? == 1 {
+        let id = r.id()?;
+        let amount = r.decimal()?;
+        let currency = Currency::parse(&r.str()?).ok_or("bad currency")?;
+        let charge = r.decimal()?;
+        Some(PassThroughCharge {
+            id,
+            price: Money::new(amount, currency),
+            charge: Money::new(charge, currency),
+            period: period_in(r)?,
+            event_id: r.str()?,
+        })
+    } else {
+        None
+    };
+    Ok(Outcome { event_id, disposition, retry: false, interactions, counted_in, lines, pass_through })
+}
+
+pub fn interaction_entry_out<W: Write>(w: &mut Writer<W>, e: &InteractionEntry) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.u32(e.period_start as u32)?;
+    w.u32(e.first_ms)?;
+    w.u32(e.first_tie)?;
+    w.u8(e.any.0)?;
+    w.u8(e.first.0)?;
+    w.u32(u32::from(e.generation))
+}
+
+pub fn interaction_entry_in<R: Read>(r: &mut Reader<R>) -> ReadResult<InteractionEntry> {
+    Ok(InteractionEntry {
+        tenant: r.u32()?,
+        period_start: r.u32()? as i32,
+        first_ms: r.u32()?,
+        first_tie: r.u32()?,
+        any: Features(r.u8()?),
+        first: Features(r.u8()?),
+        generation: r.u32()? as u16,
+    })
+}
+
+pub fn cobrowse_out<W: Write>(w: &mut Writer<W>, e: &CobrowseEntry) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.str(&e.session)?;
+    w.instant(e.first_at)?;
+    w.u32(e.first_tie)?;
+    w.str(&e.first_event_id)
+}
+
+pub fn cobrowse_in<R: Read>(r: &mut Reader<R>) -> ReadResult<CobrowseEntry> {
+    Ok(CobrowseEntry {
+        tenant: r.u32()?,
+        session: r.str()?,
+        first_at: r.instant()?,
+        first_tie: r.u32()?,
+        first_event_id: r.str()?,
+    })
+}
+
+pub fn functions_out<W: Write>(w: &mut Writer<W>, e: &FunctionsEntry) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.u32(e.month_start as u32)?;
+    w.u32(e.counts.len() as u32)?;
+    for (fp, n) in &e.counts {
+        w.fp(*fp)?;
+        w.u64(*n)?;
+    }
+    Ok(())
+}
+
+pub fn functions_in<R: Read>(r: &mut Reader<R>) -> ReadResult<FunctionsEntry> {
+    let (tenant, month_start) = (r.u32()?, r.u32()? as i32);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..r.u32()? {
+        counts.insert(r.fp()?, r.u64()?);
+    }
+    Ok(FunctionsEntry { tenant, month_start, counts })
+}
+
+pub fn pass_through_out<W: Write>(w: &mut Writer<W>, e: &PassThroughEntry) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.u32(e.date as u32)?;
+    w.str(e.currency.as_str())?;
+    w.decimal(e.charge)
+}
+
+pub fn pass_through_in<R: Read>(r: &mut Reader<R>) -> ReadResult<PassThroughEntry> {
+    Ok(PassThroughEntry {
+        tenant: r.u32()?,
+        date: r.u32()? as i32,
+        currency: Currency::parse(&r.str()?).ok_or("bad currency")?,
+        charge: r.decimal()?,
+    })
+}
+
+pub fn replies_out<W: Write>(w: &mut Writer<W>, e: &ReplyLog) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.str(&e.consumer)?;
+    w.u32(e.outbounds.len() as u32)?;
+    for o in &e.outbounds {
+        w.instant(o.at)?;
+        w.u32(o.tie)?;
+        w.str(&o.event_id)?;
+        w.opt_str(o.conversation.as_deref())?;
+        w.opt_str(o.integration.as_deref())?;
+        w.i64(o.window.num_milliseconds())?;
+        match &o.charged_to {
+            None => w.u8(0)?,
+            Some(c) => {
+                w.u8(1)?;
+                w.opt_str(c.as_deref())?;
+            }
+        }
+    }
+    w.u32(e.replies.len() as u32)?;
+    for (at, conversation) in &e.replies {
+        w.instant(*at)?;
+        w.str(conversation)?;
+    }
+    Ok(())
+}
+
+pub fn replies_in<R: Read>(r: &mut Reader<R>) -> ReadResult<ReplyLog> {
+    let (tenant, consumer) = (r.u32()?, r.str()?);
+    let mut outbounds = Vec::new();
+    for _ in 0..r.u32()? {
+        let at = r.instant()?;
+        let tie = r.u32()?;
+        let event_id = r.str()?;
+        let conversation = r.opt_str()?;
+        let integration = r.opt_str()?;
+        let window = TimeDelta::milliseconds(r.i64()?);
+        let charged_to = if r.u8()? == 1 { Some(r.opt_str()?) } else { None };
+        outbounds.push(Outbound { at, tie, event_id, conversation, integration, window, charged_to });
+    }
+    let mut replies = Vec::new();
+    for _ in 0..r.u32()? {
+        replies.push((r.instant()?, r.str()?));
+    }
+    Ok(ReplyLog { tenant, consumer, outbounds, replies })
+}
+
+pub fn alert_out<W: Write>(w: &mut Writer<W>, a: &Alert) -> std::io::Result<()> {
+    w.id(a.id)?;
+    w.str(&a.period)?;
+    w.decimal(a.threshold)?;
+    w.decimal(a.usage)?;
+    w.decimal(a.base)?;
+    w.str(&a.event_id)
+}
+
+pub fn alert_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Alert> {
+    Ok(Alert {
+        id: r.id()?,
+        period: r.str()?,
+        threshold: r.decimal()?,
+        usage: r.decimal()?,
+        base: r.decimal()?,
+        event_id: r.str()?,
+    })
+}
