@@ -210,5 +210,52 @@ fn proto(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rating, proto);
+/// Maintenance pauses ingest while it holds the server's ordering lock: copying the state
+/// for a snapshot, and pruning closed periods. Both are measured on 1M hot
+/// relationship-days with 1M remembered event ids.
+fn maintenance(c: &mut Criterion) {
+    const STATE: usize = 1_000_000;
+    let fill = |engine: &Engine| {
+        for i in 0..STATE {
+            let at = format!("2025-06-{:02}T10:00:00-04:00", 1 + i % 28);
+            engine
+                .ingest(message(format!("m{i}"), format!("c{i}"), &at, SenderRole::Consumer), None, &mut Vec::new())
+                .unwrap();
+        }
+    };
+    let mut group = c.benchmark_group("maintenance");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(STATE as u64));
+    let full = engine();
+    fill(&full);
+    group.bench_function("snapshot_copy_1m", |b| b.iter(|| black_box(full.image())));
+    group.bench_function("snapshot_encode_1m", |b| {
+        let image = full.image();
+        b.iter(|| {
+            let mut w = daybook::rating::snapshot::Writer::new(std::io::sink());
+            image.write(&mut w).unwrap();
+            black_box(w.finish().unwrap())
+        })
+    });
+    drop(full);
+    // Every period of June closed at once (the first close after a long stop).
+    let now = "2025-09-01T00:00:00Z".parse().unwrap();
+    group.bench_function("prune_1m", |b| {
+        b.iter_batched(
+            || {
+                let e = engine();
+                fill(&e);
+                e
+            },
+            |e| {
+                black_box(e.close_periods(now));
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rating, proto, maintenance);
 criterion_main!(benches);

@@ -5,9 +5,10 @@
 //! aggregates, and only first touches and new lines take it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, TimeDelta};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use rust_decimal::Decimal;
@@ -51,6 +52,10 @@ pub struct TenantSlot {
     /// Aggregates behind usage and statements. A std mutex: held for a few additions,
     /// never across an await.
     ledger: Mutex<Ledger>,
+    /// Unix milliseconds before which every period has been closed and its state pruned
+    /// ([`Engine::close_periods`]); `i64::MIN` while nothing is. Events of a closed
+    /// period are refused as too late (T-3), whatever the horizon says since.
+    closed_before: AtomicI64,
 }
 
 impl TenantSlot {
@@ -63,6 +68,10 @@ impl TenantSlot {
 #[derive(Debug, Clone)]
 struct EventEntry {
     payload: u64,
+    /// The tenant's index, and the event's UTC date (days from the common era): when its
+    /// id may be forgotten.
+    tenant: u32,
+    day: i32,
     outcome: StoredOutcome,
 }
 
@@ -150,6 +159,11 @@ impl KeyRef<'_> {
 struct Effects {
     /// Set when re-rating a retry: read this instead of the maps, and change nothing.
     dry: Option<Prior>,
+    /// The arrival instant lateness is judged at, and the tenant's closed-period watermark:
+    /// an effect on another period (a DAR-5 outbound's day) is made only while that period
+    /// is open (T-3).
+    now: Option<Instant>,
+    closed_before: Option<i64>,
     /// What the event met, for its stored outcome.
     prior: Option<Prior>,
     /// The outcome cannot be re-derived from `prior` (a DAR-5 outbound was charged, or a
@@ -198,8 +212,11 @@ impl Engine {
         let mut by_index = self.by_index.write().expect("index lock");
         let index = by_index.len() as u32;
         let compiled = Arc::new(Tenant::compile(spec, index)?);
-        let slot =
-            Arc::new(TenantSlot { config: RwLock::new(compiled.clone()), ledger: Mutex::new(Ledger::default()) });
+        let slot = Arc::new(TenantSlot {
+            config: RwLock::new(compiled.clone()),
+            ledger: Mutex::new(Ledger::default()),
+            closed_before: AtomicI64::new(i64::MIN),
+        });
         by_index.push(slot.clone());
         self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
         Ok(compiled)
@@ -248,7 +265,7 @@ impl Engine {
         };
 
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(tenant, &event, now)
+            && let Err(refusal) = self.check_time(tenant, &event, now, slot.closed_before.load(Ordering::Acquire))
         {
             if refusal.code == Code::FailedPrecondition {
                 records.push(dead_letter(tenant, event, &refusal));
@@ -256,7 +273,8 @@ impl Engine {
             return Err(refusal);
         }
 
-        let mut effects = Effects::default();
+        let mut effects =
+            Effects { now, closed_before: Some(slot.closed_before.load(Ordering::Acquire)), ..Effects::default() };
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         if !effects.ledger.is_empty() {
@@ -286,7 +304,7 @@ impl Engine {
             Some(prior) if !effects.keep_whole => StoredOutcome::Prior(prior),
             _ => StoredOutcome::Full(Arc::new(outcome.clone())),
         };
-        vacant.insert(EventEntry { payload, outcome: stored });
+        vacant.insert(EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: stored });
         records.append(&mut effects.records);
         Ok(outcome)
     }
@@ -338,8 +356,8 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// T-3 and T-4.
-    fn check_time(&self, tenant: &Tenant, event: &Event, now: Instant) -> Result<(), Refusal> {
+    /// T-3 and T-4. `closed_before` is the tenant's pruning watermark (Unix ms).
+    fn check_time(&self, tenant: &Tenant, event: &Event, now: Instant, closed_before: i64) -> Result<(), Refusal> {
         let settings = tenant.settings_at(event.at);
         if event.at > now + settings.max_clock_skew {
             return Err(Refusal::new(
@@ -352,15 +370,18 @@ impl Engine {
             ));
         }
         // The period ends after the event, so an event within the horizon of its own
-        // instant is never late; only older ones need their period computed.
-        if event.at + settings.lateness_horizon >= now {
+        // instant (and after any closed period) is never late; only others need their
+        // period computed.
+        let at_ms = time::to_millis(event.at);
+        let within_horizon = event.at + settings.lateness_horizon >= now;
+        if within_horizon && at_ms >= closed_before {
             return Ok(());
         }
         let period = match event.body {
             Body::FunctionInvocations { .. } => tenant.period_in(Window::LocalMonth, event.at),
             _ => tenant.period(event.at),
         };
-        if period.end() + settings.lateness_horizon < now {
+        if !within_horizon && period.end() + settings.lateness_horizon < now {
             return Err(Refusal::new(
                 Code::FailedPrecondition,
                 "T-3",
@@ -368,6 +389,18 @@ impl Engine {
                     "too late: its period {} ended more than lateness_horizon ({}) ago; kept as a dead letter",
                     period.label(),
                     time::format_duration(settings.lateness_horizon)
+                ),
+            ));
+        }
+        // A period closed by pruning stays closed, even if the horizon was raised since:
+        // its state is gone, so a late event could be counted twice.
+        if time::to_millis(period.end()) <= closed_before {
+            return Err(Refusal::new(
+                Code::FailedPrecondition,
+                "T-3",
+                format!(
+                    "too late: its period {} is closed (past the lateness horizon; its state was pruned); kept as a dead letter",
+                    period.label()
                 ),
             ));
         }
@@ -403,7 +436,15 @@ impl Engine {
                 let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
                 let key = self.users_key(tenant, month);
                 let sender = self.fingerprinter.start(domain::PLATFORM_USER).str(sender_id).finish();
-                self.users.entry(key).or_default().senders.insert(sender);
+                self.users
+                    .entry(key)
+                    .or_insert_with(|| UsersEntry {
+                        tenant: tenant.index,
+                        month_start: time::date_to_days(month),
+                        senders: Default::default(),
+                    })
+                    .senders
+                    .insert(sender);
             }
         }
 
@@ -512,6 +553,14 @@ impl Engine {
         reply_conversation: &str,
         fx: &mut Effects,
     ) -> bool {
+        // The outbound's period may have closed while it waited (a late reply): its
+        // statement is final, so it is not charged (ARCHITECTURE.md, "Rulebook gaps").
+        let period = tenant.period(outbound.at);
+        let past_horizon =
+            fx.now.is_some_and(|now| period.end() + tenant.settings_at(outbound.at).lateness_horizon < now);
+        if past_horizon || fx.closed_before.is_some_and(|c| time::to_millis(period.end()) <= c) {
+            return false;
+        }
         let conversation =
             outbound.conversation.clone().or_else(|| Some(reply_conversation.to_string()).filter(|c| !c.is_empty()));
         let touch = Touch {
@@ -851,7 +900,7 @@ impl Engine {
         let slot = self.slot(tenant_id)?;
         let tenant = slot.config();
         let ledger = slot.ledger.lock().expect("ledger lock");
-        Some(ledger::statement(&tenant, &ledger, period, |month| self.platform_users(&tenant, month)))
+        Some(ledger::statement(&tenant, &ledger, period, |month| self.platform_users(&tenant, &ledger, month)))
     }
 
     /// Every statement with usage, oldest first.
@@ -863,7 +912,7 @@ impl Engine {
         Some(
             periods
                 .iter()
-                .map(|p| ledger::statement(&tenant, &ledger, p, |month| self.platform_users(&tenant, month)))
+                .map(|p| ledger::statement(&tenant, &ledger, p, |month| self.platform_users(&tenant, &ledger, month)))
                 .collect(),
         )
     }
@@ -873,8 +922,11 @@ impl Engine {
         self.fingerprinter.start(domain::PLATFORM_USER).str(&tenant.id).i64(time::date_to_days(month).into()).finish()
     }
 
-    fn platform_users(&self, tenant: &Tenant, month: NaiveDate) -> u64 {
-        self.users.get(&self.users_key(tenant, month)).map(|u| u.senders.len() as u64).unwrap_or(0)
+    /// Distinct platform users of a month: pruned months keep only their count. Called
+    /// with the tenant's ledger locked, which pruning also holds.
+    fn platform_users(&self, tenant: &Tenant, ledger: &Ledger, month: NaiveDate) -> u64 {
+        let live = self.users.get(&self.users_key(tenant, month)).map(|u| u.senders.len() as u64).unwrap_or(0);
+        live + ledger.frozen.users.get(&month).copied().unwrap_or(0)
     }
 
     /// Number of hot relationship entries (interactions held in memory).
@@ -930,7 +982,15 @@ impl Engine {
             }
         }
         for e in other.users.iter() {
-            self.users.entry(*e.key()).or_default().senders.extend(e.senders.iter().copied());
+            self.users
+                .entry(*e.key())
+                .or_insert_with(|| UsersEntry {
+                    tenant: tenant_of(e.tenant),
+                    month_start: e.month_start,
+                    ..Default::default()
+                })
+                .senders
+                .extend(e.senders.iter().copied());
         }
         for e in other.pass_through.iter() {
             self.pass_through.insert(*e.key(), PassThroughEntry { tenant: tenant_of(e.tenant), ..*e.value() });
@@ -976,36 +1036,29 @@ impl Engine {
     /// raised are kept; thresholds the merged usage reaches are raised too.
     pub fn rebuild_ledgers(&self) {
         let slots = self.by_index.read().expect("index lock").clone();
-        let mut fresh: Vec<Ledger> =
-            slots.iter().map(|s| Ledger::with_alerts(s.ledger.lock().expect("ledger lock").alerts.clone())).collect();
+        let mut fresh: Vec<Ledger> = slots
+            .iter()
+            .map(|s| {
+                let old = s.ledger.lock().expect("ledger lock");
+                Ledger::rebuild_base(old.alerts.clone(), old.frozen.clone())
+            })
+            .collect();
         let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
         for e in self.interactions.iter() {
-            let tenant = &tenants[e.tenant as usize];
-            let date = e.period_start_date();
-            let structure = tenant.structure(date);
-            let features = match structure.feature_attribution {
-                FeatureAttribution::AnyEvent => e.any,
-                FeatureAttribution::FirstEvent => e.first,
-            };
             let ledger = &mut fresh[e.tenant as usize];
-            ledger.add(date, Entry::Interaction);
-            for s in interaction_lines(features, structure.gai_multiplies_addons).lines() {
-                ledger.add(date, Entry::Credits(s.slot as usize, s.credits));
-            }
+            interaction_entries(&tenants[e.tenant as usize], e.value(), |date, entry| ledger.add(date, entry));
         }
         for e in self.cobrowse.iter() {
-            let tenant = &tenants[e.tenant as usize];
-            let (line, date) = cobrowse_line(tenant, e.value());
-            fresh[e.tenant as usize].add(date, Entry::Credits(COBROWSE_BUCKET, line.credits));
+            let (date, entry) = cobrowse_entry(&tenants[e.tenant as usize], e.value());
+            fresh[e.tenant as usize].add(date, entry);
         }
         for e in self.functions.iter() {
-            let tenant = &tenants[e.tenant as usize];
-            let month = time::days_to_date(e.month_start);
-            let credits = credits::functions_credits(e.total(), tenant.functions_rounding(month));
-            fresh[e.tenant as usize].add(month, Entry::Credits(FUNCTIONS_BUCKET, credits));
+            let (date, entry) = functions_entry(&tenants[e.tenant as usize], e.value());
+            fresh[e.tenant as usize].add(date, entry);
         }
         for e in self.pass_through.iter() {
-            fresh[e.tenant as usize].add(time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge));
+            let (date, entry) = pass_through_entry(e.value());
+            fresh[e.tenant as usize].add(date, entry);
         }
         for ((slot, tenant), mut ledger) in slots.iter().zip(&tenants).zip(fresh) {
             let dates: Vec<NaiveDate> = ledger.dates().collect();
@@ -1015,6 +1068,105 @@ impl Engine {
             }
             *slot.ledger.lock().expect("ledger lock") = ledger;
         }
+    }
+
+    /// Closes the periods that ended more than each tenant's longest lateness horizon (and
+    /// a day's margin for clock steps) before `now`, and prunes their state: no event may
+    /// touch them again (T-3), so only their contribution to the aggregates is kept, and
+    /// event ids older than that are forgotten (a retry that late is refused as too late).
+    ///
+    /// Deterministic in `now` and the state: the server journals each call, so replay
+    /// prunes at the same points. Call it with no event being rated (the server holds its
+    /// ordering lock). Closes whole UTC days only, so calling it often costs a check.
+    pub fn close_periods(&self, now: Instant) -> Pruned {
+        let slots = self.by_index.read().expect("index lock").clone();
+        // Per tenant index: the new cutoff date, when it moved.
+        let mut cutoffs: Vec<Option<NaiveDate>> = vec![None; slots.len()];
+        for (i, slot) in slots.iter().enumerate() {
+            let tenant = slot.config();
+            let cutoff = (now - tenant.max_lateness_horizon() - TimeDelta::days(1)).date_naive();
+            let cutoff_ms = time::to_millis(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+            if cutoff_ms > slot.closed_before.load(Ordering::Acquire) {
+                slot.closed_before.store(cutoff_ms, Ordering::Release);
+                cutoffs[i] = Some(cutoff);
+            }
+        }
+        let mut pruned = Pruned { tenants: cutoffs.iter().flatten().count() as u64, ..Pruned::default() };
+        if cutoffs.iter().all(Option::is_none) {
+            return pruned;
+        }
+        let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
+        let mut ledgers: Vec<_> = slots.iter().map(|s| s.ledger.lock().expect("ledger lock")).collect();
+        // A period is closed when its last local date ends a whole day before the cutoff's
+        // UTC midnight (local midnights are within 14 hours of UTC). Other state is kept
+        // for as long as any period of its event may still be open: 33 days after it.
+        let closed = |tenant: u32, end_date: NaiveDate| {
+            cutoffs[tenant as usize].is_some_and(|c| end_date + TimeDelta::days(1) <= c)
+        };
+        let old_day =
+            |tenant: u32, day: i32| closed(tenant, time::days_to_date(day) + TimeDelta::days(PERIOD_SLACK_DAYS));
+        self.interactions.retain(|_, e| {
+            let tenant = &tenants[e.tenant as usize];
+            let end = tenant.period_of_date(tenant.meter.window, e.period_start_date(), chrono_tz::UTC).end_date;
+            if !closed(e.tenant, end) {
+                return true;
+            }
+            interaction_entries(tenant, e, |date, entry| ledgers[e.tenant as usize].frozen.add(date, entry));
+            pruned.interactions += 1;
+            false
+        });
+        self.cobrowse.retain(|_, e| {
+            if !old_day(e.tenant, utc_day(e.first_at)) {
+                return true;
+            }
+            let (date, entry) = cobrowse_entry(&tenants[e.tenant as usize], e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.functions.retain(|_, e| {
+            if !closed(e.tenant, time::first_of_next_month(time::days_to_date(e.month_start))) {
+                return true;
+            }
+            let (date, entry) = functions_entry(&tenants[e.tenant as usize], e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.users.retain(|_, e| {
+            // Any message of the month counts, and a meter period that is still open may
+            // hold its last days (a billing cycle): kept as long as other per-event state.
+            let month = time::days_to_date(e.month_start);
+            if !old_day(e.tenant, time::date_to_days(time::first_of_next_month(month))) {
+                return true;
+            }
+            *ledgers[e.tenant as usize].frozen.users.entry(month).or_default() += e.senders.len() as u64;
+            pruned.other += 1;
+            false
+        });
+        self.pass_through.retain(|_, e| {
+            if !old_day(e.tenant, e.date) {
+                return true;
+            }
+            let (date, entry) = pass_through_entry(e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.replies.retain(|_, log| {
+            let tenant = log.tenant;
+            let before = log.outbounds.len() + log.replies.len();
+            log.outbounds.retain(|o| !old_day(tenant, utc_day(o.at + o.window)));
+            log.replies.retain(|(at, _)| !old_day(tenant, utc_day(*at)));
+            pruned.other += (before - log.outbounds.len() - log.replies.len()) as u64;
+            !(log.outbounds.is_empty() && log.replies.is_empty())
+        });
+        self.events.retain(|_, e| {
+            let keep = !old_day(e.tenant, e.day);
+            pruned.events += u64::from(!keep);
+            keep
+        });
+        pruned
     }
 
     /// A digest of the whole billing state, for comparing engines: interactions with their
@@ -1062,6 +1214,55 @@ impl Effects {
 }
 
 /// The line of a co-browse session as its first established event prices and dates it.
+/// What an interaction contributes to the aggregates: one interaction and its lines, on
+/// its period's first date.
+fn interaction_entries(tenant: &Tenant, e: &InteractionEntry, mut add: impl FnMut(NaiveDate, Entry)) {
+    let date = e.period_start_date();
+    let structure = tenant.structure(date);
+    let features = match structure.feature_attribution {
+        FeatureAttribution::AnyEvent => e.any,
+        FeatureAttribution::FirstEvent => e.first,
+    };
+    add(date, Entry::Interaction);
+    for s in interaction_lines(features, structure.gai_multiplies_addons).lines() {
+        add(date, Entry::Credits(s.slot as usize, s.credits));
+    }
+}
+
+fn cobrowse_entry(tenant: &Tenant, e: &CobrowseEntry) -> (NaiveDate, Entry) {
+    let (line, date) = cobrowse_line(tenant, e);
+    (date, Entry::Credits(COBROWSE_BUCKET, line.credits))
+}
+
+fn functions_entry(tenant: &Tenant, e: &FunctionsEntry) -> (NaiveDate, Entry) {
+    let month = time::days_to_date(e.month_start);
+    (month, Entry::Credits(FUNCTIONS_BUCKET, credits::functions_credits(e.total(), tenant.functions_rounding(month))))
+}
+
+fn pass_through_entry(e: &PassThroughEntry) -> (NaiveDate, Entry) {
+    (time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge))
+}
+
+/// Days after an event's UTC date within which some period of it may still be open: the
+/// longest period (31 days), and a day for zones ahead of UTC.
+const PERIOD_SLACK_DAYS: i64 = 32;
+
+/// What [`Engine::close_periods`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Tenants whose closed periods moved on.
+    pub tenants: u64,
+    pub interactions: u64,
+    pub events: u64,
+    /// Co-browse sessions, Functions months, user months, pass-through charges, replies.
+    pub other: u64,
+}
+
+/// An instant's UTC date, as days from the common era.
+fn utc_day(at: Instant) -> i32 {
+    time::date_to_days(at.date_naive())
+}
+
 fn cobrowse_line(tenant: &Tenant, entry: &CobrowseEntry) -> (CreditLine, NaiveDate) {
     let period = tenant.period(entry.first_at);
     let credits = tenant.settings_at(entry.first_at).cobrowse_credits;
@@ -1139,19 +1340,23 @@ mod tests {
     #[test]
     fn remembered_events_are_compact() {
         // Payload fingerprint and a re-derivable outcome: no allocation per event.
-        assert!(std::mem::size_of::<EventEntry>() <= 40, "{}", std::mem::size_of::<EventEntry>());
-        assert!(std::mem::size_of::<(Fp, EventEntry)>() <= 56);
+        assert!(std::mem::size_of::<EventEntry>() <= 48, "{}", std::mem::size_of::<EventEntry>());
+        assert!(std::mem::size_of::<(Fp, EventEntry)>() <= 64);
     }
 }
 
 /// Snapshots: the whole engine state as a stream (see `snapshot.rs` for the encoding).
+pub use persist::StateImage;
+
 mod persist {
     use std::io::{Read, Write};
 
     use super::*;
+    use crate::rating::ledger::Frozen;
+    use crate::rating::outcome::Alert;
     use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
 
-    const MAGIC: &[u8] = b"daybook-engine-state-1";
+    const MAGIC: &[u8] = b"daybook-engine-state-2";
 
     fn prior_out<W: Write>(w: &mut Writer<W>, p: &Prior) -> std::io::Result<()> {
         match p {
@@ -1182,26 +1387,55 @@ mod persist {
         })
     }
 
-    impl Engine {
-        /// Writes every map. Call while nothing is being rated: the server holds its
-        /// ordering lock, so the state is exactly that after its last journal entry.
-        pub fn write_state<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+    /// A copy of the engine's state at one moment, to be written while rating goes on.
+    pub struct StateImage {
+        tenants: Vec<TenantImage>,
+        events: Vec<(Fp, EventEntry)>,
+        interactions: Vec<(Fp, InteractionEntry)>,
+        cobrowse: Vec<(Fp, CobrowseEntry)>,
+        functions: Vec<(Fp, FunctionsEntry)>,
+        users: Vec<(Fp, UsersEntry)>,
+        pass_through: Vec<(Fp, PassThroughEntry)>,
+        replies: Vec<(Fp, ReplyLog)>,
+    }
+
+    struct TenantImage {
+        id: Arc<str>,
+        alerts: Vec<Alert>,
+        frozen: Frozen,
+        closed_before: i64,
+    }
+
+    fn copy<V: Clone>(map: &DashMap<Fp, V, FpBuildHasher>) -> Vec<(Fp, V)> {
+        let mut out = Vec::with_capacity(map.len());
+        out.extend(map.iter().map(|e| (*e.key(), e.value().clone())));
+        out
+    }
+
+    impl StateImage {
+        pub fn events(&self) -> usize {
+            self.events.len()
+        }
+
+        /// Writes every map: entries each preceded by 1, then a 0.
+        pub fn write<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
             w.bytes(MAGIC)?;
-            let slots = self.by_index.read().expect("index lock").clone();
-            w.u32(slots.len() as u32)?;
-            for slot in &slots {
-                w.str(&slot.config().id)?;
-                let ledger = slot.ledger.lock().expect("ledger lock");
-                w.u32(ledger.alerts.len() as u32)?;
-                for a in &ledger.alerts {
+            w.u32(self.tenants.len() as u32)?;
+            for t in &self.tenants {
+                w.str(&t.id)?;
+                w.u32(t.alerts.len() as u32)?;
+                for a in &t.alerts {
                     codec::alert_out(w, a)?;
                 }
+                codec::frozen_out(w, &t.frozen)?;
+                w.i64(t.closed_before)?;
             }
-            // Each map: entries each preceded by 1, then a 0.
-            for e in self.events.iter() {
+            for (key, e) in &self.events {
                 w.u8(1)?;
-                w.fp(*e.key())?;
+                w.fp(*key)?;
                 w.u64(e.payload)?;
+                w.u32(e.tenant)?;
+                w.u32(e.day as u32)?;
                 match &e.outcome {
                     StoredOutcome::Prior(p) => {
                         w.u8(0)?;
@@ -1214,45 +1448,84 @@ mod persist {
                 }
             }
             w.u8(0)?;
-            for e in self.interactions.iter() {
+            for (key, e) in &self.interactions {
                 w.u8(1)?;
-                w.fp(*e.key())?;
-                codec::interaction_entry_out(w, e.value())?;
+                w.fp(*key)?;
+                codec::interaction_entry_out(w, e)?;
             }
             w.u8(0)?;
-            for e in self.cobrowse.iter() {
+            for (key, e) in &self.cobrowse {
                 w.u8(1)?;
-                w.fp(*e.key())?;
-                codec::cobrowse_out(w, e.value())?;
+                w.fp(*key)?;
+                codec::cobrowse_out(w, e)?;
             }
             w.u8(0)?;
-            for e in self.functions.iter() {
+            for (key, e) in &self.functions {
                 w.u8(1)?;
-                w.fp(*e.key())?;
-                codec::functions_out(w, e.value())?;
+                w.fp(*key)?;
+                codec::functions_out(w, e)?;
             }
             w.u8(0)?;
-            for e in self.users.iter() {
+            for (key, e) in &self.users {
                 w.u8(1)?;
-                w.fp(*e.key())?;
+                w.fp(*key)?;
+                w.u32(e.tenant)?;
+                w.u32(e.month_start as u32)?;
                 w.u32(e.senders.len() as u32)?;
                 for s in &e.senders {
                     w.fp(*s)?;
                 }
             }
             w.u8(0)?;
-            for e in self.pass_through.iter() {
+            for (key, e) in &self.pass_through {
                 w.u8(1)?;
-                w.fp(*e.key())?;
-                codec::pass_through_out(w, e.value())?;
+                w.fp(*key)?;
+                codec::pass_through_out(w, e)?;
             }
             w.u8(0)?;
-            for e in self.replies.iter() {
+            for (key, e) in &self.replies {
                 w.u8(1)?;
-                w.fp(*e.key())?;
-                codec::replies_out(w, e.value())?;
+                w.fp(*key)?;
+                codec::replies_out(w, e)?;
             }
             w.u8(0)
+        }
+    }
+
+    impl Engine {
+        /// Copies the state. Call while nothing is being rated (the server holds its
+        /// ordering lock), so the image is exactly the state after one journal entry;
+        /// copying compact entries is far quicker than encoding them, which
+        /// [`StateImage::write`] then does with rating going on.
+        pub fn image(&self) -> StateImage {
+            let slots = self.by_index.read().expect("index lock").clone();
+            let tenants = slots
+                .iter()
+                .map(|slot| {
+                    let ledger = slot.ledger.lock().expect("ledger lock");
+                    TenantImage {
+                        id: slot.config().id.clone(),
+                        alerts: ledger.alerts.clone(),
+                        frozen: ledger.frozen.clone(),
+                        closed_before: slot.closed_before.load(Ordering::Acquire),
+                    }
+                })
+                .collect();
+            StateImage {
+                tenants,
+                events: copy(&self.events),
+                interactions: copy(&self.interactions),
+                cobrowse: copy(&self.cobrowse),
+                functions: copy(&self.functions),
+                users: copy(&self.users),
+                pass_through: copy(&self.pass_through),
+                replies: copy(&self.replies),
+            }
+        }
+
+        /// Writes the state (see [`Engine::image`]).
+        pub fn write_state<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+            self.image().write(w)
         }
 
         /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
@@ -1266,25 +1539,31 @@ mod persist {
                 return Err("not an engine state".into());
             }
             let mut table = Vec::new();
-            let mut alerts = Vec::new();
+            let mut saved = Vec::new();
             for _ in 0..r.u32()? {
                 let id = r.str()?;
                 let mut list = Vec::new();
                 for _ in 0..r.u32()? {
                     list.push(codec::alert_in(r)?);
                 }
+                let frozen = codec::frozen_in(r)?;
+                let closed_before = r.i64()?;
                 table.push(self.tenant(&id).map(|t| t.index));
-                alerts.push((id, list));
+                saved.push((id, list, frozen, closed_before));
             }
             let remap = |i: u32| table.get(i as usize).copied().flatten();
             while r.u8()? == 1 {
                 let key = r.fp()?;
                 let payload = r.u64()?;
+                let tenant = r.u32()?;
+                let day = r.u32()? as i32;
                 let outcome = match r.u8()? {
                     0 => StoredOutcome::Prior(prior_in(r, &remap)?),
                     _ => StoredOutcome::Full(Arc::new(codec::outcome_in(r)?)),
                 };
-                self.events.insert(key, EventEntry { payload, outcome });
+                if let Some(tenant) = remap(tenant) {
+                    self.events.insert(key, EventEntry { payload, tenant, day, outcome });
+                }
             }
             while r.u8()? == 1 {
                 let key = r.fp()?;
@@ -1309,11 +1588,15 @@ mod persist {
             }
             while r.u8()? == 1 {
                 let key = r.fp()?;
+                let tenant = r.u32()?;
+                let month_start = r.u32()? as i32;
                 let mut senders = std::collections::HashSet::new();
                 for _ in 0..r.u32()? {
                     senders.insert(r.fp()?);
                 }
-                self.users.insert(key, UsersEntry { senders });
+                if let Some(tenant) = remap(tenant) {
+                    self.users.insert(key, UsersEntry { tenant, month_start, senders });
+                }
             }
             while r.u8()? == 1 {
                 let key = r.fp()?;
@@ -1331,9 +1614,12 @@ mod persist {
             }
             // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
             reader.finish()?;
-            for (id, list) in alerts {
+            for (id, alerts, frozen, closed_before) in saved {
                 if let Some(slot) = self.slot(&id) {
-                    slot.ledger.lock().expect("ledger lock").alerts = list;
+                    let mut ledger = slot.ledger.lock().expect("ledger lock");
+                    ledger.alerts = alerts;
+                    ledger.frozen = frozen;
+                    slot.closed_before.store(closed_before, Ordering::Release);
                 }
             }
             self.rebuild_ledgers();

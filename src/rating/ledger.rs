@@ -66,6 +66,28 @@ pub struct Ledger {
     months: BTreeMap<NaiveDate, Totals>,
     /// Alerts raised, in the order they were raised.
     pub alerts: Vec<Alert>,
+    /// What pruned state contributed: the aggregates are rebuilt from state, and state of
+    /// closed periods is gone.
+    pub frozen: Frozen,
+}
+
+/// The contribution of pruned state (periods closed past the lateness horizon, T-3).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frozen {
+    pub days: BTreeMap<NaiveDate, Totals>,
+    /// Distinct platform users of pruned months (PL-1).
+    pub users: BTreeMap<NaiveDate, u64>,
+}
+
+impl Frozen {
+    pub fn add(&mut self, date: NaiveDate, entry: Entry) {
+        let totals = self.days.entry(date).or_default();
+        match entry {
+            Entry::Interaction => totals.interactions += 1,
+            Entry::Credits(bucket, amount) => totals.credits[bucket] += amount,
+            Entry::PassThrough(currency, amount) => totals.pass_through.add(currency, amount),
+        }
+    }
 }
 
 /// One change to the aggregates, dated by the local date it counts on.
@@ -77,9 +99,21 @@ pub enum Entry {
 }
 
 impl Ledger {
-    /// An empty ledger that remembers alerts already raised.
-    pub fn with_alerts(alerts: Vec<Alert>) -> Self {
-        Ledger { alerts, ..Ledger::default() }
+    /// A ledger holding only what pruned state contributed, and the alerts already
+    /// raised: the start of a rebuild from state.
+    pub fn rebuild_base(alerts: Vec<Alert>, frozen: Frozen) -> Self {
+        let mut ledger = Ledger { alerts, ..Ledger::default() };
+        for (date, totals) in &frozen.days {
+            ledger.add_totals(*date, totals);
+        }
+        ledger.frozen = frozen;
+        ledger
+    }
+
+    fn add_totals(&mut self, date: NaiveDate, totals: &Totals) {
+        let month = time::first_of_month(date);
+        self.days.entry(date).or_default().add(totals);
+        self.months.entry(month).or_default().add(totals);
     }
 
     pub fn add(&mut self, date: NaiveDate, entry: Entry) {

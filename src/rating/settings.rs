@@ -533,6 +533,12 @@ impl Tenant {
         &self.instant[i.saturating_sub(1)].1
     }
 
+    /// The longest `lateness_horizon` any of the tenant's settings sets: how long state
+    /// must be kept after its period ends (T-3).
+    pub fn max_lateness_horizon(&self) -> TimeDelta {
+        self.instant.iter().map(|(_, s)| s.lateness_horizon).max().unwrap_or_default()
+    }
+
     /// The meter's period of an event at `at`.
     pub fn period(&self, at: Instant) -> Period {
         self.period_in(self.meter.window, at)

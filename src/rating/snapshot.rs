@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 
 use super::credits::LineKind;
 use super::ids::{Fp, RecordId};
+use super::ledger::{Frozen, Totals};
 use super::meter::MeterKind;
 use super::money::{Currency, Money};
 use super::outcome::{
@@ -20,7 +21,7 @@ use super::outcome::{
 };
 use super::settings::Features;
 use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog};
-use super::time::Instant;
+use super::time::{self, Instant};
 
 /// Writes primitives, keeping a CRC of everything written.
 pub struct Writer<W: Write> {
@@ -524,4 +525,54 @@ pub fn alert_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Alert> {
         base: r.decimal()?,
         event_id: r.str()?,
     })
+}
+
+/// What pruned state left of a tenant's aggregates.
+pub fn frozen_out<W: Write>(w: &mut Writer<W>, f: &Frozen) -> std::io::Result<()> {
+    w.u32(f.days.len() as u32)?;
+    for (date, totals) in &f.days {
+        w.u32(time::date_to_days(*date) as u32)?;
+        w.u64(totals.interactions)?;
+        for c in &totals.credits {
+            w.decimal(*c)?;
+        }
+        let amounts: Vec<_> = totals.pass_through.iter().collect();
+        w.u32(amounts.len() as u32)?;
+        for (currency, amount) in amounts {
+            w.str(currency.as_str())?;
+            w.decimal(amount)?;
+        }
+    }
+    w.u32(f.users.len() as u32)?;
+    for (month, count) in &f.users {
+        w.u32(time::date_to_days(*month) as u32)?;
+        w.u64(*count)?;
+    }
+    Ok(())
+}
+
+pub fn frozen_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Frozen> {
+    let mut f = Frozen::default();
+    for _ in 0..r.u32()? {
+        let date = date_in(r)?;
+        let mut totals = Totals { interactions: r.u64()?, ..Totals::default() };
+        for c in totals.credits.iter_mut() {
+            *c = r.decimal()?;
+        }
+        for _ in 0..r.u32()? {
+            let currency = Currency::parse(&r.str()?).ok_or("bad currency")?;
+            totals.pass_through.add(currency, r.decimal()?);
+        }
+        f.days.insert(date, totals);
+    }
+    for _ in 0..r.u32()? {
+        let month = date_in(r)?;
+        f.users.insert(month, r.u64()?);
+    }
+    Ok(f)
+}
+
+/// A date, checked: it is read before the checksum is.
+fn date_in<R: Read>(r: &mut Reader<R>) -> ReadResult<chrono::NaiveDate> {
+    chrono::NaiveDate::from_num_days_from_ce_opt(r.u32()? as i32).ok_or_else(|| "bad date".to_string())
 }

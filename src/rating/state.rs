@@ -103,6 +103,8 @@ impl FunctionsEntry {
 /// Distinct agent and bot ids of a tenant in one local month (PL-1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsersEntry {
+    pub tenant: u32,
+    pub month_start: i32,
     pub senders: HashSet<Fp>,
 }
 

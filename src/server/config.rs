@@ -36,6 +36,10 @@ pub struct Config {
     pub deadline_ceiling: Duration,
     /// How long shutdown waits for in-flight calls.
     pub grace_period: Duration,
+    /// A snapshot is written when this many journal entries follow the last one...
+    pub snapshot_entries: u64,
+    /// ...or when this long has passed and any entry follows it.
+    pub snapshot_interval: Duration,
     /// The config file, watched for tenant changes.
     pub config_file: Option<PathBuf>,
     /// Tenants defined by the file.
@@ -55,6 +59,8 @@ impl Default for Config {
             max_message_bytes: 4 << 20,
             deadline_ceiling: Duration::from_secs(10),
             grace_period: Duration::from_secs(15),
+            snapshot_entries: 1_000_000,
+            snapshot_interval: Duration::from_secs(600),
             config_file: None,
             tenants: Vec::new(),
         }
@@ -98,6 +104,8 @@ const KEYS: &[(&str, &str)] = &[
     ("max_message_bytes", "DAYBOOK_MAX_MESSAGE_BYTES"),
     ("deadline_ceiling", "DAYBOOK_DEADLINE_CEILING"),
     ("grace_period", "DAYBOOK_GRACE_PERIOD"),
+    ("snapshot_entries", "DAYBOOK_SNAPSHOT_ENTRIES"),
+    ("snapshot_interval", "DAYBOOK_SNAPSHOT_INTERVAL"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -192,6 +200,8 @@ pub fn load(
             "max_message_bytes" => config.max_message_bytes = number(source, text)?,
             "deadline_ceiling" => config.deadline_ceiling = duration(source, text)?,
             "grace_period" => config.grace_period = duration(source, text)?,
+            "snapshot_entries" => config.snapshot_entries = number(source, text)? as u64,
+            "snapshot_interval" => config.snapshot_interval = duration(source, text)?,
             _ => unreachable!("every key of KEYS is handled"),
         }
     }
@@ -200,6 +210,9 @@ pub fn load(
     }
     if config.deadline_ceiling.is_zero() {
         return Err(err("deadline_ceiling", "must be positive"));
+    }
+    if config.snapshot_interval < Duration::from_secs(1) {
+        return Err(err("snapshot_interval", "must be at least one second"));
     }
     Ok(config)
 }

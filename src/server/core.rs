@@ -46,6 +46,8 @@ pub struct Daybook {
     clock: Clock,
     /// Tenants defined by the config file: changed by editing the file, not by the API.
     file_tenants: Mutex<HashSet<String>>,
+    /// The journal position of the last snapshot; held while one is written.
+    last_snapshot: Mutex<u64>,
     /// Set once replay has finished and the listeners are up.
     pub ready: AtomicBool,
     /// Set when shutdown begins.
@@ -81,7 +83,10 @@ impl Daybook {
         // The snapshot when there is a readable one (then only the journal after it is
         // replayed); otherwise the whole journal.
         let (engine, snapshot_seq) = match read_snapshot(data_dir, fresh()?, &names) {
-            Ok(Some(loaded)) => loaded,
+            Ok(Some(loaded)) => {
+                eprintln!("daybook: loaded the snapshot at journal entry {}; replaying the journal after it", loaded.1);
+                loaded
+            }
             Ok(None) => (fresh()?, 0),
             Err(e) => {
                 eprintln!("daybook: snapshot not used ({e}); replaying the whole journal");
@@ -104,6 +109,9 @@ impl Daybook {
                 let _ = engine.ingest(RawEvent::from(event), now, &mut discard);
                 discard.clear();
             }
+            Some(EntryKind::ClosePeriods(nanos)) => {
+                engine.close_periods(chrono::DateTime::from_timestamp_nanos(nanos));
+            }
             Some(EntryKind::DeadLetter(_)) | None => {}
         })?;
         let hub = Arc::new(Hub::default());
@@ -116,6 +124,7 @@ impl Daybook {
             hub,
             clock,
             file_tenants: Mutex::new(names),
+            last_snapshot: Mutex::new(snapshot_seq),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
@@ -292,38 +301,75 @@ impl Daybook {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Writes the state as it is after the last journal entry, so the next start replays
-    /// only what comes after. Called at shutdown, once the journal is flushed.
-    pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+    /// Closes periods past every tenant's lateness horizon and prunes their state
+    /// ([`Engine::close_periods`]), journaled so that replay prunes at the same point.
+    /// Ingest waits meanwhile; the check is cheap unless a UTC day has turned.
+    pub fn close_periods(&self) -> crate::rating::engine::Pruned {
         let _order = self.order.lock().expect("order lock");
-        let seq = self.journal.appended();
-        if self.journal.durable() != seq || super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed) {
-            // The state holds events the journal does not: a snapshot would claim them.
-            return Err(std::io::Error::other("the journal is behind the state"));
+        let started = std::time::Instant::now();
+        let now = self.now();
+        let pruned = self.engine.close_periods(now);
+        if pruned.tenants > 0 {
+            let nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+            self.append(EntryKind::ClosePeriods(nanos), Vec::new());
+            super::metrics::record_prune(started.elapsed(), pruned.interactions + pruned.events + pruned.other);
+        }
+        pruned
+    }
+
+    /// The journal position the last snapshot covers.
+    pub fn last_snapshot(&self) -> u64 {
+        *self.last_snapshot.lock().expect("snapshot lock")
+    }
+
+    /// Writes a snapshot of the state after the current last journal entry, so that the
+    /// next start replays only what follows. Ingest pauses only while the state is copied
+    /// ([`Engine::image`]); encoding and writing happen beside it. Returns the position.
+    pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<u64> {
+        let mut last = self.last_snapshot.lock().expect("snapshot lock");
+        let (seq, image, api_tenants) = {
+            let _order = self.order.lock().expect("order lock");
+            let started = std::time::Instant::now();
+            let seq = self.journal.appended();
+            let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
+            let api_tenants: Vec<Vec<u8>> = self
+                .engine
+                .tenant_ids()
+                .iter()
+                .filter(|id| !file_tenants.contains(&***id))
+                .filter_map(|id| self.engine.tenant(id))
+                .map(|t| api::tenant_out(&t.spec).encode_to_vec())
+                .collect();
+            let image = self.engine.image();
+            super::metrics::record_snapshot(started.elapsed());
+            (seq, image, api_tenants)
+        };
+        // The snapshot may not claim entries the journal could still lose: the next start
+        // would continue numbering after entries that were never written.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.journal.durable() < seq {
+            if super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed) || std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other("the journal is behind the state"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let tmp = data_dir.join("snapshot.tmp");
         let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         let mut w = crate::rating::snapshot::Writer::new(file);
         w.bytes(SNAPSHOT_MAGIC)?;
         w.u64(seq)?;
-        let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
-        let api_tenants: Vec<Vec<u8>> = self
-            .engine
-            .tenant_ids()
-            .iter()
-            .filter(|id| !file_tenants.contains(&***id))
-            .filter_map(|id| self.engine.tenant(id))
-            .map(|t| api::tenant_out(&t.spec).encode_to_vec())
-            .collect();
         w.u32(api_tenants.len() as u32)?;
         for t in &api_tenants {
             w.blob(t)?;
         }
-        self.engine.write_state(&mut w)?;
+        image.write(&mut w)?;
+        drop(image);
         let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, data_dir.join("snapshot.bin"))?;
-        std::fs::File::open(data_dir)?.sync_all()
+        std::fs::File::open(data_dir)?.sync_all()?;
+        *last = seq;
+        Ok(seq)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -333,7 +379,7 @@ impl Daybook {
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8] = b"daybook-snapshot-1";
+const SNAPSHOT_MAGIC: &[u8] = b"daybook-snapshot-2";
 
 /// Loads `snapshot.bin` into `engine` (which holds the file's tenants): the API tenants it
 /// names, then the engine state. Returns the engine and the journal position it covers.

@@ -35,7 +35,7 @@ pub enum Durability {
 pub struct Entry {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "EntryKind", tags = "2, 3, 4")]
+    #[prost(oneof = "EntryKind", tags = "2, 3, 4, 6")]
     pub kind: Option<EntryKind>,
     /// The records this entry emitted (`daybook.v1.Record`, cursor unset), in order.
     #[prost(bytes = "vec", repeated, tag = "5")]
@@ -53,6 +53,10 @@ pub enum EntryKind {
     /// A tenant created or changed through the API (`daybook.v1.Tenant`, whole).
     #[prost(bytes, tag = "4")]
     Tenant(Vec<u8>),
+    /// Periods closed past the lateness horizon and their state pruned, at this arrival
+    /// instant (Unix nanoseconds): replayed at the same point, it prunes the same state.
+    #[prost(int64, tag = "6")]
+    ClosePeriods(i64),
 }
 
 #[derive(Clone, PartialEq, Message)]

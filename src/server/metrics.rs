@@ -63,6 +63,11 @@ pub struct Metrics {
     rpc: Mutex<std::collections::BTreeMap<(&'static str, &'static str), &'static Histogram>>,
     flush: Histogram,
     fsync: Histogram,
+    /// Time the ordering lock was held to copy state for a snapshot, or to prune.
+    snapshot_pause: Histogram,
+    prune_pause: Histogram,
+    pub snapshots: AtomicU64,
+    pub pruned: AtomicU64,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metrics {
@@ -70,7 +75,26 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| M
     rpc: Mutex::new(Default::default()),
     flush: Histogram::new(FLUSH_BUCKETS),
     fsync: Histogram::new(FLUSH_BUCKETS),
+    snapshot_pause: Histogram::new(PAUSE_BUCKETS),
+    prune_pause: Histogram::new(PAUSE_BUCKETS),
+    snapshots: AtomicU64::new(0),
+    pruned: AtomicU64::new(0),
 });
+
+/// Pauses of ingest for maintenance.
+pub const PAUSE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A snapshot was written after holding the ordering lock for `pause`.
+pub fn record_snapshot(pause: Duration) {
+    METRICS.snapshot_pause.observe(pause);
+    METRICS.snapshots.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Periods were closed, `entries` pruned, with the ordering lock held for `pause`.
+pub fn record_prune(pause: Duration, entries: u64) {
+    METRICS.prune_pause.observe(pause);
+    METRICS.pruned.fetch_add(entries, Ordering::Relaxed);
+}
 
 pub fn record_flush(d: Duration, fsync: bool) {
     if fsync { METRICS.fsync.observe(d) } else { METRICS.flush.observe(d) }
@@ -115,6 +139,19 @@ pub fn render(gauges: &[(&str, &str, f64)]) -> String {
     let _ = writeln!(out, "# HELP daybook_journal_fsync_duration_seconds Journal group-commit write + fdatasync.");
     let _ = writeln!(out, "# TYPE daybook_journal_fsync_duration_seconds histogram");
     METRICS.fsync.render(&mut out, "daybook_journal_fsync_duration_seconds", "");
+    let _ = writeln!(
+        out,
+        "# HELP daybook_maintenance_pause_seconds Ingest paused to copy state for a snapshot or to prune."
+    );
+    let _ = writeln!(out, "# TYPE daybook_maintenance_pause_seconds histogram");
+    METRICS.snapshot_pause.render(&mut out, "daybook_maintenance_pause_seconds", "task=\"snapshot\"");
+    METRICS.prune_pause.render(&mut out, "daybook_maintenance_pause_seconds", "task=\"prune\"");
+    let _ = writeln!(out, "# HELP daybook_snapshots_total Snapshots written.");
+    let _ = writeln!(out, "# TYPE daybook_snapshots_total counter");
+    let _ = writeln!(out, "daybook_snapshots_total {}", METRICS.snapshots.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP daybook_pruned_entries_total State entries of closed periods pruned.");
+    let _ = writeln!(out, "# TYPE daybook_pruned_entries_total counter");
+    let _ = writeln!(out, "daybook_pruned_entries_total {}", METRICS.pruned.load(Ordering::Relaxed));
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");

@@ -147,6 +147,7 @@ pub async fn run(
     let admin = listeners.admin.map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), stop_rx.clone())));
     let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
+    let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
 
     daybook.ready.store(true, Ordering::Release);
     for name in service_names {
@@ -171,12 +172,14 @@ pub async fn run(
         eprintln!("daybook: grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
         tasks.abort_all();
     }
+    maintenance.abort();
+    // A snapshot being written finishes (its lock is taken again below).
     daybook.journal.close().await;
     // The next start replays only what comes after this.
     let dir = config.data_dir.clone();
     let writer = daybook.clone();
     match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
         Err(e) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
     }
@@ -211,6 +214,39 @@ async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
         writeln!(out, "{json}").is_ok()
     })
     .await;
+}
+
+/// Background upkeep, off the request path: closes periods past the lateness horizon
+/// (pruning their state) and writes snapshots, after `snapshot_entries` journal entries
+/// or `snapshot_interval`, whichever comes first, so that a restart replays little.
+async fn maintain(daybook: Arc<Daybook>, config: Config) {
+    let tick = config.snapshot_interval.min(Duration::from_secs(1));
+    let mut last_written = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let pruner = daybook.clone();
+        if let Ok(pruned) = tokio::task::spawn_blocking(move || pruner.close_periods()).await
+            && pruned.tenants > 0
+        {
+            eprintln!(
+                "daybook: closed periods of {} tenant(s): pruned {} interactions, {} event ids, {} other entries",
+                pruned.tenants, pruned.interactions, pruned.events, pruned.other
+            );
+        }
+        let behind = daybook.journal.appended().saturating_sub(daybook.last_snapshot());
+        let due =
+            behind >= config.snapshot_entries || (behind > 0 && last_written.elapsed() >= config.snapshot_interval);
+        if !due {
+            continue;
+        }
+        let writer = daybook.clone();
+        let dir = config.data_dir.clone();
+        match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
+            Ok(Ok(_)) => last_written = tokio::time::Instant::now(),
+            Ok(Err(e)) => eprintln!("daybook: periodic snapshot not written: {e}"),
+            Err(e) => eprintln!("daybook: periodic snapshot not written: {e}"),
+        }
+    }
 }
 
 /// Re-reads the config file's tenants when the file changes (polled every 2 s).

@@ -13,6 +13,10 @@ use daybook::api::pb::usage_service_client::UsageServiceClient;
 use daybook::rating::{Engine, EngineConfig, RawEvent};
 
 const TENANTS: &str = r#"
+[server]
+snapshot_interval = "PT1S"
+snapshot_entries = 20000
+
 [[tenant]]
 id = "acme"
 time_zone = "Europe/Berlin"
@@ -67,6 +71,8 @@ fn events(n: usize) -> Vec<pb::Event> {
 struct Server {
     child: Child,
     addr: String,
+    /// Everything the server wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
@@ -81,15 +87,18 @@ fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("daybook: gRPC listening on ") {
                 let _ = tx.send(addr.to_string());
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
-    Server { child, addr }
+    Server { child, addr, log }
 }
 
 /// Sends every event in batches; returns how many batches were acknowledged before the
@@ -145,14 +154,24 @@ async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
     }
     let mut server = start(&data, &config);
     assert_eq!(send_all(&server.addr, &events, None).await, batches, "every batch answered after the last restart");
-    let channel = daybook::client::connect(&server.addr).await.unwrap();
-    let usage = UsageServiceClient::new(channel)
-        .get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .usage
-        .unwrap();
+    let usage = usage_of(&server.addr).await;
+    // Snapshots are written while serving (every stop here is a kill -9): wait for one
+    // that covers everything, kill again, and start from it.
+    let from_snapshot =
+        |s: &Server| s.log.lock().unwrap().iter().any(|l| l.starts_with("daybook: loaded the snapshot"));
+    let snapshot = data.join("snapshot.bin");
+    let written = std::fs::metadata(&snapshot).and_then(|m| m.modified()).ok();
+    for _ in 0..200 {
+        if std::fs::metadata(&snapshot).and_then(|m| m.modified()).ok() != written {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut server = start(&data, &config);
+    assert_eq!(usage_of(&server.addr).await, usage, "the same totals from the snapshot");
+    assert!(from_snapshot(&server), "the restart loads a snapshot written while serving");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 
@@ -166,4 +185,15 @@ async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
     let expected = daybook::api::usage_out(&offline.usage("acme", None, None).unwrap());
     assert_eq!(usage, expected);
     assert!(usage.interactions > 1000);
+}
+
+async fn usage_of(addr: &str) -> pb::Usage {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    UsageServiceClient::new(channel)
+        .get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .usage
+        .unwrap()
 }

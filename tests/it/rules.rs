@@ -676,6 +676,105 @@ fn t_3_lateness_horizon_boundary_and_dead_letters() {
 }
 
 #[test]
+fn t_3_closed_periods_are_pruned_and_every_total_stays() {
+    // State of periods closed past the lateness horizon is pruned (ARCHITECTURE.md,
+    // "Pruning"); only its contribution to usage and statements is kept.
+    let engine = engine_with(json!({"id": "acme", "time_zone": "America/New_York", "meter": "dar",
+        "settings": {"lateness_horizon": "P2D", "generative_ai": true},
+        "plan": {"kind": "starter", "included": 1, "alerts": ["1.0"]}}));
+    let june = [
+        with(
+            msg("m1", "2025-06-01T12:00:00Z", "consumer", "c1", "A"),
+            json!({"provider_price": {"amount": "0.05", "currency": "USD"}}),
+        ),
+        with(msg("m2", "2025-06-01T13:00:00Z", "agent", "c1", "A"), json!({"sender_id": "agent-7"})),
+        msg("m3", "2025-06-20T12:00:00Z", "consumer", "c2", "B"),
+        json!({"id": "cb", "at": "2025-06-20T12:30:00Z", "type": "cobrowse", "consumer": "c2", "conversation": "B",
+               "session": "s1", "established": true}),
+        json!({"id": "fn", "at": "2025-06-21T00:00:00Z", "type": "function_invocations", "count": 70000}),
+    ];
+    for e in &june {
+        engine.ingest(raw(e.clone()), None, &mut Vec::new()).unwrap();
+    }
+    let august = msg("m4", "2025-08-11T12:00:00Z", "consumer", "c3", "C");
+    engine.ingest(raw(august), None, &mut Vec::new()).unwrap();
+    let usage = engine.usage("acme", None, None).unwrap();
+    let statements = engine.statements("acme").unwrap();
+    assert_eq!(statements[0].platform_users, 1);
+
+    // 2025-08-15 minus the horizon and a day: everything of June is closed.
+    let now = "2025-08-15T00:00:00Z".parse().unwrap();
+    let pruned = engine.close_periods(now);
+    assert_eq!((pruned.tenants, pruned.interactions, pruned.events), (1, 2, 5));
+    assert_eq!(engine.hot_interactions(), 1, "August stays hot");
+    assert_eq!(engine.usage("acme", None, None).unwrap(), usage);
+    assert_eq!(engine.statements("acme").unwrap(), statements);
+    engine.rebuild_ledgers();
+    assert_eq!(engine.usage("acme", None, None).unwrap(), usage, "rebuilt from state and what pruning kept");
+    assert_eq!(engine.statements("acme").unwrap(), statements);
+    assert_eq!(engine.close_periods(now), Default::default(), "nothing more to close the same day");
+
+    // A closed period stays closed, even once the horizon is raised: its state is gone,
+    // and a late event could otherwise be counted a second time.
+    let mut spec = engine.tenant("acme").unwrap().spec.clone();
+    spec.initial.lateness_horizon = Some(chrono::TimeDelta::days(365));
+    engine.put_tenant(spec).unwrap();
+    let mut records = Vec::new();
+    let late = engine.ingest(raw(msg("m5", "2025-06-01T14:00:00Z", "consumer", "c9", "A")), Some(now), &mut records);
+    let refusal = late.unwrap_err();
+    assert_eq!((refusal.code, refusal.rule), (Code::FailedPrecondition, "T-3"));
+    assert!(refusal.reason.contains("closed"), "{}", refusal.reason);
+    assert_eq!(records.len(), 1, "kept as a dead letter");
+    // An id forgotten with its period: a retry that late is refused as too late.
+    let retry = engine.ingest(raw(june[2].clone()), Some(now), &mut Vec::new()).unwrap_err();
+    assert_eq!(retry.code, Code::FailedPrecondition);
+    // Open periods are untouched by the raise: August is 4 days old.
+    assert!(
+        engine
+            .ingest(raw(msg("m6", "2025-08-11T13:00:00Z", "consumer", "c4", "C")), Some(now), &mut Vec::new())
+            .is_ok()
+    );
+
+    // A snapshot carries what pruning kept and where periods are closed.
+    let mut bytes = Vec::new();
+    let mut writer = daybook::rating::snapshot::Writer::new(&mut bytes);
+    engine.write_state(&mut writer).unwrap();
+    writer.finish().unwrap();
+    let restored = Engine::new(EngineConfig::default());
+    restored.put_tenant(engine.tenant("acme").unwrap().spec.clone()).unwrap();
+    restored.read_state(daybook::rating::snapshot::Reader::new(bytes.as_slice())).unwrap();
+    assert_eq!(restored.usage("acme", None, None), engine.usage("acme", None, None));
+    assert_eq!(restored.statements("acme"), engine.statements("acme"));
+    let late =
+        restored.ingest(raw(msg("m5", "2025-06-01T14:00:00Z", "consumer", "c9", "A")), Some(now), &mut Vec::new());
+    assert_eq!(late.unwrap_err().code, Code::FailedPrecondition);
+}
+
+#[test]
+fn dar_5_an_outbound_day_past_its_lateness_horizon_is_not_charged_by_a_late_reply() {
+    // ARCHITECTURE.md, decision 4: a period past its horizon is final, whatever arrives.
+    let engine = engine_with(tenant(
+        "UTC",
+        "dar",
+        json!({"lateness_horizon": "P2D",
+        "proactive_outbound_day": "retroactive", "proactive_reply_window": "P1D"}),
+    ));
+    let outbound = json!({"id": "o1", "at": "2025-06-10T23:00:00Z", "type": "message", "sender": "proactive",
+        "consumer": "c1", "conversation": "A", "channel": "sms", "integration": "sms-1"});
+    let sent = "2025-06-10T23:00:00Z".parse().unwrap();
+    let first = engine.ingest(raw(outbound), Some(sent), &mut Vec::new()).unwrap();
+    assert_eq!(first.disposition, Disposition::NotBillable(NotBillableReason::ProactiveAwaitingReply));
+    // The reply (June 11) is within its own horizon; June 10 ended more than 2 days ago.
+    let late = "2025-06-13T12:00:00Z".parse().unwrap();
+    let reply =
+        engine.ingest(raw(msg("r1", "2025-06-11T01:00:00Z", "consumer", "c1", "A")), Some(late), &mut Vec::new());
+    let reply = reply.unwrap();
+    assert_eq!(reply.interactions.len(), 1, "{reply:?}");
+    assert_eq!(reply.interactions[0].period.label, "2025-06-11");
+    assert_eq!(engine.usage("acme", None, None).unwrap().interactions, 1);
+}
+
+#[test]
 fn t_4_clock_skew_boundary() {
     check(json!({"name": "T-4", "rules": [], "now": "2025-06-10T12:00:00Z",
         "tenant": tenant("UTC", "dar", json!({"max_clock_skew": "PT1M"})),

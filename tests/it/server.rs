@@ -30,15 +30,20 @@ pub struct Harness {
 impl Harness {
     /// Starts a server on `data_dir` with a clock pinned at `now`.
     pub async fn start(data_dir: &Path, now: &str, config: Config) -> Harness {
+        let now: Instant = parse_instant(now).unwrap();
+        Harness::start_with_clock(data_dir, Arc::new(move || now), config).await
+    }
+
+    /// Starts a server on `data_dir` with the given clock.
+    pub async fn start_with_clock(data_dir: &Path, clock: daybook::server::core::Clock, config: Config) -> Harness {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uds = data_dir.join("daybook.sock");
         let (tcp, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
         let listeners = Listeners { grpc_tcp: Some(grpc), grpc_uds: Some(bind_uds(&uds).unwrap()), admin: Some(admin) };
         let config = Config { data_dir: data_dir.to_path_buf(), grace_period: Duration::from_secs(5), ..config };
-        let now: Instant = parse_instant(now).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(daybook::server::run(config, listeners, Arc::new(move || now), async move {
+        let task = tokio::spawn(daybook::server::run(config, listeners, clock, async move {
             let _ = stopped.await;
         }));
         let harness = Harness { tcp, uds, admin: admin_addr, stop: Some(stop), task: Some(task) };
@@ -898,4 +903,81 @@ async fn restart_loads_the_snapshot_and_a_damaged_one_falls_back_to_the_journal(
         drop((ingest, channel));
         server.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_prunes_closed_periods_and_writes_snapshots_while_serving() {
+    // A clock the test moves: periods close as it passes the lateness horizon.
+    let clock_ms =
+        Arc::new(std::sync::atomic::AtomicI64::new(parse_instant("2025-06-02T12:00:00Z").unwrap().timestamp_millis()));
+    let read = clock_ms.clone();
+    let clock: daybook::server::core::Clock = Arc::new(move || {
+        chrono::DateTime::from_timestamp_millis(read.load(std::sync::atomic::Ordering::SeqCst)).unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { snapshot_interval: Duration::from_secs(1), ..Config::default() };
+    let metric = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+
+    let server = Harness::start_with_clock(dir.path(), clock.clone(), config.clone()).await;
+    let channel = server.tcp_channel().await;
+    let mut t = tenant("acme", "UTC", pb::Meter::Dar);
+    t.settings.as_mut().unwrap().lateness_horizon = Some("P2D".into());
+    create(&channel, t).await;
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    for (i, at) in ["2025-06-01T10:00:00Z", "2025-06-02T10:00:00Z"].iter().enumerate() {
+        for c in 0..3 {
+            ingest
+                .ingest_message(message("acme", &format!("e{i}-{c}"), at, &format!("c{c}"), pb::SenderRole::Consumer))
+                .await
+                .unwrap();
+        }
+    }
+    let before = usage(&channel, "acme").await;
+    assert_eq!(before.interactions, 6);
+
+    // Written while serving, without a stop.
+    let snapshot = dir.path().join("snapshot.bin");
+    for _ in 0..100 {
+        if snapshot.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(snapshot.exists(), "a periodic snapshot is written within snapshot_interval");
+
+    // June 1 is closed once it ended the horizon (2 days), a day of margin for clock steps
+    // and a day for zones ahead of UTC ago: its state goes.
+    clock_ms
+        .store(parse_instant("2025-06-06T12:00:00Z").unwrap().timestamp_millis(), std::sync::atomic::Ordering::SeqCst);
+    let mut hot = 6.0;
+    for _ in 0..100 {
+        hot = metric(&http_get(server.admin, "/metrics").await.1, "daybook_hot_interactions ");
+        if hot < 6.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hot, 3.0, "June 1 pruned, June 2 kept");
+    assert_eq!(usage(&channel, "acme").await, before, "pruning keeps every total");
+    let late =
+        ingest.ingest_message(message("acme", "late", "2025-06-01T11:00:00Z", "c9", pb::SenderRole::Consumer)).await;
+    assert_eq!(late.unwrap_err().code(), Code::FailedPrecondition);
+    server.stop().await;
+
+    // The journal says where periods closed: a start that replays it (no snapshot) prunes
+    // at the same point and agrees.
+    std::fs::remove_file(&snapshot).unwrap();
+    let server = Harness::start_with_clock(dir.path(), clock.clone(), config).await;
+    let channel = server.tcp_channel().await;
+    assert_eq!(usage(&channel, "acme").await, before);
+    assert_eq!(metric(&http_get(server.admin, "/metrics").await.1, "daybook_hot_interactions "), 3.0);
+    let late = IngestServiceClient::new(channel.clone())
+        .ingest_message(message("acme", "late2", "2025-06-01T11:00:00Z", "c9", pb::SenderRole::Consumer))
+        .await;
+    assert_eq!(late.unwrap_err().code(), Code::FailedPrecondition);
+    server.stop().await;
 }
