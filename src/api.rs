@@ -321,6 +321,18 @@ fn pass_through_out(p: &PassThroughCharge) -> pb::PassThroughCharge {
     }
 }
 
+/// An alert read back from a journaled record (replay restores alerts exactly as raised).
+pub fn alert_in(a: &pb::Alert) -> Option<Alert> {
+    Some(Alert {
+        id: crate::rating::ids::RecordId::parse(&a.alert_id)?,
+        period: a.period.clone(),
+        threshold: a.threshold.parse().ok()?,
+        usage: a.usage.parse().ok()?,
+        base: a.base.parse().ok()?,
+        event_id: a.event_id.clone(),
+    })
+}
+
 fn alert_out(a: &Alert) -> pb::Alert {
     pb::Alert {
         alert_id: a.id.to_string(),

@@ -244,6 +244,30 @@ impl Engine {
     /// (T-4) are judged against; `None` judges neither. Emitted records are appended to
     /// `records`, including the dead letter of an event refused as too late.
     pub fn ingest(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, None, records)
+    }
+
+    /// Rates a journaled event again on replay. Which event crosses an alert threshold
+    /// depends on the order of events of other keys, which replay need not repeat: the
+    /// alerts the event raised when it was first rated (`alerts`, from its journaled
+    /// records) are restored instead of judged again.
+    pub fn replay(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        alerts: Vec<Alert>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, Some(alerts), records)
+    }
+
+    fn ingest_inner(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        replayed_alerts: Option<Vec<Alert>>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
         // Read guards, held for this one event: no reference counting on the hot path, and a
         // settings change waits for in-flight events instead of racing them.
         let tenants = self.tenants.read().expect("tenants lock");
@@ -286,8 +310,19 @@ impl Engine {
                     dates.push(date);
                 }
             }
-            for date in dates {
-                raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
+            match replayed_alerts {
+                Some(alerts) => {
+                    for alert in alerts {
+                        if !ledger.alert_raised(&alert.id) {
+                            ledger.alerts.push(alert);
+                        }
+                    }
+                }
+                None => {
+                    for date in dates {
+                        raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
+                    }
+                }
             }
         }
 
@@ -1077,7 +1112,7 @@ impl Engine {
     ///
     /// Deterministic in `now` and the state: the server journals each call, so replay
     /// prunes at the same points. Call it with no event being rated (the server holds its
-    /// ordering lock). Closes whole UTC days only, so calling it often costs a check.
+    /// ordering stripes). Closes whole UTC days only, so calling it often costs a check.
     pub fn close_periods(&self, now: Instant) -> Pruned {
         let slots = self.by_index.read().expect("index lock").clone();
         // Per tenant index: the new cutoff date, when it moved.
@@ -1494,7 +1529,7 @@ mod persist {
 
     impl Engine {
         /// Copies the state. Call while nothing is being rated (the server holds its
-        /// ordering lock), so the image is exactly the state after one journal entry;
+        /// ordering stripes), so the image is exactly the state after one journal entry;
         /// copying compact entries is far quicker than encoding them, which
         /// [`StateImage::write`] then does with rating going on.
         pub fn image(&self) -> StateImage {

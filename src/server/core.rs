@@ -1,9 +1,12 @@
 //! The sidecar's state: the engine, the journal in front of it, and the record hub.
 //!
-//! Every call that changes state goes through [`Daybook`]: it rates under one short
-//! ordering lock and appends to the journal in that same order, so that replaying the
-//! journal reproduces the same outcomes, records and cursors. The caller then waits for
-//! the journal to be durable before it answers.
+//! Every call that changes state goes through [`Daybook`]. An event is rated under the
+//! ordering stripe of the state it touches (its tenant and consumer, co-browse session, or
+//! the tenant's Functions month) and appended to the journal before the stripe is
+//! released: for every key, journal order is rating order, so replaying the journal
+//! reproduces the same outcomes, records and cursors, while events of other keys are
+//! rated in parallel. Tenant changes, pruning and snapshots take every stripe. The caller
+//! waits for the journal to be durable before it answers.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +39,14 @@ pub enum TenantRefusal {
     FailedPrecondition(String),
 }
 
+/// Ordering stripes: enough that concurrent calls rarely share one on two cores or many.
+const STRIPES: usize = 64;
+
 pub struct Daybook {
     engine: Engine,
-    /// Rating order == journal order. A std mutex: held for one rating and a memcpy into
-    /// the journal buffer, never across an await.
-    order: Mutex<()>,
+    /// Rating order == journal order, per stripe of keys. Std mutexes: each held for one
+    /// rating and its journal append, never across an await.
+    stripes: Vec<Mutex<()>>,
     pub journal: Arc<Journal>,
     pub hub: Arc<Hub>,
     clock: Clock,
@@ -100,13 +106,29 @@ impl Daybook {
                     && let Ok(spec) = api::tenant_in(&t)
                     && !names.contains(&spec.id)
                 {
+                    // As `set_plan` did: a new plan re-judges the aggregates' alerts.
+                    let plan_changed = engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
                     let _ = engine.put_tenant(spec);
+                    if plan_changed {
+                        engine.rebuild_ledgers();
+                    }
                 }
             }
             Some(EntryKind::Event(e)) => {
                 let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
                 let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
-                let _ = engine.ingest(RawEvent::from(event), now, &mut discard);
+                // Which event raised an alert depends on the order of events of other
+                // keys, which only the journal's records remember: restore them as raised.
+                let alerts = entry
+                    .records
+                    .iter()
+                    .filter_map(|bytes| pb::Record::decode(bytes.as_slice()).ok())
+                    .filter_map(|r| match r.body {
+                        Some(pb::record::Body::Alert(a)) => api::alert_in(&a),
+                        _ => None,
+                    })
+                    .collect();
+                let _ = engine.replay(RawEvent::from(event), now, alerts, &mut discard);
                 discard.clear();
             }
             Some(EntryKind::ClosePeriods(nanos)) => {
@@ -119,7 +141,7 @@ impl Daybook {
         let journal = Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records))?;
         Ok(Arc::new(Daybook {
             engine,
-            order: Mutex::new(()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             journal,
             hub,
             clock,
@@ -147,14 +169,14 @@ impl Daybook {
         (result, wait)
     }
 
-    /// Rates a batch under one hold of the ordering lock.
+    /// Rates a batch, each event under its own ordering stripe.
     pub fn ingest_batch(&self, events: Vec<pb::Event>) -> Vec<(Result<Outcome, Refusal>, u64)> {
         let encoded: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
         let mut out = Vec::with_capacity(events.len());
-        let _order = self.order.lock().expect("order lock");
-        let now = self.now();
         let mut records = Vec::new();
         for (event, bytes) in events.into_iter().zip(encoded) {
+            let _stripe = self.stripes[stripe_of(&event)].lock().expect("stripe lock");
+            let now = self.now();
             let result = self.engine.ingest(RawEvent::from(event), Some(now), &mut records);
             let kind = match &result {
                 Ok(outcome) if !outcome.retry => {
@@ -181,22 +203,22 @@ impl Daybook {
         out
     }
 
+    /// Journals an entry with its records, which carry their cursors from the start.
     fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
         let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
         let entry = Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec()).collect() };
-        // Every append happens under the ordering lock, so the journal's next sequence
-        // number is known here and the records can carry their cursors from the start.
-        let seq = self.journal.appended() + 1;
-        let stamped: Vec<Stamped> = stamp(seq, protos);
-        let assigned = self.journal.append(entry, stamped);
-        debug_assert_eq!(assigned, seq);
-        assigned
+        self.journal.append(entry, |seq| -> Vec<Stamped> { stamp(seq, protos) })
+    }
+
+    /// Every ordering stripe, in index order: nothing is rated while they are held.
+    fn exclusive(&self) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        self.stripes.iter().map(|s| s.lock().expect("stripe lock")).collect()
     }
 
     /// Creates a tenant through the API.
     pub fn create_tenant(&self, t: &pb::Tenant) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let spec = api::tenant_in(t).map_err(TenantRefusal::Invalid)?;
-        let _order = self.order.lock().expect("order lock");
+        let _all = self.exclusive();
         if self.engine.tenant(&spec.id).is_some() {
             return Err(TenantRefusal::AlreadyExists(format!("tenant `{}` exists", spec.id)));
         }
@@ -211,7 +233,7 @@ impl Daybook {
         change: &pb::SettingsChange,
     ) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let change = api::change_in(change, "change").map_err(TenantRefusal::Invalid)?;
-        let _order = self.order.lock().expect("order lock");
+        let _all = self.exclusive();
         let tenant = self.managed_tenant(tenant_id)?;
         if let Some(id) = &change.id
             && let Some(existing) = tenant.spec.changes.iter().find(|c| c.id.as_ref() == Some(id))
@@ -237,7 +259,7 @@ impl Daybook {
     /// Replaces the plan.
     pub fn set_plan(&self, tenant_id: &str, plan: &pb::Plan) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let plan = api::plan_in(plan, "plan").map_err(TenantRefusal::Invalid)?;
-        let _order = self.order.lock().expect("order lock");
+        let _all = self.exclusive();
         let tenant = self.managed_tenant(tenant_id)?;
         let mut spec = tenant.spec.clone();
         spec.plan = plan;
@@ -272,7 +294,7 @@ impl Daybook {
     /// Applies the config file's tenants again (on file change). A tenant whose new
     /// definition is invalid keeps its old one; the error is returned.
     pub fn reload_file_tenants(&self, specs: Vec<TenantSpec>) -> Result<usize, String> {
-        let _order = self.order.lock().expect("order lock");
+        let _all = self.exclusive();
         let mut changed = 0;
         for spec in specs {
             if self.engine.tenant(&spec.id).is_some_and(|t| t.spec == spec) {
@@ -305,7 +327,7 @@ impl Daybook {
     /// ([`Engine::close_periods`]), journaled so that replay prunes at the same point.
     /// Ingest waits meanwhile; the check is cheap unless a UTC day has turned.
     pub fn close_periods(&self) -> crate::rating::engine::Pruned {
-        let _order = self.order.lock().expect("order lock");
+        let _all = self.exclusive();
         let started = std::time::Instant::now();
         let now = self.now();
         let pruned = self.engine.close_periods(now);
@@ -328,7 +350,7 @@ impl Daybook {
     pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<u64> {
         let mut last = self.last_snapshot.lock().expect("snapshot lock");
         let (seq, image, api_tenants) = {
-            let _order = self.order.lock().expect("order lock");
+            let _all = self.exclusive();
             let started = std::time::Instant::now();
             let seq = self.journal.appended();
             let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
@@ -409,6 +431,28 @@ fn read_snapshot(
     }
     engine.read_state(r)?;
     Ok(Some((engine, seq)))
+}
+
+/// The ordering stripe of an event: events that can touch the same state (and whose
+/// outcomes therefore depend on their order) share one. Messages and conversations opened
+/// touch their consumer's interactions and DAR-5 log; co-browse events their session;
+/// Functions invocations their tenant's month. Platform users and pass-through charges
+/// are order-free sets; aggregates are sums, and alerts are restored from the journal on
+/// replay. A retry has the payload, hence the stripe, of its original.
+fn stripe_of(event: &pb::Event) -> usize {
+    use pb::event::Kind;
+    let key: &str = match &event.kind {
+        Some(Kind::Message(m)) => &m.consumer_id,
+        Some(Kind::ConversationOpened(o)) => &o.consumer_id,
+        Some(Kind::Cobrowse(c)) => &c.session_id,
+        Some(Kind::FunctionInvocations(_)) | None => "",
+    };
+    // FNV-1a: fast, and a caller who aims its keys at one stripe only slows itself.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in event.tenant_id.bytes().chain([0xff]).chain(key.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % STRIPES as u64) as usize
 }
 
 /// The deployment's fingerprint key, created once per data directory.

@@ -271,15 +271,17 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Appends an entry; its `seq` is assigned here. Call under the engine's order lock so
-    /// that journal order is rating order.
-    pub fn append(&self, mut entry: Entry, records: Vec<super::records::Stamped>) -> u64 {
+    /// Appends an entry; its `seq` is assigned here, and `records` stamps the entry's
+    /// records with it. Call under the ordering stripe of what the entry changes, so that
+    /// journal order is rating order for every key.
+    pub fn append(&self, mut entry: Entry, records: impl FnOnce(u64) -> Vec<super::records::Stamped>) -> u64 {
         let mut p = self.pending.lock().expect("journal lock");
         p.appended += 1;
         entry.seq = p.appended;
         let bytes = frame(&entry);
         p.buf.extend_from_slice(&bytes);
         let seq = p.appended;
+        let records = records(seq);
         if !records.is_empty() {
             p.publish.push((seq, Arc::new(records)));
         }

@@ -63,7 +63,7 @@ pub struct Metrics {
     rpc: Mutex<std::collections::BTreeMap<(&'static str, &'static str), &'static Histogram>>,
     flush: Histogram,
     fsync: Histogram,
-    /// Time the ordering lock was held to copy state for a snapshot, or to prune.
+    /// Time every ordering stripe was held to copy state for a snapshot, or to prune.
     snapshot_pause: Histogram,
     prune_pause: Histogram,
     pub snapshots: AtomicU64,
@@ -84,13 +84,13 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| M
 /// Pauses of ingest for maintenance.
 pub const PAUSE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-/// A snapshot was written after holding the ordering lock for `pause`.
+/// A snapshot was written after holding every ordering stripe for `pause`.
 pub fn record_snapshot(pause: Duration) {
     METRICS.snapshot_pause.observe(pause);
     METRICS.snapshots.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Periods were closed, `entries` pruned, with the ordering lock held for `pause`.
+/// Periods were closed, `entries` pruned, with every ordering stripe held for `pause`.
 pub fn record_prune(pause: Duration, entries: u64) {
     METRICS.prune_pause.observe(pause);
     METRICS.pruned.fetch_add(entries, Ordering::Relaxed);
