@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod loadgen;
 pub mod rating;
 pub mod replay;
 pub mod scenario;

@@ -58,6 +58,42 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Load generator: drives a daybook over gRPC (unary at several concurrencies, then
+    /// streamed batches) with Zipf-distributed consumers, and the same calls against an
+    /// empty handler of the same service (the floor), printing each ratio. Without
+    /// --server it starts `daybook serve` on a fresh data directory itself.
+    Bench {
+        /// A running daybook (HOST:PORT or unix:PATH); default: start one.
+        #[arg(long)]
+        server: Option<String>,
+        /// Unary runs, by calls in flight.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        concurrency: Vec<usize>,
+        /// Streamed runs: streams, each with one batch in flight (0: none).
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// Events per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Consumer population (Zipf).
+        #[arg(long, default_value_t = 100_000)]
+        consumers: usize,
+        /// Skip the empty-handler floor.
+        #[arg(long)]
+        no_floor: bool,
+        /// Durability of the daybook started by the bench.
+        #[arg(long, default_value = "write")]
+        durability: String,
+    },
+    /// The empty handler `daybook bench` compares with (internal).
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long)]
+        listen: String,
+    },
     /// Check or repair the journal in a data directory (the server must be stopped).
     Journal {
         #[command(subcommand)]
@@ -110,6 +146,32 @@ fn main() -> ExitCode {
         }
         Command::Scenarios { paths, server } => run_scenarios(paths, server),
         Command::Journal { action } => journal(action),
+        Command::Bench { server, concurrency, streams, batch, seconds, consumers, no_floor, durability } => {
+            let options = daybook::loadgen::Options {
+                target: server.unwrap_or_default(),
+                floor: None,
+                concurrency,
+                streams,
+                batch,
+                duration: std::time::Duration::from_secs(seconds),
+                consumers,
+            };
+            bench(options, !no_floor, &durability)
+        }
+        Command::BenchFloor { listen } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                eprintln!("daybook: floor listening on {}", listener.local_addr()?);
+                daybook::loadgen::serve_floor(listener).await
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("daybook bench-floor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Replay { tenants, events, out, now, summary_json, quiet } => {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
                 Ok(now) => now,
@@ -272,4 +334,89 @@ fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>) -> ExitCode {
         ),
     };
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// A child process that announces its address on stderr ("... listening on ADDR").
+struct Child {
+    process: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn spawn_announcing(args: &[&str], prefix: &str) -> std::io::Result<Child> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()?;
+    let mut process = std::process::Command::new(exe)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = process.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .map_err(|_| std::io::Error::other(format!("{args:?} did not announce its address")))?;
+    Ok(Child { process, addr })
+}
+
+fn bench(mut options: daybook::loadgen::Options, with_floor: bool, durability: &str) -> ExitCode {
+    let data = std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id()));
+    let mut children = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        if options.target.is_empty() {
+            let data_dir = data.to_string_lossy().to_string();
+            let args = [
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "off",
+                "--data-dir",
+                &data_dir,
+                "--durability",
+                durability,
+            ];
+            let server = spawn_announcing(&args, "daybook: gRPC listening on ")?;
+            options.target = server.addr.clone();
+            children.push(server);
+        }
+        if with_floor {
+            let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "daybook: floor listening on ")?;
+            options.floor = Some(floor.addr.clone());
+            children.push(floor);
+        }
+        println!(
+            "daybook bench: {} cores, {} s per run, {} consumers (Zipf), target {}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            options.duration.as_secs(),
+            options.consumers,
+            options.target
+        );
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(daybook::loadgen::run(&options, &mut std::io::stdout()))?;
+        Ok(())
+    })();
+    drop(children);
+    let _ = std::fs::remove_dir_all(&data);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daybook bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1041,3 +1041,22 @@ async fn concurrent_callers_then_a_replay_give_the_same_answers_statements_and_a
     }
     server.stop().await;
 }
+
+#[test]
+fn bench_drives_a_server_and_the_empty_handler_floor() {
+    // The load generator end to end: it starts `daybook serve` and the floor itself.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["bench", "--seconds", "1", "--concurrency", "2", "--streams", "1", "--batch", "20", "--consumers", "50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["daybook unary c=2", "floor   unary c=2", "daybook batch 1x20", "floor   batch 1x20", "ratio"] {
+        assert!(text.contains(expected), "`{expected}` in:\n{text}");
+    }
+    let calls = |prefix: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    assert!(calls("daybook unary c=2") > 0.0 && calls("floor   unary c=2") > 0.0, "{text}");
+}

@@ -1,0 +1,391 @@
+//! `daybook bench`: a load generator that drives a running daybook over gRPC and, in the
+//! same run, the floor of this machine: an empty tonic handler of the same service in a
+//! process of its own (`daybook bench-floor`), called by the same client code. Each row
+//! reports calls/s, events/s and latency percentiles, and the ratio to the floor.
+//!
+//! Traffic is realistic for a chat platform: consumers drawn from a Zipf distribution (a
+//! few very active, a long tail), so most messages repeat a relationship already counted
+//! today and a share are first touches; senders alternate between consumer, agent and
+//! bot; every event id is new.
+
+use std::time::{Duration, Instant};
+
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::api::pb;
+use pb::ingest_service_client::IngestServiceClient;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The daybook under test (`HOST:PORT` or `unix:PATH`).
+    pub target: String,
+    /// The empty handler to compare with, if any.
+    pub floor: Option<String>,
+    /// Unary runs, by number of calls in flight.
+    pub concurrency: Vec<usize>,
+    /// Streamed runs: this many streams, each sending batches of `batch` events.
+    pub streams: usize,
+    pub batch: usize,
+    pub duration: Duration,
+    /// Size of the consumer population (Zipf, exponent 1).
+    pub consumers: usize,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub calls_per_s: f64,
+    pub events_per_s: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+}
+
+impl Row {
+    pub fn line(&self) -> String {
+        format!(
+            "{:<28} {:>10.0} calls/s {:>10.0} events/s   p50 {:>8.1} us   p99 {:>8.1} us   p99.9 {:>8.1} us",
+            self.name,
+            self.calls_per_s,
+            self.events_per_s,
+            micros(self.p50),
+            micros(self.p99),
+            micros(self.p999)
+        )
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Zipf(1) over `n` consumers, sampled by inverting the cumulative distribution.
+pub struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: usize) -> Zipf {
+        let mut total = 0.0;
+        let cumulative = (1..=n.max(1))
+            .map(|k| {
+                total += 1.0 / k as f64;
+                total
+            })
+            .collect::<Vec<_>>();
+        Zipf { cumulative: cumulative.iter().map(|c| c / total).collect() }
+    }
+
+    /// The rank (0 = most active) for a uniform `u` in [0, 1).
+    pub fn rank(&self, u: f64) -> usize {
+        self.cumulative.partition_point(|c| *c <= u).min(self.cumulative.len() - 1)
+    }
+}
+
+/// A small, fast generator (xorshift64*): the load generator must not be the bottleneck.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The event stream of one worker.
+struct Traffic {
+    tenant: String,
+    run: String,
+    worker: usize,
+    next: u64,
+    rng: Rng,
+}
+
+impl Traffic {
+    fn event(&mut self, zipf: &Zipf) -> pb::Event {
+        self.next += 1;
+        let consumer = zipf.rank(self.rng.unit());
+        let role = match self.next % 4 {
+            0 => pb::SenderRole::Agent,
+            1 => pb::SenderRole::Bot,
+            _ => pb::SenderRole::Consumer,
+        };
+        pb::Event {
+            tenant_id: self.tenant.clone(),
+            event_id: format!("{}-{}-{}", self.run, self.worker, self.next),
+            event_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind: Some(pb::event::Kind::Message(pb::MessageEvent {
+                consumer_id: format!("consumer-{consumer}"),
+                conversation_id: format!("conversation-{consumer}"),
+                sender_role: role as i32,
+                sender_id: format!("agent-{}", consumer % 50),
+                channel: pb::Channel::Web as i32,
+                integration_id: "web-1".into(),
+                provider_price: None,
+            })),
+        }
+    }
+
+    fn message(&mut self, zipf: &Zipf) -> pb::IngestMessageRequest {
+        let e = self.event(zipf);
+        let Some(pb::event::Kind::Message(message)) = e.kind else { unreachable!("messages only") };
+        pb::IngestMessageRequest {
+            tenant_id: e.tenant_id,
+            event_id: e.event_id,
+            event_time: e.event_time,
+            message: Some(message),
+        }
+    }
+}
+
+/// Creates the benchmark's tenant (a DAR meter in UTC) on a daybook.
+pub async fn create_tenant(target: &str, tenant: &str) -> anyhow::Result<()> {
+    let channel = crate::client::connect(target).await?;
+    let request = pb::CreateTenantRequest {
+        tenant: Some(pb::Tenant {
+            tenant_id: tenant.into(),
+            meter: pb::Meter::Dar as i32,
+            settings: Some(pb::Settings { time_zone: Some("UTC".into()), ..Default::default() }),
+            changes: vec![],
+            plan: None,
+        }),
+    };
+    match pb::tenant_service_client::TenantServiceClient::new(channel).create_tenant(request).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Unary `IngestMessage` with `concurrency` calls in flight (each on its own HTTP/2
+/// stream of one connection, as a service's client would do).
+pub async fn unary(
+    target: &str,
+    tenant: &str,
+    concurrency: usize,
+    duration: Duration,
+    consumers: usize,
+) -> anyhow::Result<Row> {
+    let channel = crate::client::connect(target).await?;
+    let zipf = std::sync::Arc::new(Zipf::new(consumers));
+    let run = format!("{:x}", std::process::id() as u64 * 1_000_003 + chrono::Utc::now().timestamp_micros() as u64);
+    let deadline = Instant::now() + duration;
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = IngestServiceClient::new(channel.clone());
+        let zipf = zipf.clone();
+        let mut traffic = Traffic {
+            tenant: tenant.into(),
+            run: run.clone(),
+            worker,
+            next: 0,
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1)),
+        };
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let request = traffic.message(&zipf);
+                let started = Instant::now();
+                client.ingest_message(request).await?;
+                latencies.push(started.elapsed());
+            }
+            Ok::<_, Status>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await??);
+    }
+    Ok(row(format!("unary c={concurrency}"), all, 1, duration))
+}
+
+/// Streamed `IngestBatch`: `streams` streams, each keeping one batch in flight.
+pub async fn streamed(
+    target: &str,
+    tenant: &str,
+    streams: usize,
+    batch: usize,
+    duration: Duration,
+    consumers: usize,
+) -> anyhow::Result<Row> {
+    let channel = crate::client::connect(target).await?;
+    let zipf = std::sync::Arc::new(Zipf::new(consumers));
+    let run = format!("s{:x}", chrono::Utc::now().timestamp_micros());
+    let deadline = Instant::now() + duration;
+    let mut workers = Vec::new();
+    for worker in 0..streams {
+        let mut client = IngestServiceClient::new(channel.clone());
+        let zipf = zipf.clone();
+        let mut traffic = Traffic {
+            tenant: tenant.into(),
+            run: run.clone(),
+            worker,
+            next: 0,
+            rng: Rng(0x2545_f491_4f6c_dd1d ^ (worker as u64 + 7)),
+        };
+        workers.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut responses =
+                client.ingest_batch(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let events = (0..batch).map(|_| traffic.event(&zipf)).collect();
+                let started = Instant::now();
+                if tx.send(pb::IngestBatchRequest { events }).await.is_err() {
+                    break;
+                }
+                match responses.next().await {
+                    Some(Ok(_)) => latencies.push(started.elapsed()),
+                    Some(Err(s)) => return Err(s),
+                    None => break,
+                }
+            }
+            Ok::<_, Status>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await??);
+    }
+    Ok(row(format!("batch {streams}x{batch}"), all, batch, duration))
+}
+
+fn row(name: String, mut latencies: Vec<Duration>, events_per_call: usize, duration: Duration) -> Row {
+    latencies.sort_unstable();
+    let n = latencies.len();
+    let at = |q: f64| latencies.get(((n as f64 * q) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
+    let calls = n as f64 / duration.as_secs_f64();
+    Row {
+        name,
+        calls_per_s: calls,
+        events_per_s: calls * events_per_call as f64,
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+    }
+}
+
+/// Runs every configured measurement against the target and, when given, the floor.
+/// Prints as it goes to `out`.
+pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Result<Vec<(Row, Option<Row>)>> {
+    let tenant = format!("bench-{}", std::process::id());
+    create_tenant(&options.target, &tenant).await?;
+    let mut rows = Vec::new();
+    let d = options.duration;
+    let mut report = |daybook: Row, floor: Option<Row>, out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        writeln!(out, "daybook {}", daybook.line())?;
+        if let Some(f) = &floor {
+            writeln!(out, "floor   {}", f.line())?;
+            writeln!(
+                out,
+                "        ratio {:.2} of the floor's calls/s; p99 {:+.1} us over it",
+                daybook.calls_per_s / f.calls_per_s,
+                micros(daybook.p99) - micros(f.p99)
+            )?;
+        }
+        rows.push((daybook, floor));
+        Ok(())
+    };
+    for &c in &options.concurrency {
+        let daybook = unary(&options.target, &tenant, c, d, options.consumers).await?;
+        let floor = match &options.floor {
+            Some(f) => Some(unary(f, &tenant, c, d, options.consumers).await?),
+            None => None,
+        };
+        report(daybook, floor, out)?;
+    }
+    if options.streams > 0 {
+        let daybook = streamed(&options.target, &tenant, options.streams, options.batch, d, options.consumers).await?;
+        let floor = match &options.floor {
+            Some(f) => Some(streamed(f, &tenant, options.streams, options.batch, d, options.consumers).await?),
+            None => None,
+        };
+        report(daybook, floor, out)?;
+    }
+    Ok(rows)
+}
+
+/// The floor: the same service, answering every call at once with an empty outcome. The
+/// batch stream answers one outcome per event, so response sizes are comparable.
+#[derive(Clone, Default)]
+pub struct EmptyIngest;
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for EmptyIngest {
+    async fn ingest_message(
+        &self,
+        _: Request<pb::IngestMessageRequest>,
+    ) -> Result<Response<pb::IngestMessageResponse>, Status> {
+        Ok(Response::new(pb::IngestMessageResponse::default()))
+    }
+
+    async fn ingest_conversation_opened(
+        &self,
+        _: Request<pb::IngestConversationOpenedRequest>,
+    ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn ingest_cobrowse(
+        &self,
+        _: Request<pb::IngestCobrowseRequest>,
+    ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn ingest_function_invocations(
+        &self,
+        _: Request<pb::IngestFunctionInvocationsRequest>,
+    ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    type IngestBatchStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
+
+    async fn ingest_batch(
+        &self,
+        request: Request<tonic::Streaming<pb::IngestBatchRequest>>,
+    ) -> Result<Response<Self::IngestBatchStream>, Status> {
+        let stream = request.into_inner().map(|batch| {
+            batch.map(|b| pb::IngestBatchResponse {
+                outcomes: b.events.iter().map(|_| pb::EventOutcome::default()).collect(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Serves the floor on `listener` until the process ends.
+pub async fn serve_floor(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    tonic::transport::Server::builder()
+        .add_service(pb::ingest_service_server::IngestServiceServer::new(EmptyIngest))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_favours_low_ranks_and_covers_the_population() {
+        let z = Zipf::new(1000);
+        assert_eq!(z.rank(0.0), 0);
+        assert_eq!(z.rank(0.999_999), 999);
+        // Rank 0 carries 1/H(1000) ~ 13% of the mass.
+        assert_eq!(z.rank(0.12), 0);
+        assert!(z.rank(0.2) > 0);
+    }
+}
