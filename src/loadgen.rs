@@ -107,6 +107,11 @@ struct Traffic {
 }
 
 impl Traffic {
+    fn new(tenant: &str, run: &str, worker: usize) -> Traffic {
+        let rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1));
+        Traffic { tenant: tenant.into(), run: run.into(), worker, next: 0, rng }
+    }
+
     fn event(&mut self, zipf: &Zipf) -> pb::Event {
         self.next += 1;
         let consumer = zipf.rank(self.rng.unit());
@@ -173,19 +178,13 @@ pub async fn unary(
 ) -> anyhow::Result<Row> {
     let channel = crate::client::connect(target).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
-    let run = format!("{:x}", std::process::id() as u64 * 1_000_003 + chrono::Utc::now().timestamp_micros() as u64);
+    let run = run_id();
     let deadline = Instant::now() + duration;
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let mut client = IngestServiceClient::new(channel.clone());
         let zipf = zipf.clone();
-        let mut traffic = Traffic {
-            tenant: tenant.into(),
-            run: run.clone(),
-            worker,
-            next: 0,
-            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1)),
-        };
+        let mut traffic = Traffic::new(tenant, &run, worker);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
             while Instant::now() < deadline {
@@ -197,11 +196,7 @@ pub async fn unary(
             Ok::<_, Status>(latencies)
         }));
     }
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await??);
-    }
-    Ok(row(format!("unary c={concurrency}"), all, 1, duration))
+    Ok(row(format!("unary c={concurrency}"), gather(workers).await?, 1, duration))
 }
 
 /// Streamed `IngestBatch`: `streams` streams, each keeping one batch in flight.
@@ -215,19 +210,13 @@ pub async fn streamed(
 ) -> anyhow::Result<Row> {
     let channel = crate::client::connect(target).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
-    let run = format!("s{:x}", chrono::Utc::now().timestamp_micros());
+    let run = run_id();
     let deadline = Instant::now() + duration;
     let mut workers = Vec::new();
     for worker in 0..streams {
         let mut client = IngestServiceClient::new(channel.clone());
         let zipf = zipf.clone();
-        let mut traffic = Traffic {
-            tenant: tenant.into(),
-            run: run.clone(),
-            worker,
-            next: 0,
-            rng: Rng(0x2545_f491_4f6c_dd1d ^ (worker as u64 + 7)),
-        };
+        let mut traffic = Traffic::new(tenant, &run, worker);
         workers.push(tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             let mut responses =
@@ -248,11 +237,21 @@ pub async fn streamed(
             Ok::<_, Status>(latencies)
         }));
     }
+    Ok(row(format!("batch {streams}x{batch}"), gather(workers).await?, batch, duration))
+}
+
+/// A prefix that keeps this run's event ids apart from every earlier run's.
+fn run_id() -> String {
+    format!("{:x}-{:x}", std::process::id(), chrono::Utc::now().timestamp_micros())
+}
+
+/// Every worker's latencies, or the first error.
+async fn gather(workers: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, Status>>>) -> anyhow::Result<Vec<Duration>> {
     let mut all = Vec::new();
     for w in workers {
         all.extend(w.await??);
     }
-    Ok(row(format!("batch {streams}x{batch}"), all, batch, duration))
+    Ok(all)
 }
 
 fn row(name: String, mut latencies: Vec<Duration>, events_per_call: usize, duration: Duration) -> Row {

@@ -288,8 +288,9 @@ impl Engine {
             MapEntry::Vacant(vacant) => vacant,
         };
 
+        let closed_before = slot.closed_before.load(Ordering::Acquire);
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(tenant, &event, now, slot.closed_before.load(Ordering::Acquire))
+            && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
         {
             if refusal.code == Code::FailedPrecondition {
                 records.push(dead_letter(tenant, event, &refusal));
@@ -297,8 +298,7 @@ impl Engine {
             return Err(refusal);
         }
 
-        let mut effects =
-            Effects { now, closed_before: Some(slot.closed_before.load(Ordering::Acquire)), ..Effects::default() };
+        let mut effects = Effects { now, closed_before: Some(closed_before), ..Effects::default() };
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         if !effects.ledger.is_empty() {
@@ -1105,6 +1105,16 @@ impl Engine {
         }
     }
 
+    /// Whether [`Engine::close_periods`] would close anything at `now`: a cheap check
+    /// that needs no exclusive access, so callers take it only on the day it is needed.
+    pub fn has_periods_to_close(&self, now: Instant) -> bool {
+        self.by_index
+            .read()
+            .expect("index lock")
+            .iter()
+            .any(|slot| closing_cutoff(&slot.config(), now).1 > slot.closed_before.load(Ordering::Acquire))
+    }
+
     /// Closes the periods that ended more than each tenant's longest lateness horizon (and
     /// a day's margin for clock steps) before `now`, and prunes their state: no event may
     /// touch them again (T-3), so only their contribution to the aggregates is kept, and
@@ -1118,9 +1128,7 @@ impl Engine {
         // Per tenant index: the new cutoff date, when it moved.
         let mut cutoffs: Vec<Option<NaiveDate>> = vec![None; slots.len()];
         for (i, slot) in slots.iter().enumerate() {
-            let tenant = slot.config();
-            let cutoff = (now - tenant.max_lateness_horizon() - TimeDelta::days(1)).date_naive();
-            let cutoff_ms = time::to_millis(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+            let (cutoff, cutoff_ms) = closing_cutoff(&slot.config(), now);
             if cutoff_ms > slot.closed_before.load(Ordering::Acquire) {
                 slot.closed_before.store(cutoff_ms, Ordering::Release);
                 cutoffs[i] = Some(cutoff);
@@ -1276,6 +1284,13 @@ fn functions_entry(tenant: &Tenant, e: &FunctionsEntry) -> (NaiveDate, Entry) {
 
 fn pass_through_entry(e: &PassThroughEntry) -> (NaiveDate, Entry) {
     (time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge))
+}
+
+/// The day before which a tenant's periods are closed at `now` (its longest lateness
+/// horizon and a day's margin for clock steps ago), and its UTC midnight in Unix ms.
+fn closing_cutoff(tenant: &Tenant, now: Instant) -> (NaiveDate, i64) {
+    let cutoff = (now - tenant.max_lateness_horizon() - TimeDelta::days(1)).date_naive();
+    (cutoff, time::to_millis(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))
 }
 
 /// Days after an event's UTC date within which some period of it may still be open: the

@@ -325,8 +325,12 @@ impl Daybook {
 
     /// Closes periods past every tenant's lateness horizon and prunes their state
     /// ([`Engine::close_periods`]), journaled so that replay prunes at the same point.
-    /// Ingest waits meanwhile; the check is cheap unless a UTC day has turned.
+    /// Ingest waits only when a UTC day has turned and something closes.
     pub fn close_periods(&self) -> crate::rating::engine::Pruned {
+        // Checked first without stopping ingest: periods close once a day.
+        if !self.engine.has_periods_to_close(self.now()) {
+            return Default::default();
+        }
         let _all = self.exclusive();
         let started = std::time::Instant::now();
         let now = self.now();

@@ -775,6 +775,42 @@ fn dar_5_an_outbound_day_past_its_lateness_horizon_is_not_charged_by_a_late_repl
 }
 
 #[test]
+fn pl_3_replay_in_another_order_restores_alerts_as_they_were_raised() {
+    // Events of different consumers may reach the journal in another order than they
+    // were rated; replay restores which event raised an alert from its journaled records.
+    let t = json!({"id": "acme", "time_zone": "UTC", "meter": "dar",
+        "plan": {"kind": "starter", "included": 2, "alerts": ["1.0"]}});
+    let (e1, e2) = (
+        msg("e1", "2025-06-10T10:00:00Z", "consumer", "c1", "A"),
+        msg("e2", "2025-06-10T11:00:00Z", "consumer", "c2", "B"),
+    );
+    let live = engine_with(t.clone());
+    live.ingest(raw(e1.clone()), None, &mut Vec::new()).unwrap();
+    let mut records = Vec::new();
+    live.ingest(raw(e2.clone()), None, &mut records).unwrap();
+    let raised: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            daybook::rating::RecordBody::Alert(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].event_id, "e2");
+
+    let replayed = engine_with(t.clone());
+    replayed.replay(raw(e2.clone()), None, raised, &mut Vec::new()).unwrap();
+    replayed.replay(raw(e1.clone()), None, Vec::new(), &mut Vec::new()).unwrap();
+    assert_eq!(replayed.statements("acme"), live.statements("acme"));
+
+    // Judged again in that order, e1 would cross the threshold instead.
+    let rejudged = engine_with(t);
+    rejudged.ingest(raw(e2), None, &mut Vec::new()).unwrap();
+    rejudged.ingest(raw(e1), None, &mut Vec::new()).unwrap();
+    assert_eq!(rejudged.statements("acme").unwrap()[0].alerts[0].event_id, "e1");
+}
+
+#[test]
 fn t_4_clock_skew_boundary() {
     check(json!({"name": "T-4", "rules": [], "now": "2025-06-10T12:00:00Z",
         "tenant": tenant("UTC", "dar", json!({"max_clock_skew": "PT1M"})),
