@@ -49,20 +49,7 @@ fn route<B>(daybook: &Daybook, request: Request<B>) -> Response<Full<Bytes>> {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
         "/ready" if daybook.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
-        "/metrics" => {
-            let engine = daybook.engine();
-            let gauges = [
-                ("daybook_hot_interactions", "Relationship entries held in memory.", engine.hot_interactions() as f64),
-                (
-                    "daybook_remembered_events",
-                    "Event ids remembered for idempotency.",
-                    engine.remembered_events() as f64,
-                ),
-                ("daybook_journal_durable_seq", "Last journal entry known durable.", daybook.journal.durable() as f64),
-                ("daybook_ready", "1 when ready to serve.", if daybook.is_ready() { 1.0 } else { 0.0 }),
-            ];
-            text(StatusCode::OK, "text/plain; version=0.0.4", super::metrics::render(&gauges))
-        }
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", daybook.telemetry.prometheus_text()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

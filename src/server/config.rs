@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::journal::Durability;
+use super::telemetry::TelemetryConfig;
 use crate::rating::settings::TenantSpec;
 use crate::rating::time;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Tenants defined by the file.
     pub tenants: Vec<TenantSpec>,
+    /// OTLP export and metric labels.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             snapshot_interval: Duration::from_secs(600),
             config_file: None,
             tenants: Vec::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -106,6 +110,9 @@ const KEYS: &[(&str, &str)] = &[
     ("grace_period", "DAYBOOK_GRACE_PERIOD"),
     ("snapshot_entries", "DAYBOOK_SNAPSHOT_ENTRIES"),
     ("snapshot_interval", "DAYBOOK_SNAPSHOT_INTERVAL"),
+    ("otlp_endpoint", "DAYBOOK_OTLP_ENDPOINT"),
+    ("otlp_interval", "DAYBOOK_OTLP_INTERVAL"),
+    ("metrics_tenant_label", "DAYBOOK_METRICS_TENANT_LABEL"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -154,6 +161,12 @@ pub fn load(
             values.insert(key, (v, format!("--{}", key.replace('_', "-"))));
         } else if let Some(v) = env.get(*var) {
             values.insert(key, (v.clone(), var.to_string()));
+        } else if *key == "otlp_endpoint"
+            && let Some(v) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            && !file_server.contains_key(*key)
+        {
+            // The OpenTelemetry SDKs' own variable, honoured when nothing daybook's says.
+            values.insert(key, (v.clone(), "OTEL_EXPORTER_OTLP_ENDPOINT".to_string()));
         } else if let Some(v) = file_server.get(*key) {
             let text = match v {
                 Value::String(s) => s.clone(),
@@ -202,6 +215,24 @@ pub fn load(
             "grace_period" => config.grace_period = duration(source, text)?,
             "snapshot_entries" => config.snapshot_entries = number(source, text)? as u64,
             "snapshot_interval" => config.snapshot_interval = duration(source, text)?,
+            "otlp_endpoint" => {
+                config.telemetry.otlp_endpoint = match text.as_str() {
+                    "" | "off" => None,
+                    t if t.starts_with("http://") && t.len() > "http://".len() => Some(t.to_string()),
+                    t if t.starts_with("https://") => {
+                        return Err(err(source, "TLS to the collector is not built in: use a collector on http://"));
+                    }
+                    _ => return Err(err(source, "expected an OTLP/gRPC URL, http://HOST:PORT")),
+                }
+            }
+            "otlp_interval" => config.telemetry.otlp_interval = duration(source, text)?,
+            "metrics_tenant_label" => {
+                config.telemetry.tenant_label = match text.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(err(source, "expected `true` or `false`")),
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
     }
@@ -210,6 +241,9 @@ pub fn load(
     }
     if config.deadline_ceiling.is_zero() {
         return Err(err("deadline_ceiling", "must be positive"));
+    }
+    if config.telemetry.otlp_interval < Duration::from_secs(1) {
+        return Err(err("otlp_interval", "must be at least one second"));
     }
     if config.snapshot_interval < Duration::from_secs(1) {
         return Err(err("snapshot_interval", "must be at least one second"));
@@ -260,5 +294,27 @@ mod tests {
         assert!(e.reason.contains("colour"), "{e}");
         let flags = Flags { listen: Some("nowhere".into()), ..Flags::default() };
         assert_eq!(load(&flags, &HashMap::new(), files("")).unwrap_err().key, "--listen");
+    }
+
+    #[test]
+    fn otlp_endpoint_from_daybook_or_the_sdk_variable() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let none = |_: &str| Err("no file".to_string());
+        let c = load(&Flags::default(), &env(&[]), none).unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        let sdk = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]);
+        let c = load(&Flags::default(), &sdk, none).unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        let both = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"), ("DAYBOOK_OTLP_ENDPOINT", "off")]);
+        assert_eq!(load(&Flags::default(), &both, none).unwrap().telemetry.otlp_endpoint, None);
+        let tls = env(&[("DAYBOOK_OTLP_ENDPOINT", "https://collector:4317")]);
+        assert_eq!(load(&Flags::default(), &tls, none).unwrap_err().key, "DAYBOOK_OTLP_ENDPOINT");
+        let label = env(&[("DAYBOOK_METRICS_TENANT_LABEL", "yes")]);
+        assert_eq!(load(&Flags::default(), &label, none).unwrap_err().key, "DAYBOOK_METRICS_TENANT_LABEL");
+        let flags = Flags { config: Some("c.toml".into()), ..Flags::default() };
+        let file = |_: &str| Ok("[server]\notlp_interval = \"PT0.5S\"\n".to_string());
+        assert_eq!(load(&flags, &env(&[]), file).unwrap_err().key, "otlp_interval");
     }
 }

@@ -16,6 +16,7 @@ use prost::Message;
 
 use super::journal::{self, DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
 use super::records::{Hub, Stamped, stamp};
+use super::telemetry::Telemetry;
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
 use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
@@ -60,6 +61,7 @@ pub struct Daybook {
     pub draining: AtomicBool,
     /// Tells long-lived streams (watch, batch ingest) to end when shutdown begins.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Daybook {
@@ -70,6 +72,7 @@ impl Daybook {
         durability: Durability,
         file_tenants: Vec<TenantSpec>,
         clock: Clock,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Arc<Daybook>, JournalError> {
         let dir = data_dir.join("journal");
         let key = fingerprint_key(data_dir)?;
@@ -138,7 +141,8 @@ impl Daybook {
         })?;
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
-        let journal = Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records))?;
+        let journal =
+            Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records), telemetry.clone())?;
         Ok(Arc::new(Daybook {
             engine,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -150,6 +154,7 @@ impl Daybook {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
+            telemetry,
         }))
     }
 
@@ -338,7 +343,7 @@ impl Daybook {
         if pruned.tenants > 0 {
             let nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
             self.append(EntryKind::ClosePeriods(nanos), Vec::new());
-            super::metrics::record_prune(started.elapsed(), pruned.interactions + pruned.events + pruned.other);
+            self.telemetry.pruned(started.elapsed(), pruned.interactions + pruned.events + pruned.other);
         }
         pruned
     }
@@ -367,14 +372,14 @@ impl Daybook {
                 .map(|t| api::tenant_out(&t.spec).encode_to_vec())
                 .collect();
             let image = self.engine.image();
-            super::metrics::record_snapshot(started.elapsed());
+            self.telemetry.snapshot_written(started.elapsed());
             (seq, image, api_tenants)
         };
         // The snapshot may not claim entries the journal could still lose: the next start
         // would continue numbering after entries that were never written.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.journal.durable() < seq {
-            if super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed) || std::time::Instant::now() > deadline {
+            if self.journal.failed() || std::time::Instant::now() > deadline {
                 return Err(std::io::Error::other("the journal is behind the state"));
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -399,9 +404,7 @@ impl Daybook {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && !self.draining.load(Ordering::Acquire)
-            && !super::metrics::JOURNAL_FAILED.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire) && !self.journal.failed()
     }
 }
 

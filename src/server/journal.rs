@@ -15,6 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -244,6 +245,10 @@ pub struct Journal {
     wake: Condvar,
     durable: tokio::sync::watch::Sender<u64>,
     dir: PathBuf,
+    /// Set when the journal can no longer be written: nothing more is acknowledged, and
+    /// readiness fails.
+    failed: AtomicBool,
+    telemetry: Arc<super::telemetry::Telemetry>,
 }
 
 impl Journal {
@@ -254,6 +259,7 @@ impl Journal {
         last_seq: u64,
         durability: Durability,
         publish: impl Fn(u64, Arc<Vec<super::records::Stamped>>) + Send + 'static,
+        telemetry: Arc<super::telemetry::Telemetry>,
     ) -> Result<Arc<Journal>, std::io::Error> {
         std::fs::create_dir_all(dir)?;
         let (durable, _) = tokio::sync::watch::channel(last_seq);
@@ -262,6 +268,8 @@ impl Journal {
             wake: Condvar::new(),
             durable,
             dir: dir.to_path_buf(),
+            failed: AtomicBool::new(false),
+            telemetry,
         });
         let mut writer = SegmentWriter::open(dir, last_seq)?;
         let flusher = journal.clone();
@@ -309,6 +317,11 @@ impl Journal {
         self.durable.subscribe()
     }
 
+    /// True once a write failed: the process must be restarted.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -347,10 +360,10 @@ impl Journal {
                 // Nothing more can be acknowledged; waiters stay blocked and the process
                 // must be restarted (the journal replays what was written).
                 eprintln!("daybook: journal write failed, no further event can be acknowledged: {e}");
-                crate::server::metrics::JOURNAL_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.failed.store(true, Ordering::Release);
                 return;
             }
-            crate::server::metrics::record_flush(started.elapsed(), durability == Durability::Fsync);
+            self.telemetry.journal_flushed(started.elapsed(), durability == Durability::Fsync);
             self.durable.send_replace(upto);
             for (seq, records) in records {
                 publish(seq, records);

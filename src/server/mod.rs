@@ -6,9 +6,9 @@ pub mod admin;
 pub mod config;
 pub mod core;
 pub mod journal;
-pub mod metrics;
 pub mod records;
 pub mod service;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,11 +75,19 @@ pub async fn run(
     clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let methods = telemetry::served_methods(&[
+        FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    ]);
+    let telemetry = telemetry::Telemetry::new(&config.telemetry, methods)?;
     let daybook = tokio::task::spawn_blocking({
         let config = config.clone();
-        move || Daybook::open(&config.data_dir, config.durability, config.tenants.clone(), clock)
+        let telemetry = telemetry.clone();
+        move || Daybook::open(&config.data_dir, config.durability, config.tenants.clone(), clock, telemetry)
     })
     .await??;
+    telemetry.observe(&daybook);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let service_names = [
@@ -101,6 +109,7 @@ pub async fn run(
     let max = config.max_message_bytes;
     let router = Server::builder()
         .timeout(config.deadline_ceiling)
+        .layer(telemetry::GrpcLayer(telemetry.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -194,6 +203,8 @@ pub async fn run(
     if let Some(a) = admin {
         a.abort();
     }
+    // The exporters' last push runs on threads of their own; the runtime stays up for it.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
 }
 

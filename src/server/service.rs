@@ -3,13 +3,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant as WallInstant;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::core::{Daybook, TenantRefusal};
-use super::metrics;
 use super::records::{Cursor, follow};
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
@@ -20,35 +18,6 @@ use crate::rating::outcome::{Disposition, Outcome, Refusal};
 pub struct Services {
     pub daybook: Arc<Daybook>,
     pub max_batch: usize,
-}
-
-fn code_name(status: &Result<(), &Status>) -> &'static str {
-    match status {
-        Ok(()) => "OK",
-        Err(s) => match s.code() {
-            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-            tonic::Code::OutOfRange => "OUT_OF_RANGE",
-            tonic::Code::NotFound => "NOT_FOUND",
-            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-            tonic::Code::Unavailable => "UNAVAILABLE",
-            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            _ => "UNKNOWN",
-        },
-    }
-}
-
-/// Times a call into `rpc.server.call.duration`.
-async fn timed<T>(
-    method: &'static str,
-    call: impl std::future::Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = WallInstant::now();
-    let result = call.await;
-    metrics::observe_rpc(method, code_name(&result.as_ref().map(|_| ())), started.elapsed());
-    result
 }
 
 fn disposition_name(d: &Disposition) -> &'static str {
@@ -71,7 +40,8 @@ impl Services {
             Ok(o) => disposition_name(&o.disposition),
             Err(_) => "refused",
         };
-        metrics::count_event(outcome, self.meter_of(tenant));
+        let new_interaction = matches!(result, Ok(o) if !o.retry && o.disposition == Disposition::NewInteraction);
+        self.daybook.telemetry.count_event(outcome, self.meter_of(tenant), tenant, new_interaction);
     }
 
     fn unavailable_if_draining(&self) -> Result<(), Status> {
@@ -122,56 +92,44 @@ impl pb::ingest_service_server::IngestService for Services {
         &self,
         request: Request<pb::IngestMessageRequest>,
     ) -> Result<Response<pb::IngestMessageResponse>, Status> {
-        timed("daybook.v1.IngestService/IngestMessage", async {
-            let r = request.into_inner();
-            let kind = r.message.map(pb::event::Kind::Message);
-            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
-            Ok(Response::new(pb::IngestMessageResponse { outcome: Some(outcome) }))
-        })
-        .await
+        let r = request.into_inner();
+        let kind = r.message.map(pb::event::Kind::Message);
+        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestMessageResponse { outcome: Some(outcome) }))
     }
 
     async fn ingest_conversation_opened(
         &self,
         request: Request<pb::IngestConversationOpenedRequest>,
     ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
-        timed("daybook.v1.IngestService/IngestConversationOpened", async {
-            let r = request.into_inner();
-            let kind = r.conversation_opened.map(pb::event::Kind::ConversationOpened);
-            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
-            Ok(Response::new(pb::IngestConversationOpenedResponse { outcome: Some(outcome) }))
-        })
-        .await
+        let r = request.into_inner();
+        let kind = r.conversation_opened.map(pb::event::Kind::ConversationOpened);
+        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestConversationOpenedResponse { outcome: Some(outcome) }))
     }
 
     async fn ingest_cobrowse(
         &self,
         request: Request<pb::IngestCobrowseRequest>,
     ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
-        timed("daybook.v1.IngestService/IngestCobrowse", async {
-            let r = request.into_inner();
-            let kind = r.cobrowse.map(pb::event::Kind::Cobrowse);
-            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
-            Ok(Response::new(pb::IngestCobrowseResponse { outcome: Some(outcome) }))
-        })
-        .await
+        let r = request.into_inner();
+        let kind = r.cobrowse.map(pb::event::Kind::Cobrowse);
+        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestCobrowseResponse { outcome: Some(outcome) }))
     }
 
     async fn ingest_function_invocations(
         &self,
         request: Request<pb::IngestFunctionInvocationsRequest>,
     ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
-        timed("daybook.v1.IngestService/IngestFunctionInvocations", async {
-            let r = request.into_inner();
-            // A missing body is a missing count (T-6), not an unknown event type.
-            let Some(body) = r.function_invocations else {
-                return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
-            };
-            let kind = Some(pb::event::Kind::FunctionInvocations(body));
-            let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
-            Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
-        })
-        .await
+        let r = request.into_inner();
+        // A missing body is a missing count (T-6), not an unknown event type.
+        let Some(body) = r.function_invocations else {
+            return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
+        };
+        let kind = Some(pb::event::Kind::FunctionInvocations(body));
+        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
     }
 
     type IngestBatchStream = Pin<Box<dyn Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
@@ -201,7 +159,6 @@ impl pb::ingest_service_server::IngestService for Services {
                         break;
                     }
                 };
-                let started = WallInstant::now();
                 if batch.events.len() > this.max_batch {
                     let status = api::invalid_argument(vec![FieldViolation::new(
                         "events",
@@ -228,7 +185,6 @@ impl pb::ingest_service_server::IngestService for Services {
                         }
                     })
                     .collect();
-                metrics::observe_rpc("daybook.v1.IngestService/IngestBatch", "OK", started.elapsed());
                 if tx.send(Ok(pb::IngestBatchResponse { outcomes })).await.is_err() {
                     break;
                 }
@@ -250,107 +206,95 @@ fn date_in(text: &str, field: &str) -> Result<Option<chrono::NaiveDate>, Status>
 #[tonic::async_trait]
 impl pb::usage_service_server::UsageService for Services {
     async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
-        timed("daybook.v1.UsageService/GetUsage", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
-            let totals = self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists");
-            Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals)) }))
-        })
-        .await
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
+        let totals = self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists");
+        Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals)) }))
     }
 
     async fn get_statement(
         &self,
         request: Request<pb::GetStatementRequest>,
     ) -> Result<Response<pb::GetStatementResponse>, Status> {
-        timed("daybook.v1.UsageService/GetStatement", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
-                api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
-            })?;
-            let s = self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists");
-            Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
-        })
-        .await
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
+            api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
+        })?;
+        let s = self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists");
+        Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
     }
 
     async fn list_statements(
         &self,
         request: Request<pb::ListStatementsRequest>,
     ) -> Result<Response<pb::ListStatementsResponse>, Status> {
-        timed("daybook.v1.UsageService/ListStatements", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            let statements = self.daybook.engine().statements(&r.tenant_id).expect("tenant exists");
-            Ok(Response::new(pb::ListStatementsResponse {
-                statements: statements.iter().map(api::statement_out).collect(),
-            }))
-        })
-        .await
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        let statements = self.daybook.engine().statements(&r.tenant_id).expect("tenant exists");
+        Ok(Response::new(pb::ListStatementsResponse {
+            statements: statements.iter().map(api::statement_out).collect(),
+        }))
     }
 
     async fn list_interactions(
         &self,
         request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
-        timed("daybook.v1.UsageService/ListInteractions", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            if r.page_size < 0 {
-                return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
-            }
-            let page_size = if r.page_size == 0 { 100 } else { r.page_size.min(1000) as usize };
-            let after = if r.page_token.is_empty() {
-                Cursor::default()
-            } else {
-                Cursor::parse(&r.page_token).ok_or_else(|| {
-                    api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
-                })?
-            };
-            // Interactions are records: read them from the journal after the token.
-            let mut interactions = Vec::new();
-            let mut last = after;
-            let daybook = self.daybook.clone();
-            let tenant = r.tenant_id.clone();
-            let durable = daybook.journal.durable();
-            let mut from = after.seq.max(1);
-            'pages: while from <= durable {
-                let until = durable.min(from + 4096);
-                let dir = daybook.journal.dir().to_path_buf();
-                let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                for entry in &entries {
-                    for (i, bytes) in entry.records.iter().enumerate() {
-                        let cursor = Cursor { seq: entry.seq, index: i as u32 };
-                        if cursor <= after {
-                            continue;
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        if r.page_size < 0 {
+            return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
+        }
+        let page_size = if r.page_size == 0 { 100 } else { r.page_size.min(1000) as usize };
+        let after = if r.page_token.is_empty() {
+            Cursor::default()
+        } else {
+            Cursor::parse(&r.page_token).ok_or_else(|| {
+                api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
+            })?
+        };
+        // Interactions are records: read them from the journal after the token.
+        let mut interactions = Vec::new();
+        let mut last = after;
+        let daybook = self.daybook.clone();
+        let tenant = r.tenant_id.clone();
+        let durable = daybook.journal.durable();
+        let mut from = after.seq.max(1);
+        'pages: while from <= durable {
+            let until = durable.min(from + 4096);
+            let dir = daybook.journal.dir().to_path_buf();
+            let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(e.to_string()))?;
+            for entry in &entries {
+                for (i, bytes) in entry.records.iter().enumerate() {
+                    let cursor = Cursor { seq: entry.seq, index: i as u32 };
+                    if cursor <= after {
+                        continue;
+                    }
+                    let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_slice()) else { continue };
+                    if record.tenant_id != tenant {
+                        continue;
+                    }
+                    if let Some(pb::record::Body::Interaction(i)) = record.body {
+                        if interactions.len() == page_size {
+                            break 'pages;
                         }
-                        let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_slice()) else { continue };
-                        if record.tenant_id != tenant {
-                            continue;
-                        }
-                        if let Some(pb::record::Body::Interaction(i)) = record.body {
-                            if interactions.len() == page_size {
-                                break 'pages;
-                            }
-                            interactions.push(i);
-                            last = cursor;
-                        }
+                        interactions.push(i);
+                        last = cursor;
                     }
                 }
-                from = until + 1;
             }
-            let more = interactions.len() == page_size;
-            Ok(Response::new(pb::ListInteractionsResponse {
-                interactions,
-                next_page_token: if more { last.to_string() } else { String::new() },
-            }))
-        })
-        .await
+            from = until + 1;
+        }
+        let more = interactions.len() == page_size;
+        Ok(Response::new(pb::ListInteractionsResponse {
+            interactions,
+            next_page_token: if more { last.to_string() } else { String::new() },
+        }))
     }
 }
 
@@ -411,71 +355,52 @@ impl pb::tenant_service_server::TenantService for Services {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        timed("daybook.v1.TenantService/CreateTenant", async {
-            let t = request
-                .into_inner()
-                .tenant
-                .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
-            let (tenant, seq) = self.daybook.create_tenant(&t).map_err(Self::tenant_status)?;
-            self.daybook.journal.wait(seq).await;
-            Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
-        })
-        .await
+        let t = request
+            .into_inner()
+            .tenant
+            .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
+        let (tenant, seq) = self.daybook.create_tenant(&t).map_err(Self::tenant_status)?;
+        self.daybook.journal.wait(seq).await;
+        Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
     async fn get_tenant(
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
-        timed("daybook.v1.TenantService/GetTenant", async {
-            let tenant = self.tenant(&request.into_inner().tenant_id)?;
-            Ok(Response::new(pb::GetTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
-        })
-        .await
+        let tenant = self.tenant(&request.into_inner().tenant_id)?;
+        Ok(Response::new(pb::GetTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
     async fn list_tenants(
         &self,
         _: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        timed("daybook.v1.TenantService/ListTenants", async {
-            let engine = self.daybook.engine();
-            let tenants = engine
-                .tenant_ids()
-                .iter()
-                .filter_map(|id| engine.tenant(id))
-                .map(|t| api::tenant_out(&t.spec))
-                .collect();
-            Ok(Response::new(pb::ListTenantsResponse { tenants }))
-        })
-        .await
+        let engine = self.daybook.engine();
+        let tenants =
+            engine.tenant_ids().iter().filter_map(|id| engine.tenant(id)).map(|t| api::tenant_out(&t.spec)).collect();
+        Ok(Response::new(pb::ListTenantsResponse { tenants }))
     }
 
     async fn change_settings(
         &self,
         request: Request<pb::ChangeSettingsRequest>,
     ) -> Result<Response<pb::ChangeSettingsResponse>, Status> {
-        timed("daybook.v1.TenantService/ChangeSettings", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            let change =
-                r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
-            let (tenant, seq) = self.daybook.change_settings(&r.tenant_id, &change).map_err(Self::tenant_status)?;
-            self.daybook.journal.wait(seq).await;
-            Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
-        })
-        .await
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        let change =
+            r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
+        let (tenant, seq) = self.daybook.change_settings(&r.tenant_id, &change).map_err(Self::tenant_status)?;
+        self.daybook.journal.wait(seq).await;
+        Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
     async fn set_plan(&self, request: Request<pb::SetPlanRequest>) -> Result<Response<pb::SetPlanResponse>, Status> {
-        timed("daybook.v1.TenantService/SetPlan", async {
-            let r = request.into_inner();
-            self.tenant(&r.tenant_id)?;
-            let plan = r.plan.unwrap_or_default();
-            let (tenant, seq) = self.daybook.set_plan(&r.tenant_id, &plan).map_err(Self::tenant_status)?;
-            self.daybook.journal.wait(seq).await;
-            Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
-        })
-        .await
+        let r = request.into_inner();
+        self.tenant(&r.tenant_id)?;
+        let plan = r.plan.unwrap_or_default();
+        let (tenant, seq) = self.daybook.set_plan(&r.tenant_id, &plan).map_err(Self::tenant_status)?;
+        self.daybook.journal.wait(seq).await;
+        Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 }

@@ -7,3 +7,4 @@ mod replay;
 mod rules;
 mod scenarios;
 mod server;
+mod telemetry;

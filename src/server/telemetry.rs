@@ -1,0 +1,509 @@
+//! What the server reports, through the OpenTelemetry API: one meter provider feeding the
+//! Prometheus text of the admin port's `/metrics` and, when an OTLP endpoint is
+//! configured, an OTLP exporter of metrics and traces.
+//!
+//! Names follow the semantic conventions: `rpc.server.call.duration` (seconds, the
+//! recommended buckets) with `rpc.system.name`, `rpc.method` and
+//! `rpc.response.status_code`; one SERVER span per call, a child of the trace context the
+//! caller sent in its gRPC metadata (W3C `traceparent`). Domain metrics live under
+//! `daybook.*`. Label values are bounded: methods the server does not serve are `_OTHER`,
+//! and tenant ids appear only when `metrics_tenant_label` opts in.
+//!
+//! Metric values are observations for dashboards. The credits gauge is the exact
+//! `Decimal` ledger total, converted to a float only when it is read out; statements and
+//! usage answers never go through it.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Bytes;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status as SpanStatus, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use rust_decimal::prelude::ToPrimitive;
+
+use super::core::Daybook;
+
+/// OpenTelemetry's recommended boundaries for `rpc.server.call.duration`, in seconds.
+pub const RPC_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// Journal group-commit writes are much shorter than calls.
+const FLUSH_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+/// Pauses of ingest for maintenance.
+const PAUSE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// How telemetry is exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector (`http://host:4317`); `None` exports nothing but `/metrics`.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed to the collector.
+    pub otlp_interval: Duration,
+    /// Label event, interaction and credit metrics with the tenant id. Off by default:
+    /// tenant ids are customer names, and their number is unbounded.
+    pub tenant_label: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { otlp_endpoint: None, otlp_interval: Duration::from_secs(60), tenant_label: false }
+    }
+}
+
+/// The instruments of one server. Each server has its own (tests run several in one
+/// process); nothing is registered globally.
+pub struct Telemetry {
+    registry: prometheus::Registry,
+    meters: SdkMeterProvider,
+    meter: Meter,
+    traces: Option<(SdkTracerProvider, SdkTracer)>,
+    tenant_label: bool,
+    /// `rpc.method` values: the methods this server serves.
+    methods: HashSet<String>,
+    rpc_duration: Histogram<f64>,
+    events: Counter<u64>,
+    interactions: Counter<u64>,
+    journal_write: Histogram<f64>,
+    journal_fsync: Histogram<f64>,
+    maintenance_pause: Histogram<f64>,
+    snapshots: Counter<u64>,
+    pruned: Counter<u64>,
+    /// Gauges read at collection time; kept so that they live as long as the provider.
+    gauges: Mutex<Vec<ObservableGauge<u64>>>,
+    credit_gauge: Mutex<Option<ObservableGauge<f64>>>,
+}
+
+impl Telemetry {
+    /// Builds the meter provider (and the tracer provider when OTLP is configured). The
+    /// OTLP exporters connect lazily: a collector that is down loses telemetry, never
+    /// calls. Call inside the Tokio runtime (the OTLP client is a tonic channel).
+    pub fn new(config: &TelemetryConfig, methods: HashSet<String>) -> anyhow::Result<Arc<Telemetry>> {
+        let registry = prometheus::Registry::new();
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("daybook")
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .build();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| anyhow::anyhow!("prometheus exporter: {e}"))?;
+        let mut meters = SdkMeterProvider::builder().with_resource(resource.clone()).with_reader(prometheus);
+        let mut traces = None;
+        if let Some(endpoint) = &config.otlp_endpoint {
+            use opentelemetry_otlp::WithExportConfig as _;
+            let metrics = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5))
+                .build()?;
+            meters = meters.with_reader(PeriodicReader::builder(metrics).with_interval(config.otlp_interval).build());
+            let spans = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5))
+                .build()?;
+            let provider = SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(spans).build();
+            let tracer = provider.tracer("daybook");
+            traces = Some((provider, tracer));
+        }
+        let meters = meters.build();
+        let meter = meters.meter("daybook");
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Ok(Arc::new(Telemetry {
+            rpc_duration: seconds("rpc.server.call.duration", "Duration of inbound gRPC calls.", RPC_BUCKETS),
+            events: meter
+                .u64_counter("daybook.events")
+                .with_unit("{event}")
+                .with_description("Events answered, by outcome and meter.")
+                .build(),
+            interactions: meter
+                .u64_counter("daybook.interactions")
+                .with_unit("{interaction}")
+                .with_description("Billable interactions started by events this process rated, by meter.")
+                .build(),
+            journal_write: seconds(
+                "daybook.journal.write.duration",
+                "Journal group-commit writes (durability = write).",
+                FLUSH_BUCKETS,
+            ),
+            journal_fsync: seconds(
+                "daybook.journal.fsync.duration",
+                "Journal group-commit write + fdatasync (durability = fsync).",
+                FLUSH_BUCKETS,
+            ),
+            maintenance_pause: seconds(
+                "daybook.maintenance.pause",
+                "Ingest paused to copy state for a snapshot or to prune closed periods.",
+                PAUSE_BUCKETS,
+            ),
+            snapshots: meter.u64_counter("daybook.snapshots").with_description("Snapshots written.").build(),
+            pruned: meter
+                .u64_counter("daybook.pruned.entries")
+                .with_description("State entries of closed periods pruned.")
+                .build(),
+            registry,
+            meters,
+            meter,
+            traces,
+            tenant_label: config.tenant_label,
+            methods,
+            gauges: Mutex::new(Vec::new()),
+            credit_gauge: Mutex::new(None),
+        }))
+    }
+
+    /// Telemetry with every default: `/metrics` only. For tools and tests.
+    pub fn local() -> Arc<Telemetry> {
+        Telemetry::new(&TelemetryConfig::default(), HashSet::new()).expect("local telemetry needs no I/O")
+    }
+
+    /// Registers the gauges read from the server's state at collection time. Holds the
+    /// server weakly: telemetry never keeps a stopped server alive.
+    pub fn observe(&self, daybook: &Arc<Daybook>) {
+        let gauge = |name: &'static str, description: &'static str, read: fn(&Daybook) -> u64| {
+            let weak: Weak<Daybook> = Arc::downgrade(daybook);
+            self.meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Some(d) = weak.upgrade() {
+                        observer.observe(read(&d), &[]);
+                    }
+                })
+                .build()
+        };
+        let mut gauges = self.gauges.lock().expect("telemetry lock");
+        gauges.push(gauge("daybook.hot.interactions", "Relationship entries held in memory.", |d| {
+            d.engine().hot_interactions() as u64
+        }));
+        gauges.push(gauge("daybook.remembered.events", "Event ids remembered for idempotency.", |d| {
+            d.engine().remembered_events() as u64
+        }));
+        gauges.push(gauge("daybook.journal.durable", "Last journal entry known durable.", |d| d.journal.durable()));
+        gauges.push(gauge("daybook.ready", "1 when ready to serve.", |d| d.is_ready() as u64));
+        let weak: Weak<Daybook> = Arc::downgrade(daybook);
+        let tenant_label = self.tenant_label;
+        let usage = self
+            .meter
+            .u64_observable_gauge("daybook.usage.interactions")
+            .with_unit("{interaction}")
+            .with_description("Billable interactions on the books (all periods held), by meter.")
+            .with_callback({
+                let weak = weak.clone();
+                move |observer| {
+                    if let Some(d) = weak.upgrade() {
+                        for (attributes, totals) in usage_by_label(&d, tenant_label) {
+                            observer.observe(totals.interactions, &attributes);
+                        }
+                    }
+                }
+            })
+            .build();
+        gauges.push(usage);
+        let credits = self
+            .meter
+            .f64_observable_gauge("daybook.usage.credits")
+            .with_unit("{credit}")
+            .with_description("Engagement credits on the books (all periods held), by meter; exact in statements.")
+            .with_callback(move |observer| {
+                if let Some(d) = weak.upgrade() {
+                    for (attributes, totals) in usage_by_label(&d, tenant_label) {
+                        let exact: rust_decimal::Decimal = totals.credits.iter().sum();
+                        observer.observe(exact.to_f64().unwrap_or(f64::NAN), &attributes);
+                    }
+                }
+            })
+            .build();
+        *self.credit_gauge.lock().expect("telemetry lock") = Some(credits);
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn prometheus_text(&self) -> String {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Counts one answered event.
+    pub fn count_event(&self, outcome: &'static str, meter: &'static str, tenant: &str, new_interaction: bool) {
+        let mut attributes = vec![KeyValue::new("daybook.outcome", outcome), KeyValue::new("daybook.meter", meter)];
+        if self.tenant_label {
+            attributes.push(KeyValue::new("daybook.tenant", tenant.to_string()));
+        }
+        self.events.add(1, &attributes);
+        if new_interaction {
+            attributes.remove(0);
+            self.interactions.add(1, &attributes);
+        }
+    }
+
+    pub fn journal_flushed(&self, took: Duration, fsync: bool) {
+        let h = if fsync { &self.journal_fsync } else { &self.journal_write };
+        h.record(took.as_secs_f64(), &[]);
+    }
+
+    /// A snapshot was written after holding every ordering stripe for `pause`.
+    pub fn snapshot_written(&self, pause: Duration) {
+        self.maintenance_pause.record(pause.as_secs_f64(), &[KeyValue::new("daybook.task", "snapshot")]);
+        self.snapshots.add(1, &[]);
+    }
+
+    /// Periods were closed, `entries` pruned, with every ordering stripe held for `pause`.
+    pub fn pruned(&self, pause: Duration, entries: u64) {
+        self.maintenance_pause.record(pause.as_secs_f64(), &[KeyValue::new("daybook.task", "prune")]);
+        self.pruned.add(entries, &[]);
+    }
+
+    /// Pushes what is buffered to the collector and stops the exporters.
+    pub fn shutdown(&self) {
+        if let Some((provider, _)) = &self.traces {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        }
+        let _ = self.meters.force_flush();
+        let _ = self.meters.shutdown();
+    }
+
+    /// The `rpc.method` value of a request path: the method, or `_OTHER` for one this
+    /// server does not serve (the path is the caller's choice, the label set is not).
+    fn method_of(&self, path: &str) -> String {
+        let method = path.strip_prefix('/').unwrap_or(path);
+        if self.methods.contains(method) { method.to_string() } else { "_OTHER".to_string() }
+    }
+}
+
+fn usage_by_label(daybook: &Daybook, tenant_label: bool) -> Vec<(Vec<KeyValue>, crate::rating::ledger::Totals)> {
+    let engine = daybook.engine();
+    let mut by_meter: std::collections::BTreeMap<&'static str, crate::rating::ledger::Totals> = Default::default();
+    let mut out = Vec::new();
+    for id in engine.tenant_ids() {
+        let (Some(tenant), Some(totals)) = (engine.tenant(&id), engine.usage(&id, None, None)) else { continue };
+        let meter = tenant.meter.kind.name();
+        if tenant_label {
+            let attributes =
+                vec![KeyValue::new("daybook.meter", meter), KeyValue::new("daybook.tenant", id.to_string())];
+            out.push((attributes, totals));
+        } else {
+            by_meter.entry(meter).or_default().add(&totals);
+        }
+    }
+    out.extend(by_meter.into_iter().map(|(meter, totals)| (vec![KeyValue::new("daybook.meter", meter)], totals)));
+    out
+}
+
+/// The fully qualified method names of the given encoded file descriptor sets.
+pub fn served_methods(descriptor_sets: &[&[u8]]) -> HashSet<String> {
+    let mut methods = HashSet::new();
+    for set in descriptor_sets {
+        if let Ok(pool) = prost_reflect::DescriptorPool::decode(*set) {
+            for service in pool.services() {
+                for method in service.methods() {
+                    methods.insert(format!("{}/{}", service.full_name(), method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// gRPC status names, by code (`rpc.response.status_code`).
+const STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+fn status_name(code: Option<&http::HeaderValue>) -> Option<&'static str> {
+    let code: usize = code?.to_str().ok()?.parse().ok()?;
+    Some(STATUS_NAMES.get(code).copied().unwrap_or("UNKNOWN"))
+}
+
+/// Codes that mean the server failed (the semantic conventions' list for gRPC servers);
+/// the others are the caller's doing and leave the span's status unset.
+fn is_server_error(name: &str) -> bool {
+    matches!(name, "UNKNOWN" | "DEADLINE_EXCEEDED" | "UNIMPLEMENTED" | "INTERNAL" | "UNAVAILABLE" | "DATA_LOSS")
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// A tower layer for the gRPC server: every call is timed into `rpc.server.call.duration`
+/// and, when tracing is on, gets a SERVER span. A call ends when its response body ends
+/// (so streams are measured whole) or is dropped by a departing client (`CANCELLED`).
+#[derive(Clone)]
+pub struct GrpcLayer(pub Arc<Telemetry>);
+
+impl<S> tower::Layer<S> for GrpcLayer {
+    type Service = GrpcTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcTelemetry { inner, telemetry: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcTelemetry<S> {
+    inner: S,
+    telemetry: Arc<Telemetry>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcTelemetry<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Body<Data = Bytes> + Unpin,
+{
+    type Response = http::Response<TimedBody<R>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let telemetry = self.telemetry.clone();
+        let method = telemetry.method_of(request.uri().path());
+        let span = telemetry.traces.as_ref().map(|(_, tracer)| {
+            let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+            let span = tracer
+                .span_builder(method.clone())
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("rpc.system.name", "grpc"),
+                    KeyValue::new("rpc.method", method.clone()),
+                ])
+                .start_with_context(tracer, &parent);
+            // Handlers may start child spans from it.
+            let context = parent.with_remote_span_context(opentelemetry::trace::Span::span_context(&span).clone());
+            request.extensions_mut().insert(context);
+            span
+        });
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            // A trailers-only response (every error of a unary call) carries its status
+            // in the headers; otherwise it comes in the trailers.
+            let early = status_name(response.headers().get("grpc-status"));
+            let mut call = CallEnd { telemetry, method, started, span, done: false };
+            if let Some(name) = early {
+                call.finish(name);
+            }
+            Ok(response.map(|body| TimedBody { body, call }))
+        })
+    }
+}
+
+/// One call, finished once.
+struct CallEnd {
+    telemetry: Arc<Telemetry>,
+    method: String,
+    started: Instant,
+    span: Option<opentelemetry_sdk::trace::Span>,
+    done: bool,
+}
+
+impl CallEnd {
+    fn finish(&mut self, status: &'static str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let attributes = [
+            KeyValue::new("rpc.system.name", "grpc"),
+            KeyValue::new("rpc.method", self.method.clone()),
+            KeyValue::new("rpc.response.status_code", status),
+        ];
+        self.telemetry.rpc_duration.record(self.started.elapsed().as_secs_f64(), &attributes);
+        if let Some(mut span) = self.span.take() {
+            span.set_attribute(KeyValue::new("rpc.response.status_code", status));
+            if is_server_error(status) {
+                span.set_status(SpanStatus::error(status));
+            }
+            span.end();
+        }
+    }
+}
+
+impl Drop for CallEnd {
+    fn drop(&mut self) {
+        // The body went away before it ended: the client left.
+        self.finish("CANCELLED");
+    }
+}
+
+/// A response body that finishes its call when it ends.
+pub struct TimedBody<R> {
+    body: R,
+    call: CallEnd,
+}
+
+impl<R: Body<Data = Bytes> + Unpin> Body for TimedBody<R> {
+    type Data = Bytes;
+    type Error = R::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, R::Error>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(trailers) = f.trailers_ref() {
+                    this.call.finish(status_name(trailers.get("grpc-status")).unwrap_or("OK"));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.call.finish("INTERNAL"),
+            Poll::Ready(None) => this.call.finish("OK"),
+            Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
