@@ -29,6 +29,10 @@ enum Command {
         /// gRPC Unix domain socket path [env DAYBOOK_UDS, key server.uds].
         #[arg(long)]
         uds: Option<String>,
+        /// gRPC health-only TCP address HOST:PORT for probes, or `off` (default)
+        /// [env DAYBOOK_HEALTH_LISTEN, key server.health_listen].
+        #[arg(long)]
+        health_listen: Option<String>,
         /// Admin HTTP address HOST:PORT, or `off` [env DAYBOOK_ADMIN, key server.admin].
         #[arg(long)]
         admin: Option<String>,
@@ -139,9 +143,27 @@ enum JournalAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, uds, admin, data_dir, config, durability, records_jsonl, check_config } => {
-            let flags =
-                daybook::server::config::Flags { listen, uds, admin, data_dir, config, durability, records_jsonl };
+        Command::Serve {
+            listen,
+            uds,
+            health_listen,
+            admin,
+            data_dir,
+            config,
+            durability,
+            records_jsonl,
+            check_config,
+        } => {
+            let flags = daybook::server::config::Flags {
+                listen,
+                uds,
+                health_listen,
+                admin,
+                data_dir,
+                config,
+                durability,
+                records_jsonl,
+            };
             serve(flags, check_config)
         }
         Command::Scenarios { paths, server } => run_scenarios(paths, server),
@@ -237,6 +259,11 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
         }
         if let Some(path) = &config.uds {
             eprintln!("daybook: gRPC listening on unix:{}", path.display());
+        }
+        if let Some(l) = &listeners.grpc_health
+            && let Ok(addr) = l.local_addr()
+        {
+            eprintln!("daybook: gRPC health (probes) on {addr}");
         }
         if let Some(l) = &listeners.admin
             && let Ok(addr) = l.local_addr()

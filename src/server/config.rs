@@ -23,6 +23,10 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Unix domain socket of the gRPC API (the same-pod sidecar case).
     pub uds: Option<PathBuf>,
+    /// Permissions of the Unix socket: owner-only unless a pod's containers share a group.
+    pub uds_mode: u32,
+    /// TCP address serving only gRPC health, for probes; `None` disables it.
+    pub health_listen: Option<SocketAddr>,
     /// Admin HTTP address (`/live`, `/ready`, `/metrics`); `None` disables it.
     pub admin: Option<SocketAddr>,
     pub data_dir: PathBuf,
@@ -54,6 +58,8 @@ impl Default for Config {
         Config {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             uds: None,
+            uds_mode: 0o600,
+            health_listen: None,
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: PathBuf::from("daybook-data"),
             durability: Durability::Write,
@@ -77,6 +83,7 @@ impl Default for Config {
 pub struct Flags {
     pub listen: Option<String>,
     pub uds: Option<String>,
+    pub health_listen: Option<String>,
     pub admin: Option<String>,
     pub data_dir: Option<String>,
     pub config: Option<String>,
@@ -100,6 +107,8 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
 const KEYS: &[(&str, &str)] = &[
     ("listen", "DAYBOOK_LISTEN"),
     ("uds", "DAYBOOK_UDS"),
+    ("uds_mode", "DAYBOOK_UDS_MODE"),
+    ("health_listen", "DAYBOOK_HEALTH_LISTEN"),
     ("admin", "DAYBOOK_ADMIN"),
     ("data_dir", "DAYBOOK_DATA_DIR"),
     ("durability", "DAYBOOK_DURABILITY"),
@@ -113,6 +122,7 @@ const KEYS: &[(&str, &str)] = &[
     ("otlp_endpoint", "DAYBOOK_OTLP_ENDPOINT"),
     ("otlp_interval", "DAYBOOK_OTLP_INTERVAL"),
     ("metrics_tenant_label", "DAYBOOK_METRICS_TENANT_LABEL"),
+    ("redis_url", "DAYBOOK_REDIS_URL"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -147,6 +157,7 @@ pub fn load(
         match key {
             "listen" => flags.listen.clone(),
             "uds" => flags.uds.clone(),
+            "health_listen" => flags.health_listen.clone(),
             "admin" => flags.admin.clone(),
             "data_dir" => flags.data_dir.clone(),
             "durability" => flags.durability.clone(),
@@ -195,6 +206,21 @@ pub fn load(
             "listen" => config.listen = addr(source, text)?,
             "admin" => config.admin = addr(source, text)?,
             "uds" => config.uds = (!text.is_empty()).then(|| PathBuf::from(text)),
+            "uds_mode" => {
+                config.uds_mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m & 0o600 == 0o600 && *m & 0o007 == 0 && *m <= 0o777)
+                    .ok_or_else(|| {
+                        err(source, "expected octal permissions the owner can use and others cannot: 0600 or 0660")
+                    })?
+            }
+            "health_listen" => config.health_listen = addr(source, text)?,
+            "redis_url" if text.is_empty() => {}
+            "redis_url" => {
+                // Named now so that a deployment that sets it fails loudly instead of
+                // silently metering each replica alone.
+                return Err(err(source, "Redis mode is not in this build of daybook yet; unset it"));
+            }
             "data_dir" => {
                 if text.is_empty() {
                     return Err(err(source, "must not be empty"));
@@ -316,5 +342,19 @@ mod tests {
         let flags = Flags { config: Some("c.toml".into()), ..Flags::default() };
         let file = |_: &str| Ok("[server]\notlp_interval = \"PT0.5S\"\n".to_string());
         assert_eq!(load(&flags, &env(&[]), file).unwrap_err().key, "otlp_interval");
+    }
+
+    #[test]
+    fn socket_mode_and_the_redis_url_are_checked() {
+        let env = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        let none = |_: &str| Err("no file".to_string());
+        assert_eq!(load(&Flags::default(), &env("DAYBOOK_UDS_MODE", "0660"), none).unwrap().uds_mode, 0o660);
+        for bad in ["0666", "0400", "rw", "1777"] {
+            let e = load(&Flags::default(), &env("DAYBOOK_UDS_MODE", bad), none).unwrap_err();
+            assert_eq!(e.key, "DAYBOOK_UDS_MODE", "{bad}");
+        }
+        let e = load(&Flags::default(), &env("DAYBOOK_REDIS_URL", "redis://r:6379"), none).unwrap_err();
+        assert!(e.reason.contains("not in this build"), "{e}");
+        assert!(load(&Flags::default(), &env("DAYBOOK_REDIS_URL", ""), none).is_ok());
     }
 }

@@ -26,6 +26,9 @@ use core::{Clock, Daybook};
 pub struct Listeners {
     pub grpc_tcp: Option<TcpListener>,
     pub grpc_uds: Option<UnixListener>,
+    /// gRPC health only (`grpc.health.v1`), for kubelet probes: they reach the pod's IP,
+    /// while a sidecar's API stays on its Unix socket.
+    pub grpc_health: Option<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
@@ -38,18 +41,24 @@ impl Listeners {
             None => None,
         };
         let grpc_uds = match &config.uds {
-            Some(path) => Some(bind_uds(path)?),
+            Some(path) => Some(bind_uds(path, config.uds_mode)?),
+            None => None,
+        };
+        let grpc_health = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
         let admin = match config.admin {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Listeners { grpc_tcp, grpc_uds, admin })
+        Ok(Listeners { grpc_tcp, grpc_uds, grpc_health, admin })
     }
 }
 
-pub fn bind_uds(path: &std::path::Path) -> std::io::Result<UnixListener> {
+/// Binds the Unix socket with permissions `mode` (owner-only by default; `0o660` lets a
+/// container of the same pod group connect).
+pub fn bind_uds(path: &std::path::Path, mode: u32) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -62,7 +71,7 @@ pub fn bind_uds(path: &std::path::Path) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
@@ -110,7 +119,7 @@ pub async fn run(
     let router = Server::builder()
         .timeout(config.deadline_ceiling)
         .layer(telemetry::GrpcLayer(telemetry.clone()))
-        .add_service(health_service)
+        .add_service(health_service.clone())
         .add_service(reflection)
         .add_service(
             pb::ingest_service_server::IngestServiceServer::new(services.clone()).max_decoding_message_size(max),
@@ -153,6 +162,18 @@ pub async fn run(
                 .await
         });
     }
+    if let Some(listener) = listeners.grpc_health {
+        let health = Server::builder().add_service(health_service.clone());
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            health
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
     let admin = listeners.admin.map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), stop_rx.clone())));
     let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
@@ -162,8 +183,33 @@ pub async fn run(
     for name in service_names {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
+    // gRPC health follows readiness (the kubelet's gRPC probes read it): a journal that
+    // can no longer be written turns every service NOT_SERVING.
+    let readiness = tokio::spawn({
+        let daybook = daybook.clone();
+        let reporter = health_reporter.clone();
+        async move {
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let ready = daybook.is_ready();
+                if ready != serving {
+                    serving = ready;
+                    let status = if ready {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    for name in service_names {
+                        reporter.set_service_status(name, status).await;
+                    }
+                }
+            }
+        }
+    });
 
     shutdown.await;
+    readiness.abort();
     daybook.begin_drain();
     for name in service_names {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;

@@ -13,7 +13,7 @@
 //! `Decimal` ledger total, converted to a float only when it is read out; statements and
 //! usage answers never go through it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Bytes;
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
     Span as _, SpanKind, Status as SpanStatus, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -67,8 +67,8 @@ pub struct Telemetry {
     meter: Meter,
     traces: Option<(SdkTracerProvider, SdkTracer)>,
     tenant_label: bool,
-    /// `rpc.method` values: the methods this server serves.
-    methods: HashSet<String>,
+    /// `rpc.method` values by request path (`/pkg.Service/Method`): the served methods.
+    methods: HashMap<String, StringValue>,
     rpc_duration: Histogram<f64>,
     events: Counter<u64>,
     interactions: Counter<u64>,
@@ -163,7 +163,7 @@ impl Telemetry {
             meter,
             traces,
             tenant_label: config.tenant_label,
-            methods,
+            methods: methods.into_iter().map(|m| (format!("/{m}"), StringValue::from(Arc::<str>::from(m)))).collect(),
             gauges: Mutex::new(Vec::new()),
             credit_gauge: Mutex::new(None),
         }))
@@ -284,9 +284,8 @@ impl Telemetry {
 
     /// The `rpc.method` value of a request path: the method, or `_OTHER` for one this
     /// server does not serve (the path is the caller's choice, the label set is not).
-    fn method_of(&self, path: &str) -> String {
-        let method = path.strip_prefix('/').unwrap_or(path);
-        if self.methods.contains(method) { method.to_string() } else { "_OTHER".to_string() }
+    fn method_of(&self, path: &str) -> StringValue {
+        self.methods.get(path).cloned().unwrap_or(StringValue::from("_OTHER"))
     }
 }
 
@@ -409,7 +408,7 @@ where
         let span = telemetry.traces.as_ref().map(|(_, tracer)| {
             let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
             let span = tracer
-                .span_builder(method.clone())
+                .span_builder(method.to_string())
                 .with_kind(SpanKind::Server)
                 .with_attributes([
                     KeyValue::new("rpc.system.name", "grpc"),
@@ -439,7 +438,7 @@ where
 /// One call, finished once.
 struct CallEnd {
     telemetry: Arc<Telemetry>,
-    method: String,
+    method: StringValue,
     started: Instant,
     span: Option<opentelemetry_sdk::trace::Span>,
     done: bool,

@@ -22,6 +22,7 @@ use tonic_types::StatusExt;
 pub struct Harness {
     pub tcp: SocketAddr,
     pub uds: PathBuf,
+    pub health: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -40,13 +41,20 @@ impl Harness {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uds = data_dir.join("daybook.sock");
         let (tcp, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
-        let listeners = Listeners { grpc_tcp: Some(grpc), grpc_uds: Some(bind_uds(&uds).unwrap()), admin: Some(admin) };
+        let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let health_addr = health.local_addr().unwrap();
+        let listeners = Listeners {
+            grpc_tcp: Some(grpc),
+            grpc_uds: Some(bind_uds(&uds, config.uds_mode).unwrap()),
+            grpc_health: Some(health),
+            admin: Some(admin),
+        };
         let config = Config { data_dir: data_dir.to_path_buf(), grace_period: Duration::from_secs(5), ..config };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(daybook::server::run(config, listeners, clock, async move {
             let _ = stopped.await;
         }));
-        let harness = Harness { tcp, uds, admin: admin_addr, stop: Some(stop), task: Some(task) };
+        let harness = Harness { tcp, uds, health: health_addr, admin: admin_addr, stop: Some(stop), task: Some(task) };
         // Ready once the admin port says so.
         for _ in 0..200 {
             if http_get(harness.admin, "/ready").await.0 == 200 {
@@ -1060,4 +1068,26 @@ fn bench_drives_a_server_and_the_empty_handler_floor() {
         line.split_whitespace().nth(3).unwrap().parse().unwrap()
     };
     assert!(calls("daybook unary c=2") > 0.0 && calls("floor   unary c=2") > 0.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_port_serves_health_only_and_the_socket_mode_is_configurable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config { uds_mode: 0o660, ..Config::default() }).await;
+    let mode = std::fs::metadata(&server.uds).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "group members of the pod may connect; others may not");
+    let probe = daybook::client::connect(&server.health.to_string()).await.unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(probe.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // The probe port answers health and nothing else: the API stays on the socket.
+    let ingest = IngestServiceClient::new(probe)
+        .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))
+        .await;
+    assert_eq!(ingest.unwrap_err().code(), Code::Unimplemented);
+    server.stop().await;
 }

@@ -1,0 +1,198 @@
+{{/*
+Templates here take a context with `.Values` (this chart's values) and `.Release`.
+In this chart that is `.`; a host chart passes
+  (dict "Values" .Values.daybook "Release" .Release)
+so that the names it computes match the ConfigMap this chart renders.
+*/}}
+
+{{- define "daybook.name" -}}
+{{- default "daybook" .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The same in this chart and in a host chart's context: no `.Chart` in it. */}}
+{{- define "daybook.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "daybook.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "daybook.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "daybook.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "daybook.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "daybook.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: metering
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "daybook.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "daybook.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "daybook.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- end }}
+{{- end }}
+
+{{/* The [server] table of daybook.toml. */}}
+{{- define "daybook.serverConfig" -}}
+{{- $c := .Values.config -}}
+{{- $server := dict
+  "data_dir" "/var/lib/daybook"
+  "health_listen" (printf "0.0.0.0:%d" (int .Values.ports.health))
+  "admin" (printf "0.0.0.0:%d" (int .Values.ports.admin))
+  "durability" $c.durability
+  "max_batch" (int $c.maxBatch)
+  "max_message_bytes" (int $c.maxMessageBytes)
+  "deadline_ceiling" $c.deadlineCeiling
+  "grace_period" $c.gracePeriod
+  "snapshot_entries" (int $c.snapshotEntries)
+  "snapshot_interval" $c.snapshotInterval
+  "otlp_interval" .Values.otel.interval
+  "metrics_tenant_label" .Values.otel.tenantLabel
+-}}
+{{- if .Values.otel.endpoint }}
+{{- $_ := set $server "otlp_endpoint" .Values.otel.endpoint }}
+{{- end }}
+{{- if eq .Values.mode "sidecar" }}
+{{- $_ := set $server "listen" "off" }}
+{{- $_ := set $server "uds" (printf "%s/%s" .Values.socket.dir .Values.socket.name) }}
+{{- $_ := set $server "uds_mode" .Values.socket.mode }}
+{{- else }}
+{{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- end }}
+{{- toToml (dict "server" $server) }}
+{{- end }}
+
+{{/*
+The daybook container, for both modes. A sidecar serves its API on the shared socket;
+standalone serves it on TCP. Probes are gRPC, on the health-only port.
+*/}}
+{{- define "daybook.container" -}}
+name: daybook
+image: {{ include "daybook.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+args:
+  - serve
+  - --config
+  - /etc/daybook/daybook.toml
+ports:
+  {{- if ne .Values.mode "sidecar" }}
+  - name: grpc
+    containerPort: {{ .Values.ports.grpc }}
+    protocol: TCP
+  {{- end }}
+  - name: health
+    containerPort: {{ .Values.ports.health }}
+    protocol: TCP
+  - name: admin
+    containerPort: {{ .Values.ports.admin }}
+    protocol: TCP
+env:
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  - name: OTEL_RESOURCE_ATTRIBUTES
+    value: "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"
+  {{- if .Values.redis.existingSecret }}
+  - name: DAYBOOK_REDIS_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.redis.existingSecret }}
+        key: {{ .Values.redis.urlKey }}
+  {{- end }}
+startupProbe:
+  grpc:
+    port: {{ .Values.ports.health }}
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+readinessProbe:
+  grpc:
+    port: {{ .Values.ports.health }}
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+livenessProbe:
+  grpc:
+    port: {{ .Values.ports.health }}
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: daybook-config
+    mountPath: /etc/daybook
+    readOnly: true
+  - name: daybook-data
+    mountPath: /var/lib/daybook
+  {{- if eq .Values.mode "sidecar" }}
+  - name: daybook-socket
+    mountPath: {{ .Values.socket.dir }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The native sidecar: put it under the host pod's `initContainers`. Kubernetes starts it
+before the app containers, keeps it running beside them (restartPolicy: Always), and
+stops it after them, so no message is sent to a daybook that is not there.
+*/}}
+{{- define "daybook.sidecar" -}}
+- {{ include "daybook.container" . | nindent 2 | trim }}
+  restartPolicy: Always
+{{- end }}
+
+{{/* For the host pod's `volumes`: the shared socket, the data and the config. */}}
+{{- define "daybook.volumes" -}}
+- name: daybook-config
+  configMap:
+    name: {{ include "daybook.fullname" . }}-config
+- name: daybook-data
+  {{- if and .Values.persistence.enabled (ne .Values.mode "sidecar") }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-data" (include "daybook.fullname" .)) .Values.persistence.existingClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- if eq .Values.mode "sidecar" }}
+- name: daybook-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
+{{- end }}
+
+{{/* For the app container's `volumeMounts`: the socket directory. */}}
+{{- define "daybook.socketMount" -}}
+- name: daybook-socket
+  mountPath: {{ .Values.socket.dir }}
+{{- end }}
+
+{{/* For the app container's `env`: where daybook answers. */}}
+{{- define "daybook.clientEnv" -}}
+- name: DAYBOOK_ADDR
+  value: {{ printf "unix:%s/%s" .Values.socket.dir .Values.socket.name | quote }}
+{{- end }}

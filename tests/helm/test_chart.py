@@ -1,0 +1,248 @@
+"""The Helm chart, checked with the real helm binary and the Kubernetes schemas.
+
+For every helm/daybook/ci/*-values.yaml: `helm lint --strict`, `helm template`, and each
+rendered manifest validated (strict) against the Kubernetes 1.29 (the oldest with native
+sidecars on by default) and 1.35 schemas. The config the chart renders is checked by the
+daybook binary itself (`serve --check-config`). A host chart (tests/helm/host-chart)
+includes the sidecar the way platform teams will, and the tests assert what matters:
+the sidecar is an init container with restartPolicy Always, probes are gRPC, the socket
+volume is shared, the container is locked down.
+
+Run: HELM=path/to/helm DAYBOOK=path/to/daybook python3 -m unittest tests/helm/test_chart.py
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import tomllib
+import unittest
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "daybook"
+HOST_CHART = ROOT / "tests" / "helm" / "host-chart"
+HELM = os.environ.get("HELM", "helm")
+DAYBOOK = os.environ.get("DAYBOOK", str(ROOT / "target" / "debug" / "daybook"))
+KUBERNETES_VERSIONS = ["1.29.0", "1.35.0"]
+# Custom resources: not in the Kubernetes schemas; their shape is asserted below.
+CUSTOM_KINDS = {"ServiceMonitor"}
+
+
+def helm(*args, check=True):
+    run = subprocess.run([HELM, *args], capture_output=True, text=True)
+    if check and run.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
+    return run
+
+
+def render(chart, *args):
+    out = helm("template", "rel", str(chart), "--namespace", "metering", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs, kind):
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"one {kind}, found {len(found)}"
+    return found[0]
+
+
+def ci_values():
+    return sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+def host_chart_dir(tmp):
+    """The host chart with this chart unpacked as its dependency (offline)."""
+    host = Path(tmp) / "host"
+    shutil.copytree(HOST_CHART, host)
+    shutil.copytree(CHART, host / "charts" / "daybook")
+    return host
+
+
+class Lint(unittest.TestCase):
+    def test_lint_strict_for_every_ci_values_file(self):
+        self.assertTrue(ci_values(), "ci/*-values.yaml exist")
+        helm("lint", "--strict", str(CHART))
+        for values in ci_values():
+            with self.subTest(values=values.name):
+                helm("lint", "--strict", str(CHART), "-f", str(values))
+
+    def test_image_tag_is_the_app_version(self):
+        chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        self.assertEqual(values["image"]["tag"], chart["appVersion"])
+        self.assertEqual(chart["kubeVersion"], ">=1.29.0-0")
+
+
+class Validate(unittest.TestCase):
+    def test_every_rendered_manifest_is_valid_kubernetes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            sets = [(v.name, render(CHART, "-f", str(v))) for v in ci_values()]
+            sets.append(("host-chart", render(host_chart_dir(tmp))))
+        for name, docs in sets:
+            for doc in docs:
+                if doc["kind"] in CUSTOM_KINDS:
+                    continue
+                for version in KUBERNETES_VERSIONS:
+                    with self.subTest(values=name, kind=doc["kind"], version=version):
+                        kubernetes_validate.validate(doc, version, strict=True)
+
+    def test_the_rendered_config_is_accepted_by_daybook(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            sets = [(v.name, render(CHART, "-f", str(v))) for v in ci_values()]
+            sets.append(("host-chart", render(host_chart_dir(tmp))))
+            for name, docs in sets:
+                with self.subTest(values=name):
+                    config = one(docs, "ConfigMap")["data"]["daybook.toml"]
+                    path = Path(tmp) / f"{name}.toml"
+                    path.write_text(config)
+                    run = subprocess.run(
+                        [DAYBOOK, "serve", "--check-config", "--config", str(path)],
+                        capture_output=True,
+                        text=True,
+                    )
+                    self.assertEqual(run.returncode, 0, f"{config}\n{run.stdout}{run.stderr}")
+
+
+def daybook_container(spec):
+    """The daybook container of a pod spec: a sidecar or the main container."""
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if c["name"] == "daybook":
+            return c
+    raise AssertionError("no daybook container")
+
+
+class Sidecar(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with tempfile.TemporaryDirectory() as tmp:
+            cls.docs = render(host_chart_dir(tmp))
+        cls.pod = one(cls.docs, "Deployment")["spec"]["template"]["spec"]
+
+    def test_renders_as_a_native_sidecar(self):
+        init = self.pod["initContainers"]
+        self.assertEqual([c["name"] for c in init], ["daybook"])
+        self.assertEqual(init[0]["restartPolicy"], "Always")
+        self.assertNotIn("daybook", [c["name"] for c in self.pod["containers"]])
+
+    def test_probes_are_grpc_on_the_health_port(self):
+        sidecar = self.pod["initContainers"][0]
+        health = {p["name"]: p["containerPort"] for p in sidecar["ports"]}["health"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertEqual(sidecar[probe]["grpc"], {"port": health}, probe)
+            self.assertNotIn("httpGet", sidecar[probe])
+        config = tomllib.loads(one(self.docs, "ConfigMap")["data"]["daybook.toml"])
+        self.assertEqual(config["server"]["health_listen"], f"0.0.0.0:{health}")
+
+    def test_the_socket_volume_is_shared_with_the_app(self):
+        sidecar = self.pod["initContainers"][0]
+        app = self.pod["containers"][0]
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        self.assertIn("emptyDir", volumes["daybook-socket"])
+        mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        self.assertEqual(mounts(sidecar)["daybook-socket"], mounts(app)["daybook-socket"])
+        config = tomllib.loads(one(self.docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        socket_dir = mounts(app)["daybook-socket"]
+        self.assertEqual(os.path.dirname(config["uds"]), socket_dir)
+        env = {e["name"]: e.get("value") for e in app["env"]}
+        self.assertEqual(env["DAYBOOK_ADDR"], f"unix:{config['uds']}")
+        # The API is on the socket only; the app reaches it through the pod's group.
+        self.assertEqual(config["listen"], "off")
+        self.assertEqual(config["uds_mode"], "0660")
+        self.assertEqual(self.pod["securityContext"]["fsGroup"], sidecar["securityContext"]["runAsGroup"])
+
+    def test_the_sidecar_reads_the_configmap_this_chart_renders(self):
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        self.assertEqual(volumes["daybook-config"]["configMap"]["name"], one(self.docs, "ConfigMap")["metadata"]["name"])
+
+    def test_sidecar_mode_renders_no_workload_of_its_own(self):
+        kinds = sorted(d["kind"] for d in self.docs)
+        self.assertEqual(kinds, ["ConfigMap", "Deployment"], "the host's Deployment and daybook's ConfigMap")
+        self.assertEqual(by_kind(render(CHART, "--set", "mode=sidecar"), "Deployment"), [])
+
+
+class Standalone(unittest.TestCase):
+    def test_a_locked_down_deployment_and_service(self):
+        docs = render(CHART)
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        c = daybook_container(pod)
+        sc = c["securityContext"]
+        self.assertTrue(sc["runAsNonRoot"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertTrue(sc["readOnlyRootFilesystem"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(sc["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertFalse(pod["automountServiceAccountToken"])
+        self.assertIn("limits", c["resources"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            self.assertIn("grpc", c[probe])
+        service = one(docs, "Service")
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        self.assertEqual(ports["grpc"]["appProtocol"], "kubernetes.io/h2c")
+        self.assertEqual(service["spec"]["selector"], one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
+        # Opt-in resources stay out by default.
+        for kind in ("PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim"):
+            self.assertEqual(by_kind(docs, kind), [], kind)
+
+    def test_production_values_opt_in_pdb_servicemonitor_and_a_kept_volume(self):
+        docs = render(CHART, "-f", str(CHART / "ci" / "production-values.yaml"))
+        deployment = one(docs, "Deployment")
+        self.assertEqual(deployment["spec"]["strategy"]["type"], "Recreate")
+        pvc = one(docs, "PersistentVolumeClaim")
+        self.assertEqual(pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(volumes["daybook-data"]["persistentVolumeClaim"]["claimName"], pvc["metadata"]["name"])
+        pdb = one(docs, "PodDisruptionBudget")
+        self.assertEqual(pdb["spec"]["minAvailable"], 1)
+        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"])
+        monitor = one(docs, "ServiceMonitor")
+        self.assertEqual(monitor["apiVersion"], "monitoring.coreos.com/v1")
+        service_ports = [p["name"] for p in one(docs, "Service")["spec"]["ports"]]
+        self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "admin")
+        self.assertIn("admin", service_ports)
+        self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack")
+        image = daybook_container(deployment["spec"]["template"]["spec"])["image"]
+        self.assertRegex(image, r"@sha256:[0-9a-f]{64}$")
+        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])
+        self.assertEqual(config["server"]["durability"], "fsync")
+
+    def test_server_config_changes_roll_the_pods_and_tenant_edits_do_not(self):
+        def checksum(*args):
+            docs = render(CHART, *args)
+            return one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/server-config"]
+
+        base = checksum()
+        self.assertNotEqual(base, checksum("--set", "config.durability=fsync"))
+        self.assertEqual(base, checksum("--set", "tenants[0].id=acme", "--set", "tenants[0].time_zone=UTC"))
+
+
+class Refusals(unittest.TestCase):
+    def refused(self, *args):
+        run = helm("template", "rel", str(CHART), *args, check=False)
+        self.assertNotEqual(run.returncode, 0, f"accepted: {args}")
+        return run.stderr
+
+    def test_the_schema_refuses_bad_values(self):
+        self.assertIn("mode", self.refused("--set", "mode=daemon"))
+        self.assertIn("runAsNonRoot", self.refused("--set", "securityContext.runAsNonRoot=false"))
+        self.assertIn("durability", self.refused("--set", "config.durability=sometimes"))
+        self.assertIn("otel", self.refused("--set", "otel.endpoint=https://collector:4317"))
+        self.assertIn("colour", self.refused("--set", "colour=blue"))
+
+    def test_replicas_without_a_shared_meter_are_refused(self):
+        self.assertIn("meter alone", self.refused("--set", "replicaCount=2"))
+
+    def test_redis_is_refused_until_this_version_has_it(self):
+        self.assertIn("no Redis mode", self.refused("--set", "redis.existingSecret=redis-url"))
+
+
+if __name__ == "__main__":
+    unittest.main()
