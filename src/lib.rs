@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 pub mod loadgen;
+pub mod measure;
 pub mod rating;
 pub mod replay;
 pub mod scenario;

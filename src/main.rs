@@ -92,6 +92,22 @@ enum Command {
         #[arg(long, default_value = "write")]
         durability: String,
     },
+    /// Measure state in process: resident bytes per hot relationship-day (P4), each size in
+    /// a process of its own, and the time to recover a journal (P6).
+    BenchState {
+        /// Relationship-days per memory run (comma-separated); 0 for none.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        memory: Vec<u64>,
+        /// Events journaled, then recovered from the journal and from a snapshot; 0 for none.
+        #[arg(long, default_value_t = 10_000_000)]
+        recovery: u64,
+        /// Where the recovery journal is written (a fresh temporary directory by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// One memory run in this process, printed as JSON (internal).
+        #[arg(long, hide = true)]
+        memory_run: Option<u64>,
+    },
     /// The empty handler `daybook bench` compares with (internal).
     #[command(hide = true)]
     BenchFloor {
@@ -179,6 +195,9 @@ fn main() -> ExitCode {
                 consumers,
             };
             bench(options, !no_floor, &durability)
+        }
+        Command::BenchState { memory, recovery, data_dir, memory_run } => {
+            bench_state(memory, recovery, data_dir, memory_run)
         }
         Command::BenchFloor { listen } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -446,4 +465,67 @@ fn bench(mut options: daybook::loadgen::Options, with_floor: bool, durability: &
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memory_run: Option<u64>) -> ExitCode {
+    let result = (|| -> anyhow::Result<()> {
+        if let Some(n) = memory_run {
+            println!("{}", serde_json::to_string(&daybook::measure::memory_run(n)?)?);
+            return Ok(());
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        println!("daybook bench-state: {cores} cores");
+        for n in memory.into_iter().filter(|n| *n > 0) {
+            let exe = std::env::current_exe()?;
+            let child =
+                std::process::Command::new(exe).args(["bench-state", "--memory-run", &n.to_string()]).output()?;
+            if !child.status.success() {
+                anyhow::bail!("memory run of {n}: {}", String::from_utf8_lossy(&child.stderr));
+            }
+            let run: daybook::measure::MemoryRun = serde_json::from_slice(&child.stdout)?;
+            println!(
+                "memory   {:>10} relationship-days: {:>6.1} bytes per relationship-day, {:>6.1} per event id \
+                 ({:>6.1} per first touch with its id), RSS {:.0} MiB",
+                run.relationship_days,
+                run.bytes_per_relationship_day,
+                run.bytes_per_event_id,
+                run.bytes_per_first_touch,
+                run.rss_after_bytes as f64 / (1u64 << 20) as f64
+            );
+        }
+        if recovery > 0 {
+            let (dir, ours) = match data_dir {
+                Some(d) => (d, false),
+                None => (tempfile_dir()?, true),
+            };
+            let run = daybook::measure::recovery_run(recovery, &dir, &mut std::io::stdout())?;
+            println!(
+                "recovery {:>10} events: journal {:.0} MiB written in {:.1} s; start from the journal alone {:.2} s, \
+                 from a snapshot {:.2} s",
+                run.events,
+                run.journal_bytes as f64 / (1u64 << 20) as f64,
+                run.write.as_secs_f64(),
+                run.from_journal.as_secs_f64(),
+                run.from_snapshot.as_secs_f64()
+            );
+            if ours {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daybook bench-state: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -1070,6 +1070,30 @@ fn bench_drives_a_server_and_the_empty_handler_floor() {
     assert!(calls("daybook unary c=2") > 0.0 && calls("floor   unary c=2") > 0.0, "{text}");
 }
 
+#[test]
+fn bench_state_measures_memory_and_recovery() {
+    // `daybook bench-state` end to end, small: one memory run in a child process, and a
+    // journal written, recovered from itself and from a snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["bench-state", "--memory", "20000", "--recovery", "20000", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let number_after = |prefix: &str, word: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} in {text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("{word} in {line}"));
+        words[i + 1].parse().unwrap()
+    };
+    assert!(number_after("memory", "relationship-days:") > 0.0, "{text}");
+    assert!(number_after("recovery", "journal") > 0.0, "{text}");
+    // The data directory given is kept, with its snapshot.
+    assert!(dir.path().join("snapshot.bin").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_port_serves_health_only_and_the_socket_mode_is_configurable() {
     use std::os::unix::fs::PermissionsExt;
