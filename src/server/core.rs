@@ -379,6 +379,7 @@ impl Daybook {
         // would continue numbering after entries that were never written.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.journal.durable() < seq {
+            self.journal.flush_here();
             if self.journal.failed() || std::time::Instant::now() > deadline {
                 return Err(std::io::Error::other("the journal is behind the state"));
             }

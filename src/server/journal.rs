@@ -239,10 +239,22 @@ struct Pending {
     closed: bool,
 }
 
+/// The segment file and where written records go. Whoever holds it writes: under
+/// `write` durability the caller that is about to wait (no thread switch: the latency of
+/// a call at low concurrency), under `fsync` the flusher thread (an fdatasync must not
+/// block a runtime thread). Frames are taken from `Pending` only while it is held, so
+/// they are written, and records published, in sequence order.
+struct Output {
+    segment: SegmentWriter,
+    publish: Box<dyn Fn(u64, Arc<Vec<super::records::Stamped>>) + Send>,
+}
+
 /// The writing side.
 pub struct Journal {
     pending: Mutex<Pending>,
     wake: Condvar,
+    output: Mutex<Output>,
+    durability: Durability,
     durable: tokio::sync::watch::Sender<u64>,
     dir: PathBuf,
     /// Set when the journal can no longer be written: nothing more is acknowledged, and
@@ -263,19 +275,19 @@ impl Journal {
     ) -> Result<Arc<Journal>, std::io::Error> {
         std::fs::create_dir_all(dir)?;
         let (durable, _) = tokio::sync::watch::channel(last_seq);
+        let segment = SegmentWriter::open(dir, last_seq)?;
         let journal = Arc::new(Journal {
             pending: Mutex::new(Pending { buf: Vec::new(), appended: last_seq, publish: Vec::new(), closed: false }),
             wake: Condvar::new(),
+            output: Mutex::new(Output { segment, publish: Box::new(publish) }),
+            durability,
             durable,
             dir: dir.to_path_buf(),
             failed: AtomicBool::new(false),
             telemetry,
         });
-        let mut writer = SegmentWriter::open(dir, last_seq)?;
         let flusher = journal.clone();
-        std::thread::Builder::new().name("journal-flusher".into()).spawn(move || {
-            flusher.flush_loop(&mut writer, durability, publish);
-        })?;
+        std::thread::Builder::new().name("journal-flusher".into()).spawn(move || flusher.flush_loop())?;
         Ok(journal)
     }
 
@@ -294,8 +306,64 @@ impl Journal {
             p.publish.push((seq, Arc::new(records)));
         }
         drop(p);
-        self.wake.notify_one();
+        if self.durability == Durability::Fsync {
+            self.wake.notify_one();
+        }
         seq
+    }
+
+    /// Under `write` durability, writes what is pending on this thread unless another
+    /// thread is writing (it writes ours too, or the last to finish does). Called by
+    /// whoever needs entries durable: `wait`, and the snapshot. Under `fsync`, the
+    /// flusher thread writes.
+    pub fn flush_here(&self) {
+        if self.durability == Durability::Fsync {
+            return;
+        }
+        // Whoever releases the output checks again: an entry appended while another
+        // thread held it is written by that thread's next turn or by ours.
+        while let Ok(mut output) = self.output.try_lock() {
+            if !self.write_pending(&mut output) {
+                return;
+            }
+            drop(output);
+            if self.pending.lock().expect("journal lock").buf.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Writes the pending frames (and syncs under `fsync`), then marks them durable and
+    /// publishes their records. False when nothing was pending or the journal failed.
+    fn write_pending(&self, output: &mut Output) -> bool {
+        if self.failed() {
+            return false;
+        }
+        let (buf, upto, records) = {
+            let mut p = self.pending.lock().expect("journal lock");
+            if p.buf.is_empty() {
+                return false;
+            }
+            (std::mem::take(&mut p.buf), p.appended, std::mem::take(&mut p.publish))
+        };
+        let started = Instant::now();
+        let result = output.segment.write(&buf, upto).and_then(|_| match self.durability {
+            Durability::Write => Ok(()),
+            Durability::Fsync => output.segment.sync(),
+        });
+        if let Err(e) = result {
+            // Nothing more can be acknowledged; waiters stay blocked and the process
+            // must be restarted (the journal replays what was written).
+            eprintln!("daybook: journal write failed, no further event can be acknowledged: {e}");
+            self.failed.store(true, Ordering::Release);
+            return false;
+        }
+        self.telemetry.journal_flushed(started.elapsed(), self.durability == Durability::Fsync);
+        self.durable.send_replace(upto);
+        for (seq, records) in records {
+            (output.publish)(seq, records);
+        }
+        true
     }
 
     /// The sequence number of the last appended entry.
@@ -305,6 +373,10 @@ impl Journal {
 
     /// Waits until every entry up to `seq` is durable.
     pub async fn wait(&self, seq: u64) {
+        if self.durable() >= seq {
+            return;
+        }
+        self.flush_here();
         let mut rx = self.durable.subscribe();
         let _ = rx.wait_for(|d| *d >= seq).await;
     }
@@ -334,39 +406,23 @@ impl Journal {
         self.wake.notify_one();
     }
 
-    fn flush_loop(
-        &self,
-        writer: &mut SegmentWriter,
-        durability: Durability,
-        publish: impl Fn(u64, Arc<Vec<super::records::Stamped>>),
-    ) {
+    /// The flusher thread: writes under `fsync` durability, and under `write` whatever no
+    /// caller has written within a moment (entries nobody waits for).
+    fn flush_loop(&self) {
         loop {
-            let (buf, upto, records) = {
+            {
                 let mut p = self.pending.lock().expect("journal lock");
                 while p.buf.is_empty() && !p.closed {
-                    p = self.wake.wait_timeout(p, Duration::from_millis(500)).expect("journal lock").0;
+                    p = self.wake.wait_timeout(p, Duration::from_millis(50)).expect("journal lock").0;
                 }
                 if p.buf.is_empty() && p.closed {
                     return;
                 }
-                (std::mem::take(&mut p.buf), p.appended, std::mem::take(&mut p.publish))
-            };
-            let started = Instant::now();
-            let result = writer.write(&buf, upto).and_then(|_| match durability {
-                Durability::Write => Ok(()),
-                Durability::Fsync => writer.sync(),
-            });
-            if let Err(e) = result {
-                // Nothing more can be acknowledged; waiters stay blocked and the process
-                // must be restarted (the journal replays what was written).
-                eprintln!("daybook: journal write failed, no further event can be acknowledged: {e}");
-                self.failed.store(true, Ordering::Release);
-                return;
             }
-            self.telemetry.journal_flushed(started.elapsed(), durability == Durability::Fsync);
-            self.durable.send_replace(upto);
-            for (seq, records) in records {
-                publish(seq, records);
+            let mut output = self.output.lock().expect("journal output lock");
+            self.write_pending(&mut output);
+            if self.failed() {
+                return;
             }
         }
     }
