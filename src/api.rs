@@ -322,6 +322,24 @@ fn pass_through_out(p: &PassThroughCharge) -> pb::PassThroughCharge {
 }
 
 /// An alert read back from a journaled record (replay restores alerts exactly as raised).
+/// Whether an encoded `daybook.v1.Record` is an alert, read from its field keys alone
+/// (no decoding): replay looks for the few alerts among millions of records.
+pub fn is_alert_record(mut buf: &[u8]) -> bool {
+    use prost::encoding::{DecodeContext, decode_key, skip_field};
+    /// `Record.body.alert` in records.proto.
+    const ALERT: u32 = 13;
+    while !buf.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else { return false };
+        if tag == ALERT {
+            return true;
+        }
+        if skip_field(wire_type, tag, &mut buf, DecodeContext::default()).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
 pub fn alert_in(a: &pb::Alert) -> Option<Alert> {
     Some(Alert {
         id: crate::rating::ids::RecordId::parse(&a.alert_id)?,
@@ -884,5 +902,27 @@ mod tests {
         let (spec, _) = crate::tenants::tenant_from_value(&value).unwrap();
         let back = tenant_in(&tenant_out(&spec)).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn alert_records_are_found_from_their_field_keys() {
+        use prost::Message as _;
+        let record = |body| pb::Record {
+            cursor: "7.0".into(),
+            record_id: "r-1".into(),
+            tenant_id: "acme".into(),
+            rule: "PL-3".into(),
+            body: Some(body),
+        };
+        let alert = record(pb::record::Body::Alert(pb::Alert { threshold: "0.8".into(), ..Default::default() }));
+        assert!(is_alert_record(&alert.encode_to_vec()));
+        let line = record(pb::record::Body::Line(pb::CreditLine { credits: "1.5".into(), ..Default::default() }));
+        assert!(!is_alert_record(&line.encode_to_vec()));
+        let interaction = record(pb::record::Body::Interaction(pb::Interaction::default()));
+        assert!(!is_alert_record(&interaction.encode_to_vec()));
+        assert!(!is_alert_record(&[0xff, 0xff]), "damage is not an alert");
+        // The field number the scan looks for is the one the proto gives `alert`.
+        let alert_field = pool().get_message_by_name("daybook.v1.Record").unwrap().get_field_by_name("alert").unwrap();
+        assert_eq!(alert_field.number(), 13);
     }
 }

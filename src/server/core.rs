@@ -125,7 +125,8 @@ impl Daybook {
                 let alerts = entry
                     .records
                     .iter()
-                    .filter_map(|bytes| pb::Record::decode(bytes.as_slice()).ok())
+                    .filter(|bytes| api::is_alert_record(bytes))
+                    .filter_map(|bytes| pb::Record::decode(bytes.as_ref()).ok())
                     .filter_map(|r| match r.body {
                         Some(pb::record::Body::Alert(a)) => api::alert_in(&a),
                         _ => None,
@@ -211,7 +212,8 @@ impl Daybook {
     /// Journals an entry with its records, which carry their cursors from the start.
     fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
         let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
-        let entry = Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec()).collect() };
+        let entry =
+            Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec().into()).collect() };
         self.journal.append(entry, |seq| -> Vec<Stamped> { stamp(seq, protos) })
     }
 

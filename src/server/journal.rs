@@ -39,8 +39,9 @@ pub struct Entry {
     #[prost(oneof = "EntryKind", tags = "2, 3, 4, 6")]
     pub kind: Option<EntryKind>,
     /// The records this entry emitted (`daybook.v1.Record`, cursor unset), in order.
-    #[prost(bytes = "vec", repeated, tag = "5")]
-    pub records: Vec<Vec<u8>>,
+    /// Slices of the segment read, not copies: replay reads millions of them.
+    #[prost(bytes = "bytes", repeated, tag = "5")]
+    pub records: Vec<bytes::Bytes>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -104,8 +105,7 @@ pub fn frame(entry: &Entry) -> Vec<u8> {
 /// Reads every whole frame of one segment. Returns the entries, the offset after the
 /// last whole frame, and what stopped the scan if it was not the end of the file.
 pub fn scan_segment(path: &Path) -> Result<(Vec<Entry>, u64, Option<String>), std::io::Error> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    let bytes = bytes::Bytes::from(std::fs::read(path)?);
     let mut entries = Vec::new();
     let mut offset = 0usize;
     while offset < bytes.len() {
@@ -121,8 +121,8 @@ pub fn scan_segment(path: &Path) -> Result<(Vec<Entry>, u64, Option<String>), st
         if end > bytes.len() {
             return Ok((entries, offset as u64, Some("truncated frame".into())));
         }
-        let payload = &bytes[offset + HEADER..end];
-        if crc32fast::hash(payload) != crc {
+        let payload = bytes.slice(offset + HEADER..end);
+        if crc32fast::hash(&payload) != crc {
             return Ok((entries, offset as u64, Some("checksum mismatch".into())));
         }
         match Entry::decode(payload) {
@@ -649,7 +649,7 @@ mod tests {
         Entry {
             seq,
             kind: Some(EntryKind::DeadLetter(DeadLetterEntry { event_id: format!("event-{seq}") })),
-            records: vec![vec![seq as u8; 40]],
+            records: vec![bytes::Bytes::from(vec![seq as u8; 40])],
         }
     }
 

@@ -109,7 +109,7 @@ pub async fn follow(
                     if cursor <= after {
                         continue;
                     }
-                    let Ok(mut record) = pb::Record::decode(bytes.as_slice()) else { continue };
+                    let Ok(mut record) = pb::Record::decode(bytes.as_ref()) else { continue };
                     record.cursor = cursor.to_string();
                     let stamped = Stamped { cursor, tenant: Arc::from(record.tenant_id.as_str()), record };
                     if !deliver(&stamped) {

@@ -275,7 +275,7 @@ impl pb::usage_service_server::UsageService for Services {
                     if cursor <= after {
                         continue;
                     }
-                    let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_slice()) else { continue };
+                    let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_ref()) else { continue };
                     if record.tenant_id != tenant {
                         continue;
                     }
