@@ -102,6 +102,10 @@ pub fn frame(entry: &Entry) -> Vec<u8> {
     out
 }
 
+/// What scanning a segment gives: its whole entries, the offset after the last of them,
+/// and what stopped the scan if it was not the end of the file.
+type Scanned = Result<(Vec<Entry>, u64, Option<String>), std::io::Error>;
+
 /// Reads every whole frame of one segment. Returns the entries, the offset after the
 /// last whole frame, and what stopped the scan if it was not the end of the file.
 pub fn scan_segment(path: &Path) -> Result<(Vec<Entry>, u64, Option<String>), std::io::Error> {
@@ -173,8 +177,8 @@ pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u
     // the gaps they leave are expected; otherwise a gap is damage.
     let repaired = dir.join("repairs.log").exists();
     let mut last: Option<u64> = None;
-    for (i, path) in files.iter().enumerate() {
-        let (entries, good, problem) = scan_segment(path)?;
+    let mut apply_segment = |i: usize, path: &PathBuf, scanned: Scanned| -> Result<(), JournalError> {
+        let (entries, good, problem) = scanned?;
         if let Some(reason) = problem {
             let is_last = i + 1 == files.len();
             let len = std::fs::metadata(path)?.len();
@@ -201,7 +205,24 @@ pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u
                 apply(entry);
             }
         }
-    }
+        Ok(())
+    };
+    // Segments are read and decoded on a thread of their own, one ahead of the one being
+    // applied: on two cores, reading overlaps rating. Memory stays bounded by two segments.
+    std::thread::scope(|scope| -> Result<(), JournalError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Scanned>(1);
+        scope.spawn(move || {
+            for path in files {
+                if tx.send(scan_segment(path)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (i, (path, scanned)) in files.iter().zip(rx).enumerate() {
+            apply_segment(i, path, scanned)?;
+        }
+        Ok(())
+    })?;
     let last = last.unwrap_or(0);
     if last < after {
         return Err(JournalError::Damaged {
