@@ -10,4 +10,5 @@ pub mod rating;
 pub mod replay;
 pub mod scenario;
 pub mod server;
+pub mod store;
 pub mod tenants;

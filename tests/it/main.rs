@@ -3,6 +3,7 @@
 mod crash;
 mod polyglot;
 mod properties;
+mod redis_store;
 mod replay;
 mod rules;
 mod scenarios;

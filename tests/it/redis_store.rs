@@ -1,0 +1,185 @@
+//! Real Redis for the tests: `redis-server` processes on free loopback ports (installed by
+//! `.ci/run` from the OS packages), one node or a 3-master cluster, stopped on drop.
+//! And the first tests of the key design against them: a claim, its event id and its
+//! stream entry are written by one script, on one node and across a real cluster.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daybook::rating::ids::Fp;
+use daybook::store::keys::{SHARDS, ShardKeys};
+
+/// A port that is free, with its cluster-bus port (port + 10000) free too.
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One `redis-server` process.
+pub struct RedisNode {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisNode {
+    fn spawn(extra: &[&str]) -> RedisNode {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let node = RedisNode { port, child, _dir: dir };
+        node.wait_for("PONG", &["PING"]);
+        node
+    }
+
+    /// A standalone node.
+    pub fn start() -> RedisNode {
+        RedisNode::spawn(&[])
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Runs `redis-cli` against this node; returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn wait_for(&self, expected: &str, args: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.cli(args).contains(expected) {
+            assert!(Instant::now() < deadline, "redis on {} never answered {expected}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), every slot assigned.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisNode> = (0..3)
+            .map(|i| {
+                let conf = format!("nodes-{i}.conf");
+                RedisNode::spawn(&["--cluster-enabled", "yes", "--cluster-config-file", &conf])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        for node in &nodes {
+            node.wait_for("cluster_state:ok", &["CLUSTER", "INFO"]);
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisNode::url).collect()
+    }
+}
+
+/// Claims an interaction the way the store will: the entry, the event id that claimed it
+/// and the record, in one step, only if nobody claimed it before. Returns whether this
+/// call claimed it.
+const CLAIM: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('XADD', KEYS[3], '*', 'record', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+async fn claim(con: &mut impl redis::aio::ConnectionLike, keys: &ShardKeys, interaction: Fp, event: Fp) -> bool {
+    let claimed: i64 = redis::Script::new(CLAIM)
+        .key(keys.interaction(interaction))
+        .key(keys.event(event))
+        .key(keys.records())
+        .arg("entry")
+        .arg("event")
+        .arg(format!("record of {interaction:?}"))
+        .invoke_async(con)
+        .await
+        .unwrap();
+    claimed == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_script_claims_on_a_single_node() {
+    let node = RedisNode::start();
+    let mut con = redis::Client::open(node.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys = ShardKeys::of("acme", Fp(5, 6));
+    assert!(claim(&mut con, &keys, Fp(5, 6), Fp(1, 1)).await, "the first touch claims");
+    assert!(!claim(&mut con, &keys, Fp(5, 6), Fp(2, 2)).await, "the second finds it claimed");
+    assert_eq!(node.cli(&["XLEN", &keys.records()]), "1", "one record for one interaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_claim_share_a_slot_and_a_tenant_spreads_over_the_cluster() {
+    let cluster = RedisCluster::start();
+    let node = &cluster.nodes[0];
+    let slot = |key: &str| node.cli(&["CLUSTER", "KEYSLOT", key]);
+    let mut slots = std::collections::HashSet::new();
+    for shard in 0..SHARDS {
+        let keys = ShardKeys::new("acme", shard);
+        let s = slot(&keys.records());
+        assert_eq!(s, slot(&keys.interaction(Fp(u64::from(shard), 9))));
+        assert_eq!(s, slot(&keys.event(Fp(42, 42))));
+        slots.insert(s);
+    }
+    assert_eq!(slots.len() as u32, SHARDS, "one slot per shard: a big tenant is not pinned to one node");
+
+    // The same script through the cluster client: no CROSSSLOT, whichever node owns it.
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut con = client.get_async_connection().await.unwrap();
+    let mut claimed = 0;
+    for i in 0..64u64 {
+        let interaction = Fp(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i);
+        let keys = ShardKeys::of("acme", interaction);
+        claimed += claim(&mut con, &keys, interaction, Fp(i, 0)).await as usize;
+        assert!(!claim(&mut con, &keys, interaction, Fp(i, 1)).await);
+    }
+    assert_eq!(claimed, 64);
+    let owners: std::collections::HashSet<String> = (0..SHARDS)
+        .map(|shard| {
+            let s = slot(&ShardKeys::new("acme", shard).records());
+            cluster
+                .nodes
+                .iter()
+                .find(|n| n.cli(&["CLUSTER", "COUNTKEYSINSLOT", &s]) != "0")
+                .map(|n| n.port.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(owners.len() > 1, "the tenant's records live on more than one master: {owners:?}");
+}
