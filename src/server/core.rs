@@ -426,7 +426,7 @@ fn read_snapshot(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let mut r = crate::rating::snapshot::Reader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut r = crate::rating::snapshot::Reader::new(file);
     if r.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
         return Err("not a daybook snapshot".into());
     }
