@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod fuzz_targets;
 pub mod loadgen;
 pub mod measure;
 pub mod rating;

@@ -109,33 +109,38 @@ type Scanned = Result<(Vec<Entry>, u64, Option<String>), std::io::Error>;
 /// Reads every whole frame of one segment. Returns the entries, the offset after the
 /// last whole frame, and what stopped the scan if it was not the end of the file.
 pub fn scan_segment(path: &Path) -> Result<(Vec<Entry>, u64, Option<String>), std::io::Error> {
-    let bytes = bytes::Bytes::from(std::fs::read(path)?);
+    Ok(scan_bytes(bytes::Bytes::from(std::fs::read(path)?)))
+}
+
+/// [`scan_segment`] of bytes already read. Any bytes at all: a damaged or hostile
+/// segment ends the scan with a reason, never a panic (fuzzed).
+pub fn scan_bytes(bytes: bytes::Bytes) -> (Vec<Entry>, u64, Option<String>) {
     let mut entries = Vec::new();
     let mut offset = 0usize;
     while offset < bytes.len() {
         if bytes.len() - offset < HEADER {
-            return Ok((entries, offset as u64, Some("truncated frame header".into())));
+            return (entries, offset as u64, Some("truncated frame header".into()));
         }
         let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
         if len > MAX_FRAME {
-            return Ok((entries, offset as u64, Some(format!("frame length {len} is not plausible"))));
+            return (entries, offset as u64, Some(format!("frame length {len} is not plausible")));
         }
         let end = offset + HEADER + len as usize;
         if end > bytes.len() {
-            return Ok((entries, offset as u64, Some("truncated frame".into())));
+            return (entries, offset as u64, Some("truncated frame".into()));
         }
         let payload = bytes.slice(offset + HEADER..end);
         if crc32fast::hash(&payload) != crc {
-            return Ok((entries, offset as u64, Some("checksum mismatch".into())));
+            return (entries, offset as u64, Some("checksum mismatch".into()));
         }
         match Entry::decode(payload) {
             Ok(entry) => entries.push(entry),
-            Err(e) => return Ok((entries, offset as u64, Some(format!("undecodable frame: {e}")))),
+            Err(e) => return (entries, offset as u64, Some(format!("undecodable frame: {e}"))),
         }
         offset = end;
     }
-    Ok((entries, offset as u64, None))
+    (entries, offset as u64, None)
 }
 
 /// The journal's segment files, oldest first.

@@ -1,0 +1,158 @@
+//! The fuzz targets (`daybook::fuzz_targets`, run long by cargo-fuzz under `fuzz/`) as
+//! property tests on the stable toolchain: valid inputs damaged at random (flipped bytes,
+//! truncations, insertions), and bytes from nowhere. Nothing panics, and each target's
+//! own checks hold.
+
+use daybook::api::pb;
+use daybook::fuzz_targets;
+use proptest::prelude::*;
+use prost::Message;
+
+fn seed_batch() -> Vec<u8> {
+    let message = |tenant: &str, id: &str, consumer: &str, role: pb::SenderRole| pb::Event {
+        tenant_id: tenant.into(),
+        event_id: id.into(),
+        event_time: "2025-06-10T09:00:00-04:00".into(),
+        kind: Some(pb::event::Kind::Message(pb::MessageEvent {
+            consumer_id: consumer.into(),
+            conversation_id: "conv-1".into(),
+            sender_role: role as i32,
+            sender_id: "agent-7".into(),
+            channel: pb::Channel::Whatsapp as i32,
+            integration_id: "wa-1".into(),
+            provider_price: Some(pb::Money { amount: "0.0079".into(), currency: "USD".into() }),
+        })),
+    };
+    let mut events = vec![
+        message("dar", "m1", "c1", pb::SenderRole::Consumer),
+        message("dar", "m2", "c1", pb::SenderRole::Bot),
+        message("cycle", "m3", "c2", pb::SenderRole::Agent),
+        message("mau", "m4", "c3", pb::SenderRole::Consumer),
+    ];
+    events.push(pb::Event {
+        tenant_id: "dar".into(),
+        event_id: "o1".into(),
+        event_time: "2025-06-10T10:00:00Z".into(),
+        kind: Some(pb::event::Kind::ConversationOpened(pb::ConversationOpenedEvent {
+            consumer_id: "c4".into(),
+            conversation_id: "conv-2".into(),
+            channel: pb::Channel::Web as i32,
+            integration_id: "web-1".into(),
+        })),
+    });
+    events.push(pb::Event {
+        tenant_id: "dar".into(),
+        event_id: "b1".into(),
+        event_time: "2025-06-10T11:00:00Z".into(),
+        kind: Some(pb::event::Kind::Cobrowse(pb::CobrowseEvent {
+            consumer_id: "c1".into(),
+            conversation_id: "conv-1".into(),
+            session_id: "s1".into(),
+            established: true,
+        })),
+    });
+    events.push(pb::Event {
+        tenant_id: "dar".into(),
+        event_id: "f1".into(),
+        event_time: "2025-06-10T12:00:00Z".into(),
+        kind: Some(pb::event::Kind::FunctionInvocations(pb::FunctionInvocationsEvent { count: 1_000_001 })),
+    });
+    pb::IngestBatchRequest { events }.encode_to_vec()
+}
+
+const SEED_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:50051"
+durability = "fsync"
+snapshot_interval = "PT5M"
+
+[[tenant]]
+id = "acme"
+time_zone = "America/New_York"
+meter = "dar"
+settings = { generative_ai = true, lateness_horizon = "P35D" }
+changes = [ { id = "c1", at = "2025-06-10T12:00:00-04:00", set = { intent_listening = true } } ]
+plan = { kind = "commitment", term_start = "2025-01-01", term_end = "2025-12-31", credits = "100000", overage_price = { USD = "1.10" }, alerts = ["0.8"] }
+"#;
+
+fn seed_segment() -> Vec<u8> {
+    use daybook::server::journal::{DeadLetterEntry, Entry, EntryKind, frame};
+    (1..=5u64)
+        .flat_map(|seq| {
+            frame(&Entry {
+                seq,
+                kind: Some(EntryKind::DeadLetter(DeadLetterEntry { event_id: format!("e{seq}") })),
+                records: vec![vec![seq as u8; 12].into()],
+            })
+        })
+        .collect()
+}
+
+/// A damaged copy of `seed`: some bytes flipped, maybe a run inserted, maybe cut short.
+fn damaged(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let len = seed.len();
+    (
+        prop::collection::vec((0..len, 1u8..=255), 0..6),
+        prop::option::of((0..=len, prop::collection::vec(any::<u8>(), 1..16))),
+        prop::option::of(0..=len),
+    )
+        .prop_map(move |(flips, insert, cut)| {
+            let mut bytes = seed.clone();
+            for (at, xor) in flips {
+                bytes[at] ^= xor;
+            }
+            if let Some((at, run)) = insert {
+                bytes.splice(at..at, run);
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut);
+            }
+            bytes
+        })
+}
+
+fn noise() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..512)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn t_6_damaged_ingest_requests_never_panic_and_retries_answer_alike(bytes in damaged(seed_batch())) {
+        fuzz_targets::ingest_batch(&bytes);
+    }
+
+    #[test]
+    fn ingest_noise_never_panics(bytes in noise()) {
+        fuzz_targets::ingest_batch(&bytes);
+    }
+
+    #[test]
+    fn damaged_config_files_are_refused_or_read_never_panic(bytes in damaged(SEED_CONFIG.as_bytes().to_vec())) {
+        fuzz_targets::config_file(&bytes);
+        fuzz_targets::tenants_file(&bytes);
+    }
+
+    #[test]
+    fn damaged_journal_segments_stop_at_the_damage(bytes in damaged(seed_segment())) {
+        fuzz_targets::journal_segment(&bytes);
+    }
+
+    #[test]
+    fn journal_noise_never_panics(bytes in noise()) {
+        fuzz_targets::journal_segment(&bytes);
+    }
+}
+
+#[test]
+fn the_seeds_are_valid_inputs() {
+    // Damage starts from inputs the targets accept whole, or the properties above would
+    // only ever test refusals.
+    let batch = pb::IngestBatchRequest::decode(seed_batch().as_slice()).unwrap();
+    assert_eq!(batch.events.len(), 7);
+    fuzz_targets::ingest_batch(&seed_batch());
+    assert_eq!(daybook::tenants::parse_tenants_toml(SEED_CONFIG).unwrap().len(), 1);
+    let (entries, _, problem) = daybook::server::journal::scan_bytes(seed_segment().into());
+    assert_eq!((entries.len(), problem), (5, None));
+}
