@@ -36,6 +36,9 @@ pub struct RefusedChange {
 pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange>), SettingError> {
     let obj = value.as_object().ok_or_else(|| SettingError::new("tenant", "expected a table"))?;
     let id = text(obj, "id")?.ok_or_else(|| SettingError::new("id", "is required"))?;
+    // The engine's rule, checked here so that a file it would refuse is refused as a file
+    // (found by fuzzing: `--check-config` passed, and start-up then failed).
+    crate::rating::settings::validate_tenant_id(&id).map_err(|reason| SettingError::new("id", reason))?;
     let meter_name = text(obj, "meter")?.unwrap_or_else(|| "dar".into());
     let meter =
         MeterKind::parse(&meter_name).ok_or_else(|| SettingError::new("meter", "expected dar, cycle or mau"))?;

@@ -105,8 +105,9 @@ fn classify_bad_timestamp(text: &str) -> TimeError {
         && bytes[7] == b'-'
         && matches!(bytes[10], b'T' | b't' | b' ')
         && bytes[13] == b':';
-    if shaped {
-        let tail = &text[19..];
+    // Byte 19 may fall inside a multi-byte character of hostile input (found by fuzzing):
+    // then it is not a timestamp at all.
+    if shaped && let Some(tail) = text.get(19..) {
         let has_offset = tail.ends_with('Z') || tail.ends_with('z') || tail.contains('+') || tail.contains('-');
         return if has_offset { TimeError::NoSuchDate } else { TimeError::NoOffset };
     }
@@ -423,6 +424,14 @@ mod tests {
         }
         for d in ["P7D", "PT5M", "P1DT12H", "PT0.5S", "PT0S", "P35D"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn a_multibyte_character_where_seconds_end_is_refused_not_a_panic() {
+        // Found by the ingest and tenants fuzzers: byte 19 inside a character.
+        for text in ["2025-06-10T12:00:0\u{425}", "2025-06-10T12:\u{fffd}\u{fffd}:00"] {
+            assert!(parse_instant(text).is_err(), "{text}");
         }
     }
 }

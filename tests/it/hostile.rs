@@ -155,4 +155,49 @@ fn the_seeds_are_valid_inputs() {
     assert_eq!(daybook::tenants::parse_tenants_toml(SEED_CONFIG).unwrap().len(), 1);
     let (entries, _, problem) = daybook::server::journal::scan_bytes(seed_segment().into());
     assert_eq!((entries.len(), problem), (5, None));
+    // `DAYBOOK_FUZZ_SEEDS=1 cargo test --test it the_seeds` writes them as the fuzzers'
+    // starting corpus (fuzz/corpus/<target>/seed), so libFuzzer starts from valid input.
+    if std::env::var_os("DAYBOOK_FUZZ_SEEDS").is_some() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        for (target, bytes) in [
+            ("ingest_batch", seed_batch()),
+            ("config_file", SEED_CONFIG.as_bytes().to_vec()),
+            ("tenants_file", SEED_CONFIG.as_bytes().to_vec()),
+            ("journal_segment", seed_segment()),
+        ] {
+            std::fs::create_dir_all(corpus.join(target)).unwrap();
+            std::fs::write(corpus.join(target).join("seed"), bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_crash_the_fuzzers_found_stays_fixed() {
+    // tests/fuzz-regressions/<target>/: inputs that once crashed a target.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut ran = 0;
+    for target in std::fs::read_dir(&dir).unwrap() {
+        let target = target.unwrap().path();
+        let run: fn(&[u8]) = match target.file_name().unwrap().to_str().unwrap() {
+            "ingest_batch" => fuzz_targets::ingest_batch,
+            "config_file" => fuzz_targets::config_file,
+            "tenants_file" => fuzz_targets::tenants_file,
+            "journal_segment" => fuzz_targets::journal_segment,
+            other => panic!("no fuzz target `{other}`"),
+        };
+        for input in std::fs::read_dir(&target).unwrap() {
+            run(&std::fs::read(input.unwrap().path()).unwrap());
+            ran += 1;
+        }
+    }
+    assert!(ran >= 2, "the regressions are there");
+}
+
+#[test]
+fn t_5_a_tenant_id_the_engine_refuses_is_refused_by_the_file() {
+    // Found by `damaged_config_files...`: the file accepted `\u{fffd}cme`, and start-up
+    // then failed on it after `--check-config` had passed.
+    let file = "[[tenant]]\nid = \"a cme\"\ntime_zone = \"UTC\"\n";
+    let refused = daybook::tenants::parse_tenants_toml(file).unwrap_err();
+    assert!(refused.contains("id"), "{refused}");
 }
