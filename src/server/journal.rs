@@ -181,7 +181,21 @@ pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u
     // After `daybook journal repair` the operator has accepted the dropped records, and
     // the gaps they leave are expected; otherwise a gap is damage.
     let repaired = dir.join("repairs.log").exists();
-    let mut last: Option<u64> = None;
+    // A segment's name is its first sequence number: the first segment read must begin
+    // there (an emptied first segment, or one missing, would otherwise lose its entries
+    // unnoticed; found by the damaged-journal property test).
+    let mut last: Option<u64> = files.first().map(|p| first_seq(p).saturating_sub(1));
+    if after == 0
+        && !repaired
+        && let Some(first) = files.first()
+        && first_seq(first) != 1
+    {
+        return Err(JournalError::Damaged {
+            segment: first.clone(),
+            offset: 0,
+            reason: format!("the journal starts at entry {}: entries before it are missing", first_seq(first)),
+        });
+    }
     let mut apply_segment = |i: usize, path: &PathBuf, scanned: Scanned| -> Result<(), JournalError> {
         let (entries, good, problem) = scanned?;
         if let Some(reason) = problem {
@@ -251,8 +265,24 @@ fn is_torn_tail(path: &Path, good: u64, len: u64) -> Result<bool, std::io::Error
     let mut header = [0u8; HEADER];
     f.read_exact(&mut header)?;
     let frame_len = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
-    // An incomplete frame claims more bytes than remain.
-    Ok(frame_len <= u64::from(MAX_FRAME) && HEADER as u64 + frame_len > rest)
+    // An incomplete frame claims more bytes than remain...
+    if !(frame_len <= u64::from(MAX_FRAME) && HEADER as u64 + frame_len > rest) {
+        return Ok(false);
+    }
+    // ...and nothing whole follows it. Garbage can also claim a length past the end;
+    // truncating there would drop the acknowledged frames after it (found by the
+    // damaged-journal property test).
+    let mut after = Vec::new();
+    f.seek(SeekFrom::Start(good + 1))?;
+    f.read_to_end(&mut after)?;
+    if !intact_frames(&after).0.is_empty() {
+        return Ok(false);
+    }
+    // A whole frame whose length field was damaged also claims too much: its payload, all
+    // there, still matches its checksum. A torn write's part of a payload does not.
+    let payload = &after[HEADER - 1..];
+    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    Ok(crc32fast::hash(payload) != crc)
 }
 
 /// Shared state between appenders and the flusher.
@@ -564,7 +594,12 @@ pub struct Report {
 /// anything.
 pub fn verify(dir: &Path) -> Result<Report, std::io::Error> {
     let mut report = Report::default();
-    for path in segments(dir)? {
+    let files = segments(dir)?;
+    // Segments are named by their first sequence number: the first must begin there.
+    let mut previous: Option<u64> = files.first().map(|p| {
+        p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(1).saturating_sub(1)
+    });
+    for path in files {
         report.segments += 1;
         let bytes = std::fs::read(&path)?;
         let (frames, damage) = intact_frames(&bytes);
@@ -572,7 +607,8 @@ pub fn verify(dir: &Path) -> Result<Report, std::io::Error> {
             report.damage.push(Damage { segment: path.clone(), offset, reason });
         }
         for (_, entry) in frames {
-            if let Some(last) = report.last_seq
+            let last = previous.replace(entry.seq);
+            if let Some(last) = last
                 && entry.seq != last + 1
             {
                 report.damage.push(Damage {
@@ -595,9 +631,32 @@ pub fn verify(dir: &Path) -> Result<Report, std::io::Error> {
 /// dropped.
 pub fn repair(dir: &Path) -> Result<(u64, usize), std::io::Error> {
     let (mut kept, mut dropped) = (0, 0);
-    for path in segments(dir)? {
+    // The last sequence number kept: a frame that does not come after it (a duplicated or
+    // replayed frame) is dropped, keeping the first, which was acknowledged first.
+    let files = segments(dir)?;
+    let first_seq =
+        |p: &PathBuf| -> u64 { p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0) };
+    let mut last: Option<u64> = files.first().map(|p| first_seq(p).saturating_sub(1));
+    // Entries missing without damaged bytes (a segment cut at a frame boundary): nothing
+    // to drop, but the loss is accepted here, so that start-up no longer refuses it.
+    let mut gaps: Vec<String> = Vec::new();
+    for path in files {
         let bytes = std::fs::read(&path)?;
-        let (frames, damage) = intact_frames(&bytes);
+        let (intact, mut damage) = intact_frames(&bytes);
+        let mut frames = Vec::with_capacity(intact.len());
+        for (offset, entry) in intact {
+            if last.is_some_and(|l| entry.seq <= l) {
+                damage.push((offset, format!("frame {} repeats an earlier sequence number", entry.seq)));
+                continue;
+            }
+            if let Some(l) = last
+                && entry.seq > l + 1
+            {
+                gaps.push(format!("{}: entries {} to {} are missing", path.display(), l + 1, entry.seq - 1));
+            }
+            last = Some(entry.seq);
+            frames.push((offset, entry));
+        }
         kept += frames.len() as u64;
         if damage.is_empty() {
             continue;
@@ -616,6 +675,14 @@ pub fn repair(dir: &Path) -> Result<(u64, usize), std::io::Error> {
         let mut log = OpenOptions::new().create(true).append(true).open(dir.join("repairs.log"))?;
         for (offset, reason) in &damage {
             writeln!(log, "{}: dropped damaged region at byte {offset}: {reason}", path.display())?;
+        }
+        log.sync_all()?;
+        sync_dir(dir)?;
+    }
+    if !gaps.is_empty() {
+        let mut log = OpenOptions::new().create(true).append(true).open(dir.join("repairs.log"))?;
+        for gap in &gaps {
+            writeln!(log, "{gap}: accepted")?;
         }
         log.sync_all()?;
         sync_dir(dir)?;
@@ -733,5 +800,9 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         assert!(collect(dir.path()).is_err());
         assert_eq!(verify(dir.path()).unwrap().damage.len(), 1);
+        // Repair drops the repeat, and start-up then recovers every entry once.
+        assert_eq!(repair(dir.path()).unwrap(), (3, 1));
+        let seqs: Vec<u64> = collect(dir.path()).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
     }
 }
