@@ -86,10 +86,11 @@ impl Zipf {
 }
 
 /// A small, fast generator (xorshift64*): the load generator must not be the bottleneck.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn unit(&mut self) -> f64 {
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

@@ -135,20 +135,14 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
     let started = WallInstant::now();
     let daybook = open(Telemetry::local())?;
     let zipf = crate::loadgen::Zipf::new(1_000_000);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut unit = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = crate::loadgen::Rng(0x9e37_79b9_7f4a_7c15);
     let batch = 1000u64;
     let mut sent = 0u64;
     while sent < events {
         let size = batch.min(events - sent);
         let batch: Vec<pb::Event> = (sent..sent + size)
             .map(|i| {
-                let consumer = zipf.rank(unit());
+                let consumer = zipf.rank(rng.unit());
                 // Thirty days, evenly: each event's day follows from its position.
                 let day = 1 + (i * 30 / events.max(1));
                 let at = format!("2025-06-{day:02}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);

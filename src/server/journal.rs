@@ -162,6 +162,11 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     Ok(out)
 }
 
+/// A segment's first sequence number, which is its name (0 if the name is not one).
+fn first_seq_of(path: &Path) -> u64 {
+    path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 fn segment_name(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.log"))
 }
@@ -174,9 +179,7 @@ pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u
     let all_files = segments(dir)?;
     // Segments whose entries all precede `after + 1` (a snapshot covers them) are skipped
     // whole: a segment's name is its first sequence number.
-    let first_seq =
-        |p: &PathBuf| -> u64 { p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0) };
-    let start = all_files.iter().rposition(|p| first_seq(p) <= after + 1).unwrap_or(0);
+    let start = all_files.iter().rposition(|p| first_seq_of(p) <= after + 1).unwrap_or(0);
     let files = &all_files[start..];
     // After `daybook journal repair` the operator has accepted the dropped records, and
     // the gaps they leave are expected; otherwise a gap is damage.
@@ -184,16 +187,16 @@ pub fn recover(dir: &Path, after: u64, mut apply: impl FnMut(Entry)) -> Result<u
     // A segment's name is its first sequence number: the first segment read must begin
     // there (an emptied first segment, or one missing, would otherwise lose its entries
     // unnoticed; found by the damaged-journal property test).
-    let mut last: Option<u64> = files.first().map(|p| first_seq(p).saturating_sub(1));
+    let mut last: Option<u64> = files.first().map(|p| first_seq_of(p).saturating_sub(1));
     if after == 0
         && !repaired
         && let Some(first) = files.first()
-        && first_seq(first) != 1
+        && first_seq_of(first) != 1
     {
         return Err(JournalError::Damaged {
             segment: first.clone(),
             offset: 0,
-            reason: format!("the journal starts at entry {}: entries before it are missing", first_seq(first)),
+            reason: format!("the journal starts at entry {}: entries before it are missing", first_seq_of(first)),
         });
     }
     let mut apply_segment = |i: usize, path: &PathBuf, scanned: Scanned| -> Result<(), JournalError> {
@@ -532,10 +535,7 @@ pub fn read_from(dir: &Path, from: u64, until: u64) -> Result<Vec<Entry>, std::i
     let files = segments(dir)?;
     let mut out = Vec::new();
     // Segment names carry their first seq: skip whole segments before `from`.
-    let first_seqs: Vec<u64> = files
-        .iter()
-        .map(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0))
-        .collect();
+    let first_seqs: Vec<u64> = files.iter().map(|p| first_seq_of(p)).collect();
     for (i, path) in files.iter().enumerate() {
         if let Some(next) = first_seqs.get(i + 1)
             && *next <= from
@@ -596,9 +596,7 @@ pub fn verify(dir: &Path) -> Result<Report, std::io::Error> {
     let mut report = Report::default();
     let files = segments(dir)?;
     // Segments are named by their first sequence number: the first must begin there.
-    let mut previous: Option<u64> = files.first().map(|p| {
-        p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(1).saturating_sub(1)
-    });
+    let mut previous: Option<u64> = files.first().map(|p| first_seq_of(p).saturating_sub(1));
     for path in files {
         report.segments += 1;
         let bytes = std::fs::read(&path)?;
@@ -634,9 +632,7 @@ pub fn repair(dir: &Path) -> Result<(u64, usize), std::io::Error> {
     // The last sequence number kept: a frame that does not come after it (a duplicated or
     // replayed frame) is dropped, keeping the first, which was acknowledged first.
     let files = segments(dir)?;
-    let first_seq =
-        |p: &PathBuf| -> u64 { p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0) };
-    let mut last: Option<u64> = files.first().map(|p| first_seq(p).saturating_sub(1));
+    let mut last: Option<u64> = files.first().map(|p| first_seq_of(p).saturating_sub(1));
     // Entries missing without damaged bytes (a segment cut at a frame boundary): nothing
     // to drop, but the loss is accepted here, so that start-up no longer refuses it.
     let mut gaps: Vec<String> = Vec::new();

@@ -243,15 +243,22 @@ impl Telemetry {
     }
 
     /// Counts one answered event.
+    /// Called once per event: attributes on the stack, the tenant's copied only when it
+    /// is a label.
     pub fn count_event(&self, outcome: &'static str, meter: &'static str, tenant: &str, new_interaction: bool) {
-        let mut attributes = vec![KeyValue::new("daybook.outcome", outcome), KeyValue::new("daybook.meter", meter)];
+        let meter = KeyValue::new("daybook.meter", meter);
+        let outcome = KeyValue::new("daybook.outcome", outcome);
         if self.tenant_label {
-            attributes.push(KeyValue::new("daybook.tenant", tenant.to_string()));
-        }
-        self.events.add(1, &attributes);
-        if new_interaction {
-            attributes.remove(0);
-            self.interactions.add(1, &attributes);
+            let tenant = KeyValue::new("daybook.tenant", tenant.to_string());
+            self.events.add(1, &[meter.clone(), outcome, tenant.clone()]);
+            if new_interaction {
+                self.interactions.add(1, &[meter, tenant]);
+            }
+        } else {
+            self.events.add(1, &[meter.clone(), outcome]);
+            if new_interaction {
+                self.interactions.add(1, &[meter]);
+            }
         }
     }
 

@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::server::{Harness, create, http_get, message, tenant};
+use super::server::{Harness, create, http_get, message, tenant, usage};
 
 const NOW: &str = "2025-06-20T12:00:00Z";
 const INGEST_MESSAGE: &str = "daybook.v1.IngestService/IngestMessage";
@@ -114,16 +114,7 @@ async fn metrics_after_known_traffic_have_the_right_values() {
     let channel = server.tcp_channel().await;
     create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     known_traffic(&channel).await;
-    let credits: f64 = UsageServiceClient::new(channel.clone())
-        .get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .usage
-        .unwrap()
-        .credits
-        .parse()
-        .unwrap();
+    let credits: f64 = usage(&channel, "acme").await.credits.parse().unwrap();
 
     let (status, text) = http_get(server.admin, "/metrics").await;
     assert_eq!(status, 200);
