@@ -23,6 +23,7 @@ use super::outcome::{
     Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
     PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
 };
+use super::shared::{Claim, Place, Shared};
 use super::settings::{
     FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
     TenantSpec,
@@ -98,6 +99,26 @@ enum Prior {
     Cobrowse { counted: bool },
 }
 
+/// The result of rating one event under a shared store.
+#[derive(Debug)]
+pub enum Rated {
+    /// Answered here: committed, a retry, or refused.
+    Done(Result<Outcome, Refusal>),
+    /// The event would change its shared entry: nothing is committed until the store
+    /// applies the claim.
+    Claim(Box<Claim>),
+}
+
+impl Rated {
+    /// The answer of a mode that never claims.
+    fn done(self) -> Result<Outcome, Refusal> {
+        match self {
+            Rated::Done(result) => result,
+            Rated::Claim(_) => unreachable!("only shared modes claim"),
+        }
+    }
+}
+
 /// The rating engine.
 pub struct Engine {
     fingerprinter: Fingerprinter,
@@ -154,11 +175,53 @@ impl KeyRef<'_> {
     }
 }
 
+/// How an event is rated.
+#[derive(Debug, Clone, Default)]
+enum Mode {
+    /// Against the maps, changing them.
+    #[default]
+    Live,
+    /// A retry: against what the event met (its `Prior`), changing nothing.
+    Retry(Prior),
+    /// Under a shared store, against the maps (the near cache): an event that would not
+    /// change its shared entry is committed as in `Live`; one that would is not committed,
+    /// and asks for a [`Claim`] instead.
+    Guarded,
+    /// Under a shared store, against this value of the event's shared entry, changing
+    /// nothing: what a claim would do.
+    Probe(Shared),
+    /// Under a shared store, against the value the store held before the event (its claim
+    /// succeeded, or changed nothing), folding the result into the maps.
+    Claimed(Shared),
+}
+
+impl Mode {
+    /// Whether rating under this mode may end in a commit (the maps change).
+    fn commits(&self) -> bool {
+        matches!(self, Mode::Live | Mode::Guarded | Mode::Claimed(_))
+    }
+}
+
+/// The event's own shared entry, as rating found and left it (modes other than `Live`
+/// and `Retry`).
+#[derive(Debug)]
+struct SharedTouch {
+    place: Place,
+    entry: Fp,
+    before: Shared,
+    after: Shared,
+    expires: Instant,
+}
+
 /// What one event did, gathered while rating it.
 #[derive(Default)]
 struct Effects {
-    /// Set when re-rating a retry: read this instead of the maps, and change nothing.
-    dry: Option<Prior>,
+    mode: Mode,
+    shared: Option<SharedTouch>,
+    /// Order-free set insertions, made only when the event is committed: the platform
+    /// user (month key, sender) and the pass-through charge.
+    user: Option<(Fp, i32, Fp)>,
+    pass_through_entry: Option<(Fp, PassThroughEntry)>,
     /// The arrival instant lateness is judged at, and the tenant's closed-period watermark:
     /// an effect on another period (a DAR-5 outbound's day) is made only while that period
     /// is open (T-3).
@@ -244,7 +307,57 @@ impl Engine {
     /// (T-4) are judged against; `None` judges neither. Emitted records are appended to
     /// `records`, including the dead letter of an event refused as too late.
     pub fn ingest(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Result<Outcome, Refusal> {
-        self.ingest_inner(raw, now, None, records)
+        self.ingest_inner(raw, now, None, Mode::Live, records).done()
+    }
+
+    /// Rates one event under a shared store, against the maps as a near cache. An event
+    /// that would not change its shared entry (a repeat) is committed here, exactly as
+    /// [`Engine::ingest`] would; one that would change it is not committed, and its
+    /// [`Claim`] is returned for the store to apply.
+    pub fn ingest_shared(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Rated {
+        self.ingest_inner(raw, now, None, Mode::Guarded, records)
+    }
+
+    /// What the event would claim if its shared entry held `value` (the store's current
+    /// value, after a stale claim). Changes nothing.
+    pub fn probe(&self, raw: RawEvent, now: Option<Instant>, value: Shared) -> Rated {
+        self.ingest_inner(raw, now, None, Mode::Probe(value), &mut Vec::new())
+    }
+
+    /// Commits an event rated against `value`, the value its shared entry held in the
+    /// store before it (its claim succeeded, or it changed nothing). On replay, `alerts`
+    /// restores the alerts it raised, as in [`Engine::replay`].
+    pub fn ingest_claimed(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        value: Shared,
+        alerts: Option<Vec<Alert>>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, alerts, Mode::Claimed(value), records).done()
+    }
+
+    /// Answers an event whose id another replica accepted (the shared store remembered
+    /// its payload and what it met, `prior`) and remembers it here, so that later retries
+    /// are answered locally. `None`: `prior` is not something this version wrote.
+    pub fn answer_remembered(&self, raw: RawEvent, payload: u64, prior: &[u8]) -> Option<Result<Outcome, Refusal>> {
+        let tenant = match self.tenant(&raw.tenant_id) {
+            Some(tenant) => tenant,
+            None => return Some(Err(unknown_tenant(&raw.tenant_id))),
+        };
+        let event = match event::validate(raw, tenant.meter) {
+            Ok(event) => event,
+            Err(violations) => return Some(Err(Refusal::invalid(violations))),
+        };
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let prior = persist::decode_prior(prior, tenant.index)?;
+        let seen = EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
+        let mine = event.payload_fp(&self.fingerprinter).0;
+        if mine == payload {
+            self.events.entry(event_fp).or_insert_with(|| seen.clone());
+        }
+        Some(self.answer_retry(&tenant, event, event_fp, seen, mine))
     }
 
     /// Rates a journaled event again on replay. Which event crosses an alert threshold
@@ -258,7 +371,7 @@ impl Engine {
         alerts: Vec<Alert>,
         records: &mut Vec<Record>,
     ) -> Result<Outcome, Refusal> {
-        self.ingest_inner(raw, now, Some(alerts), records)
+        self.ingest_inner(raw, now, Some(alerts), Mode::Live, records).done()
     }
 
     fn ingest_inner(
@@ -266,24 +379,28 @@ impl Engine {
         raw: RawEvent,
         now: Option<Instant>,
         replayed_alerts: Option<Vec<Alert>>,
+        mode: Mode,
         records: &mut Vec<Record>,
-    ) -> Result<Outcome, Refusal> {
+    ) -> Rated {
         // Read guards, held for this one event: no reference counting on the hot path, and a
         // settings change waits for in-flight events instead of racing them.
         let tenants = self.tenants.read().expect("tenants lock");
         let Some(slot) = tenants.get(raw.tenant_id.as_str()) else {
-            return Err(unknown_tenant(&raw.tenant_id));
+            return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
         };
         let config = slot.config.read().expect("tenant lock");
         let tenant: &Tenant = &config;
-        let event = event::validate(raw, tenant.meter).map_err(Refusal::invalid)?;
+        let event = match event::validate(raw, tenant.meter) {
+            Ok(event) => event,
+            Err(violations) => return Rated::Done(Err(Refusal::invalid(violations))),
+        };
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
 
         let vacant = match self.events.entry(event_fp) {
             MapEntry::Occupied(seen) => {
                 let seen = seen.get().clone();
-                return self.answer_retry(tenant, event, event_fp, seen, payload);
+                return Rated::Done(self.answer_retry(tenant, event, event_fp, seen, payload));
             }
             MapEntry::Vacant(vacant) => vacant,
         };
@@ -292,14 +409,61 @@ impl Engine {
         if let Some(now) = now
             && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
         {
-            if refusal.code == Code::FailedPrecondition {
+            if refusal.code == Code::FailedPrecondition && mode.commits() {
                 records.push(dead_letter(tenant, event, &refusal));
             }
-            return Err(refusal);
+            return Rated::Done(Err(refusal));
         }
 
-        let mut effects = Effects { now, closed_before: Some(closed_before), ..Effects::default() };
+        let mut effects = Effects { mode, now, closed_before: Some(closed_before), ..Effects::default() };
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
+
+        let wants_claim = match (&effects.mode, &effects.shared) {
+            (Mode::Probe(_), _) => true,
+            (Mode::Guarded, Some(touch)) => touch.before != touch.after,
+            _ => false,
+        };
+        if wants_claim {
+            drop(vacant);
+            let touch = effects.shared.expect("a shared touch");
+            let settings = tenant.settings_at(event.at);
+            let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
+            let outcome = Outcome {
+                event_id: event.event_id,
+                disposition,
+                retry: false,
+                interactions: effects.interactions,
+                counted_in: effects.counted_in,
+                lines: effects.lines,
+                pass_through: effects.pass_through,
+            };
+            return Rated::Claim(Box::new(Claim {
+                tenant: tenant.id.clone(),
+                place: touch.place,
+                entry: touch.entry,
+                before: touch.before,
+                after: touch.after,
+                at: event.at,
+                event: event_fp,
+                payload,
+                prior: persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None))),
+                outcome,
+                records: effects.records,
+                ledger: effects.ledger,
+                entry_expires: touch.expires,
+                event_expires,
+            }));
+        }
+        if let Some((key, month_start, sender)) = effects.user.take() {
+            self.users
+                .entry(key)
+                .or_insert_with(|| UsersEntry { tenant: tenant.index, month_start, senders: Default::default() })
+                .senders
+                .insert(sender);
+        }
+        if let Some((fp, entry)) = effects.pass_through_entry.take() {
+            self.pass_through.insert(fp, entry);
+        }
 
         if !effects.ledger.is_empty() {
             let mut ledger = slot.ledger.lock().expect("ledger lock");
@@ -341,10 +505,11 @@ impl Engine {
         };
         vacant.insert(EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: stored });
         records.append(&mut effects.records);
-        Ok(outcome)
+        Rated::Done(Ok(outcome))
     }
 
-    /// Rates an event: for real, or (with `fx.dry`) again for a retry, changing nothing.
+    /// Rates an event as `fx.mode` says: for real, again for a retry, or under a shared
+    /// store.
     fn rate(&self, tenant: &Tenant, event: &Event, event_fp: Fp, fx: &mut Effects) -> Disposition {
         let tie = event_fp.0 as u32;
         match &event.body {
@@ -374,7 +539,7 @@ impl Engine {
         let mut outcome = match seen.outcome {
             StoredOutcome::Full(outcome) => (*outcome).clone(),
             StoredOutcome::Prior(prior) => {
-                let mut fx = Effects { dry: Some(prior), ..Effects::default() };
+                let mut fx = Effects { mode: Mode::Retry(prior), ..Effects::default() };
                 let disposition = self.rate(tenant, &event, event_fp, &mut fx);
                 Outcome {
                     event_id: event.event_id,
@@ -467,19 +632,13 @@ impl Engine {
             if let Some(price) = m.price {
                 self.charge_pass_through(tenant, event, price, event_fp, fx);
             }
-            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot, None) = (&m.sender_id, m.sender, fx.dry) {
+            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot, true) =
+                (&m.sender_id, m.sender, fx.mode.commits())
+            {
                 let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
                 let key = self.users_key(tenant, month);
                 let sender = self.fingerprinter.start(domain::PLATFORM_USER).str(sender_id).finish();
-                self.users
-                    .entry(key)
-                    .or_insert_with(|| UsersEntry {
-                        tenant: tenant.index,
-                        month_start: time::date_to_days(month),
-                        senders: Default::default(),
-                    })
-                    .senders
-                    .insert(sender);
+                fx.user = Some((key, time::date_to_days(month), sender));
             }
         }
 
@@ -509,7 +668,9 @@ impl Engine {
         }
 
         fx.prior.get_or_insert(Prior::Interaction(None));
-        if tenant.any_retroactive && fx.dry.is_none() {
+        // DAR-5 (retroactive) keeps per-consumer logs that are not shared: a shared store
+        // refuses such tenants (ARCHITECTURE.md, "Redis").
+        if tenant.any_retroactive && matches!(fx.mode, Mode::Live) {
             match sender {
                 Some(SenderRole::Proactive)
                     if !qualifies && settings.proactive_outbound_day == ProactiveOutboundDay::Retroactive =>
@@ -677,8 +838,22 @@ impl Engine {
             }
             new
         };
-        let (old, new) = match fx.dry {
-            Some(Prior::Interaction(old)) => (old, old.map(next).unwrap_or(contribution)),
+        let shared_old = |v: &Shared| match v {
+            Shared::Interaction(old) => old.map(|e| InteractionEntry { tenant: tenant.index, ..e }),
+            _ => None,
+        };
+        let (old, new) = match &fx.mode {
+            Mode::Retry(Prior::Interaction(old)) => (*old, old.map(next).unwrap_or(contribution)),
+            // Only the event's own interaction is shared; DAR-5 touches are not (retroactive
+            // tenants are refused under a shared store).
+            Mode::Probe(v) | Mode::Claimed(v) if fx.shared.is_none() => {
+                let old = shared_old(v);
+                (old, old.map(next).unwrap_or(contribution))
+            }
+            Mode::Guarded | Mode::Probe(_) => {
+                let old = self.interactions.get(&fp).map(|e| *e);
+                (old, old.map(next).unwrap_or(contribution))
+            }
             _ => match self.interactions.entry(fp) {
                 MapEntry::Vacant(v) => {
                     v.insert(contribution);
@@ -694,6 +869,18 @@ impl Engine {
                 }
             },
         };
+        if let Mode::Claimed(_) = fx.mode {
+            self.interactions.entry(fp).and_modify(|mine| *mine = mine.join(new)).or_insert(new);
+        }
+        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) && fx.shared.is_none() {
+            fx.shared = Some(SharedTouch {
+                place: Place::Interaction { period_start: period.start_date },
+                entry: fp,
+                before: Shared::Interaction(old),
+                after: Shared::Interaction(Some(new)),
+                expires: period.end() + tenant.settings_at(touch.at).lateness_horizon + TimeDelta::days(1),
+            });
+        }
         // The event's own interaction is the first it touches; DAR-5 touches come after.
         fx.prior.get_or_insert(Prior::Interaction(old));
         if old == Some(new) {
@@ -799,28 +986,39 @@ impl Engine {
             first_tie: tie,
             first_event_id: event.event_id.clone(),
         };
-        let previous = match fx.dry {
-            Some(Prior::Cobrowse { counted: true }) => {
+        let previous = match &fx.mode {
+            Mode::Retry(Prior::Cobrowse { counted: true }) => {
                 return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
             }
-            Some(_) => None,
-            None => match self.cobrowse.entry(key) {
-                MapEntry::Vacant(v) => {
-                    v.insert(contribution.clone());
-                    None
+            Mode::Retry(_) => None,
+            Mode::Probe(v) | Mode::Claimed(v) => match v {
+                Shared::Cobrowse(Some(e)) => {
+                    Some(CobrowseEntry { tenant: tenant.index, session: c.session.clone(), ..e.clone() })
                 }
-                MapEntry::Occupied(mut o) => {
-                    let old = o.get().clone();
-                    let new = old.clone().join(contribution.clone());
-                    if new == old {
-                        fx.prior = Some(Prior::Cobrowse { counted: true });
-                        return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
-                    }
-                    o.insert(new);
-                    Some(old)
-                }
+                _ => None,
             },
+            Mode::Guarded | Mode::Live => self.cobrowse.get(&key).map(|e| e.clone()),
         };
+        let new = previous.clone().map_or_else(|| contribution.clone(), |old| old.join(contribution.clone()));
+        if matches!(fx.mode, Mode::Live | Mode::Claimed(_)) {
+            let mut entry = self.cobrowse.entry(key).or_insert_with(|| new.clone());
+            if *entry != new {
+                *entry = entry.clone().join(new.clone());
+            }
+        }
+        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) {
+            fx.shared = Some(SharedTouch {
+                place: Place::Cobrowse,
+                entry: key,
+                before: Shared::Cobrowse(previous.clone()),
+                after: Shared::Cobrowse(Some(new.clone())),
+                expires: event.at + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
+            });
+        }
+        if previous.as_ref() == Some(&new) {
+            fx.prior = Some(Prior::Cobrowse { counted: true });
+            return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
+        }
         if let Some(old) = previous {
             fx.keep_whole = true;
             let (old_line, date) = cobrowse_line(tenant, &old);
@@ -856,19 +1054,45 @@ impl Engine {
             .i64(time::date_to_days(month.start_date).into())
             .finish();
         let rounding = tenant.functions_rounding(month.start_date);
-        let (before, after) = match fx.dry {
-            Some(Prior::Functions(before)) => (before, before + count),
+        let local_entry = || {
+            self.functions.entry(key).or_insert_with(|| FunctionsEntry {
+                tenant: tenant.index,
+                month_start: time::date_to_days(month.start_date),
+                counts: HashMap::new(),
+            })
+        };
+        let (before, after) = match &fx.mode {
+            Mode::Retry(Prior::Functions(before)) => (*before, before + count),
+            Mode::Probe(v) | Mode::Claimed(v) => {
+                let before = match v {
+                    Shared::Functions(n) => *n,
+                    _ => 0,
+                };
+                if let Mode::Claimed(_) = fx.mode {
+                    local_entry().counts.insert(event_fp, count);
+                }
+                (before, before + count)
+            }
+            Mode::Guarded => {
+                let before = self.functions.get(&key).map(|e| e.total()).unwrap_or(0);
+                (before, before + count)
+            }
             _ => {
-                let mut entry = self.functions.entry(key).or_insert_with(|| FunctionsEntry {
-                    tenant: tenant.index,
-                    month_start: time::date_to_days(month.start_date),
-                    counts: HashMap::new(),
-                });
+                let mut entry = local_entry();
                 let before = entry.total();
                 entry.counts.insert(event_fp, count);
                 (before, entry.total())
             }
         };
+        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) {
+            fx.shared = Some(SharedTouch {
+                place: Place::Functions { month_start: month.start_date },
+                entry: key,
+                before: Shared::Functions(before),
+                after: Shared::Functions(after),
+                expires: month.end() + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(1),
+            });
+        }
         fx.prior = Some(Prior::Functions(before));
         let delta = credits::functions_credits(after, rounding) - credits::functions_credits(before, rounding);
         if delta.is_zero() {
@@ -905,14 +1129,14 @@ impl Engine {
             period: PeriodInfo::from(&day),
             event_id: event.event_id.clone(),
         };
-        if fx.dry.is_none() {
+        if fx.mode.commits() {
             let entry = PassThroughEntry {
                 tenant: tenant.index,
                 date: time::date_to_days(day.start_date),
                 currency: price.currency,
                 charge: charge.amount,
             };
-            self.pass_through.insert(event_fp, entry);
+            fx.pass_through_entry = Some((event_fp, entry));
         }
         fx.ledger.push((day.start_date, Entry::PassThrough(price.currency, charge.amount)));
         fx.records.push(Record {
@@ -1435,6 +1659,20 @@ mod persist {
             4 => Prior::Cobrowse { counted: true },
             n => return Err(format!("unknown prior {n}")),
         })
+    }
+
+    /// What a shared store remembers of an event: what it met (its `Prior`).
+    pub(super) fn encode_prior(p: &Prior) -> Vec<u8> {
+        let mut w = Writer::new(Vec::with_capacity(32));
+        prior_out(&mut w, p).and_then(|_| w.finish()).expect("writing to memory")
+    }
+
+    /// The inverse of [`encode_prior`], for this replica's tenant index `tenant`.
+    pub(super) fn decode_prior(bytes: &[u8], tenant: u32) -> Option<Prior> {
+        let mut r = Reader::new(bytes);
+        let prior = prior_in(&mut r, &|_| Some(tenant)).ok()?;
+        r.finish().ok()?;
+        Some(prior)
     }
 
     /// A copy of the engine's state at one moment, to be written while rating goes on.

@@ -13,6 +13,7 @@ pub mod money;
 pub mod outcome;
 pub mod plan;
 pub mod settings;
+pub mod shared;
 pub mod snapshot;
 pub mod state;
 pub mod time;

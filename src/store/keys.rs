@@ -11,7 +11,10 @@
 //! Tenant ids are the caller's text. `{`, `}` and `%` are percent-encoded, so a tenant id
 //! can never end a hash tag early or collide with another tenant's keys.
 
+use chrono::NaiveDate;
+
 use crate::rating::ids::Fp;
+use crate::rating::shared::Place;
 
 /// Shards per tenant: how many hash tags, and so cluster slots, a tenant's keys spread
 /// over.
@@ -39,10 +42,6 @@ pub fn shard_of(fp: Fp) -> u32 {
     (fp.0 % u64::from(SHARDS)) as u32
 }
 
-fn hex(fp: Fp) -> String {
-    format!("{:016x}{:016x}", fp.0, fp.1)
-}
-
 /// The keys of one (tenant, shard).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardKeys {
@@ -54,26 +53,61 @@ impl ShardKeys {
         ShardKeys { tag: format!("{{{}|{shard}}}", tenant_tag(tenant)) }
     }
 
-    /// The shard of the relationship `interaction` belongs to.
-    pub fn of(tenant: &str, interaction: Fp) -> Self {
-        ShardKeys::new(tenant, shard_of(interaction))
+    /// The shard of a shared entry (an interaction, a co-browse session, a Functions
+    /// month): its idempotency entries and records go with it.
+    pub fn of(tenant: &str, entry: Fp) -> Self {
+        ShardKeys::new(tenant, shard_of(entry))
     }
 
-    /// An interaction's joined entry: (tenant, key fields, period) -> features seen.
-    pub fn interaction(&self, fp: Fp) -> String {
-        format!("{PREFIX}:{}:i:{}", self.tag, hex(fp))
+    /// The hash holding the shared entries of one map and period (`rating::shared`): an
+    /// interaction's entry under its fingerprint, in a hash per period so that a period
+    /// expires as a whole, and a restarted replica loads the current ones.
+    pub fn state(&self, place: Place) -> String {
+        match place {
+            Place::Interaction { period_start } => format!("{PREFIX}:{}:i:{}", self.tag, days(period_start)),
+            Place::Cobrowse => format!("{PREFIX}:{}:c", self.tag),
+            Place::Functions { month_start } => format!("{PREFIX}:{}:f:{}", self.tag, days(month_start)),
+        }
     }
 
-    /// An event id's idempotency entry (T-2), in the shard of the relationship the event
-    /// touched, so that its claim and its id are written in one step.
-    pub fn event(&self, fp: Fp) -> String {
-        format!("{PREFIX}:{}:e:{}", self.tag, hex(fp))
+    /// The idempotency entries (T-2) of the events of one UTC day whose effects reached
+    /// this shard, so that a claim and its event id are written in one step.
+    pub fn events(&self, utc_day: i32) -> String {
+        format!("{PREFIX}:{}:e:{utc_day}", self.tag)
     }
 
     /// The shard's record stream (billing pipelines read it with consumer groups).
     pub fn records(&self) -> String {
         format!("{PREFIX}:{}:records", self.tag)
     }
+
+    /// What each event of one month (by its UTC date) added to the aggregates, under the
+    /// event's fingerprint: usage is their sum, each event counted once.
+    pub fn ledger(&self, month_start: NaiveDate) -> String {
+        format!("{PREFIX}:{}:l:{}", self.tag, days(month_start))
+    }
+
+    /// The months (as days from the common era) the shard has ledger hashes for.
+    pub fn ledger_index(&self) -> String {
+        format!("{PREFIX}:{}:l", self.tag)
+    }
+
+    /// A tenant's distinct platform users of one local month (PL-1). Kept under shard 0.
+    pub fn users(&self, month_start: NaiveDate) -> String {
+        format!("{PREFIX}:{}:u:{}", self.tag, days(month_start))
+    }
+}
+
+/// A fingerprint as a hash field: its 16 bytes.
+pub fn field(fp: Fp) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&fp.0.to_le_bytes());
+    out[8..].copy_from_slice(&fp.1.to_le_bytes());
+    out
+}
+
+fn days(date: NaiveDate) -> i32 {
+    crate::rating::time::date_to_days(date)
 }
 
 #[cfg(test)]
@@ -95,10 +129,12 @@ mod tests {
     fn a_claim_its_event_and_its_stream_share_the_tag() {
         let keys = ShardKeys::of("acme", Fp(0x1234_5678_9abc_def1, 7));
         let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
-        let i = keys.interaction(Fp(1, 2));
-        assert_eq!(tag(&i), tag(&keys.event(Fp(3, 4))));
+        let d: NaiveDate = "2025-06-10".parse().unwrap();
+        let i = keys.state(Place::Interaction { period_start: d });
+        assert_eq!(tag(&i), tag(&keys.events(739_000)));
         assert_eq!(tag(&i), tag(&keys.records()));
-        assert_eq!(i, format!("dbk:{{acme|{}}}:i:00000000000000010000000000000002", 0x1234_5678_9abc_def1u64 % 16));
+        assert_eq!(tag(&i), tag(&keys.ledger(d)));
+        assert_eq!(i, format!("dbk:{{acme|{}}}:i:{}", 0x1234_5678_9abc_def1u64 % 16, days(d)));
     }
 
     #[test]

@@ -9,3 +9,4 @@
 //! already holds and an event would not change never touch Redis.
 
 pub mod keys;
+pub mod redis;

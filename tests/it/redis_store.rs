@@ -8,7 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daybook::rating::ids::Fp;
-use daybook::store::keys::{SHARDS, ShardKeys};
+use daybook::rating::shared::Place;
+use daybook::store::keys::{SHARDS, ShardKeys, field};
+
+fn day() -> chrono::NaiveDate {
+    "2025-06-10".parse().unwrap()
+}
 
 /// A port that is free, with its cluster-bus port (port + 10000) free too.
 fn free_port() -> u16 {
@@ -112,8 +117,8 @@ impl RedisCluster {
 /// and the record, in one step, only if nobody claimed it before. Returns whether this
 /// call claimed it.
 const CLAIM: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('SET', KEYS[2], ARGV[2])
+if redis.call('HSETNX', KEYS[1], ARGV[1], 'entry') == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], 'seen')
   redis.call('XADD', KEYS[3], '*', 'record', ARGV[3])
   return 1
 end
@@ -122,11 +127,11 @@ return 0
 
 async fn claim(con: &mut impl redis::aio::ConnectionLike, keys: &ShardKeys, interaction: Fp, event: Fp) -> bool {
     let claimed: i64 = redis::Script::new(CLAIM)
-        .key(keys.interaction(interaction))
-        .key(keys.event(event))
+        .key(keys.state(Place::Interaction { period_start: day() }))
+        .key(keys.events(0))
         .key(keys.records())
-        .arg("entry")
-        .arg("event")
+        .arg(&field(interaction)[..])
+        .arg(&field(event)[..])
         .arg(format!("record of {interaction:?}"))
         .invoke_async(con)
         .await
@@ -153,8 +158,10 @@ async fn keys_of_a_claim_share_a_slot_and_a_tenant_spreads_over_the_cluster() {
     for shard in 0..SHARDS {
         let keys = ShardKeys::new("acme", shard);
         let s = slot(&keys.records());
-        assert_eq!(s, slot(&keys.interaction(Fp(u64::from(shard), 9))));
-        assert_eq!(s, slot(&keys.event(Fp(42, 42))));
+        assert_eq!(s, slot(&keys.state(Place::Interaction { period_start: day() })));
+        assert_eq!(s, slot(&keys.state(Place::Cobrowse)));
+        assert_eq!(s, slot(&keys.events(42)));
+        assert_eq!(s, slot(&keys.ledger(day())));
         slots.insert(s);
     }
     assert_eq!(slots.len() as u32, SHARDS, "one slot per shard: a big tenant is not pinned to one node");

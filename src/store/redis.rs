@@ -1,0 +1,410 @@
+//! The shared store on Redis: a single node (`redis://host:port`) or a Redis Cluster
+//! (`redis+cluster://host:port,host:port,...`, any seed nodes).
+//!
+//! Every call has a deadline ([`RedisConfig::timeout`], tens of milliseconds) and goes
+//! through a circuit breaker: after a failure, calls fail at once for a cool-down, then one
+//! call tries again. A caller never waits on an unreachable Redis for longer than the
+//! deadline; the server decides from its near cache meanwhile (degraded mode).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use prost::Message;
+
+use super::keys::{ShardKeys, field};
+use crate::api;
+use crate::rating::ids::Fp;
+use crate::rating::ledger::{Ledger, Totals};
+use crate::rating::outcome::Record;
+use crate::rating::shared::{self, Claim};
+use crate::rating::time::{self, Instant};
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// The deadline of one call (a script, a read).
+    pub timeout: Duration,
+    /// How long calls fail at once after a failure, before one tries again.
+    pub cool_down: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: &str) -> Self {
+        RedisConfig { url: url.to_string(), timeout: Duration::from_millis(50), cool_down: Duration::from_millis(500) }
+    }
+
+    /// Checks the URL's form without connecting.
+    pub fn validate(&self) -> Result<(), String> {
+        let nodes = self.nodes()?;
+        for node in &nodes {
+            redis::Client::open(node.as_str()).map_err(|e| format!("redis URL `{node}`: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The node URLs, and whether they are a cluster's seeds.
+    fn nodes(&self) -> Result<Vec<String>, String> {
+        if let Some(rest) = self.url.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = rest.split(',').filter(|s| !s.is_empty()).map(|s| format!("redis://{s}")).collect();
+            if nodes.is_empty() {
+                return Err("redis+cluster:// needs at least one host:port".into());
+            }
+            Ok(nodes)
+        } else if self.url.starts_with("redis://") {
+            Ok(vec![self.url.clone()])
+        } else {
+            Err(format!("redis URL `{}`: expected redis://host:port or redis+cluster://host:port,...", self.url))
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.url.starts_with("redis+cluster://")
+    }
+}
+
+/// Why a call to the store did not complete. Either way the caller cannot know whether
+/// it was applied: what it asked must be idempotent.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis is unavailable (circuit open after a failure)")]
+    Open,
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis answered something this version did not write: {0}")]
+    Unexpected(String),
+}
+
+/// What the store did with a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// Applied: the entry moved, the event is remembered and its records emitted.
+    Applied,
+    /// The entry no longer holds the claim's `before`: its current value (empty: absent).
+    Stale(Vec<u8>),
+    /// Another call already accepted this event id: its payload and what it met.
+    Seen { payload: u64, prior: Vec<u8> },
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// Moves one shared entry from `before` to `after` only if it holds `before`, remembers
+/// the event, adds its aggregate entries and appends its records, in one step. An event id
+/// already remembered wins over everything: the call is a retry.
+///
+/// KEYS: state hash, events hash, record stream, ledger hash, ledger index.
+/// ARGV: entry field, before, after, event field, event value, entry expiry (Unix ms),
+/// event expiry (Unix ms), ledger value, ledger month, then (record id, record) pairs.
+const CLAIM: &str = r#"
+local seen = redis.call('HGET', KEYS[2], ARGV[4])
+if seen then return {'seen', seen} end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then current = '' end
+if current ~= ARGV[2] then return {'stale', current} end
+if ARGV[3] ~= ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[6], 'NX')
+  redis.call('PEXPIREAT', KEYS[1], ARGV[6], 'GT')
+end
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'NX')
+redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'GT')
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[8])
+  redis.call('SADD', KEYS[5], ARGV[9])
+end
+for i = 10, #ARGV, 2 do
+  redis.call('XADD', KEYS[3], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
+end
+return {'applied'}
+"#;
+
+/// Emits what an event did without changing any shared entry (a pass-through charge on a
+/// repeat message, a dead letter): once per event id, whichever replica sends it, however
+/// often. KEYS: events hash, record stream, ledger hash, ledger index. ARGV: event field,
+/// event value, event expiry (Unix ms), ledger value, ledger month, then (record id,
+/// record) pairs. Returns 1 when this call emitted them.
+const EMIT: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[5])
+end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
+end
+return 1
+"#;
+
+/// The shared store.
+pub struct RedisStore {
+    config: RedisConfig,
+    connection: Connection,
+    claim: redis::Script,
+    emit: redis::Script,
+    /// Unix ms until which calls fail at once; 0 when closed.
+    open_until: AtomicU64,
+    /// Set while the one call after a cool-down is in flight.
+    probing: AtomicBool,
+}
+
+/// An event's effects that change nothing shared, for [`RedisStore::emit`].
+pub struct Emission<'a> {
+    pub tenant: &'a str,
+    /// The shared entry whose shard the event belongs to.
+    pub entry: Fp,
+    pub event: Fp,
+    pub payload: u64,
+    pub prior: &'a [u8],
+    pub at: Instant,
+    pub records: &'a [Record],
+    pub ledger: &'a [(NaiveDate, crate::rating::ledger::Entry)],
+    pub event_expires: Instant,
+}
+
+impl RedisStore {
+    /// Connects (within the deadline, a few times over: start-up may wait for Redis).
+    pub async fn connect(config: RedisConfig) -> Result<Arc<RedisStore>, StoreError> {
+        let nodes = config.nodes().map_err(StoreError::Unexpected)?;
+        let connect_timeout = (config.timeout * 20).max(Duration::from_secs(1));
+        let connection = if config.is_cluster() {
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(connect_timeout)
+                .response_timeout(config.timeout * 4)
+                .build()?;
+            Connection::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = redis::Client::open(nodes[0].as_str())?;
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(config.timeout * 4))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            Connection::Single(redis::aio::ConnectionManager::new_with_config(client, manager_config).await?)
+        };
+        Ok(Arc::new(RedisStore {
+            config,
+            connection,
+            claim: redis::Script::new(CLAIM),
+            emit: redis::Script::new(EMIT),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether calls currently fail at once (degraded mode).
+    pub fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) > now_ms()
+    }
+
+    /// Runs `call` under the deadline and the breaker.
+    async fn guarded<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let open_until = self.open_until.load(Ordering::Acquire);
+        let probe = open_until != 0;
+        if probe {
+            // After the cool-down, one call at a time finds out whether Redis is back.
+            if open_until > now_ms() || self.probing.swap(true, Ordering::AcqRel) {
+                return Err(StoreError::Open);
+            }
+        }
+        let result = match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+            Err(_) => Err(StoreError::Timeout(self.config.timeout)),
+        };
+        match &result {
+            Ok(_) => self.open_until.store(0, Ordering::Release),
+            Err(_) => self.open_until.store(now_ms() + self.config.cool_down.as_millis() as u64, Ordering::Release),
+        }
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(&self, invocation: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+        match self.connection.clone() {
+            Connection::Single(mut c) => self.guarded(async move { invocation.invoke_async(&mut c).await }).await,
+            Connection::Cluster(mut c) => self.guarded(async move { invocation.invoke_async(&mut c).await }).await,
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        match self.connection.clone() {
+            Connection::Single(mut c) => self.guarded(async move { cmd.query_async(&mut c).await }).await,
+            Connection::Cluster(mut c) => self.guarded(async move { cmd.query_async(&mut c).await }).await,
+        }
+    }
+
+    /// Applies a claim ([`CLAIM`]).
+    pub async fn claim(&self, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
+        let keys = ShardKeys::of(&claim.tenant, claim.entry);
+        let month = time::first_of_month(claim.at.date_naive());
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(keys.state(claim.place))
+            .key(keys.events(utc_day(claim.at)))
+            .key(keys.records())
+            .key(keys.ledger(month))
+            .key(keys.ledger_index())
+            .arg(&field(claim.entry)[..])
+            .arg(claim.before.encode())
+            .arg(claim.after.encode())
+            .arg(&field(claim.event)[..])
+            .arg(event_value(claim.payload, &claim.prior))
+            .arg(time::to_millis(claim.entry_expires))
+            .arg(time::to_millis(claim.event_expires))
+            .arg(shared::encode_ledger(&claim.ledger))
+            .arg(time::date_to_days(month));
+        for record in &claim.records {
+            let (id, bytes) = record_args(record);
+            invocation.arg(id).arg(bytes);
+        }
+        let answer: Vec<Vec<u8>> = self.invoke(invocation).await?;
+        match answer.first().map(Vec::as_slice) {
+            Some(b"applied") => Ok(ClaimAnswer::Applied),
+            Some(b"stale") => Ok(ClaimAnswer::Stale(answer.get(1).cloned().unwrap_or_default())),
+            Some(b"seen") => {
+                let value = answer.get(1).cloned().unwrap_or_default();
+                let payload = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                match payload {
+                    Some(payload) => Ok(ClaimAnswer::Seen { payload, prior: value[8..].to_vec() }),
+                    None => Err(StoreError::Unexpected("an event entry shorter than its payload".into())),
+                }
+            }
+            _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}"))),
+        }
+    }
+
+    /// Emits an event's effects that change nothing shared ([`EMIT`]). Returns whether
+    /// this call emitted them (false: some call already had).
+    pub async fn emit(&self, e: &Emission<'_>) -> Result<bool, StoreError> {
+        let keys = ShardKeys::of(e.tenant, e.entry);
+        let month = time::first_of_month(e.at.date_naive());
+        let mut invocation = self.emit.prepare_invoke();
+        invocation
+            .key(keys.events(utc_day(e.at)))
+            .key(keys.records())
+            .key(keys.ledger(month))
+            .key(keys.ledger_index())
+            .arg(&field(e.event)[..])
+            .arg(event_value(e.payload, e.prior))
+            .arg(time::to_millis(e.event_expires))
+            .arg(shared::encode_ledger(e.ledger))
+            .arg(time::date_to_days(month));
+        for record in e.records {
+            let (id, bytes) = record_args(record);
+            invocation.arg(id).arg(bytes);
+        }
+        let emitted: i64 = self.invoke(invocation).await?;
+        Ok(emitted == 1)
+    }
+
+    /// Adds a platform user of a tenant's local month (PL-1).
+    pub async fn add_user(&self, tenant: &str, month_start: NaiveDate, sender: Fp) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(ShardKeys::new(tenant, 0).users(month_start)).arg(&field(sender)[..]);
+        let _: i64 = self.query(cmd).await?;
+        Ok(())
+    }
+
+    /// Distinct platform users of a tenant's local month (PL-1).
+    pub async fn users(&self, tenant: &str, month_start: NaiveDate) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("SCARD");
+        cmd.arg(ShardKeys::new(tenant, 0).users(month_start));
+        self.query(cmd).await
+    }
+
+    /// The tenant's aggregates over local dates `from..=to` (all when open): the sum of
+    /// what every remembered event added, each once.
+    pub async fn ledger(&self, tenant: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Ledger, StoreError> {
+        // An event adds entries dated from a month before its own date (a billing cycle's
+        // start) to a day after it (zones ahead of UTC): read the months that can hold them.
+        let first = from.map(|d| time::first_of_month(d - chrono::TimeDelta::days(1)));
+        let last = to.map(|d| time::first_of_month(d + chrono::TimeDelta::days(32)));
+        let mut months = Vec::new();
+        for shard in 0..super::keys::SHARDS {
+            let keys = ShardKeys::new(tenant, shard);
+            match (first, last) {
+                (Some(first), Some(last)) => {
+                    let mut month = first;
+                    while month <= last {
+                        months.push(keys.ledger(month));
+                        month = time::first_of_next_month(month);
+                    }
+                }
+                _ => {
+                    // Unbounded: every month the shard's index names.
+                    let mut cmd = redis::cmd("SMEMBERS");
+                    cmd.arg(keys.ledger_index());
+                    let found: Vec<i32> = self.query(cmd).await?;
+                    for days in found {
+                        let month = chrono::NaiveDate::from_num_days_from_ce_opt(days)
+                            .ok_or_else(|| StoreError::Unexpected(format!("a ledger month {days}")))?;
+                        if first.is_none_or(|f| month >= f) && last.is_none_or(|l| month <= l) {
+                            months.push(keys.ledger(month));
+                        }
+                    }
+                }
+            }
+        }
+        let mut ledger = Ledger::default();
+        for key in months {
+            let mut cmd = redis::cmd("HVALS");
+            cmd.arg(&key);
+            let values: Vec<Vec<u8>> = self.query(cmd).await?;
+            for value in values {
+                let entries = shared::decode_ledger(&value)
+                    .ok_or_else(|| StoreError::Unexpected(format!("an unreadable ledger entry in {key}")))?;
+                for (date, entry) in entries {
+                    ledger.add(date, entry);
+                }
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Usage over local dates `from..=to`.
+    pub async fn usage(&self, tenant: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Totals, StoreError> {
+        Ok(self.ledger(tenant, from, to).await?.usage(from, to))
+    }
+
+    /// Round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self.query(redis::cmd("PING")).await?;
+        Ok(())
+    }
+}
+
+fn event_value(payload: u64, prior: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + prior.len());
+    out.extend_from_slice(&payload.to_le_bytes());
+    out.extend_from_slice(prior);
+    out
+}
+
+fn record_args(record: &Record) -> (String, Vec<u8>) {
+    let proto = api::record_out(record, String::new());
+    (proto.record_id.clone(), proto.encode_to_vec())
+}
+
+fn utc_day(at: Instant) -> i32 {
+    time::date_to_days(at.date_naive())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
