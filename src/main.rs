@@ -49,6 +49,11 @@ enum Command {
         /// Also append every record to this JSONL file [env DAYBOOK_RECORDS_JSONL].
         #[arg(long)]
         records_jsonl: Option<String>,
+        /// Share state with every replica naming the same Redis: redis://HOST:PORT, or
+        /// redis+cluster://HOST:PORT,HOST:PORT,... for a cluster's seed nodes [env
+        /// DAYBOOK_REDIS_URL, key server.redis_url]. Default: none (embedded).
+        #[arg(long)]
+        redis: Option<String>,
         /// Validate the configuration and exit.
         #[arg(long)]
         check_config: bool,
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
             config,
             durability,
             records_jsonl,
+            redis,
             check_config,
         } => {
             let flags = daybook::server::config::Flags {
@@ -179,6 +185,7 @@ fn main() -> ExitCode {
                 config,
                 durability,
                 records_jsonl,
+                redis,
             };
             serve(flags, check_config)
         }

@@ -23,11 +23,11 @@ use super::outcome::{
     Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
     PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
 };
-use super::shared::{Claim, Place, Shared};
 use super::settings::{
     FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
     TenantSpec,
 };
+use super::shared::{Claim, Place, Shared};
 use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog, UsersEntry};
 use super::time::{self, Instant};
 
@@ -101,12 +101,28 @@ enum Prior {
 
 /// The result of rating one event under a shared store.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per event and taken apart at once, as Result<Outcome, _> is"
+)]
 pub enum Rated {
     /// Answered here: committed, a retry, or refused.
     Done(Result<Outcome, Refusal>),
     /// The event would change its shared entry: nothing is committed until the store
     /// applies the claim.
     Claim(Box<Claim>),
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        NearCache {
+            rated: Rated::Done(Err(unknown_tenant(""))),
+            entry: None,
+            ledger: Vec::new(),
+            event: None,
+            prior: Vec::new(),
+        }
+    }
 }
 
 impl Rated {
@@ -117,6 +133,21 @@ impl Rated {
             Rated::Claim(_) => unreachable!("only shared modes claim"),
         }
     }
+}
+
+/// An event answered from the near cache, and the shared entry it belongs to (for the
+/// shard its emitted records go to).
+#[derive(Debug)]
+pub struct NearCache {
+    pub rated: Rated,
+    pub entry: Option<Fp>,
+    /// What a committed event added to the aggregates (for the shared store's).
+    pub ledger: Vec<(NaiveDate, Entry)>,
+    /// The event's fingerprint, payload fingerprint and time, once it was validated.
+    pub event: Option<(Fp, u64, Instant)>,
+    /// What a committed event met (its encoded `Prior`), for the store to answer its
+    /// retries on other replicas.
+    pub prior: Vec<u8>,
 }
 
 /// The rating engine.
@@ -143,6 +174,10 @@ pub struct Engine {
     pass_through: DashMap<Fp, PassThroughEntry, FpBuildHasher>,
     /// (tenant, consumer) -> outbounds and replies, only for retroactive tenants (DAR-5).
     replies: DashMap<Fp, ReplyLog, FpBuildHasher>,
+    /// Under a shared store: platform users (tenant, local month, sender) this replica saw
+    /// first, for the store's sets (PL-1). Drained by [`Engine::take_new_users`].
+    new_users: Mutex<Vec<(Arc<str>, NaiveDate, Fp)>>,
+    collect_users: std::sync::atomic::AtomicBool,
 }
 
 /// The key fields and period of one interaction, before it is fingerprinted.
@@ -253,7 +288,25 @@ impl Engine {
             users: DashMap::default(),
             pass_through: DashMap::default(),
             replies: DashMap::default(),
+            new_users: Mutex::new(Vec::new()),
+            collect_users: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Gives back platform users a shared store did not take.
+    pub fn requeue_new_users(&self, users: Vec<(Arc<str>, NaiveDate, Fp)>) {
+        self.new_users.lock().expect("new users lock").extend(users);
+    }
+
+    /// Under a shared store: collect platform users first seen here, in every mode
+    /// (degraded decisions included), for [`Engine::take_new_users`].
+    pub fn collect_new_users(&self) {
+        self.collect_users.store(true, Ordering::Release);
+    }
+
+    /// Platform users first seen here under a shared store, since the last call.
+    pub fn take_new_users(&self) -> Vec<(Arc<str>, NaiveDate, Fp)> {
+        std::mem::take(&mut *self.new_users.lock().expect("new users lock"))
     }
 
     /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a
@@ -314,8 +367,38 @@ impl Engine {
     /// that would not change its shared entry (a repeat) is committed here, exactly as
     /// [`Engine::ingest`] would; one that would change it is not committed, and its
     /// [`Claim`] is returned for the store to apply.
-    pub fn ingest_shared(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Rated {
-        self.ingest_inner(raw, now, None, Mode::Guarded, records)
+    pub fn ingest_shared(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> NearCache {
+        let mut out = NearCache::default();
+        out.rated = self.ingest_inner_at(raw, now, None, Mode::Guarded, records, &mut out);
+        out
+    }
+
+    /// Folds a claim the store applied into this replica's state: its entry's new value,
+    /// and what its event met (replacing what the event was answered against when it was
+    /// decided without the store, in degraded mode).
+    pub fn absorb(&self, claim: &Claim) {
+        let Some(tenant) = self.tenant(&claim.tenant) else { return };
+        match &claim.after {
+            Shared::Interaction(Some(e)) => {
+                let e = InteractionEntry { tenant: tenant.index, ..*e };
+                self.interactions.entry(claim.entry).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+            }
+            Shared::Cobrowse(Some(c)) => {
+                let c = CobrowseEntry { tenant: tenant.index, ..c.clone() };
+                let mut entry = self.cobrowse.entry(claim.entry).or_insert_with(|| c.clone());
+                *entry = entry.clone().join(c);
+            }
+            _ => {}
+        }
+        if let Some(prior) = persist::decode_prior(&claim.prior, tenant.index) {
+            let remembered = EventEntry {
+                payload: claim.payload,
+                tenant: tenant.index,
+                day: utc_day(claim.at),
+                outcome: StoredOutcome::Prior(prior),
+            };
+            self.events.insert(claim.event, remembered);
+        }
     }
 
     /// What the event would claim if its shared entry held `value` (the store's current
@@ -352,7 +435,8 @@ impl Engine {
         };
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let prior = persist::decode_prior(prior, tenant.index)?;
-        let seen = EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
+        let seen =
+            EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
         let mine = event.payload_fp(&self.fingerprinter).0;
         if mine == payload {
             self.events.entry(event_fp).or_insert_with(|| seen.clone());
@@ -382,6 +466,19 @@ impl Engine {
         mode: Mode,
         records: &mut Vec<Record>,
     ) -> Rated {
+        self.ingest_inner_at(raw, now, replayed_alerts, mode, records, &mut NearCache::default())
+    }
+
+    /// [`Engine::ingest_inner`], also telling which shared entry the event touched.
+    fn ingest_inner_at(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        replayed_alerts: Option<Vec<Alert>>,
+        mode: Mode,
+        records: &mut Vec<Record>,
+        out: &mut NearCache,
+    ) -> Rated {
         // Read guards, held for this one event: no reference counting on the hot path, and a
         // settings change waits for in-flight events instead of racing them.
         let tenants = self.tenants.read().expect("tenants lock");
@@ -396,13 +493,19 @@ impl Engine {
         };
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
+        out.event = Some((event_fp, payload, event.at));
 
-        let vacant = match self.events.entry(event_fp) {
-            MapEntry::Occupied(seen) => {
-                let seen = seen.get().clone();
-                return Rated::Done(self.answer_retry(tenant, event, event_fp, seen, payload));
-            }
-            MapEntry::Vacant(vacant) => vacant,
+        // A probe asks what the event does, whether or not this replica knows it: it is
+        // how an event decided in degraded mode is sent to the store later.
+        let vacant = match mode {
+            Mode::Probe(_) => None,
+            _ => match self.events.entry(event_fp) {
+                MapEntry::Occupied(seen) => {
+                    let seen = seen.get().clone();
+                    return Rated::Done(self.answer_retry(tenant, event, event_fp, seen, payload));
+                }
+                MapEntry::Vacant(vacant) => Some(vacant),
+            },
         };
 
         let closed_before = slot.closed_before.load(Ordering::Acquire);
@@ -418,6 +521,7 @@ impl Engine {
         let mut effects = Effects { mode, now, closed_before: Some(closed_before), ..Effects::default() };
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
+        out.entry = effects.shared.as_ref().map(|t| t.entry);
         let wants_claim = match (&effects.mode, &effects.shared) {
             (Mode::Probe(_), _) => true,
             (Mode::Guarded, Some(touch)) => touch.before != touch.after,
@@ -425,8 +529,20 @@ impl Engine {
         };
         if wants_claim {
             drop(vacant);
-            let touch = effects.shared.expect("a shared touch");
             let settings = tenant.settings_at(event.at);
+            // A probe of an event that touches no shared entry (a system message, say)
+            // claims nothing: it only has records to emit, under its own fingerprint.
+            let touch = match (effects.shared, &effects.mode) {
+                (Some(touch), _) => touch,
+                (None, Mode::Probe(value)) => SharedTouch {
+                    place: Place::Cobrowse,
+                    entry: event_fp,
+                    before: value.clone(),
+                    after: value.clone(),
+                    expires: event.at + settings.lateness_horizon,
+                },
+                (None, _) => unreachable!("only probes claim without a shared touch"),
+            };
             let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
             let outcome = Outcome {
                 event_id: event.event_id,
@@ -455,16 +571,25 @@ impl Engine {
             }));
         }
         if let Some((key, month_start, sender)) = effects.user.take() {
-            self.users
+            let new = self
+                .users
                 .entry(key)
                 .or_insert_with(|| UsersEntry { tenant: tenant.index, month_start, senders: Default::default() })
                 .senders
                 .insert(sender);
+            if new && self.collect_users.load(Ordering::Acquire) {
+                let month = time::days_to_date(month_start);
+                self.new_users.lock().expect("new users lock").push((tenant.id.clone(), month, sender));
+            }
         }
         if let Some((fp, entry)) = effects.pass_through_entry.take() {
             self.pass_through.insert(fp, entry);
         }
 
+        if matches!(effects.mode, Mode::Guarded) {
+            out.ledger.clone_from(&effects.ledger);
+            out.prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
+        }
         if !effects.ledger.is_empty() {
             let mut ledger = slot.ledger.lock().expect("ledger lock");
             let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
@@ -482,6 +607,9 @@ impl Engine {
                         }
                     }
                 }
+                // Under a shared store this replica's aggregates are only its own part:
+                // thresholds are not judged on them (ARCHITECTURE.md, "Redis").
+                None if matches!(effects.mode, Mode::Guarded | Mode::Claimed(_)) => {}
                 None => {
                     for date in dates {
                         raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
@@ -503,7 +631,12 @@ impl Engine {
             Some(prior) if !effects.keep_whole => StoredOutcome::Prior(prior),
             _ => StoredOutcome::Full(Arc::new(outcome.clone())),
         };
-        vacant.insert(EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: stored });
+        vacant.expect("only probes skip the events map, and they never commit").insert(EventEntry {
+            payload,
+            tenant: tenant.index,
+            day: utc_day(event.at),
+            outcome: stored,
+        });
         records.append(&mut effects.records);
         Rated::Done(Ok(outcome))
     }
@@ -1012,7 +1145,9 @@ impl Engine {
                 entry: key,
                 before: Shared::Cobrowse(previous.clone()),
                 after: Shared::Cobrowse(Some(new.clone())),
-                expires: event.at + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
+                expires: event.at
+                    + tenant.settings_at(event.at).lateness_horizon
+                    + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
             });
         }
         if previous.as_ref() == Some(&new) {
@@ -1059,6 +1194,7 @@ impl Engine {
                 tenant: tenant.index,
                 month_start: time::date_to_days(month.start_date),
                 counts: HashMap::new(),
+                shared_total: 0,
             })
         };
         let (before, after) = match &fx.mode {
@@ -1069,12 +1205,14 @@ impl Engine {
                     _ => 0,
                 };
                 if let Mode::Claimed(_) = fx.mode {
-                    local_entry().counts.insert(event_fp, count);
+                    let mut entry = local_entry();
+                    entry.counts.insert(event_fp, count);
+                    entry.shared_total = entry.shared_total.max(before + count);
                 }
                 (before, before + count)
             }
             Mode::Guarded => {
-                let before = self.functions.get(&key).map(|e| e.total()).unwrap_or(0);
+                let before = self.functions.get(&key).map(|e| e.total().max(e.shared_total)).unwrap_or(0);
                 (before, before + count)
             }
             _ => {
@@ -1235,6 +1373,7 @@ impl Engine {
                 tenant: tenant_of(e.tenant),
                 month_start: e.month_start,
                 counts: HashMap::new(),
+                shared_total: 0,
             });
             for (event, count) in &e.counts {
                 mine.counts.insert(*event, *count);

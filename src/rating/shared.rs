@@ -112,6 +112,30 @@ impl Shared {
         out
     }
 
+    /// The encoding with its kind first, readable without knowing the place (journal).
+    pub fn encode_tagged(&self) -> Vec<u8> {
+        let kind = match self {
+            Shared::Interaction(_) => 1,
+            Shared::Cobrowse(_) => 2,
+            Shared::Functions(_) => 3,
+        };
+        let mut out = vec![kind];
+        out.extend(self.encode());
+        out
+    }
+
+    /// The inverse of [`Shared::encode_tagged`].
+    pub fn decode_tagged(bytes: &[u8], tenant: u32, session: &str) -> Option<Shared> {
+        let epoch = NaiveDate::MIN;
+        let place = match bytes.first()? {
+            1 => Place::Interaction { period_start: epoch },
+            2 => Place::Cobrowse,
+            3 => Place::Functions { month_start: epoch },
+            _ => return None,
+        };
+        Shared::decode(place, &bytes[1..], tenant, session)
+    }
+
     /// Decodes a value of the map `place` names; `tenant` is this replica's index of the
     /// tenant and `session` the co-browse session the entry belongs to. `None`: not a
     /// value this version wrote.
@@ -233,6 +257,10 @@ mod tests {
         let f = Place::Functions { month_start: d };
         assert_eq!(Shared::decode(f, &Shared::Functions(12_345).encode(), 0, ""), Some(Shared::Functions(12_345)));
         assert_eq!(Shared::decode(f, &Shared::Functions(0).encode(), 0, ""), Some(Shared::Functions(0)));
+        for v in [Shared::Interaction(Some(e)), Shared::Interaction(None), Shared::Functions(0), Shared::Cobrowse(None)]
+        {
+            assert_eq!(Shared::decode_tagged(&v.encode_tagged(), 7, ""), Some(v));
+        }
     }
 
     #[test]

@@ -500,7 +500,7 @@ pub fn functions_in<R: Read>(r: &mut Reader<R>) -> ReadResult<FunctionsEntry> {
     for _ in 0..r.u32()? {
         counts.insert(r.fp()?, r.u64()?);
     }
-    Ok(FunctionsEntry { tenant, month_start, counts })
+    Ok(FunctionsEntry { tenant, month_start, counts, shared_total: 0 })
 }
 
 pub fn pass_through_out<W: Write>(w: &mut Writer<W>, e: &PassThroughEntry) -> std::io::Result<()> {

@@ -92,6 +92,10 @@ pub struct FunctionsEntry {
     pub tenant: u32,
     pub month_start: i32,
     pub counts: HashMap<Fp, u64>,
+    /// Under a shared store: the month's total the store last held (every replica's
+    /// events), this replica's best guess of what the next event meets. Not persisted:
+    /// a guess that is low costs one more round trip.
+    pub shared_total: u64,
 }
 
 impl FunctionsEntry {

@@ -1,6 +1,7 @@
 //! The admin HTTP port, apart from the data port: `/live` (the process runs), `/ready`
-//! (the journal is replayed, listeners are up, not draining, the journal is writable) and
-//! `/metrics` (Prometheus text).
+//! (the journal is replayed, listeners are up, not draining, the journal is writable;
+//! under a shared store its body also says whether Redis answers and how many events
+//! wait to reach it) and `/metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -47,8 +48,20 @@ fn route<B>(daybook: &Daybook, request: Request<B>) -> Response<Full<Bytes>> {
     }
     match request.uri().path() {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
-        "/ready" if daybook.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/ready" => {
+            let (status, mut body) = if daybook.is_ready() {
+                (StatusCode::OK, "ready\n".to_string())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string())
+            };
+            // Under a shared store, degraded mode is still ready (decisions go on from the
+            // near cache); the details say so, and how much waits for Redis.
+            if let Some((pending, degraded)) = daybook.shared_status() {
+                let redis = if degraded { "degraded" } else { "ok" };
+                body.push_str(&format!("redis: {redis}\npending: {pending}\n"));
+            }
+            text(status, "text/plain", body)
+        }
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", daybook.telemetry.prometheus_text()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }

@@ -15,6 +15,7 @@ use super::journal::Durability;
 use super::telemetry::TelemetryConfig;
 use crate::rating::settings::TenantSpec;
 use crate::rating::time;
+use crate::store::redis::RedisConfig;
 
 /// Everything `daybook serve` needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,8 @@ pub struct Config {
     pub tenants: Vec<TenantSpec>,
     /// OTLP export and metric labels.
     pub telemetry: TelemetryConfig,
+    /// The shared store: replicas that name the same Redis meter as one.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             config_file: None,
             tenants: Vec::new(),
             telemetry: TelemetryConfig::default(),
+            redis: None,
         }
     }
 }
@@ -89,6 +93,7 @@ pub struct Flags {
     pub config: Option<String>,
     pub durability: Option<String>,
     pub records_jsonl: Option<String>,
+    pub redis: Option<String>,
 }
 
 /// A configuration error, naming the key.
@@ -123,6 +128,7 @@ const KEYS: &[(&str, &str)] = &[
     ("otlp_interval", "DAYBOOK_OTLP_INTERVAL"),
     ("metrics_tenant_label", "DAYBOOK_METRICS_TENANT_LABEL"),
     ("redis_url", "DAYBOOK_REDIS_URL"),
+    ("redis_timeout", "DAYBOOK_REDIS_TIMEOUT"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -162,6 +168,7 @@ pub fn load(
             "data_dir" => flags.data_dir.clone(),
             "durability" => flags.durability.clone(),
             "records_jsonl" => flags.records_jsonl.clone(),
+            "redis_url" => flags.redis.clone(),
             _ => None,
         }
     };
@@ -169,7 +176,8 @@ pub fn load(
     let mut values: HashMap<&str, (String, String)> = HashMap::new();
     for (key, var) in KEYS {
         if let Some(v) = flag_value(key) {
-            values.insert(key, (v, format!("--{}", key.replace('_', "-"))));
+            let flag = if *key == "redis_url" { "redis" } else { key };
+            values.insert(key, (v, format!("--{}", flag.replace('_', "-"))));
         } else if let Some(v) = env.get(*var) {
             values.insert(key, (v.clone(), var.to_string()));
         } else if *key == "otlp_endpoint"
@@ -187,6 +195,7 @@ pub fn load(
         }
     }
 
+    let mut redis_timeout = None;
     let mut config = Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() };
     let addr = |source: &str, text: &str| -> Result<Option<SocketAddr>, ConfigError> {
         if text.is_empty() || text == "off" {
@@ -215,11 +224,22 @@ pub fn load(
                     })?
             }
             "health_listen" => config.health_listen = addr(source, text)?,
-            "redis_url" if text.is_empty() => {}
+            "redis_url" if text.is_empty() || text == "off" => {}
             "redis_url" => {
-                // Named now so that a deployment that sets it fails loudly instead of
-                // silently metering each replica alone.
-                return Err(err(source, "Redis mode is not in this build of daybook yet; unset it"));
+                let redis = RedisConfig::new(text);
+                redis.validate().map_err(|e| err(source, e))?;
+                let timeout = config.redis.as_ref().map(|r| r.timeout);
+                config.redis = Some(RedisConfig { timeout: timeout.unwrap_or(redis.timeout), ..redis });
+            }
+            "redis_timeout" => {
+                let timeout = duration(source, text)?;
+                if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
+                    return Err(err(
+                        source,
+                        "expected a deadline from 1 ms to 10 s (tens of milliseconds suit a sidecar)",
+                    ));
+                }
+                redis_timeout = Some(timeout);
             }
             "data_dir" => {
                 if text.is_empty() {
@@ -261,6 +281,11 @@ pub fn load(
             }
             _ => unreachable!("every key of KEYS is handled"),
         }
+    }
+    match (&mut config.redis, redis_timeout) {
+        (Some(redis), Some(timeout)) => redis.timeout = timeout,
+        (None, Some(_)) => return Err(err("redis_timeout", "set without redis_url")),
+        _ => {}
     }
     if config.listen.is_none() && config.uds.is_none() {
         return Err(err("listen", "neither a TCP address nor a Unix socket: daybook would be unreachable"));
@@ -353,8 +378,24 @@ mod tests {
             let e = load(&Flags::default(), &env("DAYBOOK_UDS_MODE", bad), none).unwrap_err();
             assert_eq!(e.key, "DAYBOOK_UDS_MODE", "{bad}");
         }
-        let e = load(&Flags::default(), &env("DAYBOOK_REDIS_URL", "redis://r:6379"), none).unwrap_err();
-        assert!(e.reason.contains("not in this build"), "{e}");
-        assert!(load(&Flags::default(), &env("DAYBOOK_REDIS_URL", ""), none).is_ok());
+        let c = load(&Flags::default(), &env("DAYBOOK_REDIS_URL", "redis://r:6379"), none).unwrap();
+        assert_eq!(c.redis, Some(RedisConfig::new("redis://r:6379")));
+        let cluster = env("DAYBOOK_REDIS_URL", "redis+cluster://a:7000,b:7001");
+        assert_eq!(
+            load(&Flags::default(), &cluster, none).unwrap().redis.unwrap().url,
+            "redis+cluster://a:7000,b:7001"
+        );
+        let e = load(&Flags::default(), &env("DAYBOOK_REDIS_URL", "http://r:6379"), none).unwrap_err();
+        assert_eq!(e.key, "DAYBOOK_REDIS_URL");
+        assert!(load(&Flags::default(), &env("DAYBOOK_REDIS_URL", ""), none).unwrap().redis.is_none());
+        let flags = Flags { redis: Some("redis://f:1".into()), ..Flags::default() };
+        let both = HashMap::from([
+            ("DAYBOOK_REDIS_URL".to_string(), "redis://e:1".to_string()),
+            ("DAYBOOK_REDIS_TIMEOUT".to_string(), "PT0.02S".to_string()),
+        ]);
+        let c = load(&flags, &both, none).unwrap().redis.unwrap();
+        assert_eq!((c.url.as_str(), c.timeout), ("redis://f:1", Duration::from_millis(20)));
+        let e = load(&Flags::default(), &env("DAYBOOK_REDIS_TIMEOUT", "PT0.02S"), none).unwrap_err();
+        assert_eq!(e.key, "redis_timeout");
     }
 }

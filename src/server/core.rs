@@ -21,6 +21,7 @@ use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
 use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
 use crate::rating::settings::{Tenant, TenantSpec};
+use crate::rating::shared::Shared;
 use crate::rating::time::Instant;
 use crate::rating::{Engine, EngineConfig, RawEvent, Record};
 
@@ -41,7 +42,7 @@ pub enum TenantRefusal {
 }
 
 /// Ordering stripes: enough that concurrent calls rarely share one on two cores or many.
-const STRIPES: usize = 64;
+pub(super) const STRIPES: usize = 64;
 
 pub struct Daybook {
     engine: Engine,
@@ -62,6 +63,8 @@ pub struct Daybook {
     /// Tells long-lived streams (watch, batch ingest) to end when shutdown begins.
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub telemetry: Arc<Telemetry>,
+    /// The shared store, when replicas meter as one (`redis_url`).
+    pub(super) shared: Option<super::shared::SharedState>,
 }
 
 impl Daybook {
@@ -74,11 +77,31 @@ impl Daybook {
         clock: Clock,
         telemetry: Arc<Telemetry>,
     ) -> Result<Arc<Daybook>, JournalError> {
+        Daybook::open_shared(data_dir, durability, file_tenants, clock, telemetry, None)
+    }
+
+    /// [`Daybook::open`], sharing state through `shared` (the store, and the fingerprint
+    /// key every replica of it uses).
+    pub fn open_shared(
+        data_dir: &std::path::Path,
+        durability: Durability,
+        file_tenants: Vec<TenantSpec>,
+        clock: Clock,
+        telemetry: Arc<Telemetry>,
+        shared: Option<(Arc<crate::store::redis::RedisStore>, [u8; 16])>,
+    ) -> Result<Arc<Daybook>, JournalError> {
         let dir = data_dir.join("journal");
-        let key = fingerprint_key(data_dir)?;
+        let key = match &shared {
+            Some((_, key)) => adopt_fingerprint_key(data_dir, *key)?,
+            None => fingerprint_key(data_dir)?,
+        };
         let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
         let fresh = || -> Result<Engine, JournalError> {
             let engine = Engine::new(EngineConfig { fingerprint_key: key });
+            if shared.is_some() {
+                // Replay collects them again: the store's sets are unions.
+                engine.collect_new_users();
+            }
             for spec in file_tenants.clone() {
                 let id = spec.id.clone();
                 engine.put_tenant(spec).map_err(|e| JournalError::Damaged {
@@ -103,7 +126,15 @@ impl Daybook {
             }
         };
         let mut discard = Vec::new();
+        // Under a shared store: the last position known shipped, and the events after it
+        // whose shared effects may not have reached the store.
+        let mut shipped = 0;
+        let mut pending = std::collections::BTreeMap::new();
         let last_seq = journal::recover(&dir, snapshot_seq, |entry| match entry.kind {
+            Some(EntryKind::Shipped(seq)) => {
+                shipped = shipped.max(seq);
+                pending.retain(|s, _| *s > seq);
+            }
             Some(EntryKind::Tenant(bytes)) => {
                 if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
                     && let Ok(spec) = api::tenant_in(&t)
@@ -132,7 +163,18 @@ impl Daybook {
                         _ => None,
                     })
                     .collect();
-                let _ = engine.replay(RawEvent::from(event), now, alerts, &mut discard);
+                if e.pending {
+                    pending.insert(entry.seq, super::shared::Pending { event: event.clone(), now });
+                }
+                let claimed = e.claimed.as_deref().and_then(|bytes| {
+                    let tenant = engine.tenant(&event.tenant_id)?;
+                    Shared::decode_tagged(bytes, tenant.index, cobrowse_session(&event))
+                });
+                let raw = RawEvent::from(event);
+                let _ = match claimed {
+                    Some(value) => engine.ingest_claimed(raw, now, value, Some(alerts), &mut discard),
+                    None => engine.replay(raw, now, alerts, &mut discard),
+                };
                 discard.clear();
             }
             Some(EntryKind::ClosePeriods(nanos)) => {
@@ -156,6 +198,7 @@ impl Daybook {
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
             telemetry,
+            shared: shared.map(|(store, _)| super::shared::SharedState::new(store, shipped, pending)),
         }))
     }
 
@@ -185,9 +228,12 @@ impl Daybook {
             let now = self.now();
             let result = self.engine.ingest(RawEvent::from(event), Some(now), &mut records);
             let kind = match &result {
-                Ok(outcome) if !outcome.retry => {
-                    Some(EntryKind::Event(EventEntry { event: bytes, now_nanos: now.timestamp_nanos_opt() }))
-                }
+                Ok(outcome) if !outcome.retry => Some(EntryKind::Event(EventEntry {
+                    event: bytes,
+                    now_nanos: now.timestamp_nanos_opt(),
+                    claimed: None,
+                    pending: false,
+                })),
                 Err(refusal) if refusal.code == Code::FailedPrecondition && !records.is_empty() => {
                     let event_id = match &records[0].body {
                         RecordBody::DeadLetter(d) => d.event.event_id.clone(),
@@ -210,11 +256,16 @@ impl Daybook {
     }
 
     /// Journals an entry with its records, which carry their cursors from the start.
-    fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
+    pub(super) fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
         let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
         let entry =
             Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec().into()).collect() };
         self.journal.append(entry, |seq| -> Vec<Stamped> { stamp(seq, protos) })
+    }
+
+    /// The ordering stripe of an event, held while it is rated and journaled.
+    pub(super) fn stripe(&self, event: &pb::Event) -> std::sync::MutexGuard<'_, ()> {
+        self.stripes[stripe_of(event)].lock().expect("stripe lock")
     }
 
     /// Every ordering stripe, in index order: nothing is rated while they are held.
@@ -289,6 +340,15 @@ impl Daybook {
     }
 
     fn put_journaled(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        if self.shared.is_some() {
+            // Every replica must rate a tenant alike: under a shared store, tenants come
+            // from the config file every replica mounts, not from one replica's API.
+            return Err(TenantRefusal::FailedPrecondition(
+                "with a shared Redis store, tenants are defined in the config file every replica reads (Helm values); \
+                 the tenant API is read-only"
+                    .into(),
+            ));
+        }
         let bytes = api::tenant_out(&spec).encode_to_vec();
         let tenant = self
             .engine
@@ -306,6 +366,9 @@ impl Daybook {
         for spec in specs {
             if self.engine.tenant(&spec.id).is_some_and(|t| t.spec == spec) {
                 continue;
+            }
+            if self.shared.is_some() {
+                shareable(&spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
             }
             let id = spec.id.clone();
             self.engine.put_tenant(spec).map_err(|e| format!("tenant {id}: {e}"))?;
@@ -449,7 +512,7 @@ fn read_snapshot(
 /// Functions invocations their tenant's month. Platform users and pass-through charges
 /// are order-free sets; aggregates are sums, and alerts are restored from the journal on
 /// replay. A retry has the payload, hence the stripe, of its original.
-fn stripe_of(event: &pb::Event) -> usize {
+pub(super) fn stripe_of(event: &pb::Event) -> usize {
     use pb::event::Kind;
     let key: &str = match &event.kind {
         Some(Kind::Message(m)) => &m.consumer_id,
@@ -463,6 +526,54 @@ fn stripe_of(event: &pb::Event) -> usize {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     (h % STRIPES as u64) as usize
+}
+
+/// The co-browse session an event belongs to ("" for other events).
+pub(super) fn cobrowse_session(event: &pb::Event) -> &str {
+    match &event.kind {
+        Some(pb::event::Kind::Cobrowse(c)) => &c.session_id,
+        _ => "",
+    }
+}
+
+/// Under a shared store, every replica fingerprints with the store's key. A data
+/// directory that held another key (it metered alone before) starts over from its journal:
+/// its snapshot is keyed by the old one.
+fn adopt_fingerprint_key(data_dir: &std::path::Path, key: [u8; 16]) -> Result<[u8; 16], std::io::Error> {
+    let local = fingerprint_key(data_dir)?;
+    if local != key {
+        let path = data_dir.join("fingerprint.key");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, key)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        match std::fs::remove_file(data_dir.join("snapshot.bin")) {
+            Ok(()) => eprintln!("daybook: adopted the shared store's fingerprint key; the snapshot is dropped"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(key)
+}
+
+/// The data directory's own fingerprint key (created if it has none).
+pub fn local_fingerprint_key(data_dir: &std::path::Path) -> Result<[u8; 16], std::io::Error> {
+    fingerprint_key(data_dir)
+}
+
+/// Whether a tenant can be metered under a shared store. DAR-5's retroactive outbound
+/// days keep per-consumer logs of outbounds and replies that are not shared yet: replicas
+/// would each see part of a consumer's conversation.
+pub fn shareable(spec: &TenantSpec) -> Result<(), String> {
+    let retroactive = std::iter::once(&spec.initial)
+        .chain(spec.changes.iter().map(|c| &c.patch))
+        .any(|s| s.proactive_outbound_day == Some(crate::rating::settings::ProactiveOutboundDay::Retroactive));
+    if retroactive {
+        return Err(
+            "proactive_outbound_day = retroactive (DAR-5) is not supported with a shared Redis store yet".into()
+        );
+    }
+    Ok(())
 }
 
 /// The deployment's fingerprint key, created once per data directory.

@@ -59,6 +59,10 @@ pub enum EntryKind {
     /// instant (Unix nanoseconds): replayed at the same point, it prunes the same state.
     #[prost(int64, tag = "6")]
     ClosePeriods(i64),
+    /// Under a shared store: every entry up to this position has its shared effects in
+    /// the store. Entries after it that are `pending` are sent again after a restart.
+    #[prost(uint64, tag = "7")]
+    Shipped(u64),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -68,6 +72,14 @@ pub struct EventEntry {
     /// Unix nanoseconds; absent when lateness was not judged.
     #[prost(int64, optional, tag = "2")]
     pub now_nanos: Option<i64>,
+    /// Under a shared store: the value of the event's shared entry it was rated against,
+    /// the store's (`Shared::encode_tagged`). Absent: rated against local state alone.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub claimed: Option<Vec<u8>>,
+    /// Under a shared store: its shared effects were not in the store when it was
+    /// journaled (decided in degraded mode, or records still to emit).
+    #[prost(bool, tag = "4")]
+    pub pending: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -8,6 +8,7 @@ pub mod core;
 pub mod journal;
 pub mod records;
 pub mod service;
+pub mod shared;
 pub mod telemetry;
 
 use std::future::Future;
@@ -90,10 +91,16 @@ pub async fn run(
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     ]);
     let telemetry = telemetry::Telemetry::new(&config.telemetry, methods)?;
+    let shared = match &config.redis {
+        Some(redis) => Some(connect_shared_store(redis, &config).await?),
+        None => None,
+    };
     let daybook = tokio::task::spawn_blocking({
         let config = config.clone();
         let telemetry = telemetry.clone();
-        move || Daybook::open(&config.data_dir, config.durability, config.tenants.clone(), clock, telemetry)
+        move || {
+            Daybook::open_shared(&config.data_dir, config.durability, config.tenants.clone(), clock, telemetry, shared)
+        }
     })
     .await??;
     telemetry.observe(&daybook);
@@ -178,6 +185,7 @@ pub async fn run(
     let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
     let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
+    let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
 
     daybook.ready.store(true, Ordering::Release);
     for name in service_names {
@@ -228,6 +236,10 @@ pub async fn run(
         tasks.abort_all();
     }
     maintenance.abort();
+    if let Some(reconciler) = reconciler {
+        // It ends on the drain signal after one last round (bounded by the store's deadline).
+        let _ = tokio::time::timeout(Duration::from_secs(5), reconciler).await;
+    }
     // A snapshot being written finishes (its lock is taken again below).
     daybook.journal.close().await;
     // The next start replays only what comes after this.
@@ -252,6 +264,36 @@ pub async fn run(
     // The exporters' last push runs on threads of their own; the runtime stays up for it.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
+}
+
+/// Connects to the shared store at start-up (waiting for it: a replica that cannot reach
+/// Redis when it starts does not know the fingerprint key the others use) and checks that
+/// the file's tenants can be shared.
+async fn connect_shared_store(
+    redis: &crate::store::redis::RedisConfig,
+    config: &Config,
+) -> anyhow::Result<(Arc<crate::store::redis::RedisStore>, [u8; 16])> {
+    for tenant in &config.tenants {
+        core::shareable(tenant).map_err(|e| anyhow::anyhow!("tenant {}: {e}", tenant.id))?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let store = crate::store::redis::RedisStore::connect(redis.clone()).await?;
+            let local = core::local_fingerprint_key(&config.data_dir)
+                .map_err(|e| crate::store::redis::StoreError::Unexpected(e.to_string()))?;
+            let key = store.fingerprint_key(local).await?;
+            Ok::<_, crate::store::redis::StoreError>((store, key))
+        };
+        match attempt.await {
+            Ok(connected) => return Ok(connected),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("daybook: waiting for redis at {}: {e}", redis.url);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.url),
+        }
+    }
 }
 
 /// Appends every record to a JSONL file, resuming after the last cursor it holds.

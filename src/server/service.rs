@@ -54,7 +54,8 @@ impl Services {
     async fn ingest_one(&self, event: pb::Event) -> Result<pb::EventOutcome, Status> {
         self.unavailable_if_draining()?;
         let tenant = event.tenant_id.clone();
-        let (result, wait) = self.daybook.ingest(event);
+        let (result, wait) =
+            if self.daybook.is_shared() { self.daybook.ingest_shared(event).await } else { self.daybook.ingest(event) };
         self.count(&tenant, &result);
         if wait > 0 {
             self.daybook.journal.wait(wait).await;
@@ -80,6 +81,12 @@ impl Services {
         }
         self.daybook.engine().tenant(id).ok_or_else(|| Status::not_found(format!("unknown tenant `{id}`")))
     }
+}
+
+/// A query that needs the shared store while it is unreachable: every replica's usage is
+/// only there, so a partial answer would be wrong, not late.
+fn store_unavailable(e: crate::store::redis::StoreError) -> Status {
+    Status::unavailable(format!("usage across replicas is in the shared store, which did not answer: {e}; retry"))
 }
 
 fn event_of(tenant_id: String, event_id: String, event_time: String, kind: Option<pb::event::Kind>) -> pb::Event {
@@ -169,7 +176,15 @@ impl pb::ingest_service_server::IngestService for Services {
                 }
                 let ids: Vec<(String, String)> =
                     batch.events.iter().map(|e| (e.tenant_id.clone(), e.event_id.clone())).collect();
-                let results = this.daybook.ingest_batch(batch.events);
+                let results = if this.daybook.is_shared() {
+                    // Concurrently: the claims of a batch share round trips to Redis (the
+                    // connection pipelines them). Events of one key keep their order by
+                    // their ordering stripe, as in embedded mode.
+                    let calls = batch.events.into_iter().map(|e| this.daybook.ingest_shared(e));
+                    futures_util::future::join_all(calls).await
+                } else {
+                    this.daybook.ingest_batch(batch.events)
+                };
                 let wait = results.iter().map(|(_, w)| *w).max().unwrap_or(0);
                 if wait > 0 {
                     this.daybook.journal.wait(wait).await;
@@ -209,7 +224,11 @@ impl pb::usage_service_server::UsageService for Services {
         let r = request.into_inner();
         self.tenant(&r.tenant_id)?;
         let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
-        let totals = self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists");
+        let totals = if self.daybook.is_shared() {
+            self.daybook.shared_usage(&r.tenant_id, from, to).await.map_err(store_unavailable)?
+        } else {
+            self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists")
+        };
         Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals)) }))
     }
 
@@ -222,7 +241,11 @@ impl pb::usage_service_server::UsageService for Services {
         let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
             api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
         })?;
-        let s = self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists");
+        let s = if self.daybook.is_shared() {
+            self.daybook.shared_statement(&r.tenant_id, &period).await.map_err(store_unavailable)?
+        } else {
+            self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists")
+        };
         Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
     }
 
@@ -232,7 +255,11 @@ impl pb::usage_service_server::UsageService for Services {
     ) -> Result<Response<pb::ListStatementsResponse>, Status> {
         let r = request.into_inner();
         self.tenant(&r.tenant_id)?;
-        let statements = self.daybook.engine().statements(&r.tenant_id).expect("tenant exists");
+        let statements = if self.daybook.is_shared() {
+            self.daybook.shared_statements(&r.tenant_id).await.map_err(store_unavailable)?
+        } else {
+            self.daybook.engine().statements(&r.tenant_id).expect("tenant exists")
+        };
         Ok(Response::new(pb::ListStatementsResponse {
             statements: statements.iter().map(api::statement_out).collect(),
         }))

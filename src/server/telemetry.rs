@@ -75,6 +75,7 @@ pub struct Telemetry {
     journal_write: Histogram<f64>,
     journal_fsync: Histogram<f64>,
     maintenance_pause: Histogram<f64>,
+    redis_call: Histogram<f64>,
     snapshots: Counter<u64>,
     pruned: Counter<u64>,
     /// Gauges read at collection time; kept so that they live as long as the provider.
@@ -153,6 +154,11 @@ impl Telemetry {
                 "Ingest paused to copy state for a snapshot or to prune closed periods.",
                 PAUSE_BUCKETS,
             ),
+            redis_call: seconds(
+                "daybook.redis.call.duration",
+                "Calls to the shared store, by operation and outcome (ok, stale, seen, error).",
+                FLUSH_BUCKETS,
+            ),
             snapshots: meter.u64_counter("daybook.snapshots").with_description("Snapshots written.").build(),
             pruned: meter
                 .u64_counter("daybook.pruned.entries")
@@ -198,6 +204,18 @@ impl Telemetry {
         }));
         gauges.push(gauge("daybook.journal.durable", "Last journal entry known durable.", |d| d.journal.durable()));
         gauges.push(gauge("daybook.ready", "1 when ready to serve.", |d| d.is_ready() as u64));
+        if daybook.is_shared() {
+            gauges.push(gauge(
+                "daybook.redis.degraded",
+                "1 while decisions are made without the shared store (Redis unreachable).",
+                |d| d.shared_status().is_some_and(|(_, degraded)| degraded) as u64,
+            ));
+            gauges.push(gauge(
+                "daybook.redis.pending",
+                "Accepted events whose effects wait to reach the shared store.",
+                |d| d.shared_status().map_or(0, |(pending, _)| pending as u64),
+            ));
+        }
         let weak: Weak<Daybook> = Arc::downgrade(daybook);
         let tenant_label = self.tenant_label;
         let usage = self
@@ -265,6 +283,14 @@ impl Telemetry {
     pub fn journal_flushed(&self, took: Duration, fsync: bool) {
         let h = if fsync { &self.journal_fsync } else { &self.journal_write };
         h.record(took.as_secs_f64(), &[]);
+    }
+
+    /// A call to the shared store (Redis mode).
+    pub fn redis_call(&self, operation: &'static str, outcome: &'static str, took: Duration) {
+        self.redis_call.record(
+            took.as_secs_f64(),
+            &[KeyValue::new("daybook.redis.operation", operation), KeyValue::new("daybook.redis.outcome", outcome)],
+        );
     }
 
     /// A snapshot was written after holding every ordering stripe for `pause`.

@@ -48,7 +48,8 @@ impl RedisConfig {
     /// The node URLs, and whether they are a cluster's seeds.
     fn nodes(&self) -> Result<Vec<String>, String> {
         if let Some(rest) = self.url.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = rest.split(',').filter(|s| !s.is_empty()).map(|s| format!("redis://{s}")).collect();
+            let nodes: Vec<String> =
+                rest.split(',').filter(|s| !s.is_empty()).map(|s| format!("redis://{s}")).collect();
             if nodes.is_empty() {
                 return Err("redis+cluster:// needs at least one host:port".into());
             }
@@ -330,7 +331,12 @@ impl RedisStore {
 
     /// The tenant's aggregates over local dates `from..=to` (all when open): the sum of
     /// what every remembered event added, each once.
-    pub async fn ledger(&self, tenant: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Ledger, StoreError> {
+    pub async fn ledger(
+        &self,
+        tenant: &str,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Ledger, StoreError> {
         // An event adds entries dated from a month before its own date (a billing cycle's
         // start) to a day after it (zones ahead of UTC): read the months that can hold them.
         let first = from.map(|d| time::first_of_month(d - chrono::TimeDelta::days(1)));
@@ -378,8 +384,27 @@ impl RedisStore {
     }
 
     /// Usage over local dates `from..=to`.
-    pub async fn usage(&self, tenant: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Totals, StoreError> {
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Totals, StoreError> {
         Ok(self.ledger(tenant, from, to).await?.usage(from, to))
+    }
+
+    /// The fingerprint key every replica of this store uses: the first replica's
+    /// `proposal` (its own key, so that a replica that metered alone keeps its state).
+    pub async fn fingerprint_key(&self, proposal: [u8; 16]) -> Result<[u8; 16], StoreError> {
+        let key = format!("{}:fingerprint-key", super::keys::PREFIX);
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(&proposal[..]).arg("NX");
+        let _: Option<String> = self.query(set).await?;
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let stored: Vec<u8> = self.query(get).await?;
+        <[u8; 16]>::try_from(stored.as_slice())
+            .map_err(|_| StoreError::Unexpected(format!("{key} holds {} bytes, not 16", stored.len())))
     }
 
     /// Round trip, for readiness.

@@ -25,10 +25,10 @@ settings = { generative_ai = true, lateness_horizon = "P36500D" }
 changes = [ { at = "2026-11-10T00:00:00Z", set = { intent_listening = true } } ]
 "#;
 
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
+    pub fn next(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -37,7 +37,13 @@ impl Rng {
 }
 
 fn events(n: usize) -> Vec<pb::Event> {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    events_for("acme", n, 0x2545_f491_4f6c_dd1d)
+}
+
+/// `n` events of `tenant` in November 2026 (messages, some priced; co-browse; Functions),
+/// from `seed`.
+pub fn events_for(tenant: &str, n: usize, seed: u64) -> Vec<pb::Event> {
+    let mut rng = Rng(seed);
     (0..n)
         .map(|i| {
             // November 2026, before the real clock of any run of this test.
@@ -63,24 +69,43 @@ fn events(n: usize) -> Vec<pb::Event> {
                         .then(|| pb::Money { amount: "0.0468".into(), currency: "EUR".into() }),
                 }),
             };
-            pb::Event { tenant_id: "acme".into(), event_id: format!("e{i}"), event_time: at, kind: Some(kind) }
+            pb::Event { tenant_id: tenant.into(), event_id: format!("e{i}"), event_time: at, kind: Some(kind) }
         })
         .collect()
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    /// The admin HTTP address, when `--admin` was given.
+    pub admin: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Everything the server wrote to stderr so far.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    /// A failed test must not leave servers running (they would load every later test).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
+    start_with(dir, config, &[])
+}
+
+/// The real binary on a free port, with more arguments.
+pub fn start_with(dir: &std::path::Path, config: &std::path::Path, extra: &[&str]) -> Server {
+    let admin_off: &[&str] = if extra.contains(&"--admin") { &[] } else { &["--admin", "off"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_daybook"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "off", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(admin_off)
+        .arg("--data-dir")
         .arg(dir)
         .arg("--config")
         .arg(config)
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -89,8 +114,13 @@ fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let lines = log.clone();
+    let admin = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let admin_addr = admin.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("daybook: admin HTTP on http://") {
+                *admin_addr.lock().unwrap() = Some(addr.to_string());
+            }
             if let Some(addr) = line.strip_prefix("daybook: gRPC listening on ") {
                 let _ = tx.send(addr.to_string());
             }
@@ -98,7 +128,7 @@ fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
-    Server { child, addr, log }
+    Server { child, addr, log, admin }
 }
 
 /// Sends every event in batches; returns how many batches were acknowledged before the
@@ -188,9 +218,13 @@ async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
 }
 
 async fn usage_of(addr: &str) -> pb::Usage {
+    usage_of_tenant(addr, "acme").await
+}
+
+pub async fn usage_of_tenant(addr: &str, tenant: &str) -> pb::Usage {
     let channel = daybook::client::connect(addr).await.unwrap();
     UsageServiceClient::new(channel)
-        .get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() })
+        .get_usage(pb::GetUsageRequest { tenant_id: tenant.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()

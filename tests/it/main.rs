@@ -6,6 +6,7 @@ mod polyglot;
 mod properties;
 mod redis_store;
 mod replay;
+mod replicas;
 mod rules;
 mod scenarios;
 mod server;

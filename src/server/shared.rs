@@ -1,0 +1,489 @@
+//! Ingest under a shared store (Redis mode): many replicas, one meter.
+//!
+//! An event is first rated against this replica's state, the near cache. If it changes
+//! nothing shared (a repeat message: nearly all traffic), it is answered and journaled
+//! right there, as in embedded mode; Redis is not called. If it would change its shared
+//! entry, its claim goes to Redis (`store::redis`): applied, the event is committed here
+//! against the value Redis held before it; stale, it is rated again against the current
+//! value; already seen, it is answered as the retry it is.
+//!
+//! When Redis cannot be reached within the deadline (or the breaker is open), the event
+//! is decided from the near cache alone and journaled as `pending` (degraded mode). A
+//! reconciler sends pending events to Redis once it answers again: each is rated against
+//! Redis's value and claimed, so its records reach the store once, with their
+//! deterministic ids, and the shared aggregates are exact. The local journal keeps pending
+//! events across a restart until a `Shipped` entry says the store has them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+
+use super::core::{Daybook, cobrowse_session};
+use super::journal::{EntryKind, EventEntry};
+use crate::api::pb;
+use crate::rating::RawEvent;
+use crate::rating::engine::Rated;
+use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
+use crate::rating::outcome::{Code, Outcome, Record, Refusal};
+use crate::rating::shared::{Claim, Shared};
+use crate::rating::time::Instant;
+use crate::store::redis::{ClaimAnswer, Emission, RedisStore, StoreError};
+
+/// An accepted event whose shared effects may not be in the store yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub event: pb::Event,
+    pub now: Option<Instant>,
+}
+
+/// The shared store and what has not reached it yet.
+pub struct SharedState {
+    pub store: Arc<RedisStore>,
+    /// By journal position: decided in degraded mode, or records not yet emitted.
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    /// The last `Shipped` position journaled.
+    shipped: AtomicU64,
+    /// Whether the last call to the store failed: degraded mode.
+    degraded: AtomicBool,
+    /// One claim at a time per ordering stripe on this replica: claims of one key queue
+    /// here instead of racing each other to Redis (each would find the other's value
+    /// stale), and each sees the value the previous one left in the near cache.
+    lanes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Claims an event makes in a row before it is decided locally: each stale answer means
+/// another replica moved the entry meanwhile, which a few tries outrun.
+const MAX_CLAIM_TRIES: usize = 8;
+
+/// How long the store remembers an event that changed nothing shared: past any lateness
+/// horizon a retry could come within.
+const EMITTED_EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(40);
+
+impl SharedState {
+    pub fn new(store: Arc<RedisStore>, shipped: u64, pending: BTreeMap<u64, Pending>) -> Self {
+        SharedState {
+            store,
+            pending: Mutex::new(pending),
+            shipped: AtomicU64::new(shipped),
+            degraded: AtomicBool::new(false),
+            lanes: (0..super::core::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// Events whose shared effects are not yet known to be in the store.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
+    /// Whether decisions are currently made without the store.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire) || self.store.is_open()
+    }
+
+    fn note(&self, result: &Result<impl Sized, StoreError>) {
+        self.degraded.store(result.is_err(), Ordering::Release);
+    }
+}
+
+/// The value of an absent shared entry of the kind `event` touches: where a probe of an
+/// event decided without the store starts.
+fn absent_for(event: &pb::Event) -> Shared {
+    match &event.kind {
+        Some(pb::event::Kind::Cobrowse(_)) => Shared::Cobrowse(None),
+        Some(pb::event::Kind::FunctionInvocations(_)) => Shared::Functions(0),
+        _ => Shared::Interaction(None),
+    }
+}
+
+/// What a claim that changes nothing still emits.
+fn emission_of(claim: &Claim) -> Emission<'_> {
+    Emission {
+        tenant: &claim.tenant,
+        entry: claim.entry,
+        event: claim.event,
+        payload: claim.payload,
+        prior: &claim.prior,
+        at: claim.at,
+        records: &claim.records,
+        ledger: &claim.ledger,
+        event_expires: claim.event_expires,
+    }
+}
+
+/// How one event ended under the shared store.
+enum Decided {
+    /// Answered; journal position to wait for.
+    Answered(Result<Outcome, Refusal>, u64),
+}
+
+impl Daybook {
+    fn shared(&self) -> &SharedState {
+        self.shared.as_ref().expect("redis mode")
+    }
+
+    /// Whether replicas share state through a store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Events not yet known to be in the shared store, and whether decisions are made
+    /// without it (degraded mode). `None` in embedded mode.
+    pub fn shared_status(&self) -> Option<(usize, bool)> {
+        self.shared.as_ref().map(|s| (s.pending(), s.degraded()))
+    }
+
+    /// Rates one event under the shared store. Returns the result and the journal
+    /// position the answer must wait for.
+    pub async fn ingest_shared(&self, event: pb::Event) -> (Result<Outcome, Refusal>, u64) {
+        let Decided::Answered(result, wait) = self.decide(event).await;
+        (result, wait)
+    }
+
+    async fn decide(&self, event: pb::Event) -> Decided {
+        let shared = self.shared();
+        let now = self.now();
+        let raw = RawEvent::from(event.clone());
+
+        // The near cache: a repeat is committed and journaled here. An event that would
+        // change its shared entry takes its stripe's claim lane and looks again (a claim
+        // ahead of it in the lane may have changed the entry).
+        let mut lane = None;
+        let mut claim = loop {
+            let stripe = self.stripe(&event);
+            let mut records = Vec::new();
+            let near = self.engine().ingest_shared(raw.clone(), Some(now), &mut records);
+            match near.rated {
+                Rated::Claim(claim) if lane.is_some() => break claim,
+                Rated::Claim(_) => {
+                    drop(stripe);
+                    lane = Some(shared.lanes[super::core::stripe_of(&event)].lock().await);
+                }
+                Rated::Done(result) => {
+                    let emit = !records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry)
+                        || result.as_ref().is_err_and(|r| r.code == Code::FailedPrecondition && !records.is_empty());
+                    let (seq, wait) = self.journal_decided(&event, &result, now, None, emit, records.clone());
+                    drop(stripe);
+                    drop(lane);
+                    if emit && let Some((event_fp, payload, at)) = near.event {
+                        // Records of an event that changed nothing shared (a pass-through
+                        // charge, a dead letter): emitted once, by whichever replica first.
+                        let e = Emission {
+                            tenant: &event.tenant_id,
+                            entry: near.entry.unwrap_or(event_fp),
+                            event: event_fp,
+                            payload,
+                            prior: &near.prior,
+                            at,
+                            records: &records,
+                            ledger: &near.ledger,
+                            event_expires: at.max(now) + EMITTED_EVENT_MEMORY,
+                        };
+                        self.emit_pending(seq, &e).await;
+                    }
+                    return Decided::Answered(result, wait);
+                }
+            }
+        };
+
+        for _ in 0..MAX_CLAIM_TRIES {
+            if claim.changes_nothing() {
+                return self.commit_unchanged(&event, raw, now, &claim).await;
+            }
+            let answer = {
+                let started = std::time::Instant::now();
+                let answer = shared.store.claim(&claim).await;
+                let outcome = match &answer {
+                    Ok(ClaimAnswer::Applied) => "ok",
+                    Ok(ClaimAnswer::Stale(_)) => "stale",
+                    Ok(ClaimAnswer::Seen { .. }) => "seen",
+                    Err(_) => "error",
+                };
+                self.telemetry.redis_call("claim", outcome, started.elapsed());
+                answer
+            };
+            shared.note(&answer);
+            match answer {
+                Ok(ClaimAnswer::Applied) => return self.commit_claimed(&event, raw, now, &claim),
+                Ok(ClaimAnswer::Stale(current)) => {
+                    let Some(value) = self.decode(&event, &claim, &current) else { break };
+                    match self.engine().probe(raw.clone(), Some(now), value) {
+                        Rated::Claim(next) => claim = next,
+                        Rated::Done(result) => return Decided::Answered(result, 0),
+                    }
+                }
+                Ok(ClaimAnswer::Seen { payload, prior }) => {
+                    if let Some(result) = self.engine().answer_remembered(raw.clone(), payload, &prior) {
+                        return Decided::Answered(result, 0);
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.decide_degraded(&event, raw, now)
+    }
+
+    /// Commits an event whose claim the store applied, rated against the value the store
+    /// held before it.
+    fn commit_claimed(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
+        let _stripe = self.stripe(event);
+        let mut records = Vec::new();
+        let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
+        let (_, wait) = self.journal_decided(event, &result, now, Some(claim.before.encode_tagged()), false, records);
+        Decided::Answered(result, wait)
+    }
+
+    /// Commits an event that changes nothing shared against the store's current value,
+    /// and emits what it emitted (a pass-through charge) to the store.
+    async fn commit_unchanged(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
+        let (result, seq, wait) = {
+            let _stripe = self.stripe(event);
+            let mut records = Vec::new();
+            let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
+            let emit = !claim.records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry);
+            let claimed = Some(claim.before.encode_tagged());
+            let (seq, wait) = self.journal_decided(event, &result, now, claimed, emit, records);
+            (result, emit.then_some(seq), wait)
+        };
+        if let Some(seq) = seq {
+            self.emit_pending(seq, &emission_of(claim)).await;
+        }
+        Decided::Answered(result, wait)
+    }
+
+    /// Emits a journaled event's records to the store; on success it no longer waits.
+    async fn emit_pending(&self, seq: u64, emission: &Emission<'_>) {
+        let shared = self.shared();
+        let started = std::time::Instant::now();
+        let sent = shared.store.emit(emission).await;
+        shared.note(&sent);
+        let outcome = if sent.is_ok() { "ok" } else { "error" };
+        self.telemetry.redis_call("emit", outcome, started.elapsed());
+        if sent.is_ok() {
+            shared.pending.lock().expect("pending lock").remove(&seq);
+        }
+    }
+
+    /// Decides an event from this replica's state alone (Redis unreachable) and keeps it
+    /// pending until the reconciler has sent it.
+    fn decide_degraded(&self, event: &pb::Event, raw: RawEvent, now: Instant) -> Decided {
+        let _stripe = self.stripe(event);
+        let mut records = Vec::new();
+        let result = self.engine().ingest(raw, Some(now), &mut records);
+        let (_, wait) = self.journal_decided(event, &result, now, None, true, records);
+        Decided::Answered(result, wait)
+    }
+
+    /// Journals a decided event (called under its stripe); a `pending` one is also queued
+    /// for the reconciler. Returns its position and the position to wait for.
+    fn journal_decided(
+        &self,
+        event: &pb::Event,
+        result: &Result<Outcome, Refusal>,
+        now: Instant,
+        claimed: Option<Vec<u8>>,
+        pending: bool,
+        records: Vec<Record>,
+    ) -> (u64, u64) {
+        let kind = match result {
+            Ok(outcome) if !outcome.retry => Some(EntryKind::Event(EventEntry {
+                event: event.encode_to_vec(),
+                now_nanos: now.timestamp_nanos_opt(),
+                claimed,
+                pending,
+            })),
+            Err(refusal) if refusal.code == Code::FailedPrecondition && !records.is_empty() => {
+                // A dead letter: journaled as an event, so that its emission is retried.
+                Some(EntryKind::Event(EventEntry {
+                    event: event.encode_to_vec(),
+                    now_nanos: now.timestamp_nanos_opt(),
+                    claimed: None,
+                    pending,
+                }))
+            }
+            _ => None,
+        };
+        match kind {
+            Some(kind) => {
+                let seq = self.append(kind, records);
+                if pending {
+                    let p = Pending { event: event.clone(), now: Some(now) };
+                    self.shared().pending.lock().expect("pending lock").insert(seq, p);
+                }
+                (seq, seq)
+            }
+            None if result.is_ok() => (0, self.journal.appended()),
+            None => (0, 0),
+        }
+    }
+
+    fn decode(&self, event: &pb::Event, claim: &Claim, bytes: &[u8]) -> Option<Shared> {
+        let tenant = self.engine().tenant(&event.tenant_id)?;
+        Shared::decode(claim.place, bytes, tenant.index, cobrowse_session(event))
+    }
+
+    /// Sends pending events to the store, oldest first, until one fails. Returns how many
+    /// were sent.
+    pub async fn reconcile(&self) -> usize {
+        let Some(shared) = &self.shared else { return 0 };
+        let mut sent = 0;
+        loop {
+            let next = shared.pending.lock().expect("pending lock").iter().next().map(|(s, p)| (*s, p.clone()));
+            let Some((seq, pending)) = next else { break };
+            let result = self.resend(&pending).await;
+            shared.note(&result);
+            if result.is_err() {
+                break;
+            }
+            shared.pending.lock().expect("pending lock").remove(&seq);
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Sends one event decided without the store: rated against the store's value of its
+    /// entry and claimed, or its records emitted. Idempotent: an event the store already
+    /// has is answered as seen.
+    async fn resend(&self, pending: &Pending) -> Result<(), StoreError> {
+        let store = &self.shared().store;
+        let raw = RawEvent::from(pending.event.clone());
+        let mut value = absent_for(&pending.event);
+        for _ in 0..MAX_CLAIM_TRIES {
+            let claim = match self.engine().probe(raw.clone(), pending.now, value) {
+                Rated::Claim(claim) => claim,
+                // Refused now as it was then (its tenant is gone, say): nothing to send.
+                Rated::Done(_) => return Ok(()),
+            };
+            if claim.changes_nothing() {
+                if !claim.records.is_empty() {
+                    store.emit(&emission_of(&claim)).await?;
+                }
+                return Ok(());
+            }
+            match store.claim(&claim).await? {
+                ClaimAnswer::Applied => {
+                    self.engine().absorb(&claim);
+                    return Ok(());
+                }
+                ClaimAnswer::Stale(current) => {
+                    value = self
+                        .decode(&pending.event, &claim, &current)
+                        .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
+                }
+                ClaimAnswer::Seen { .. } => return Ok(()),
+            }
+        }
+        Err(StoreError::Unexpected("the entry kept moving; will try again".into()))
+    }
+
+    /// Sends the platform users first seen here to the store's sets (PL-1); those that do
+    /// not reach it are kept for the next call.
+    pub async fn ship_users(&self) {
+        let Some(shared) = &self.shared else { return };
+        let users = self.engine().take_new_users();
+        let mut left = Vec::new();
+        for (tenant, month, sender) in users {
+            if !left.is_empty() || shared.store.add_user(&tenant, month, sender).await.is_err() {
+                left.push((tenant, month, sender));
+            }
+        }
+        if !left.is_empty() {
+            self.engine().requeue_new_users(left);
+        }
+    }
+
+    /// Journals how far the store has every shared effect, when that moved.
+    pub fn note_shipped(&self) {
+        let Some(shared) = &self.shared else { return };
+        let _all_journal_order = self.journal.appended();
+        let first_pending = shared.pending.lock().expect("pending lock").keys().next().copied();
+        let upto = match first_pending {
+            Some(seq) => seq - 1,
+            None => self.journal.appended(),
+        };
+        if upto > shared.shipped.load(Ordering::Acquire) {
+            shared.shipped.store(upto, Ordering::Release);
+            self.append(EntryKind::Shipped(upto), Vec::new());
+        }
+    }
+
+    /// The tenant's usage from the shared store: every replica's events, each once.
+    pub async fn shared_usage(
+        &self,
+        tenant: &str,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> Result<Totals, StoreError> {
+        self.shared().store.usage(tenant, from, to).await
+    }
+}
+
+impl Daybook {
+    /// A statement from the shared store (PL-1, PL-2): every replica's events, each once.
+    pub async fn shared_statement(&self, tenant_id: &str, period: &StatementPeriod) -> Result<Statement, StoreError> {
+        let Some(tenant) = self.engine().tenant(tenant_id) else {
+            return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
+        };
+        let (ledger, users) = self.shared_ledger(tenant_id).await?;
+        Ok(ledger::statement(&tenant, &ledger, period, |m| users.get(&m).copied().unwrap_or(0)))
+    }
+
+    /// Every statement with usage, from the shared store.
+    pub async fn shared_statements(&self, tenant_id: &str) -> Result<Vec<Statement>, StoreError> {
+        let Some(tenant) = self.engine().tenant(tenant_id) else {
+            return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
+        };
+        let (ledger, users) = self.shared_ledger(tenant_id).await?;
+        let periods = ledger::statement_periods(&tenant, &ledger);
+        Ok(periods
+            .iter()
+            .map(|p| ledger::statement(&tenant, &ledger, p, |m| users.get(&m).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    /// The tenant's whole shared ledger, and its platform users per month.
+    async fn shared_ledger(
+        &self,
+        tenant_id: &str,
+    ) -> Result<(ledger::Ledger, BTreeMap<chrono::NaiveDate, u64>), StoreError> {
+        let store = &self.shared().store;
+        let ledger = store.ledger(tenant_id, None, None).await?;
+        let mut users = BTreeMap::new();
+        for month in ledger.months().collect::<Vec<_>>() {
+            users.insert(month, store.users(tenant_id, month).await?);
+        }
+        Ok((ledger, users))
+    }
+}
+
+/// Runs the reconciler until shutdown: pending events are sent as soon as the store
+/// answers, and the shipped position is journaled.
+pub async fn reconciler(daybook: Arc<Daybook>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = daybook.stopped() => break,
+        }
+        // A round runs as its own task: a bug that panics in one round is logged, and
+        // what it was sending stays pending, visible in /ready and the metrics.
+        let round = tokio::spawn({
+            let daybook = daybook.clone();
+            async move {
+                daybook.reconcile().await;
+                daybook.ship_users().await;
+                daybook.note_shipped();
+            }
+        });
+        if let Err(e) = round.await {
+            eprintln!("daybook: a reconciliation round failed: {e}");
+        }
+    }
+    daybook.reconcile().await;
+    daybook.ship_users().await;
+    daybook.note_shipped();
+}

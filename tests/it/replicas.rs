@@ -1,0 +1,186 @@
+//! Replicas (issue 4): daybook processes on one Redis meter as one. A generated stream is
+//! split at random over three real `daybook serve --redis` processes, with a share of the
+//! events sent again to another replica (a client retrying elsewhere). Every replica then
+//! answers the usage and statements of a single engine that saw every event once, and
+//! Redis's record streams hold each record once.
+
+use std::collections::{HashMap, HashSet};
+
+use daybook::api::{self, pb};
+use daybook::rating::{Engine, EngineConfig, RawEvent};
+use prost::Message;
+
+use super::crash::{Rng, Server, events_for, start_with, usage_of_tenant};
+use super::redis_store::RedisNode;
+
+pub const TENANTS: &str = r#"
+[[tenant]]
+id = "acme"
+time_zone = "Europe/Berlin"
+meter = "dar"
+settings = { generative_ai = true, lateness_horizon = "P36500D" }
+changes = [ { at = "2026-11-10T00:00:00Z", set = { intent_listening = true } } ]
+
+[[tenant]]
+id = "initech"
+time_zone = "America/New_York"
+meter = "cycle"
+settings = { feature_attribution = "first_event", lateness_horizon = "P36500D" }
+changes = [ { at = "2026-11-08T00:00:00Z", set = { generative_ai = true } } ]
+"#;
+
+pub const TENANT_IDS: [&str; 2] = ["acme", "initech"];
+
+/// Both tenants' events of one seed, with ids unique to the seed.
+pub fn stream(seed: u64, n: usize) -> Vec<pb::Event> {
+    let mut events = Vec::new();
+    for (t, tenant) in TENANT_IDS.iter().enumerate() {
+        for mut e in events_for(tenant, n / 2, seed.wrapping_mul(0x9e37_79b9) ^ t as u64 ^ 0x5555) {
+            e.event_id = format!("s{seed}-{}", e.event_id);
+            events.push(e);
+        }
+    }
+    let mut rng = Rng(seed | 1);
+    for i in (1..events.len()).rev() {
+        events.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+    events
+}
+
+/// Sends `events` to a server in batches; every event must be accepted.
+pub async fn send(addr: &str, events: Vec<pb::Event>) {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::new(channel);
+    for chunk in events.chunks(200) {
+        let request = tokio_stream::iter(vec![pb::IngestBatchRequest { events: chunk.to_vec() }]);
+        let mut responses = client.ingest_batch(request).await.unwrap().into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        for outcome in &response.outcomes {
+            assert_ne!(outcome.disposition, pb::Disposition::Refused as i32, "{outcome:?}");
+        }
+    }
+}
+
+pub fn offline_engine() -> Engine {
+    let engine = Engine::new(EngineConfig::default());
+    for spec in daybook::tenants::parse_tenants_toml(TENANTS).unwrap() {
+        engine.put_tenant(spec).unwrap();
+    }
+    engine
+}
+
+pub async fn statements_of(addr: &str, tenant: &str) -> Vec<pb::Statement> {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    pb::usage_service_client::UsageServiceClient::new(channel)
+        .list_statements(pb::ListStatementsRequest { tenant_id: tenant.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .statements
+}
+
+/// Every record in the tenant's Redis streams: (record id, record).
+pub fn stream_records(redis: &RedisNode, tenant: &str) -> Vec<(String, pb::Record)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut out = Vec::new();
+    for shard in 0..daybook::store::keys::SHARDS {
+        let key = daybook::store::keys::ShardKeys::new(tenant, shard).records();
+        let entries: Vec<(String, Vec<Vec<u8>>)> =
+            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(&mut con).unwrap();
+        for (_, fields) in entries {
+            let field = |name: &[u8]| fields.iter().position(|f| f == name).map(|i| fields[i + 1].clone()).unwrap();
+            let id = String::from_utf8(field(b"id")).unwrap();
+            let record = pb::Record::decode(field(b"record").as_slice()).unwrap();
+            assert_eq!(record.record_id, id);
+            out.push((id, record));
+        }
+    }
+    out
+}
+
+/// Waits until every replica says nothing waits to reach Redis (events decided in
+/// degraded mode while a call timed out, say), then for the platform users it ships
+/// beside them.
+pub async fn settle(servers: &[Server]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for s in servers {
+        let admin = s.admin.lock().unwrap().clone().expect("started with --admin");
+        loop {
+            let (_, body) = super::server::http_get(admin.parse().unwrap(), "/ready").await;
+            if body.contains("pending: 0\n") {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                let log = s.log.lock().unwrap();
+                panic!("{admin} never reconciled: {body}\n{}", log[log.len().saturating_sub(40)..].join("\n"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_one_redis_count_exactly_like_one_engine() {
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, TENANTS).unwrap();
+    let url = redis.url();
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let args = ["--redis", &url, "--admin", "127.0.0.1:0"];
+            start_with(&dir.path().join(format!("replica-{i}")), &config, &args)
+        })
+        .collect();
+    let offline = offline_engine();
+
+    for seed in [11u64, 12, 13] {
+        let events = stream(seed, 4000);
+        let mut rng = Rng(seed.wrapping_mul(31) | 1);
+        let mut split: Vec<Vec<pb::Event>> = vec![Vec::new(); 3];
+        for e in &events {
+            let home = rng.next(3) as usize;
+            split[home].push(e.clone());
+            if rng.next(10) == 0 {
+                // A client that retries on another replica.
+                split[(home + 1 + rng.next(2) as usize) % 3].push(e.clone());
+            }
+            offline.ingest(RawEvent::from(e.clone()), None, &mut Vec::new()).unwrap();
+        }
+        let sends = servers.iter().zip(split).map(|(s, part)| send(&s.addr, part));
+        futures_util::future::join_all(sends).await;
+        settle(&servers).await;
+
+        for tenant in TENANT_IDS {
+            let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap());
+            let statements: Vec<pb::Statement> =
+                offline.statements(tenant).unwrap().iter().map(api::statement_out).collect();
+            for s in &servers {
+                assert_eq!(usage_of_tenant(&s.addr, tenant).await, expected, "seed {seed}, {tenant}, {}", s.addr);
+                assert_eq!(statements_of(&s.addr, tenant).await, statements, "seed {seed}, {tenant}");
+            }
+            // Redis's streams: each record once, and each interaction of the single
+            // engine exactly once.
+            let records = stream_records(&redis, tenant);
+            let mut ids = HashSet::new();
+            for (id, _) in &records {
+                assert!(ids.insert(id.clone()), "record {id} appended twice");
+            }
+            let interactions: HashMap<&str, usize> = records
+                .iter()
+                .filter(|(_, r)| matches!(r.body, Some(pb::record::Body::Interaction(_))))
+                .fold(HashMap::new(), |mut m, (id, _)| {
+                    *m.entry(id.as_str()).or_default() += 1;
+                    m
+                });
+            assert_eq!(interactions.len() as u64, expected.interactions, "seed {seed}, {tenant}");
+        }
+    }
+    assert!(offline.usage("acme", None, None).unwrap().interactions > 1000);
+    for s in &mut servers {
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+    }
+}
