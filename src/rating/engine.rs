@@ -1314,6 +1314,19 @@ impl Engine {
         )
     }
 
+    /// Judges a tenant's usage alerts (PL-3) on aggregates built elsewhere (a shared
+    /// store's), date by date as a rebuild does: the alerts go into `ledger`, their
+    /// records are returned.
+    pub fn judge_alerts(&self, tenant_id: &str, ledger: &mut Ledger) -> Vec<Record> {
+        let Some(tenant) = self.tenant(tenant_id) else { return Vec::new() };
+        let dates: Vec<NaiveDate> = ledger.dates().collect();
+        let mut records = Vec::new();
+        for date in dates {
+            raise_alerts(&tenant, ledger, date, "", &mut records);
+        }
+        records
+    }
+
     /// The key of a tenant's platform users in the local month starting on `month` (PL-1).
     fn users_key(&self, tenant: &Tenant, month: NaiveDate) -> Fp {
         self.fingerprinter.start(domain::PLATFORM_USER).str(&tenant.id).i64(time::date_to_days(month).into()).finish()

@@ -22,6 +22,7 @@ use crate::rating::event::FieldViolation;
 use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
 use crate::rating::settings::{Tenant, TenantSpec};
 use crate::rating::shared::Shared;
+use crate::rating::time;
 use crate::rating::time::Instant;
 use crate::rating::{Engine, EngineConfig, RawEvent, Record};
 
@@ -39,6 +40,31 @@ pub enum TenantRefusal {
     NotFound(String),
     AlreadyExists(String),
     FailedPrecondition(String),
+    /// The shared store did not answer: nothing changed.
+    Unavailable(String),
+}
+
+/// A change to a tenant through the API.
+pub enum TenantOp<'a> {
+    Create(&'a pb::Tenant),
+    Change(&'a str, &'a pb::SettingsChange),
+    Plan(&'a str, &'a pb::Plan),
+}
+
+impl TenantOp<'_> {
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            TenantOp::Create(t) => &t.tenant_id,
+            TenantOp::Change(id, _) | TenantOp::Plan(id, _) => id,
+        }
+    }
+}
+
+/// What a tenant operation makes of the tenant.
+pub enum NextSpec {
+    Unchanged(Arc<Tenant>),
+    /// The tenant's definition after the operation.
+    Spec(Box<TenantSpec>),
 }
 
 /// Ordering stripes: enough that concurrent calls rarely share one on two cores or many.
@@ -275,12 +301,7 @@ impl Daybook {
 
     /// Creates a tenant through the API.
     pub fn create_tenant(&self, t: &pb::Tenant) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        let spec = api::tenant_in(t).map_err(TenantRefusal::Invalid)?;
-        let _all = self.exclusive();
-        if self.engine.tenant(&spec.id).is_some() {
-            return Err(TenantRefusal::AlreadyExists(format!("tenant `{}` exists", spec.id)));
-        }
-        self.put_journaled(spec)
+        self.tenant_op(TenantOp::Create(t))
     }
 
     /// Adds a settings change (T-5). It may not take effect before now minus the
@@ -290,40 +311,103 @@ impl Daybook {
         tenant_id: &str,
         change: &pb::SettingsChange,
     ) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        let change = api::change_in(change, "change").map_err(TenantRefusal::Invalid)?;
-        let _all = self.exclusive();
-        let tenant = self.managed_tenant(tenant_id)?;
-        if let Some(id) = &change.id
-            && let Some(existing) = tenant.spec.changes.iter().find(|c| c.id.as_ref() == Some(id))
-        {
-            if *existing == change {
-                return Ok((tenant.clone(), self.journal.appended()));
-            }
-            return Err(TenantRefusal::AlreadyExists(format!("change id `{id}` was used with another change")));
-        }
-        let now = self.now();
-        let skew = tenant.settings_at(now).max_clock_skew;
-        if change.at < now - skew {
-            return Err(TenantRefusal::FailedPrecondition(format!(
-                "effective_from {} is in the past: events already judged are not re-rated (T-5)",
-                change.at.to_rfc3339()
-            )));
-        }
-        let mut spec = tenant.spec.clone();
-        spec.changes.push(change);
-        self.put_journaled(spec)
+        self.tenant_op(TenantOp::Change(tenant_id, change))
     }
 
     /// Replaces the plan.
     pub fn set_plan(&self, tenant_id: &str, plan: &pb::Plan) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        let plan = api::plan_in(plan, "plan").map_err(TenantRefusal::Invalid)?;
+        self.tenant_op(TenantOp::Plan(tenant_id, plan))
+    }
+
+    /// Applies a tenant operation here (embedded mode).
+    fn tenant_op(&self, op: TenantOp<'_>) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let _all = self.exclusive();
-        let tenant = self.managed_tenant(tenant_id)?;
-        let mut spec = tenant.spec.clone();
-        spec.plan = plan;
+        match self.next_spec(&op, None)? {
+            NextSpec::Unchanged(tenant) => Ok((tenant, self.journal.appended())),
+            NextSpec::Spec(new) => self.apply_spec(*new),
+        }
+    }
+
+    /// What a tenant operation would make of the tenant: its new definition, or nothing
+    /// to do (a change id applied before). Changes nothing.
+    /// `lead` is how far ahead of now a settings change must take effect, beyond T-5's
+    /// floor of now minus the clock skew (under a shared store, time for every replica
+    /// to learn it).
+    pub(super) fn next_spec(
+        &self,
+        op: &TenantOp<'_>,
+        lead: Option<chrono::TimeDelta>,
+    ) -> Result<NextSpec, TenantRefusal> {
+        match op {
+            TenantOp::Create(t) => {
+                let spec = api::tenant_in(t).map_err(TenantRefusal::Invalid)?;
+                if self.engine.tenant(&spec.id).is_some() {
+                    return Err(TenantRefusal::AlreadyExists(format!("tenant `{}` exists", spec.id)));
+                }
+                Ok(NextSpec::Spec(Box::new(spec)))
+            }
+            TenantOp::Change(tenant_id, change) => {
+                let change = api::change_in(change, "change").map_err(TenantRefusal::Invalid)?;
+                let tenant = self.managed_tenant(tenant_id)?;
+                if let Some(id) = &change.id
+                    && let Some(existing) = tenant.spec.changes.iter().find(|c| c.id.as_ref() == Some(id))
+                {
+                    if *existing == change {
+                        return Ok(NextSpec::Unchanged(tenant));
+                    }
+                    return Err(TenantRefusal::AlreadyExists(format!("change id `{id}` was used with another change")));
+                }
+                let now = self.now();
+                let skew = tenant.settings_at(now).max_clock_skew;
+                if change.at < now - skew {
+                    return Err(TenantRefusal::FailedPrecondition(format!(
+                        "effective_from {} is in the past: events already judged are not re-rated (T-5)",
+                        change.at.to_rfc3339()
+                    )));
+                }
+                if let Some(lead) = lead
+                    && change.at < now + lead
+                {
+                    return Err(TenantRefusal::FailedPrecondition(format!(
+                        "effective_from {} is less than {} ahead: with a shared Redis store a change must \
+                         reach every replica before it takes effect",
+                        change.at.to_rfc3339(),
+                        time::format_duration(lead)
+                    )));
+                }
+                let mut spec = tenant.spec.clone();
+                spec.changes.push(change);
+                Ok(NextSpec::Spec(Box::new(spec)))
+            }
+            TenantOp::Plan(tenant_id, plan) => {
+                let plan = api::plan_in(plan, "plan").map_err(TenantRefusal::Invalid)?;
+                let tenant = self.managed_tenant(tenant_id)?;
+                let mut spec = tenant.spec.clone();
+                spec.plan = plan;
+                Ok(NextSpec::Spec(Box::new(spec)))
+            }
+        }
+    }
+
+    /// Puts a tenant's new spec in force and journals it; called with every stripe held.
+    pub(super) fn apply_spec(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let plan_changed = self.engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
         let result = self.put_journaled(spec);
-        self.engine.rebuild_ledgers();
+        if plan_changed {
+            // A new plan re-judges the aggregates' alerts.
+            self.engine.rebuild_ledgers();
+        }
         result
+    }
+
+    /// Every ordering stripe (for [`Daybook::apply_spec`]).
+    pub(super) fn all_stripes(&self) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        self.exclusive()
+    }
+
+    /// Whether the config file defines the tenant.
+    pub(super) fn is_file_tenant(&self, tenant_id: &str) -> bool {
+        self.file_tenants.lock().expect("file tenants lock").contains(tenant_id)
     }
 
     fn managed_tenant(&self, tenant_id: &str) -> Result<Arc<Tenant>, TenantRefusal> {
@@ -340,15 +424,6 @@ impl Daybook {
     }
 
     fn put_journaled(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        if self.shared.is_some() {
-            // Every replica must rate a tenant alike: under a shared store, tenants come
-            // from the config file every replica mounts, not from one replica's API.
-            return Err(TenantRefusal::FailedPrecondition(
-                "with a shared Redis store, tenants are defined in the config file every replica reads (Helm values); \
-                 the tenant API is read-only"
-                    .into(),
-            ));
-        }
         let bytes = api::tenant_out(&spec).encode_to_vec();
         let tenant = self
             .engine

@@ -104,6 +104,11 @@ pub async fn run(
     })
     .await??;
     telemetry.observe(&daybook);
+    if daybook.is_shared()
+        && let Err(e) = daybook.poll_tenants().await
+    {
+        eprintln!("daybook: tenants of the shared store not read at start ({e}); read on the next round");
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let service_names = [

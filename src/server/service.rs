@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::core::{Daybook, TenantRefusal};
+use super::core::{Daybook, TenantOp, TenantRefusal};
 use super::records::{Cursor, follow};
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
@@ -72,7 +72,23 @@ impl Services {
             TenantRefusal::NotFound(m) => Status::not_found(m),
             TenantRefusal::AlreadyExists(m) => Status::already_exists(m),
             TenantRefusal::FailedPrecondition(m) => Status::failed_precondition(m),
+            TenantRefusal::Unavailable(m) => Status::unavailable(m),
         }
+    }
+
+    /// A tenant operation: through the shared store when there is one, so that every
+    /// replica rates the tenant alike.
+    async fn tenant_op(&self, op: TenantOp<'_>) -> Result<(Arc<crate::rating::Tenant>, u64), Status> {
+        let result = if self.daybook.is_shared() {
+            self.daybook.tenant_op_shared(op).await
+        } else {
+            match op {
+                TenantOp::Create(t) => self.daybook.create_tenant(t),
+                TenantOp::Change(id, change) => self.daybook.change_settings(id, change),
+                TenantOp::Plan(id, plan) => self.daybook.set_plan(id, plan),
+            }
+        };
+        result.map_err(Self::tenant_status)
     }
 
     fn tenant(&self, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
@@ -386,7 +402,7 @@ impl pb::tenant_service_server::TenantService for Services {
             .into_inner()
             .tenant
             .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
-        let (tenant, seq) = self.daybook.create_tenant(&t).map_err(Self::tenant_status)?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Create(&t)).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
@@ -417,7 +433,7 @@ impl pb::tenant_service_server::TenantService for Services {
         self.tenant(&r.tenant_id)?;
         let change =
             r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
-        let (tenant, seq) = self.daybook.change_settings(&r.tenant_id, &change).map_err(Self::tenant_status)?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Change(&r.tenant_id, &change)).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
@@ -426,7 +442,7 @@ impl pb::tenant_service_server::TenantService for Services {
         let r = request.into_inner();
         self.tenant(&r.tenant_id)?;
         let plan = r.plan.unwrap_or_default();
-        let (tenant, seq) = self.daybook.set_plan(&r.tenant_id, &plan).map_err(Self::tenant_status)?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Plan(&r.tenant_id, &plan)).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }

@@ -14,20 +14,22 @@
 //! deterministic ids, and the shared aggregates are exact. The local journal keeps pending
 //! events across a restart until a `Shipped` entry says the store has them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
 
-use super::core::{Daybook, cobrowse_session};
+use super::core::{Daybook, NextSpec, TenantOp, TenantRefusal, cobrowse_session};
 use super::journal::{EntryKind, EventEntry};
-use crate::api::pb;
+use crate::api::{self, pb};
 use crate::rating::RawEvent;
+use crate::rating::Tenant;
 use crate::rating::engine::Rated;
+use crate::rating::ids::Fp;
 use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
-use crate::rating::outcome::{Code, Outcome, Record, Refusal};
+use crate::rating::outcome::{Code, Outcome, Record, RecordBody, Refusal};
 use crate::rating::shared::{Claim, Shared};
 use crate::rating::time::Instant;
 use crate::store::redis::{ClaimAnswer, Emission, RedisStore, StoreError};
@@ -52,6 +54,8 @@ pub struct SharedState {
     /// here instead of racing each other to Redis (each would find the other's value
     /// stale), and each sees the value the previous one left in the near cache.
     lanes: Vec<tokio::sync::Mutex<()>>,
+    /// Tenant definitions as the store last held them, by id: what a change expects.
+    tenants: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 /// Claims an event makes in a row before it is decided locally: each stale answer means
@@ -70,6 +74,7 @@ impl SharedState {
             shipped: AtomicU64::new(shipped),
             degraded: AtomicBool::new(false),
             lanes: (0..super::core::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            tenants: Mutex::new(HashMap::new()),
         }
     }
 
@@ -138,11 +143,19 @@ impl Daybook {
     /// Rates one event under the shared store. Returns the result and the journal
     /// position the answer must wait for.
     pub async fn ingest_shared(&self, event: pb::Event) -> (Result<Outcome, Refusal>, u64) {
-        let Decided::Answered(result, wait) = self.decide(event).await;
+        let Decided::Answered(result, wait) = self.decide(&event).await;
+        // A tenant another replica created a moment ago: learn it and rate again.
+        if result.as_ref().is_err_and(|r| r.code == Code::NotFound)
+            && self.refresh_tenant(&event.tenant_id).await.unwrap_or(false)
+        {
+            let Decided::Answered(result, wait) = self.decide(&event).await;
+            return (result, wait);
+        }
         (result, wait)
     }
 
-    async fn decide(&self, event: pb::Event) -> Decided {
+    async fn decide(&self, event: &pb::Event) -> Decided {
+        let event = event.clone();
         let shared = self.shared();
         let now = self.now();
         let raw = RawEvent::from(event.clone());
@@ -444,13 +457,17 @@ impl Daybook {
             .collect())
     }
 
-    /// The tenant's whole shared ledger, and its platform users per month.
+    /// The tenant's whole shared ledger with its alerts judged, and its platform users
+    /// per month. This replica's own new platform users are sent first, so that it reads
+    /// what it wrote.
     async fn shared_ledger(
         &self,
         tenant_id: &str,
     ) -> Result<(ledger::Ledger, BTreeMap<chrono::NaiveDate, u64>), StoreError> {
+        self.ship_users().await;
         let store = &self.shared().store;
-        let ledger = store.ledger(tenant_id, None, None).await?;
+        let mut ledger = store.ledger(tenant_id, None, None).await?;
+        self.engine().judge_alerts(tenant_id, &mut ledger);
         let mut users = BTreeMap::new();
         for month in ledger.months().collect::<Vec<_>>() {
             users.insert(month, store.users(tenant_id, month).await?);
@@ -459,10 +476,145 @@ impl Daybook {
     }
 }
 
+impl Daybook {
+    /// Judges the usage alerts (PL-3) of every tenant with a plan on the shared aggregates
+    /// and emits the records of those not yet emitted, once across replicas (an alert's
+    /// id is the same wherever it is judged). Alerts need every replica's usage, so they
+    /// are judged here, every [`ALERT_JUDGING`], not as an event is rated.
+    pub async fn emit_shared_alerts(&self) -> Result<(), StoreError> {
+        let store = &self.shared().store;
+        for id in self.engine().tenant_ids() {
+            if self.engine().tenant(&id).is_none_or(|t| t.plan().is_none()) {
+                continue;
+            }
+            let mut ledger = store.ledger(&id, None, None).await?;
+            for record in self.engine().judge_alerts(&id, &mut ledger) {
+                let RecordBody::Alert(alert) = &record.body else { continue };
+                let fp = Fp(
+                    u64::from_le_bytes(alert.id.0[..8].try_into().expect("8 bytes")),
+                    u64::from_le_bytes(alert.id.0[8..].try_into().expect("8 bytes")),
+                );
+                // Filed under its period's first day, so that every judging finds it.
+                let start = StatementPeriod::parse(&alert.period).map_or(chrono::NaiveDate::MIN, |p| match p {
+                    StatementPeriod::Month(m) | StatementPeriod::Term(m, _) => m,
+                });
+                let at = start.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                let e = Emission {
+                    tenant: &id,
+                    entry: fp,
+                    event: fp,
+                    payload: 0,
+                    prior: &[],
+                    at,
+                    records: std::slice::from_ref(&record),
+                    ledger: &[],
+                    event_expires: self.now().max(at) + chrono::TimeDelta::days(800),
+                };
+                store.emit(&e).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often alerts are judged on the shared aggregates.
+const ALERT_JUDGING: Duration = Duration::from_secs(5);
+
+/// How far ahead of now a settings change must take effect under a shared store: every
+/// replica learns it (they poll every [`TENANT_POLL`]) before it applies to any event.
+pub const TENANT_LEAD: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// How often replicas read the shared tenant definitions.
+const TENANT_POLL: Duration = Duration::from_secs(1);
+
+impl Daybook {
+    /// A tenant operation under the shared store: judged against the definition the store
+    /// holds, written there only if nobody changed it meanwhile (compare-and-set), then
+    /// put in force here. Other replicas learn it within [`TENANT_POLL`], or at once when
+    /// an event names a tenant they do not know.
+    pub async fn tenant_op_shared(&self, op: TenantOp<'_>) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+        let unavailable = |e: StoreError| TenantRefusal::Unavailable(format!("the shared store did not answer: {e}"));
+        let id = op.tenant_id().to_string();
+        for _ in 0..4 {
+            self.refresh_tenant(&id).await.map_err(unavailable)?;
+            let next = {
+                let _all = self.all_stripes();
+                self.next_spec(&op, Some(TENANT_LEAD))?
+            };
+            let new = match next {
+                NextSpec::Unchanged(tenant) => return Ok((tenant, self.journal.appended())),
+                NextSpec::Spec(new) => *new,
+            };
+            super::core::shareable(&new).map_err(TenantRefusal::FailedPrecondition)?;
+            let expected = self.shared().tenants.lock().expect("tenants lock").get(&id).cloned().unwrap_or_default();
+            let bytes = api::tenant_out(&new).encode_to_vec();
+            match self.shared().store.put_tenant(&id, &expected, &bytes).await.map_err(unavailable)? {
+                None => {
+                    self.shared().tenants.lock().expect("tenants lock").insert(id, bytes);
+                    let _all = self.all_stripes();
+                    return self.apply_spec(new);
+                }
+                // Changed by another replica since: learn it and judge again.
+                Some(_) => continue,
+            }
+        }
+        Err(TenantRefusal::Unavailable("the tenant kept changing on other replicas; retry".into()))
+    }
+
+    /// Reads one tenant's definition from the store and puts it in force here if it is
+    /// new. Returns whether the store has the tenant.
+    pub async fn refresh_tenant(&self, id: &str) -> Result<bool, StoreError> {
+        match self.shared().store.tenant(id).await? {
+            Some(bytes) => {
+                self.learn_tenant(id, bytes);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Reads every shared tenant definition and puts the new ones in force here.
+    pub async fn poll_tenants(&self) -> Result<(), StoreError> {
+        for (id, bytes) in self.shared().store.tenants().await? {
+            self.learn_tenant(&id, bytes);
+        }
+        Ok(())
+    }
+
+    fn learn_tenant(&self, id: &str, bytes: Vec<u8>) {
+        let shared = self.shared();
+        if shared.tenants.lock().expect("tenants lock").get(id) == Some(&bytes) {
+            return;
+        }
+        let spec = match pb::Tenant::decode(bytes.as_slice()).ok().and_then(|t| api::tenant_in(&t).ok()) {
+            Some(spec) if spec.id == id => spec,
+            _ => {
+                eprintln!("daybook: the shared store's definition of tenant `{id}` is unreadable; ignored");
+                return;
+            }
+        };
+        if self.is_file_tenant(id) {
+            return;
+        }
+        {
+            let _all = self.all_stripes();
+            if self.engine().tenant(id).is_none_or(|t| t.spec != spec)
+                && let Err(e) = self.apply_spec(spec)
+            {
+                eprintln!("daybook: tenant `{id}` from the shared store not applied: {e:?}");
+                return;
+            }
+        }
+        shared.tenants.lock().expect("tenants lock").insert(id.to_string(), bytes);
+    }
+}
+
 /// Runs the reconciler until shutdown: pending events are sent as soon as the store
 /// answers, and the shipped position is journaled.
 pub async fn reconciler(daybook: Arc<Daybook>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_poll = tokio::time::Instant::now();
+    let mut last_judging = tokio::time::Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -473,12 +625,28 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
         // what it was sending stays pending, visible in /ready and the metrics.
         let round = tokio::spawn({
             let daybook = daybook.clone();
+            let poll = last_poll.elapsed() >= TENANT_POLL;
+            let judge = last_judging.elapsed() >= ALERT_JUDGING;
             async move {
                 daybook.reconcile().await;
                 daybook.ship_users().await;
                 daybook.note_shipped();
+                // A store that does not answer shows as degraded mode; both are tried
+                // again on a later round.
+                if poll {
+                    let _ = daybook.poll_tenants().await;
+                }
+                if judge {
+                    let _ = daybook.emit_shared_alerts().await;
+                }
             }
         });
+        if last_poll.elapsed() >= TENANT_POLL {
+            last_poll = tokio::time::Instant::now();
+        }
+        if last_judging.elapsed() >= ALERT_JUDGING {
+            last_judging = tokio::time::Instant::now();
+        }
         if let Err(e) = round.await {
             eprintln!("daybook: a reconciliation round failed: {e}");
         }

@@ -147,12 +147,29 @@ end
 return 1
 "#;
 
+/// Replaces a tenant definition if the store holds the expected one (compare-and-set).
+/// KEYS: the tenants hash. ARGV: tenant id, expected definition ('' = none), new one.
+const PUT_TENANT: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then current = '' end
+if current ~= ARGV[2] then return {'held', current} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {'ok'}
+"#;
+
+/// Tenants defined through the API, shared by every replica (one hash, one slot: a few
+/// hundred definitions at most).
+fn tenants_key() -> String {
+    format!("{}:tenants", super::keys::PREFIX)
+}
+
 /// The shared store.
 pub struct RedisStore {
     config: RedisConfig,
     connection: Connection,
     claim: redis::Script,
     emit: redis::Script,
+    put_tenant: redis::Script,
     /// Unix ms until which calls fail at once; 0 when closed.
     open_until: AtomicU64,
     /// Set while the one call after a cool-down is in flight.
@@ -198,6 +215,7 @@ impl RedisStore {
             connection,
             claim: redis::Script::new(CLAIM),
             emit: redis::Script::new(EMIT),
+            put_tenant: redis::Script::new(PUT_TENANT),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
         }))
@@ -405,6 +423,34 @@ impl RedisStore {
         let stored: Vec<u8> = self.query(get).await?;
         <[u8; 16]>::try_from(stored.as_slice())
             .map_err(|_| StoreError::Unexpected(format!("{key} holds {} bytes, not 16", stored.len())))
+    }
+
+    /// Replaces a tenant's definition (`daybook.v1.Tenant`) only if the store holds
+    /// `expected` (empty: no tenant of that id). Returns `None` when replaced, or the
+    /// definition the store holds instead (empty: none).
+    pub async fn put_tenant(&self, id: &str, expected: &[u8], new: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut invocation = self.put_tenant.prepare_invoke();
+        invocation.key(tenants_key()).arg(id).arg(expected).arg(new);
+        let answer: Vec<Vec<u8>> = self.invoke(invocation).await?;
+        match answer.first().map(Vec::as_slice) {
+            Some(b"ok") => Ok(None),
+            Some(b"held") => Ok(Some(answer.get(1).cloned().unwrap_or_default())),
+            _ => Err(StoreError::Unexpected(format!("put_tenant answered {answer:?}"))),
+        }
+    }
+
+    /// One tenant's definition, if the store has it.
+    pub async fn tenant(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(tenants_key()).arg(id);
+        self.query(cmd).await
+    }
+
+    /// Every tenant definition the store has.
+    pub async fn tenants(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(tenants_key());
+        self.query(cmd).await
     }
 
     /// Round trip, for readiness.

@@ -19,6 +19,7 @@ id = "acme"
 time_zone = "Europe/Berlin"
 meter = "dar"
 settings = { generative_ai = true, lateness_horizon = "P36500D" }
+plan = { kind = "starter", included = 1500, alerts = ["0.5", "1.0"] }
 changes = [ { at = "2026-11-10T00:00:00Z", set = { intent_listening = true } } ]
 
 [[tenant]]
@@ -127,10 +128,12 @@ async fn assert_matches(offline: &Engine, servers: &[Server], redis: &RedisNode,
     for tenant in TENANT_IDS {
         let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap());
         let statements: Vec<pb::Statement> =
-            offline.statements(tenant).unwrap().iter().map(api::statement_out).collect();
+            offline.statements(tenant).unwrap().iter().map(api::statement_out).map(judged_alerts).collect();
         for s in servers {
             assert_eq!(usage_of_tenant(&s.addr, tenant).await, expected, "{label}, {tenant}, {}", s.addr);
-            assert_eq!(statements_of(&s.addr, tenant).await, statements, "{label}, {tenant}");
+            let theirs: Vec<pb::Statement> =
+                statements_of(&s.addr, tenant).await.into_iter().map(judged_alerts).collect();
+            assert_eq!(theirs, statements, "{label}, {tenant}");
         }
         let records = stream_records(redis, tenant);
         let mut ids = HashSet::new();
@@ -145,6 +148,32 @@ async fn assert_matches(offline: &Engine, servers: &[Server], redis: &RedisNode,
                 m
             });
         assert_eq!(interactions.len() as u64, expected.interactions, "{label}, {tenant}");
+    }
+}
+
+/// A statement with its alerts as Redis mode judges them: on the shared aggregates, so
+/// naming no event and no usage at the moment of crossing (ARCHITECTURE.md, "Redis").
+fn judged_alerts(mut s: pb::Statement) -> pb::Statement {
+    for a in &mut s.alerts {
+        a.event_id.clear();
+        a.usage.clear();
+    }
+    s
+}
+
+/// Waits for the alert records Redis mode judges every few seconds; returns their ids.
+async fn alert_records(redis: &RedisNode, tenant: &str, expected: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ids: Vec<String> = stream_records(redis, tenant)
+            .into_iter()
+            .filter(|(_, r)| matches!(r.body, Some(pb::record::Body::Alert(_))))
+            .map(|(id, _)| id)
+            .collect();
+        if ids.len() >= expected || std::time::Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -294,9 +323,82 @@ async fn three_replicas_on_one_redis_count_exactly_like_one_engine() {
 
         assert_matches(&offline, &servers, &redis, &format!("seed {seed}")).await;
     }
+    // PL-3: each threshold the shared usage reached is one record in Redis, once, whichever
+    // replicas judged it.
+    let mut raised: Vec<String> =
+        offline.statements("acme").unwrap().iter().flat_map(|s| s.alerts.clone()).map(|a| a.id.to_string()).collect();
+    assert_eq!(raised.len(), 2, "both thresholds of acme's plan are reached");
+    let mut emitted = alert_records(&redis, "acme", raised.len()).await;
+    emitted.sort();
+    raised.sort();
+    assert_eq!(emitted, raised);
     assert!(offline.usage("acme", None, None).unwrap().interactions > 1000);
     for s in &mut servers {
         s.child.kill().unwrap();
         s.child.wait().unwrap();
+    }
+}
+
+/// Tenants created and changed through the API of one replica are every replica's: an
+/// event for a tenant created a moment ago on another replica is rated, not refused; a
+/// change must take effect far enough ahead for every replica to have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_defined_through_one_replica_are_every_replicas() {
+    use pb::tenant_service_client::TenantServiceClient;
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, "").unwrap();
+    let url = redis.url();
+    let servers: Vec<Server> =
+        (0..2).map(|i| start_with(&dir.path().join(format!("replica-{i}")), &config, &["--redis", &url])).collect();
+    let channel = |s: &Server| {
+        let addr = s.addr.clone();
+        async move { daybook::client::connect(&addr).await.unwrap() }
+    };
+    let (a, b) = (channel(&servers[0]).await, channel(&servers[1]).await);
+    super::server::create(&a, super::server::tenant("globex", "Europe/Paris", pb::Meter::Dar)).await;
+    let again = TenantServiceClient::new(b.clone())
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: Some(super::server::tenant("globex", "Asia/Tokyo", pb::Meter::Dar)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+
+    let message = super::server::message("globex", "m-1", "2026-11-20T10:00:00Z", "c-1", pb::SenderRole::Consumer);
+    let outcome = pb::ingest_service_client::IngestServiceClient::new(b.clone())
+        .ingest_message(message)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome.outcome.unwrap().disposition, pb::Disposition::NewInteraction as i32);
+
+    let change = |id: &str, seconds: i64| pb::ChangeSettingsRequest {
+        tenant_id: "globex".into(),
+        change: Some(pb::SettingsChange {
+            change_id: id.into(),
+            effective_from: (chrono::Utc::now() + chrono::TimeDelta::seconds(seconds)).to_rfc3339(),
+            settings: Some(pb::Settings { generative_ai: Some(true), ..Default::default() }),
+        }),
+    };
+    let soon = TenantServiceClient::new(b.clone()).change_settings(change("soon", 1)).await.unwrap_err();
+    assert_eq!(soon.code(), tonic::Code::FailedPrecondition, "{soon:?}");
+    TenantServiceClient::new(b.clone()).change_settings(change("later", 30)).await.unwrap();
+    // Replica A learns it within a poll.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let t = TenantServiceClient::new(a.clone())
+            .get_tenant(pb::GetTenantRequest { tenant_id: "globex".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap();
+        if t.changes.iter().any(|c| c.change_id == "later") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica A never learned the change");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -15,6 +15,7 @@ use daybook::api::pb::usage_service_client::UsageServiceClient;
 use daybook::rating::time::{Instant, parse_instant};
 use daybook::server::config::Config;
 use daybook::server::{Listeners, bind_uds};
+use daybook::store::redis::RedisConfig;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -632,9 +633,25 @@ async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visible_scenarios_pass_through_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    // The runner widens each tenant's horizon and skew; the server's clock is real here.
+    // The runner widens each tenant's horizon and skew.
     let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", Config::default()).await;
-    let addr = server.tcp.to_string();
+    scenarios_pass_through(server.tcp.to_string()).await;
+    server.stop().await;
+}
+
+/// The behaviour suite in Redis mode: the same scenarios through a server whose state is
+/// shared through a real Redis (tenants created through the API included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_scenarios_pass_through_a_redis_mode_server() {
+    let redis = super::redis_store::RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { redis: Some(RedisConfig::new(&redis.url())), ..Config::default() };
+    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
+    scenarios_pass_through(server.tcp.to_string()).await;
+    server.stop().await;
+}
+
+async fn scenarios_pass_through(addr: String) {
     let report = tokio::task::spawn_blocking(move || {
         let files = daybook::scenario::scenario_files(&[super::scenarios::scenarios_dir()]).unwrap();
         let mut out = Vec::new();
@@ -657,7 +674,6 @@ async fn visible_scenarios_pass_through_the_server() {
     assert_eq!(failed, 0, "{text}");
     assert!(passed >= 25, "{text}");
     assert!(text.contains("SKIP DB-37"), "scenarios with `now` are skipped: {text}");
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
