@@ -11,7 +11,7 @@ use daybook::rating::{Engine, EngineConfig, RawEvent};
 use prost::Message;
 
 use super::crash::{Rng, Server, events_for, start_with, usage_of_tenant};
-use super::redis_store::RedisNode;
+use super::redis_store::{RedisCluster, RedisNode};
 
 pub const TENANTS: &str = r#"
 [[tenant]]
@@ -80,15 +80,42 @@ pub async fn statements_of(addr: &str, tenant: &str) -> Vec<pb::Statement> {
         .statements
 }
 
+/// A Redis the replicas share: one node or a cluster.
+pub trait Backing {
+    /// What `daybook serve --redis` is given.
+    fn daybook_url(&self) -> String;
+    fn connection(&self) -> Box<dyn redis::ConnectionLike>;
+}
+
+impl Backing for RedisNode {
+    fn daybook_url(&self) -> String {
+        self.url()
+    }
+
+    fn connection(&self) -> Box<dyn redis::ConnectionLike> {
+        Box::new(redis::Client::open(self.url()).unwrap().get_connection().unwrap())
+    }
+}
+
+impl Backing for RedisCluster {
+    fn daybook_url(&self) -> String {
+        let seeds: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    fn connection(&self) -> Box<dyn redis::ConnectionLike> {
+        Box::new(redis::cluster::ClusterClient::new(self.urls()).unwrap().get_connection().unwrap())
+    }
+}
+
 /// Every record in the tenant's Redis streams: (record id, record).
-pub fn stream_records(redis: &RedisNode, tenant: &str) -> Vec<(String, pb::Record)> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_connection().unwrap();
+pub fn stream_records(redis: &impl Backing, tenant: &str) -> Vec<(String, pb::Record)> {
+    let mut con = redis.connection();
     let mut out = Vec::new();
     for shard in 0..daybook::store::keys::SHARDS {
         let key = daybook::store::keys::ShardKeys::new(tenant, shard).records();
         let entries: Vec<(String, Vec<Vec<u8>>)> =
-            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(&mut con).unwrap();
+            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(&mut *con).unwrap();
         for (_, fields) in entries {
             let field = |name: &[u8]| fields.iter().position(|f| f == name).map(|i| fields[i + 1].clone()).unwrap();
             let id = String::from_utf8(field(b"id")).unwrap();
@@ -124,7 +151,7 @@ pub async fn settle(servers: &[Server]) {
 
 /// Every replica answers the offline engine's usage and statements, and Redis's streams
 /// hold each record once and each of its interactions exactly once.
-async fn assert_matches(offline: &Engine, servers: &[Server], redis: &RedisNode, label: &str) {
+async fn assert_matches(offline: &Engine, servers: &[Server], redis: &impl Backing, label: &str) {
     for tenant in TENANT_IDS {
         let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap());
         let statements: Vec<pb::Statement> =
@@ -162,7 +189,7 @@ fn judged_alerts(mut s: pb::Statement) -> pb::Statement {
 }
 
 /// Waits for the alert records Redis mode judges every few seconds; returns their ids.
-async fn alert_records(redis: &RedisNode, tenant: &str, expected: usize) -> Vec<String> {
+async fn alert_records(redis: &impl Backing, tenant: &str, expected: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let ids: Vec<String> = stream_records(redis, tenant)
@@ -291,11 +318,21 @@ async fn redis_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_one_redis_count_exactly_like_one_engine() {
-    let redis = RedisNode::start();
+    three_replicas_count_like_one_engine(&RedisNode::start(), &[11, 12, 13]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_three_master_cluster_count_exactly_like_one_engine() {
+    three_replicas_count_like_one_engine(&RedisCluster::start(), &[31, 32]).await;
+}
+
+/// For several seeds, a generated stream split at random over three replicas (and a share
+/// sent again elsewhere) gives the single engine's usage, statements and records.
+async fn three_replicas_count_like_one_engine(redis: &impl Backing, seeds: &[u64]) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("daybook.toml");
     std::fs::write(&config, TENANTS).unwrap();
-    let url = redis.url();
+    let url = redis.daybook_url();
     let mut servers: Vec<Server> = (0..3)
         .map(|i| {
             let args = ["--redis", &url, "--admin", "127.0.0.1:0"];
@@ -304,7 +341,7 @@ async fn three_replicas_on_one_redis_count_exactly_like_one_engine() {
         .collect();
     let offline = offline_engine();
 
-    for seed in [11u64, 12, 13] {
+    for &seed in seeds {
         let events = stream(seed, 4000);
         let mut rng = Rng(seed.wrapping_mul(31) | 1);
         let mut split: Vec<Vec<pb::Event>> = vec![Vec::new(); 3];
@@ -321,14 +358,14 @@ async fn three_replicas_on_one_redis_count_exactly_like_one_engine() {
         futures_util::future::join_all(sends).await;
         settle(&servers).await;
 
-        assert_matches(&offline, &servers, &redis, &format!("seed {seed}")).await;
+        assert_matches(&offline, &servers, redis, &format!("seed {seed}")).await;
     }
     // PL-3: each threshold the shared usage reached is one record in Redis, once, whichever
     // replicas judged it.
     let mut raised: Vec<String> =
         offline.statements("acme").unwrap().iter().flat_map(|s| s.alerts.clone()).map(|a| a.id.to_string()).collect();
     assert_eq!(raised.len(), 2, "both thresholds of acme's plan are reached");
-    let mut emitted = alert_records(&redis, "acme", raised.len()).await;
+    let mut emitted = alert_records(redis, "acme", raised.len()).await;
     emitted.sort();
     raised.sort();
     assert_eq!(emitted, raised);
