@@ -373,6 +373,28 @@ impl Engine {
         out
     }
 
+    /// Folds a shared entry read from the store into the near cache (a warm start): its
+    /// value joins what this replica holds.
+    pub fn warm(&self, tenant_id: &str, place: Place, entry: Fp, value: &Shared) {
+        let Some(tenant) = self.tenant(tenant_id) else { return };
+        match (place, value) {
+            (Place::Interaction { .. }, Shared::Interaction(Some(e))) => {
+                let e = InteractionEntry { tenant: tenant.index, ..*e };
+                self.interactions.entry(entry).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+            }
+            (Place::Functions { month_start }, Shared::Functions(total)) => {
+                let mut mine = self.functions.entry(entry).or_insert_with(|| FunctionsEntry {
+                    tenant: tenant.index,
+                    month_start: time::date_to_days(month_start),
+                    counts: HashMap::new(),
+                    shared_total: 0,
+                });
+                mine.shared_total = mine.shared_total.max(*total);
+            }
+            _ => {}
+        }
+    }
+
     /// Folds a claim the store applied into this replica's state: its entry's new value,
     /// and what its event met (replacing what the event was answered against when it was
     /// decided without the store, in degraded mode).

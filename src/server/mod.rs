@@ -109,6 +109,12 @@ pub async fn run(
     {
         eprintln!("daybook: tenants of the shared store not read at start ({e}); read on the next round");
     }
+    if daybook.is_shared() {
+        match daybook.warm_from_store().await {
+            Ok(n) => eprintln!("daybook: loaded {n} shared entries of the current periods from redis"),
+            Err(e) => eprintln!("daybook: near cache not warmed ({e}); it fills as events arrive"),
+        }
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let service_names = [

@@ -30,7 +30,7 @@ use crate::rating::engine::Rated;
 use crate::rating::ids::Fp;
 use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
 use crate::rating::outcome::{Code, Outcome, Record, RecordBody, Refusal};
-use crate::rating::shared::{Claim, Shared};
+use crate::rating::shared::{Claim, Place, Shared};
 use crate::rating::time::Instant;
 use crate::store::redis::{ClaimAnswer, Emission, RedisStore, StoreError};
 
@@ -514,6 +514,39 @@ impl Daybook {
             }
         }
         Ok(())
+    }
+}
+
+impl Daybook {
+    /// Warms the near cache from the store: every tenant's interactions of the current
+    /// and the previous period, and its Functions month. A replica that starts (or
+    /// restarts) then answers the relationships other replicas saw today without a round
+    /// trip each, and keeps answering them from memory if Redis goes away. Returns how
+    /// many entries it loaded.
+    pub async fn warm_from_store(&self) -> Result<usize, StoreError> {
+        let store = &self.shared().store;
+        let now = self.now();
+        let mut loaded = 0;
+        for id in self.engine().tenant_ids() {
+            let Some(tenant) = self.engine().tenant(&id) else { continue };
+            let mut places = vec![Place::Interaction { period_start: tenant.period(now).start_date }];
+            let previous = tenant.period(tenant.period(now).start() - chrono::TimeDelta::seconds(1)).start_date;
+            places.push(Place::Interaction { period_start: previous });
+            let month = tenant.period_in(crate::rating::meter::Window::LocalMonth, now).start_date;
+            places.push(Place::Functions { month_start: month });
+            for place in places {
+                for shard in 0..crate::store::keys::SHARDS {
+                    let keys = crate::store::keys::ShardKeys::new(&id, shard);
+                    for (fp, bytes) in store.entries(&keys, place).await? {
+                        if let Some(value) = Shared::decode(place, &bytes, tenant.index, "") {
+                            self.engine().warm(&id, place, fp, &value);
+                            loaded += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(loaded)
     }
 }
 

@@ -106,6 +106,14 @@ pub fn field(fp: Fp) -> [u8; 16] {
     out
 }
 
+/// The inverse of [`field`].
+pub fn fp_of_field(bytes: [u8; 16]) -> Fp {
+    Fp(
+        u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
+    )
+}
+
 fn days(date: NaiveDate) -> i32 {
     crate::rating::time::date_to_days(date)
 }

@@ -18,7 +18,7 @@ use crate::api;
 use crate::rating::ids::Fp;
 use crate::rating::ledger::{Ledger, Totals};
 use crate::rating::outcome::Record;
-use crate::rating::shared::{self, Claim};
+use crate::rating::shared::{self, Claim, Place};
 use crate::rating::time::{self, Instant};
 
 /// How to reach Redis.
@@ -451,6 +451,27 @@ impl RedisStore {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(tenants_key());
         self.query(cmd).await
+    }
+
+    /// Every entry of one shared map of one shard: (fingerprint, value), read in pages.
+    pub async fn entries(&self, keys: &ShardKeys, place: Place) -> Result<Vec<(Fp, Vec<u8>)>, StoreError> {
+        let key = keys.state(place);
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut cmd = redis::cmd("HSCAN");
+            cmd.arg(&key).arg(cursor).arg("COUNT").arg(10_000);
+            let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self.query(cmd).await?;
+            for (field, value) in page {
+                if let Ok(bytes) = <[u8; 16]>::try_from(field.as_slice()) {
+                    out.push((super::keys::fp_of_field(bytes), value));
+                }
+            }
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
     }
 
     /// Round trip, for readiness.

@@ -439,3 +439,44 @@ async fn tenants_defined_through_one_replica_are_every_replicas() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Warm restart: a replica that starts loads the current periods from Redis, so that it
+/// knows the relationships other replicas counted today, even with Redis frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_replica_loads_the_current_periods_from_redis() {
+    use pb::ingest_service_client::IngestServiceClient;
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, TENANTS).unwrap();
+    let url = redis.url();
+    let at = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
+    let message = |id: String, consumer: usize| {
+        super::server::message("acme", &id, &at, &format!("c-{consumer}"), pb::SenderRole::Consumer)
+    };
+    let a = start_with(&dir.path().join("a"), &config, &["--redis", &url]);
+    let mut client = IngestServiceClient::new(daybook::client::connect(&a.addr).await.unwrap());
+    for consumer in 0..100 {
+        client.ingest_message(message(format!("first-{consumer}"), consumer)).await.unwrap();
+    }
+    let b = start_with(&dir.path().join("b"), &config, &["--redis", &url]);
+    // It announces its address before it connects to Redis: wait for the warm-up.
+    let mut loaded = None;
+    for _ in 0..200 {
+        loaded = b.log.lock().unwrap().iter().find(|l| l.contains("shared entries of the current periods")).cloned();
+        if loaded.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(loaded.as_deref().is_some_and(|l| l.contains("loaded 100 ")), "{loaded:?}");
+
+    redis.pause();
+    let mut client = IngestServiceClient::new(daybook::client::connect(&b.addr).await.unwrap());
+    for consumer in 0..100 {
+        let outcome = client.ingest_message(message(format!("again-{consumer}"), consumer)).await.unwrap();
+        let disposition = outcome.into_inner().outcome.unwrap().disposition;
+        assert_eq!(disposition, pb::Disposition::AlreadyCounted as i32, "c-{consumer}, from the warmed near cache");
+    }
+    redis.resume();
+}
