@@ -163,6 +163,9 @@ fn tenants_key() -> String {
     format!("{}:tenants", super::keys::PREFIX)
 }
 
+/// A hash field and its value, as HSCAN pages them.
+type FieldValue = (Vec<u8>, Vec<u8>);
+
 /// The shared store.
 pub struct RedisStore {
     config: RedisConfig,
@@ -461,7 +464,7 @@ impl RedisStore {
         loop {
             let mut cmd = redis::cmd("HSCAN");
             cmd.arg(&key).arg(cursor).arg("COUNT").arg(10_000);
-            let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self.query(cmd).await?;
+            let (next, page): (u64, Vec<FieldValue>) = self.query(cmd).await?;
             for (field, value) in page {
                 if let Ok(bytes) = <[u8; 16]>::try_from(field.as_slice()) {
                     out.push((super::keys::fp_of_field(bytes), value));
