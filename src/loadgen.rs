@@ -23,12 +23,18 @@ pub struct Options {
     pub target: String,
     /// The empty handler to compare with, if any.
     pub floor: Option<String>,
+    /// The naive Redis design to compare with (one `SET NX` round trip per message), if
+    /// any: the target is then a daybook in Redis mode on the same Redis.
+    pub naive: Option<String>,
     /// Unary runs, by number of calls in flight.
     pub concurrency: Vec<usize>,
     /// Streamed runs: this many streams, each sending batches of `batch` events.
     pub streams: usize,
     pub batch: usize,
     pub duration: Duration,
+    /// Traffic sent before each run is measured: the near cache reaches the steady
+    /// state of a day, where most messages repeat a relationship already counted.
+    pub warmup: Duration,
     /// Size of the consumer population (Zipf, exponent 1).
     pub consumers: usize,
 }
@@ -174,13 +180,14 @@ pub async fn unary(
     target: &str,
     tenant: &str,
     concurrency: usize,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
     let channel = crate::client::connect(target).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
-    let deadline = Instant::now() + duration;
+    let measured_from = Instant::now() + warmup;
+    let deadline = measured_from + duration;
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let mut client = IngestServiceClient::new(channel.clone());
@@ -192,7 +199,9 @@ pub async fn unary(
                 let request = traffic.message(&zipf);
                 let started = Instant::now();
                 client.ingest_message(request).await?;
-                latencies.push(started.elapsed());
+                if started >= measured_from {
+                    latencies.push(started.elapsed());
+                }
             }
             Ok::<_, Status>(latencies)
         }));
@@ -204,15 +213,15 @@ pub async fn unary(
 pub async fn streamed(
     target: &str,
     tenant: &str,
-    streams: usize,
-    batch: usize,
-    duration: Duration,
+    (streams, batch): (usize, usize),
+    (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
     let channel = crate::client::connect(target).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
-    let deadline = Instant::now() + duration;
+    let measured_from = Instant::now() + warmup;
+    let deadline = measured_from + duration;
     let mut workers = Vec::new();
     for worker in 0..streams {
         let mut client = IngestServiceClient::new(channel.clone());
@@ -230,7 +239,8 @@ pub async fn streamed(
                     break;
                 }
                 match responses.next().await {
-                    Some(Ok(_)) => latencies.push(started.elapsed()),
+                    Some(Ok(_)) if started >= measured_from => latencies.push(started.elapsed()),
+                    Some(Ok(_)) => {}
                     Some(Err(s)) => return Err(s),
                     None => break,
                 }
@@ -276,7 +286,7 @@ pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Re
     let tenant = format!("bench-{}", std::process::id());
     create_tenant(&options.target, &tenant).await?;
     let mut rows = Vec::new();
-    let d = options.duration;
+    let d = (options.warmup, options.duration);
     let mut report = |daybook: Row, floor: Option<Row>, out: &mut dyn std::io::Write| -> std::io::Result<()> {
         writeln!(out, "daybook {}", daybook.line())?;
         if let Some(f) = &floor {
@@ -297,12 +307,22 @@ pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Re
             Some(f) => Some(unary(f, &tenant, c, d, options.consumers).await?),
             None => None,
         };
+        if let Some(naive) = &options.naive {
+            let naive = unary(naive, &tenant, c, d, options.consumers).await?;
+            writeln!(out, "naive   {}", naive.line())?;
+            writeln!(
+                out,
+                "        Redis mode is {:.2}x the naive design's calls/s (one SET NX round trip per message)",
+                daybook.calls_per_s / naive.calls_per_s
+            )?;
+        }
         report(daybook, floor, out)?;
     }
     if options.streams > 0 {
-        let daybook = streamed(&options.target, &tenant, options.streams, options.batch, d, options.consumers).await?;
+        let shape = (options.streams, options.batch);
+        let daybook = streamed(&options.target, &tenant, shape, d, options.consumers).await?;
         let floor = match &options.floor {
-            Some(f) => Some(streamed(f, &tenant, options.streams, options.batch, d, options.consumers).await?),
+            Some(f) => Some(streamed(f, &tenant, shape, d, options.consumers).await?),
             None => None,
         };
         report(daybook, floor, out)?;
@@ -359,6 +379,141 @@ impl pb::ingest_service_server::IngestService for EmptyIngest {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// The naive design issue 4's benchmark compares Redis mode with: every message is one
+/// `SET NX` round trip to Redis on its (tenant, consumer, UTC day), and the answer is
+/// whether it set it. No near cache, no idempotency, no records: a floor for "Redis on
+/// every message", not a meter.
+#[derive(Clone)]
+pub struct NaiveIngest {
+    redis: redis::aio::ConnectionManager,
+}
+
+impl NaiveIngest {
+    pub async fn connect(url: &str) -> anyhow::Result<NaiveIngest> {
+        let client = redis::Client::open(url)?;
+        Ok(NaiveIngest { redis: redis::aio::ConnectionManager::new(client).await? })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for NaiveIngest {
+    async fn ingest_message(
+        &self,
+        request: Request<pb::IngestMessageRequest>,
+    ) -> Result<Response<pb::IngestMessageResponse>, Status> {
+        let r = request.into_inner();
+        let consumer = r.message.map(|m| m.consumer_id).unwrap_or_default();
+        let day = r.event_time.get(..10).unwrap_or_default();
+        let key = format!("naive:{}:{consumer}:{day}", r.tenant_id);
+        let mut redis = self.redis.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(172_800)
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let disposition = if set.is_some() { pb::Disposition::NewInteraction } else { pb::Disposition::AlreadyCounted };
+        Ok(Response::new(pb::IngestMessageResponse {
+            outcome: Some(pb::EventOutcome { disposition: disposition as i32, ..Default::default() }),
+        }))
+    }
+
+    async fn ingest_conversation_opened(
+        &self,
+        _: Request<pb::IngestConversationOpenedRequest>,
+    ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
+        Err(Status::unimplemented("the naive design meters messages only"))
+    }
+
+    async fn ingest_cobrowse(
+        &self,
+        _: Request<pb::IngestCobrowseRequest>,
+    ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
+        Err(Status::unimplemented("the naive design meters messages only"))
+    }
+
+    async fn ingest_function_invocations(
+        &self,
+        _: Request<pb::IngestFunctionInvocationsRequest>,
+    ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
+        Err(Status::unimplemented("the naive design meters messages only"))
+    }
+
+    type IngestBatchStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
+
+    async fn ingest_batch(
+        &self,
+        _: Request<tonic::Streaming<pb::IngestBatchRequest>>,
+    ) -> Result<Response<Self::IngestBatchStream>, Status> {
+        Err(Status::unimplemented("the naive design meters unary messages only"))
+    }
+}
+
+/// Serves the naive design on `listener` until the process ends.
+pub async fn serve_naive(listener: tokio::net::TcpListener, redis_url: &str) -> anyhow::Result<()> {
+    let naive = NaiveIngest::connect(redis_url).await?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    tonic::transport::Server::builder()
+        .add_service(pb::ingest_service_server::IngestServiceServer::new(naive))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
+
+/// A TCP proxy that delays every chunk by `one_way` in each direction without
+/// serializing them (each is delivered at its own arrival time plus the delay, so
+/// pipelined traffic keeps its throughput): Redis as if it were across a network, for
+/// `daybook bench --redis-rtt`. Runs until the process ends; returns its address.
+pub async fn delaying_proxy(upstream: std::net::SocketAddr, one_way: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(delay_copy(client_read, server_write, one_way));
+            tokio::spawn(delay_copy(server_read, client_write, one_way));
+        }
+    });
+    Ok(addr)
+}
+
+async fn delay_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// Serves the floor on `listener` until the process ends.

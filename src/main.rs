@@ -87,6 +87,9 @@ enum Command {
         /// Seconds per run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Seconds of unmeasured traffic before each run (the near cache's steady state).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
         /// Consumer population (Zipf).
         #[arg(long, default_value_t = 100_000)]
         consumers: usize,
@@ -96,6 +99,15 @@ enum Command {
         /// Durability of the daybook started by the bench.
         #[arg(long, default_value = "write")]
         durability: String,
+        /// Run the daybook it starts in Redis mode on this Redis (redis://HOST:PORT), or
+        /// `auto` to start a `redis-server` of its own, and compare with the naive design
+        /// (one SET NX round trip per message) on the same Redis.
+        #[arg(long)]
+        redis: Option<String>,
+        /// With --redis: reach it through a proxy that adds this round-trip time (ms), as
+        /// a Redis across a network would.
+        #[arg(long, default_value_t = 0.0)]
+        redis_rtt_ms: f64,
     },
     /// Measure state in process: resident bytes per hot relationship-day (P4), each size in
     /// a process of its own, and the time to recover a journal (P6).
@@ -118,6 +130,14 @@ enum Command {
     BenchFloor {
         #[arg(long)]
         listen: String,
+    },
+    /// The naive Redis design `daybook bench --redis` compares with (internal).
+    #[command(hide = true)]
+    BenchNaive {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        redis: String,
     },
     /// Check or repair the journal in a data directory (the server must be stopped).
     Journal {
@@ -191,20 +211,49 @@ fn main() -> ExitCode {
         }
         Command::Scenarios { paths, server } => run_scenarios(paths, server),
         Command::Journal { action } => journal(action),
-        Command::Bench { server, concurrency, streams, batch, seconds, consumers, no_floor, durability } => {
+        Command::Bench {
+            server,
+            concurrency,
+            streams,
+            batch,
+            seconds,
+            warmup,
+            consumers,
+            no_floor,
+            durability,
+            redis,
+            redis_rtt_ms,
+        } => {
             let options = daybook::loadgen::Options {
                 target: server.unwrap_or_default(),
                 floor: None,
+                naive: None,
                 concurrency,
                 streams,
                 batch,
                 duration: std::time::Duration::from_secs(seconds),
+                warmup: std::time::Duration::from_secs(warmup),
                 consumers,
             };
-            bench(options, !no_floor, &durability)
+            let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
+            bench(options, !no_floor, &durability, redis, rtt)
         }
         Command::BenchState { memory, recovery, data_dir, memory_run } => {
             bench_state(memory, recovery, data_dir, memory_run)
+        }
+        Command::BenchNaive { listen, redis } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                eprintln!("daybook: naive listening on {}", listener.local_addr()?);
+                daybook::loadgen::serve_naive(listener, &redis).await
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("daybook bench-naive: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::BenchFloor { listen } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -426,13 +475,88 @@ fn spawn_announcing(args: &[&str], prefix: &str) -> std::io::Result<Child> {
     Ok(Child { process, addr })
 }
 
-fn bench(mut options: daybook::loadgen::Options, with_floor: bool, durability: &str) -> ExitCode {
+/// A `redis-server` the bench starts for itself: on a free loopback port, persisting as
+/// daybook's documentation asks of a production Redis (append-only file, fsync every
+/// second), removed afterwards.
+struct BenchRedis {
+    process: std::process::Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl BenchRedis {
+    fn start() -> anyhow::Result<BenchRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("daybook-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("redis-server (install it, e.g. apt-get install redis-server): {e}"))?;
+        let url = format!("redis://127.0.0.1:{port}/");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(BenchRedis { process, dir, url })
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bench(
+    mut options: daybook::loadgen::Options,
+    with_floor: bool,
+    durability: &str,
+    redis: Option<String>,
+    redis_rtt: std::time::Duration,
+) -> ExitCode {
     let data = std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id()));
     let mut children = Vec::new();
+    let mut own_redis = None;
     let result = (|| -> anyhow::Result<()> {
+        let redis_url = match redis.as_deref() {
+            Some("auto") => {
+                let started = BenchRedis::start()?;
+                let url = started.url.clone();
+                own_redis = Some(started);
+                Some(url)
+            }
+            other => other.map(str::to_string),
+        };
+        // The proxy runs on a runtime of its own for the whole bench.
+        let proxy_runtime = tokio::runtime::Runtime::new()?;
+        let redis_url = match redis_url {
+            Some(url) if !redis_rtt.is_zero() => {
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+                let upstream = match info.addr() {
+                    redis::ConnectionAddr::Tcp(host, port) => {
+                        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
+                            .next()
+                            .ok_or_else(|| anyhow::anyhow!("{url}: no address"))?
+                    }
+                    _ => anyhow::bail!("--redis-rtt-ms needs a TCP redis:// URL"),
+                };
+                let proxy = proxy_runtime.block_on(daybook::loadgen::delaying_proxy(upstream, redis_rtt / 2))?;
+                println!("daybook bench: Redis reached through a proxy adding {redis_rtt:?} per round trip");
+                Some(format!("redis://{proxy}/"))
+            }
+            other => other,
+        };
         if options.target.is_empty() {
             let data_dir = data.to_string_lossy().to_string();
-            let args = [
+            let mut args = vec![
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -443,9 +567,20 @@ fn bench(mut options: daybook::loadgen::Options, with_floor: bool, durability: &
                 "--durability",
                 durability,
             ];
+            if let Some(url) = &redis_url {
+                args.extend(["--redis", url]);
+            }
             let server = spawn_announcing(&args, "daybook: gRPC listening on ")?;
             options.target = server.addr.clone();
             children.push(server);
+        }
+        if let Some(url) = &redis_url {
+            let naive = spawn_announcing(
+                &["bench-naive", "--listen", "127.0.0.1:0", "--redis", url],
+                "daybook: naive listening on ",
+            )?;
+            options.naive = Some(naive.addr.clone());
+            children.push(naive);
         }
         if with_floor {
             let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "daybook: floor listening on ")?;
@@ -453,17 +588,20 @@ fn bench(mut options: daybook::loadgen::Options, with_floor: bool, durability: &
             children.push(floor);
         }
         println!(
-            "daybook bench: {} cores, {} s per run, {} consumers (Zipf), target {}",
+            "daybook bench: {} cores, {} s per run, {} consumers (Zipf), target {}{}",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             options.duration.as_secs(),
             options.consumers,
-            options.target
+            options.target,
+            if redis_url.is_some() { " in Redis mode" } else { "" }
         );
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(daybook::loadgen::run(&options, &mut std::io::stdout()))?;
+        drop(proxy_runtime);
         Ok(())
     })();
     drop(children);
+    drop(own_redis);
     let _ = std::fs::remove_dir_all(&data);
     match result {
         Ok(()) => ExitCode::SUCCESS,

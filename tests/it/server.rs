@@ -1068,6 +1068,22 @@ async fn concurrent_callers_then_a_replay_give_the_same_answers_statements_and_a
 }
 
 #[test]
+fn bench_compares_redis_mode_with_the_naive_design() {
+    // `--redis auto` starts a redis-server, daybook in Redis mode and the naive design on
+    // it, behind a proxy that adds a round trip.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["bench", "--redis", "auto", "--redis-rtt-ms", "1", "--seconds", "1", "--warmup", "1"])
+        .args(["--concurrency", "2", "--streams", "0", "--consumers", "50", "--no-floor"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["in Redis mode", "naive   unary c=2", "daybook unary c=2", "the naive design's calls/s", "proxy"] {
+        assert!(text.contains(expected), "`{expected}` in:\n{text}");
+    }
+}
+
+#[test]
 fn bench_drives_a_server_and_the_empty_handler_floor() {
     // The load generator end to end: it starts `daybook serve` and the floor itself.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
