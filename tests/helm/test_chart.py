@@ -240,8 +240,20 @@ class Refusals(unittest.TestCase):
     def test_replicas_without_a_shared_meter_are_refused(self):
         self.assertIn("meter alone", self.refused("--set", "replicaCount=2"))
 
-    def test_redis_is_refused_until_this_version_has_it(self):
-        self.assertIn("no Redis mode", self.refused("--set", "redis.existingSecret=redis-url"))
+    def test_replicas_sharing_one_volume_are_refused(self):
+        args = ["--set", "replicaCount=2", "--set", "redis.existingSecret=r", "--set", "persistence.enabled=true"]
+        self.assertIn("several replicas' journals", self.refused(*args))
+
+    def test_redis_mode_reads_the_url_from_the_secret_and_runs_replicas(self):
+        docs = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))
+        deployment = by_kind(docs, "Deployment")[0]
+        self.assertEqual(deployment["spec"]["replicas"], 3)
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["DAYBOOK_REDIS_URL"]["valueFrom"]["secretKeyRef"], {"name": "daybook-redis", "key": "url"})
+        self.assertEqual(env["DAYBOOK_REDIS_TIMEOUT"]["value"], "PT0.05S")
+        for doc in docs:
+            self.assertNotIn("redis://", yaml.safe_dump(doc), "the URL never appears in a manifest")
+        self.assertIn("timeout", self.refused("--set", "redis.timeout=fast"))
 
 
 if __name__ == "__main__":

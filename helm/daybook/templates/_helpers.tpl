@@ -123,6 +123,10 @@ env:
       secretKeyRef:
         name: {{ .Values.redis.existingSecret }}
         key: {{ .Values.redis.urlKey }}
+  {{- with .Values.redis.timeout }}
+  - name: DAYBOOK_REDIS_TIMEOUT
+    value: {{ . | quote }}
+  {{- end }}
   {{- end }}
 startupProbe:
   grpc:
