@@ -608,7 +608,9 @@ impl Engine {
             self.pass_through.insert(fp, entry);
         }
 
-        if matches!(effects.mode, Mode::Guarded) {
+        // What the shared store needs to emit the records of an event that changed
+        // nothing shared (most events emit none: nothing to copy).
+        if matches!(effects.mode, Mode::Guarded) && !effects.records.is_empty() {
             out.ledger.clone_from(&effects.ledger);
             out.prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
         }

@@ -291,6 +291,18 @@ impl pb::usage_service_server::UsageService for Services {
             return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
         }
         let page_size = if r.page_size == 0 { 100 } else { r.page_size.min(1000) as usize };
+        if self.daybook.is_shared() {
+            let (interactions, next_page_token) =
+                self.daybook.shared_interactions(&r.tenant_id, page_size, &r.page_token).await.map_err(
+                    |e| match e {
+                        crate::store::redis::StoreError::Unexpected(m) if m.starts_with("page_token") => {
+                            api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
+                        }
+                        e => store_unavailable(e),
+                    },
+                )?;
+            return Ok(Response::new(pb::ListInteractionsResponse { interactions, next_page_token }));
+        }
         let after = if r.page_token.is_empty() {
             Cursor::default()
         } else {

@@ -155,29 +155,28 @@ impl Daybook {
     }
 
     async fn decide(&self, event: &pb::Event) -> Decided {
-        let event = event.clone();
         let shared = self.shared();
         let now = self.now();
-        let raw = RawEvent::from(event.clone());
 
         // The near cache: a repeat is committed and journaled here. An event that would
         // change its shared entry takes its stripe's claim lane and looks again (a claim
         // ahead of it in the lane may have changed the entry).
         let mut lane = None;
         let mut claim = loop {
-            let stripe = self.stripe(&event);
+            let stripe = self.stripe(event);
             let mut records = Vec::new();
-            let near = self.engine().ingest_shared(raw.clone(), Some(now), &mut records);
+            let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), &mut records);
             match near.rated {
                 Rated::Claim(claim) if lane.is_some() => break claim,
                 Rated::Claim(_) => {
                     drop(stripe);
-                    lane = Some(shared.lanes[super::core::stripe_of(&event)].lock().await);
+                    lane = Some(shared.lanes[super::core::stripe_of(event)].lock().await);
                 }
                 Rated::Done(result) => {
                     let emit = !records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry)
                         || result.as_ref().is_err_and(|r| r.code == Code::FailedPrecondition && !records.is_empty());
-                    let (seq, wait) = self.journal_decided(&event, &result, now, None, emit, records.clone());
+                    let journaled = if emit { records.clone() } else { std::mem::take(&mut records) };
+                    let (seq, wait) = self.journal_decided(event, &result, now, None, emit, journaled);
                     drop(stripe);
                     drop(lane);
                     if emit && let Some((event_fp, payload, at)) = near.event {
@@ -201,6 +200,7 @@ impl Daybook {
             }
         };
 
+        let raw = RawEvent::from(event.clone());
         for _ in 0..MAX_CLAIM_TRIES {
             if claim.changes_nothing() {
                 return self.commit_unchanged(&event, raw, now, &claim).await;
@@ -547,6 +547,53 @@ impl Daybook {
             }
         }
         Ok(loaded)
+    }
+}
+
+impl Daybook {
+    /// A page of the tenant's interactions from the shared store's record streams, shard
+    /// by shard in stream order, and the token of the next page (empty: no more). Tokens
+    /// are `redis:<shard>:<stream entry id>`.
+    pub async fn shared_interactions(
+        &self,
+        tenant: &str,
+        page_size: usize,
+        token: &str,
+    ) -> Result<(Vec<pb::Interaction>, String), StoreError> {
+        let bad = || StoreError::Unexpected("page_token".into());
+        let (mut shard, mut after) = if token.is_empty() {
+            (0, None)
+        } else {
+            let rest = token.strip_prefix("redis:").ok_or_else(bad)?;
+            let (shard, id) = rest.split_once(':').ok_or_else(bad)?;
+            let shard: u32 = shard.parse().map_err(|_| bad())?;
+            if shard >= crate::store::keys::SHARDS || id.is_empty() {
+                return Err(bad());
+            }
+            (shard, Some(id.to_string()))
+        };
+        let store = &self.shared().store;
+        let mut out = Vec::new();
+        while shard < crate::store::keys::SHARDS {
+            let entries = store.records_after(tenant, shard, after.as_deref(), page_size.max(64)).await?;
+            if entries.is_empty() {
+                shard += 1;
+                after = None;
+                continue;
+            }
+            for (entry, _, bytes) in entries {
+                after = Some(entry.clone());
+                if let Ok(pb::Record { body: Some(pb::record::Body::Interaction(i)), .. }) =
+                    pb::Record::decode(bytes.as_slice())
+                {
+                    out.push(i);
+                    if out.len() == page_size {
+                        return Ok((out, format!("redis:{shard}:{entry}")));
+                    }
+                }
+            }
+        }
+        Ok((out, String::new()))
     }
 }
 

@@ -163,6 +163,9 @@ fn tenants_key() -> String {
     format!("{}:tenants", super::keys::PREFIX)
 }
 
+/// A stream entry: its id, the record's id, the record (`daybook.v1.Record`).
+pub type StreamRecord = (String, String, Vec<u8>);
+
 /// A hash field and its value, as HSCAN pages them.
 type FieldValue = (Vec<u8>, Vec<u8>);
 
@@ -475,6 +478,30 @@ impl RedisStore {
             }
             cursor = next;
         }
+    }
+
+    /// Up to `count` entries of a shard's record stream after the entry id `after` (from
+    /// the start when `None`): (stream entry id, record id, record bytes).
+    pub async fn records_after(
+        &self,
+        tenant: &str,
+        shard: u32,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<StreamRecord>, StoreError> {
+        let mut cmd = redis::cmd("XRANGE");
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        cmd.arg(ShardKeys::new(tenant, shard).records()).arg(start).arg("+").arg("COUNT").arg(count);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self.query(cmd).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(entry, fields)| {
+                let field = |name: &[u8]| {
+                    fields.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).cloned().unwrap_or_default()
+                };
+                (entry, String::from_utf8_lossy(&field(b"id")).into_owned(), field(b"record"))
+            })
+            .collect())
     }
 
     /// Round trip, for readiness.

@@ -175,6 +175,28 @@ async fn assert_matches(offline: &Engine, servers: &[Server], redis: &impl Backi
                 m
             });
         assert_eq!(interactions.len() as u64, expected.interactions, "{label}, {tenant}");
+        // ListInteractions on any replica pages through every replica's interactions.
+        let listed = list_interactions(&servers[servers.len() - 1].addr, tenant).await;
+        let unique: HashSet<&String> = listed.iter().collect();
+        assert_eq!(unique.len(), listed.len(), "{label}, {tenant}: an interaction listed twice");
+        assert_eq!(listed.len() as u64, expected.interactions, "{label}, {tenant}");
+    }
+}
+
+/// Every interaction id ListInteractions pages through (pages of 700).
+async fn list_interactions(addr: &str, tenant: &str) -> Vec<String> {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    let mut client = pb::usage_service_client::UsageServiceClient::new(channel);
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = pb::ListInteractionsRequest { tenant_id: tenant.into(), page_size: 700, page_token: token };
+        let page = client.list_interactions(request).await.unwrap().into_inner();
+        ids.extend(page.interactions.into_iter().map(|i| i.interaction_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
     }
 }
 
