@@ -203,7 +203,7 @@ impl Daybook {
         let raw = RawEvent::from(event.clone());
         for _ in 0..MAX_CLAIM_TRIES {
             if claim.changes_nothing() {
-                return self.commit_unchanged(&event, raw, now, &claim).await;
+                return self.commit_unchanged(event, raw, now, &claim).await;
             }
             let answer = {
                 let started = std::time::Instant::now();
@@ -219,9 +219,9 @@ impl Daybook {
             };
             shared.note(&answer);
             match answer {
-                Ok(ClaimAnswer::Applied) => return self.commit_claimed(&event, raw, now, &claim),
+                Ok(ClaimAnswer::Applied) => return self.commit_claimed(event, raw, now, &claim),
                 Ok(ClaimAnswer::Stale(current)) => {
-                    let Some(value) = self.decode(&event, &claim, &current) else { break };
+                    let Some(value) = self.decode(event, &claim, &current) else { break };
                     match self.engine().probe(raw.clone(), Some(now), value) {
                         Rated::Claim(next) => claim = next,
                         Rated::Done(result) => return Decided::Answered(result, 0),
@@ -236,7 +236,7 @@ impl Daybook {
                 Err(_) => break,
             }
         }
-        self.decide_degraded(&event, raw, now)
+        self.decide_degraded(event, raw, now)
     }
 
     /// Commits an event whose claim the store applied, rated against the value the store
