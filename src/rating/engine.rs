@@ -293,6 +293,11 @@ impl Engine {
         }
     }
 
+    /// Whether platform users first seen here wait to be taken.
+    pub fn has_new_users(&self) -> bool {
+        !self.new_users.lock().expect("new users lock").is_empty()
+    }
+
     /// Gives back platform users a shared store did not take.
     pub fn requeue_new_users(&self, users: Vec<(Arc<str>, NaiveDate, Fp)>) {
         self.new_users.lock().expect("new users lock").extend(users);

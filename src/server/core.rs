@@ -500,6 +500,16 @@ impl Daybook {
         let mut last = self.last_snapshot.lock().expect("snapshot lock");
         let (seq, image, api_tenants) = {
             let _all = self.exclusive();
+            // Under a shared store, a snapshot may not cover an event whose effects have
+            // not reached the store: a start replays only what follows the snapshot, and
+            // would no longer know to send it. Deferred until the reconciler catches up.
+            if let Some((pending, _)) = self.shared_status()
+                && (pending > 0 || self.engine.has_new_users())
+            {
+                return Err(std::io::Error::other(format!(
+                    "deferred: {pending} events (or platform users) wait to reach redis"
+                )));
+            }
             let started = std::time::Instant::now();
             let seq = self.journal.appended();
             let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
@@ -616,7 +626,12 @@ pub(super) fn cobrowse_session(event: &pb::Event) -> &str {
 /// its snapshot is keyed by the old one.
 fn adopt_fingerprint_key(data_dir: &std::path::Path, key: [u8; 16]) -> Result<[u8; 16], std::io::Error> {
     let local = fingerprint_key(data_dir)?;
+    let marker = data_dir.join("fingerprint.shared");
     if local != key {
+        // Without the marker until the new key is in place: a crash between the two
+        // leaves a replica that waits for Redis at its next start, never one that uses
+        // the wrong key.
+        let _ = std::fs::remove_file(&marker);
         let path = data_dir.join("fingerprint.key");
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, key)?;
@@ -628,7 +643,21 @@ fn adopt_fingerprint_key(data_dir: &std::path::Path, key: [u8; 16]) -> Result<[u
             Err(e) => return Err(e),
         }
     }
+    if !marker.exists() {
+        // The key is the shared store's: a restart while Redis is away may use it.
+        std::fs::write(&marker, b"the fingerprint key is the shared store's\n")?;
+        std::fs::File::open(data_dir)?.sync_all()?;
+    }
     Ok(key)
+}
+
+/// The fingerprint key this data directory adopted from a shared store, if it did.
+pub fn store_fingerprint_key(data_dir: &std::path::Path) -> Option<[u8; 16]> {
+    if !data_dir.join("fingerprint.shared").exists() {
+        return None;
+    }
+    let bytes = std::fs::read(data_dir.join("fingerprint.key")).ok()?;
+    <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
 /// The data directory's own fingerprint key (created if it has none).

@@ -288,6 +288,7 @@ async fn connect_shared_store(
         core::shareable(tenant).map_err(|e| anyhow::anyhow!("tenant {}: {e}", tenant.id))?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waited = false;
     loop {
         let attempt = async {
             let store = crate::store::redis::RedisStore::connect(redis.clone()).await?;
@@ -298,11 +299,25 @@ async fn connect_shared_store(
         };
         match attempt.await {
             Ok(connected) => return Ok(connected),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("daybook: waiting for redis at {}: {e}", redis.url);
+            Err(e) => {
+                // A replica that has metered with this store before knows its fingerprint
+                // key: it starts at once, in degraded mode, and its journal's pending
+                // events wait for Redis. A new one cannot know the key: it waits.
+                if let Some(key) = core::store_fingerprint_key(&config.data_dir)
+                    && let Ok(store) = crate::store::redis::RedisStore::connect_later(redis.clone()).await
+                {
+                    eprintln!("daybook: redis at {} unreachable ({e}); starting in degraded mode", redis.url);
+                    return Ok((store, key));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.url);
+                }
+                if !waited {
+                    eprintln!("daybook: waiting for redis at {}: {e}", redis.url);
+                    waited = true;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.url),
         }
     }
 }

@@ -199,6 +199,20 @@ pub struct Emission<'a> {
 impl RedisStore {
     /// Connects (within the deadline, a few times over: start-up may wait for Redis).
     pub async fn connect(config: RedisConfig) -> Result<Arc<RedisStore>, StoreError> {
+        RedisStore::open(config, false).await
+    }
+
+    /// A store whose connection is made on first use (a single node only; a cluster's
+    /// topology must be read first): for a replica that starts while Redis is away and
+    /// goes on in degraded mode.
+    pub async fn connect_later(config: RedisConfig) -> Result<Arc<RedisStore>, StoreError> {
+        if config.is_cluster() {
+            return Err(StoreError::Unexpected("a Redis Cluster must answer at start".into()));
+        }
+        RedisStore::open(config, true).await
+    }
+
+    async fn open(config: RedisConfig, lazy: bool) -> Result<Arc<RedisStore>, StoreError> {
         let nodes = config.nodes().map_err(StoreError::Unexpected)?;
         let connect_timeout = (config.timeout * 20).max(Duration::from_secs(1));
         let connection = if config.is_cluster() {
@@ -214,7 +228,11 @@ impl RedisStore {
                 .set_response_timeout(Some(config.timeout * 4))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(200));
-            Connection::Single(redis::aio::ConnectionManager::new_with_config(client, manager_config).await?)
+            Connection::Single(if lazy {
+                redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)?
+            } else {
+                redis::aio::ConnectionManager::new_with_config(client, manager_config).await?
+            })
         };
         Ok(Arc::new(RedisStore {
             config,

@@ -502,3 +502,52 @@ async fn a_starting_replica_loads_the_current_periods_from_redis() {
     }
     redis.resume();
 }
+
+/// Nothing accepted is lost to a crash during an outage: events decided while Redis was
+/// down wait in the journal (a snapshot waits for them too), survive `kill -9` and a
+/// restart, and reach Redis once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_decided_during_an_outage_survive_a_crash_and_reach_redis() {
+    let mut redis = RedisNode::start_durable();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, format!("[server]\nsnapshot_interval = \"PT1S\"\n{TENANTS}")).unwrap();
+    let url = redis.url();
+    let args = ["--redis", &url, "--admin", "127.0.0.1:0"];
+    let data = dir.path().join("replica");
+    let offline = offline_engine();
+    let events = stream(41, 2000);
+    for e in &events {
+        offline.ingest(RawEvent::from(e.clone()), None, &mut Vec::new()).unwrap();
+    }
+    let (before, during) = events.split_at(events.len() / 2);
+
+    let server = start_with(&data, &config, &args);
+    send(&server.addr, before.to_vec()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    redis.kill();
+    send(&server.addr, during.to_vec()).await;
+    // Snapshots are due every second meanwhile; they must wait for the pending events.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    drop(server); // kill -9
+    let server = start_with(&data, &config, &args);
+    // Redis is still down: the restarted replica knows what waits.
+    let admin = loop {
+        if let Some(a) = server.admin.lock().unwrap().clone() {
+            break a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = super::server::http_get(admin.parse().unwrap(), "/ready").await.1;
+        if status.contains("pending:") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(status.contains("redis: degraded") || !status.contains("pending: 0\n"), "{status}");
+    redis.restart();
+    settle(std::slice::from_ref(&server)).await;
+    assert_matches(&offline, std::slice::from_ref(&server), &redis, "after a crash during an outage").await;
+}
