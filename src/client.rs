@@ -3,6 +3,10 @@
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::api::pb;
+use pb::event::Kind;
+use pb::ingest_service_client::IngestServiceClient;
+
 pub async fn connect(addr: &str) -> Result<Channel, tonic::transport::Error> {
     if let Some(path) = addr.strip_prefix("unix:") {
         let path = path.to_string();
@@ -22,4 +26,38 @@ pub async fn connect(addr: &str) -> Result<Channel, tonic::transport::Error> {
         format!("http://{addr}")
     };
     Endpoint::from_shared(uri)?.connect().await
+}
+
+/// Sends one event through the unary RPC of its kind (an event without a kind goes as a
+/// message without one, which daybook refuses by name). Returns its outcome.
+pub async fn ingest(
+    client: &mut IngestServiceClient<Channel>,
+    e: pb::Event,
+) -> Result<pb::EventOutcome, tonic::Status> {
+    let (tenant_id, event_id, event_time) = (e.tenant_id, e.event_id, e.event_time);
+    let outcome = match e.kind {
+        Some(Kind::ConversationOpened(o)) => {
+            let request =
+                pb::IngestConversationOpenedRequest { tenant_id, event_id, event_time, conversation_opened: Some(o) };
+            client.ingest_conversation_opened(request).await?.into_inner().outcome
+        }
+        Some(Kind::Cobrowse(c)) => {
+            let request = pb::IngestCobrowseRequest { tenant_id, event_id, event_time, cobrowse: Some(c) };
+            client.ingest_cobrowse(request).await?.into_inner().outcome
+        }
+        Some(Kind::FunctionInvocations(f)) => {
+            let request =
+                pb::IngestFunctionInvocationsRequest { tenant_id, event_id, event_time, function_invocations: Some(f) };
+            client.ingest_function_invocations(request).await?.into_inner().outcome
+        }
+        Some(Kind::Message(m)) => {
+            let request = pb::IngestMessageRequest { tenant_id, event_id, event_time, message: Some(m) };
+            client.ingest_message(request).await?.into_inner().outcome
+        }
+        None => {
+            let request = pb::IngestMessageRequest { tenant_id, event_id, event_time, message: None };
+            client.ingest_message(request).await?.into_inner().outcome
+        }
+    };
+    Ok(outcome.unwrap_or_default())
 }

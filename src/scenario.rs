@@ -559,61 +559,11 @@ impl Target for GrpcTarget {
     }
 
     fn ingest(&mut self, event: RawEvent, _now: Option<Instant>) -> Result<(), String> {
-        use crate::api::pb::{self, event::Kind, ingest_service_client::IngestServiceClient};
+        use crate::api::pb::ingest_service_client::IngestServiceClient;
         let mut client = IngestServiceClient::new(self.channel.clone());
         let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
-        let (t, id, at) = (e.tenant_id, e.event_id, e.event_time);
-        let result = self.runtime.block_on(async {
-            match e.kind {
-                Some(Kind::ConversationOpened(o)) => client
-                    .ingest_conversation_opened(pb::IngestConversationOpenedRequest {
-                        tenant_id: t,
-                        event_id: id,
-                        event_time: at,
-                        conversation_opened: Some(o),
-                    })
-                    .await
-                    .map(|_| ()),
-                Some(Kind::Cobrowse(c)) => client
-                    .ingest_cobrowse(pb::IngestCobrowseRequest {
-                        tenant_id: t,
-                        event_id: id,
-                        event_time: at,
-                        cobrowse: Some(c),
-                    })
-                    .await
-                    .map(|_| ()),
-                Some(Kind::FunctionInvocations(f)) => client
-                    .ingest_function_invocations(pb::IngestFunctionInvocationsRequest {
-                        tenant_id: t,
-                        event_id: id,
-                        event_time: at,
-                        function_invocations: Some(f),
-                    })
-                    .await
-                    .map(|_| ()),
-                // A message, or no kind at all (an event type daybook does not meter).
-                Some(Kind::Message(m)) => client
-                    .ingest_message(pb::IngestMessageRequest {
-                        tenant_id: t,
-                        event_id: id,
-                        event_time: at,
-                        message: Some(m),
-                    })
-                    .await
-                    .map(|_| ()),
-                None => client
-                    .ingest_message(pb::IngestMessageRequest {
-                        tenant_id: t,
-                        event_id: id,
-                        event_time: at,
-                        message: None,
-                    })
-                    .await
-                    .map(|_| ()),
-            }
-        });
-        result.map_err(|s| status_code(&s))
+        let result = self.runtime.block_on(crate::client::ingest(&mut client, e));
+        result.map(|_| ()).map_err(|s| status_code(&s))
     }
 
     fn interactions(&mut self, _tenant: &str) -> Result<Vec<InteractionView>, String> {

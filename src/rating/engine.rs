@@ -559,7 +559,7 @@ impl Engine {
             let settings = tenant.settings_at(event.at);
             // A probe of an event that touches no shared entry (a system message, say)
             // claims nothing: it only has records to emit, under its own fingerprint.
-            let touch = match (effects.shared, &effects.mode) {
+            let touch = match (effects.shared.take(), &effects.mode) {
                 (Some(touch), _) => touch,
                 (None, Mode::Probe(value)) => SharedTouch {
                     place: Place::Cobrowse,
@@ -571,28 +571,23 @@ impl Engine {
                 (None, _) => unreachable!("only probes claim without a shared touch"),
             };
             let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
-            let outcome = Outcome {
-                event_id: event.event_id,
-                disposition,
-                retry: false,
-                interactions: effects.interactions,
-                counted_in: effects.counted_in,
-                lines: effects.lines,
-                pass_through: effects.pass_through,
-            };
+            let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
+            let (at, event_id) = (event.at, event.event_id);
+            let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
+            let outcome = effects.outcome(event_id, disposition);
             return Rated::Claim(Box::new(Claim {
                 tenant: tenant.id.clone(),
                 place: touch.place,
                 entry: touch.entry,
                 before: touch.before,
                 after: touch.after,
-                at: event.at,
+                at,
                 event: event_fp,
                 payload,
-                prior: persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None))),
+                prior,
                 outcome,
-                records: effects.records,
-                ledger: effects.ledger,
+                records,
+                ledger,
                 entry_expires: touch.expires,
                 event_expires,
             }));
@@ -647,18 +642,12 @@ impl Engine {
             }
         }
 
-        let outcome = Outcome {
-            event_id: event.event_id,
-            disposition,
-            retry: false,
-            interactions: effects.interactions,
-            counted_in: effects.counted_in,
-            lines: effects.lines,
-            pass_through: effects.pass_through,
-        };
-        let stored = match effects.prior {
-            Some(prior) if !effects.keep_whole => StoredOutcome::Prior(prior),
-            _ => StoredOutcome::Full(Arc::new(outcome.clone())),
+        let stored_prior = effects.prior.filter(|_| !effects.keep_whole);
+        let mut emitted = std::mem::take(&mut effects.records);
+        let outcome = effects.outcome(event.event_id, disposition);
+        let stored = match stored_prior {
+            Some(prior) => StoredOutcome::Prior(prior),
+            None => StoredOutcome::Full(Arc::new(outcome.clone())),
         };
         vacant.expect("only probes skip the events map, and they never commit").insert(EventEntry {
             payload,
@@ -666,7 +655,7 @@ impl Engine {
             day: utc_day(event.at),
             outcome: stored,
         });
-        records.append(&mut effects.records);
+        records.append(&mut emitted);
         Rated::Done(Ok(outcome))
     }
 
@@ -703,15 +692,7 @@ impl Engine {
             StoredOutcome::Prior(prior) => {
                 let mut fx = Effects { mode: Mode::Retry(prior), ..Effects::default() };
                 let disposition = self.rate(tenant, &event, event_fp, &mut fx);
-                Outcome {
-                    event_id: event.event_id,
-                    disposition,
-                    retry: false,
-                    interactions: fx.interactions,
-                    counted_in: fx.counted_in,
-                    lines: fx.lines,
-                    pass_through: fx.pass_through,
-                }
+                fx.outcome(event.event_id, disposition)
             }
         };
         outcome.retry = true;
@@ -1654,6 +1635,19 @@ impl Engine {
 }
 
 impl Effects {
+    /// The event's outcome, taking what rating gathered for it.
+    fn outcome(&mut self, event_id: String, disposition: Disposition) -> Outcome {
+        Outcome {
+            event_id,
+            disposition,
+            retry: false,
+            interactions: std::mem::take(&mut self.interactions),
+            counted_in: std::mem::take(&mut self.counted_in),
+            lines: std::mem::take(&mut self.lines),
+            pass_through: self.pass_through.take(),
+        }
+    }
+
     fn add_line(&mut self, tenant: &Tenant, date: NaiveDate, bucket: usize, line: CreditLine) {
         self.ledger.push((date, Entry::Credits(bucket, line.credits)));
         self.records.push(Record { tenant: tenant.id.clone(), rule: line.rule, body: RecordBody::Line(line.clone()) });

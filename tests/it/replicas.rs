@@ -229,7 +229,6 @@ async fn alert_records(redis: &impl Backing, tenant: &str, expected: usize) -> V
 /// Sends each event as one unary call to a replica picked at random, four callers at a
 /// time. Returns the slowest call.
 async fn send_unary(servers: &[Server], events: &[pb::Event], seed: u64) -> std::time::Duration {
-    use pb::event::Kind;
     let mut channels = Vec::new();
     for s in servers {
         channels.push(daybook::client::connect(&s.addr).await.unwrap());
@@ -245,38 +244,8 @@ async fn send_unary(servers: &[Server], events: &[pb::Event], seed: u64) -> std:
             let mut slowest = std::time::Duration::ZERO;
             for (replica, e) in lane {
                 let mut client = pb::ingest_service_client::IngestServiceClient::new(channels[replica].clone());
-                let (t, id, at) = (e.tenant_id, e.event_id, e.event_time);
                 let started = std::time::Instant::now();
-                let result = match e.kind {
-                    Some(Kind::Cobrowse(c)) => client
-                        .ingest_cobrowse(pb::IngestCobrowseRequest {
-                            tenant_id: t,
-                            event_id: id,
-                            event_time: at,
-                            cobrowse: Some(c),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Some(Kind::FunctionInvocations(f)) => client
-                        .ingest_function_invocations(pb::IngestFunctionInvocationsRequest {
-                            tenant_id: t,
-                            event_id: id,
-                            event_time: at,
-                            function_invocations: Some(f),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Some(Kind::Message(m)) => client
-                        .ingest_message(pb::IngestMessageRequest {
-                            tenant_id: t,
-                            event_id: id,
-                            event_time: at,
-                            message: Some(m),
-                        })
-                        .await
-                        .map(|_| ()),
-                    other => panic!("not generated: {other:?}"),
-                };
+                let result = daybook::client::ingest(&mut client, e).await;
                 slowest = slowest.max(started.elapsed());
                 result.unwrap();
             }
