@@ -31,6 +31,8 @@ pub struct RedisNode {
     child: Child,
     args: Vec<String>,
     dir: tempfile::TempDir,
+    /// The ACL user and password every client must use, when the default user is off.
+    user: Option<(String, String)>,
 }
 
 impl RedisNode {
@@ -45,9 +47,34 @@ impl RedisNode {
         args.extend(["--dir".to_string(), dir.path().to_str().unwrap().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = RedisNode::run(&args);
-        let node = RedisNode { port, child, args, dir };
+        let user = extra
+            .iter()
+            .position(|a| *a == "--user")
+            .filter(|i| extra.get(i + 1) != Some(&"default"))
+            .map(|i| (extra[i + 1].to_string(), extra[i + 3].trim_start_matches('>').to_string()));
+        let node = RedisNode { port, child, args, dir, user };
         node.wait_for("PONG", &["PING"]);
         node
+    }
+
+    /// A node whose default user is off: clients authenticate as the ACL user `daybook`,
+    /// allowed only daybook's keys and the commands it uses (as production would set it).
+    pub fn start_with_acl_user() -> RedisNode {
+        RedisNode::spawn(&[
+            "--user",
+            "daybook",
+            "on",
+            ">s3cret-pw",
+            "~dbk:*",
+            "+@read",
+            "+@write",
+            "+@scripting",
+            "+@connection",
+            "+info",
+            "--user",
+            "default",
+            "off",
+        ])
     }
 
     fn run(args: &[String]) -> Child {
@@ -97,12 +124,20 @@ impl RedisNode {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.user {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// Runs `redis-cli` against this node; returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some((user, password)) = &self.user {
+            cli.args(["--user", user, "--pass", password, "--no-auth-warning"]);
+        }
+        let out = cli.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 

@@ -651,6 +651,23 @@ async fn visible_scenarios_pass_through_a_redis_mode_server() {
     server.stop().await;
 }
 
+/// The behaviour suite against a Redis that admits only an ACL user with daybook's keys
+/// (`dbk:*`) and the commands it uses: the URL carries the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_scenarios_pass_through_redis_mode_as_an_acl_user() {
+    let redis = super::redis_store::RedisNode::start_with_acl_user();
+    assert!(redis.url().contains("daybook:s3cret-pw@"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { redis: Some(RedisConfig::new(&redis.url())), ..Config::default() };
+    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
+    scenarios_pass_through(server.tcp.to_string()).await;
+    server.stop().await;
+    let denied =
+        std::process::Command::new("redis-cli").args(["-p", &redis.port.to_string(), "PING"]).output().unwrap();
+    let text = String::from_utf8_lossy(&denied.stdout).to_string() + &String::from_utf8_lossy(&denied.stderr);
+    assert!(text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("denied"), "{text}");
+}
+
 async fn scenarios_pass_through(addr: String) {
     let report = tokio::task::spawn_blocking(move || {
         let files = daybook::scenario::scenario_files(&[super::scenarios::scenarios_dir()]).unwrap();
