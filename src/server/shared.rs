@@ -118,11 +118,9 @@ fn emission_of(claim: &Claim) -> Emission<'_> {
     }
 }
 
-/// How one event ended under the shared store.
-enum Decided {
-    /// Answered; journal position to wait for.
-    Answered(Result<Outcome, Refusal>, u64),
-}
+/// How one event ended under the shared store: its answer, and the journal position the
+/// answer waits for (0: none).
+type Decided = (Result<Outcome, Refusal>, u64);
 
 impl Daybook {
     fn shared(&self) -> &SharedState {
@@ -143,13 +141,12 @@ impl Daybook {
     /// Rates one event under the shared store. Returns the result and the journal
     /// position the answer must wait for.
     pub async fn ingest_shared(&self, event: pb::Event) -> (Result<Outcome, Refusal>, u64) {
-        let Decided::Answered(result, wait) = self.decide(&event).await;
+        let (result, wait) = self.decide(&event).await;
         // A tenant another replica created a moment ago: learn it and rate again.
         if result.as_ref().is_err_and(|r| r.code == Code::NotFound)
             && self.refresh_tenant(&event.tenant_id).await.unwrap_or(false)
         {
-            let Decided::Answered(result, wait) = self.decide(&event).await;
-            return (result, wait);
+            return self.decide(&event).await;
         }
         (result, wait)
     }
@@ -195,7 +192,7 @@ impl Daybook {
                         };
                         self.emit_pending(seq, &e).await;
                     }
-                    return Decided::Answered(result, wait);
+                    return (result, wait);
                 }
             }
         };
@@ -224,12 +221,12 @@ impl Daybook {
                     let Some(value) = self.decode(event, &claim, &current) else { break };
                     match self.engine().probe(raw.clone(), Some(now), value) {
                         Rated::Claim(next) => claim = next,
-                        Rated::Done(result) => return Decided::Answered(result, 0),
+                        Rated::Done(result) => return (result, 0),
                     }
                 }
                 Ok(ClaimAnswer::Seen { payload, prior }) => {
                     if let Some(result) = self.engine().answer_remembered(raw.clone(), payload, &prior) {
-                        return Decided::Answered(result, 0);
+                        return (result, 0);
                     }
                     break;
                 }
@@ -246,7 +243,7 @@ impl Daybook {
         let mut records = Vec::new();
         let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
         let (_, wait) = self.journal_decided(event, &result, now, Some(claim.before.encode_tagged()), false, records);
-        Decided::Answered(result, wait)
+        (result, wait)
     }
 
     /// Commits an event that changes nothing shared against the store's current value,
@@ -264,7 +261,7 @@ impl Daybook {
         if let Some(seq) = seq {
             self.emit_pending(seq, &emission_of(claim)).await;
         }
-        Decided::Answered(result, wait)
+        (result, wait)
     }
 
     /// Emits a journaled event's records to the store; on success it no longer waits.
@@ -287,7 +284,7 @@ impl Daybook {
         let mut records = Vec::new();
         let result = self.engine().ingest(raw, Some(now), &mut records);
         let (_, wait) = self.journal_decided(event, &result, now, None, true, records);
-        Decided::Answered(result, wait)
+        (result, wait)
     }
 
     /// Journals a decided event (called under its stripe); a `pending` one is also queued
