@@ -118,6 +118,18 @@ fn emission_of(claim: &Claim) -> Emission<'_> {
     }
 }
 
+/// Where a claim ended ([`Daybook::settle`]).
+enum Settled {
+    /// The store applied it: the entry moved.
+    Applied(Box<Claim>),
+    /// The event changes nothing at the store's current value (`before`).
+    Unchanged(Box<Claim>),
+    /// The store already knows the event id: its payload and what it met.
+    Seen { payload: u64, prior: Vec<u8> },
+    /// Answered without the store (refused when rated again).
+    Done(Box<Result<Outcome, Refusal>>),
+}
+
 /// How one event ended under the shared store: its answer, and the journal position the
 /// answer waits for (0: none).
 type Decided = (Result<Outcome, Refusal>, u64);
@@ -159,7 +171,7 @@ impl Daybook {
         // change its shared entry takes its stripe's claim lane and looks again (a claim
         // ahead of it in the lane may have changed the entry).
         let mut lane = None;
-        let mut claim = loop {
+        let claim = loop {
             let stripe = self.stripe(event);
             let mut records = Vec::new();
             let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), &mut records);
@@ -198,67 +210,74 @@ impl Daybook {
         };
 
         let raw = RawEvent::from(event.clone());
+        match self.settle(event, &raw, Some(now), claim).await {
+            Ok(Settled::Applied(claim) | Settled::Unchanged(claim)) => self.commit(event, raw, now, &claim).await,
+            Ok(Settled::Done(result)) => (*result, 0),
+            Ok(Settled::Seen { payload, prior }) => match self.engine().answer_remembered(raw.clone(), payload, &prior)
+            {
+                Some(result) => (result, 0),
+                None => self.decide_degraded(event, raw, now),
+            },
+            Err(_) => self.decide_degraded(event, raw, now),
+        }
+    }
+
+    /// Claims until the store applies the claim, or the event turns out to change nothing
+    /// at the store's current value, or the store already knows the event. Each stale
+    /// answer re-rates the event against the value the store holds.
+    async fn settle(
+        &self,
+        event: &pb::Event,
+        raw: &RawEvent,
+        now: Option<Instant>,
+        mut claim: Box<Claim>,
+    ) -> Result<Settled, StoreError> {
+        let shared = self.shared();
         for _ in 0..MAX_CLAIM_TRIES {
             if claim.changes_nothing() {
-                return self.commit_unchanged(event, raw, now, &claim).await;
+                return Ok(Settled::Unchanged(claim));
             }
-            let answer = {
-                let started = std::time::Instant::now();
-                let answer = shared.store.claim(&claim).await;
-                let outcome = match &answer {
-                    Ok(ClaimAnswer::Applied) => "ok",
-                    Ok(ClaimAnswer::Stale(_)) => "stale",
-                    Ok(ClaimAnswer::Seen { .. }) => "seen",
-                    Err(_) => "error",
-                };
-                self.telemetry.redis_call("claim", outcome, started.elapsed());
-                answer
+            let started = std::time::Instant::now();
+            let answer = shared.store.claim(&claim).await;
+            let outcome = match &answer {
+                Ok(ClaimAnswer::Applied) => "ok",
+                Ok(ClaimAnswer::Stale(_)) => "stale",
+                Ok(ClaimAnswer::Seen { .. }) => "seen",
+                Err(_) => "error",
             };
+            self.telemetry.redis_call("claim", outcome, started.elapsed());
             shared.note(&answer);
-            match answer {
-                Ok(ClaimAnswer::Applied) => return self.commit_claimed(event, raw, now, &claim),
-                Ok(ClaimAnswer::Stale(current)) => {
-                    let Some(value) = self.decode(event, &claim, &current) else { break };
-                    match self.engine().probe(raw.clone(), Some(now), value) {
+            match answer? {
+                ClaimAnswer::Applied => return Ok(Settled::Applied(claim)),
+                ClaimAnswer::Stale(current) => {
+                    let value = self
+                        .decode(event, &claim, &current)
+                        .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
+                    match self.engine().probe(raw.clone(), now, value) {
                         Rated::Claim(next) => claim = next,
-                        Rated::Done(result) => return (result, 0),
+                        Rated::Done(result) => return Ok(Settled::Done(Box::new(result))),
                     }
                 }
-                Ok(ClaimAnswer::Seen { payload, prior }) => {
-                    if let Some(result) = self.engine().answer_remembered(raw.clone(), payload, &prior) {
-                        return (result, 0);
-                    }
-                    break;
-                }
-                Err(_) => break,
+                ClaimAnswer::Seen { payload, prior } => return Ok(Settled::Seen { payload, prior }),
             }
         }
-        self.decide_degraded(event, raw, now)
+        Err(StoreError::Unexpected("the entry kept moving; will try again".into()))
     }
 
-    /// Commits an event whose claim the store applied, rated against the value the store
-    /// held before it.
-    fn commit_claimed(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
-        let _stripe = self.stripe(event);
-        let mut records = Vec::new();
-        let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
-        let (_, wait) = self.journal_decided(event, &result, now, Some(claim.before.encode_tagged()), false, records);
-        (result, wait)
-    }
-
-    /// Commits an event that changes nothing shared against the store's current value,
-    /// and emits what it emitted (a pass-through charge) to the store.
-    async fn commit_unchanged(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
-        let (result, seq, wait) = {
+    /// Commits an event rated against the value its entry held in the store before it: its
+    /// claim was applied (its records are in the store already), or it changes nothing
+    /// there (what it emitted, a pass-through charge, is sent now).
+    async fn commit(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
+        let (result, emit_seq, wait) = {
             let _stripe = self.stripe(event);
             let mut records = Vec::new();
             let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
-            let emit = !claim.records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry);
+            let emit = claim.changes_nothing() && !claim.records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry);
             let claimed = Some(claim.before.encode_tagged());
             let (seq, wait) = self.journal_decided(event, &result, now, claimed, emit, records);
             (result, emit.then_some(seq), wait)
         };
-        if let Some(seq) = seq {
+        if let Some(seq) = emit_seq {
             self.emit_pending(seq, &emission_of(claim)).await;
         }
         (result, wait)
@@ -266,15 +285,20 @@ impl Daybook {
 
     /// Emits a journaled event's records to the store; on success it no longer waits.
     async fn emit_pending(&self, seq: u64, emission: &Emission<'_>) {
+        if self.emit(emission).await.is_ok() {
+            self.shared().pending.lock().expect("pending lock").remove(&seq);
+        }
+    }
+
+    /// Emits records of an event that changed nothing shared, timed and noted.
+    async fn emit(&self, emission: &Emission<'_>) -> Result<bool, StoreError> {
         let shared = self.shared();
         let started = std::time::Instant::now();
         let sent = shared.store.emit(emission).await;
         shared.note(&sent);
         let outcome = if sent.is_ok() { "ok" } else { "error" };
         self.telemetry.redis_call("emit", outcome, started.elapsed());
-        if sent.is_ok() {
-            shared.pending.lock().expect("pending lock").remove(&seq);
-        }
+        sent
     }
 
     /// Decides an event from this replica's state alone (Redis unreachable) and keeps it
@@ -358,35 +382,20 @@ impl Daybook {
     /// entry and claimed, or its records emitted. Idempotent: an event the store already
     /// has is answered as seen.
     async fn resend(&self, pending: &Pending) -> Result<(), StoreError> {
-        let store = &self.shared().store;
         let raw = RawEvent::from(pending.event.clone());
-        let mut value = absent_for(&pending.event);
-        for _ in 0..MAX_CLAIM_TRIES {
-            let claim = match self.engine().probe(raw.clone(), pending.now, value) {
-                Rated::Claim(claim) => claim,
-                // Refused now as it was then (its tenant is gone, say): nothing to send.
-                Rated::Done(_) => return Ok(()),
-            };
-            if claim.changes_nothing() {
-                if !claim.records.is_empty() {
-                    store.emit(&emission_of(&claim)).await?;
-                }
-                return Ok(());
+        let claim = match self.engine().probe(raw.clone(), pending.now, absent_for(&pending.event)) {
+            Rated::Claim(claim) => claim,
+            // Refused now as it was then (its tenant is gone, say): nothing to send.
+            Rated::Done(_) => return Ok(()),
+        };
+        match self.settle(&pending.event, &raw, pending.now, claim).await? {
+            Settled::Applied(claim) => self.engine().absorb(&claim),
+            Settled::Unchanged(claim) if !claim.records.is_empty() => {
+                self.emit(&emission_of(&claim)).await?;
             }
-            match store.claim(&claim).await? {
-                ClaimAnswer::Applied => {
-                    self.engine().absorb(&claim);
-                    return Ok(());
-                }
-                ClaimAnswer::Stale(current) => {
-                    value = self
-                        .decode(&pending.event, &claim, &current)
-                        .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
-                }
-                ClaimAnswer::Seen { .. } => return Ok(()),
-            }
+            Settled::Unchanged(_) | Settled::Seen { .. } | Settled::Done(_) => {}
         }
-        Err(StoreError::Unexpected("the entry kept moving; will try again".into()))
+        Ok(())
     }
 
     /// Sends the platform users first seen here to the store's sets (PL-1); those that do
