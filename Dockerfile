@@ -8,7 +8,9 @@
 #
 # The default command serves the gRPC API on 0.0.0.0:50051, gRPC health (for probes) on
 # 50052 and admin HTTP on 9464, with the journal in /var/lib/daybook (mount a volume there
-# to keep it). The Helm chart (helm/daybook) passes its own config file instead.
+# to keep it). It is for trying daybook out: it serves without credentials (--insecure),
+# and /ready says so. In production pass `serve --auth-file ...` (and TLS), as the Helm
+# chart (helm/daybook) does with its own config file.
 
 ARG RUST_VERSION=1.95
 
@@ -38,4 +40,4 @@ USER 65532:65532
 EXPOSE 50051 50052 9464
 VOLUME ["/var/lib/daybook"]
 ENTRYPOINT ["/usr/local/bin/daybook"]
-CMD ["serve", "--listen", "0.0.0.0:50051", "--health-listen", "0.0.0.0:50052", "--admin", "0.0.0.0:9464", "--data-dir", "/var/lib/daybook"]
+CMD ["serve", "--listen", "0.0.0.0:50051", "--health-listen", "0.0.0.0:50052", "--admin", "0.0.0.0:9464", "--data-dir", "/var/lib/daybook", "--insecure"]

@@ -54,9 +54,36 @@ enum Command {
         /// DAYBOOK_REDIS_URL, key server.redis_url]. Default: none (embedded).
         #[arg(long)]
         redis: Option<String>,
+        /// Credentials file: bearer tokens' SHA-256 hashes, client-certificate names and
+        /// their tenant scopes; reloaded on change [env DAYBOOK_AUTH_FILE, key
+        /// server.auth_file]. Default: none (every caller may do everything).
+        #[arg(long)]
+        auth_file: Option<String>,
+        /// Serve a TCP listener other hosts can reach without authentication, knowingly
+        /// [env DAYBOOK_INSECURE=true, key server.insecure].
+        #[arg(long)]
+        insecure: bool,
+        /// TLS certificate chain (PEM) of the TCP listener; reloaded on change [env
+        /// DAYBOOK_TLS_CERT, key server.tls_cert].
+        #[arg(long)]
+        tls_cert: Option<String>,
+        /// Its private key (PEM) [env DAYBOOK_TLS_KEY, key server.tls_key].
+        #[arg(long)]
+        tls_key: Option<String>,
+        /// CA certificates (PEM) client certificates are verified against: mutual TLS
+        /// [env DAYBOOK_TLS_CLIENT_CA, key server.tls_client_ca; server.tls_client_auth =
+        /// required (default) | optional].
+        #[arg(long)]
+        tls_client_ca: Option<String>,
         /// Validate the configuration and exit.
         #[arg(long)]
         check_config: bool,
+    },
+    /// Credentials: `daybook token new --id NAME` prints a new bearer token and the
+    /// [[credential]] table (with the token's hash) for the credentials file.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Run RULEBOOK scenario files (*.json) and report PASS/FAIL per scenario.
     Scenarios {
@@ -181,6 +208,19 @@ enum JournalAction {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// A new random token (256 bits). The token goes to the caller; the file keeps only
+    /// its SHA-256.
+    New {
+        /// The credential's id (it names the caller in audit records).
+        #[arg(long)]
+        id: String,
+    },
+    /// The SHA-256 of a token read from standard input (e.g. to check a file's entry).
+    Hash,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -194,6 +234,11 @@ fn main() -> ExitCode {
             durability,
             records_jsonl,
             redis,
+            auth_file,
+            insecure,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             check_config,
         } => {
             let flags = daybook::server::config::Flags {
@@ -206,10 +251,31 @@ fn main() -> ExitCode {
                 durability,
                 records_jsonl,
                 redis,
+                auth_file,
+                insecure,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
             };
             serve(flags, check_config)
         }
         Command::Scenarios { paths, server } => run_scenarios(paths, server),
+        Command::Token { action: TokenAction::New { id } } => {
+            let (token, hash) = daybook::server::auth::new_token();
+            println!("# give the caller this token (it is not stored anywhere):");
+            println!("#   {token}");
+            println!("[[credential]]\nid = {id:?}\ntoken_sha256 = \"{hash}\"\ningest = []\nread = []\nmanage = []");
+            ExitCode::SUCCESS
+        }
+        Command::Token { action: TokenAction::Hash } => {
+            let mut token = String::new();
+            if std::io::Read::read_to_string(&mut std::io::stdin(), &mut token).is_err() {
+                eprintln!("daybook token hash: standard input is not text");
+                return ExitCode::from(66);
+            }
+            println!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
+            ExitCode::SUCCESS
+        }
         Command::Journal { action } => journal(action),
         Command::Bench {
             server,

@@ -14,7 +14,13 @@ use tokio::net::TcpListener;
 
 use super::core::Daybook;
 
-pub async fn serve(listener: TcpListener, daybook: Arc<Daybook>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// `posture`: the listener's protection (authentication, TLS), reported by `/ready`.
+pub async fn serve(
+    listener: TcpListener,
+    daybook: Arc<Daybook>,
+    posture: Arc<str>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -24,10 +30,12 @@ pub async fn serve(listener: TcpListener, daybook: Arc<Daybook>, mut shutdown: t
             _ = shutdown.changed() => return,
         };
         let daybook = daybook.clone();
+        let posture = posture.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let daybook = daybook.clone();
-                async move { Ok::<_, Infallible>(route(&daybook, request)) }
+                let posture = posture.clone();
+                async move { Ok::<_, Infallible>(route(&daybook, &posture, request)) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -42,7 +50,7 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
         .expect("valid response")
 }
 
-fn route<B>(daybook: &Daybook, request: Request<B>) -> Response<Full<Bytes>> {
+fn route<B>(daybook: &Daybook, posture: &str, request: Request<B>) -> Response<Full<Bytes>> {
     if request.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
@@ -60,6 +68,7 @@ fn route<B>(daybook: &Daybook, request: Request<B>) -> Response<Full<Bytes>> {
                 let redis = if degraded { "degraded" } else { "ok" };
                 body.push_str(&format!("redis: {redis}\npending: {pending}\n"));
             }
+            body.push_str(posture);
             text(status, "text/plain", body)
         }
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", daybook.telemetry.prometheus_text()),

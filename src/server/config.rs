@@ -13,9 +13,10 @@ use serde_json::Value;
 
 use super::journal::Durability;
 use super::telemetry::TelemetryConfig;
+use super::tls::{ClientAuth, TlsFiles};
 use crate::rating::settings::TenantSpec;
 use crate::rating::time;
-use crate::store::redis::RedisConfig;
+use crate::store::redis::{RedisConfig, RedisTls};
 
 /// Everything `daybook serve` needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +55,13 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The shared store: replicas that name the same Redis meter as one.
     pub redis: Option<RedisConfig>,
+    /// The credentials file (tokens' hashes, client-certificate names, tenant scopes);
+    /// `None`: every caller may do everything.
+    pub auth_file: Option<PathBuf>,
+    /// Serve TCP beyond loopback without authentication, knowingly.
+    pub insecure: bool,
+    /// TLS on the gRPC TCP listener.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -77,6 +85,9 @@ impl Default for Config {
             tenants: Vec::new(),
             telemetry: TelemetryConfig::default(),
             redis: None,
+            auth_file: None,
+            insecure: false,
+            tls: None,
         }
     }
 }
@@ -94,6 +105,11 @@ pub struct Flags {
     pub durability: Option<String>,
     pub records_jsonl: Option<String>,
     pub redis: Option<String>,
+    pub auth_file: Option<String>,
+    pub insecure: bool,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_client_ca: Option<String>,
 }
 
 /// A configuration error, naming the key.
@@ -129,6 +145,15 @@ const KEYS: &[(&str, &str)] = &[
     ("metrics_tenant_label", "DAYBOOK_METRICS_TENANT_LABEL"),
     ("redis_url", "DAYBOOK_REDIS_URL"),
     ("redis_timeout", "DAYBOOK_REDIS_TIMEOUT"),
+    ("redis_ca_file", "DAYBOOK_REDIS_CA_FILE"),
+    ("redis_client_cert", "DAYBOOK_REDIS_CLIENT_CERT"),
+    ("redis_client_key", "DAYBOOK_REDIS_CLIENT_KEY"),
+    ("auth_file", "DAYBOOK_AUTH_FILE"),
+    ("insecure", "DAYBOOK_INSECURE"),
+    ("tls_cert", "DAYBOOK_TLS_CERT"),
+    ("tls_key", "DAYBOOK_TLS_KEY"),
+    ("tls_client_ca", "DAYBOOK_TLS_CLIENT_CA"),
+    ("tls_client_auth", "DAYBOOK_TLS_CLIENT_AUTH"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -169,6 +194,11 @@ pub fn load(
             "durability" => flags.durability.clone(),
             "records_jsonl" => flags.records_jsonl.clone(),
             "redis_url" => flags.redis.clone(),
+            "auth_file" => flags.auth_file.clone(),
+            "insecure" => flags.insecure.then(|| "true".to_string()),
+            "tls_cert" => flags.tls_cert.clone(),
+            "tls_key" => flags.tls_key.clone(),
+            "tls_client_ca" => flags.tls_client_ca.clone(),
             _ => None,
         }
     };
@@ -196,6 +226,10 @@ pub fn load(
     }
 
     let mut redis_timeout = None;
+    let mut redis_tls = RedisTls::default();
+    let (mut tls_cert, mut tls_key, mut tls_client_ca, mut tls_client_auth) = (None, None, None, None);
+    let path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
+    let source_of = |key: &str| values.get(key).map(|(_, s)| s.clone()).unwrap_or_else(|| key.to_string());
     let mut config = Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() };
     let addr = |source: &str, text: &str| -> Result<Option<SocketAddr>, ConfigError> {
         if text.is_empty() || text == "off" {
@@ -206,6 +240,13 @@ pub fn load(
     let duration = |source: &str, text: &str| -> Result<Duration, ConfigError> {
         let d = time::parse_duration(text).map_err(|e| err(source, e.to_string()))?;
         d.to_std().map_err(|_| err(source, "must not be negative"))
+    };
+    let boolean = |source: &str, text: &str| -> Result<bool, ConfigError> {
+        match text {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(err(source, "expected `true` or `false`")),
+        }
     };
     let number = |source: &str, text: &str| -> Result<usize, ConfigError> {
         text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| err(source, "expected a positive whole number"))
@@ -241,6 +282,21 @@ pub fn load(
                 }
                 redis_timeout = Some(timeout);
             }
+            "redis_ca_file" => redis_tls.ca_file = path(text),
+            "redis_client_cert" => redis_tls.client_cert = path(text),
+            "redis_client_key" => redis_tls.client_key = path(text),
+            "auth_file" => config.auth_file = path(text),
+            "insecure" => config.insecure = boolean(source, text)?,
+            "tls_cert" => tls_cert = path(text),
+            "tls_key" => tls_key = path(text),
+            "tls_client_ca" => tls_client_ca = path(text),
+            "tls_client_auth" => {
+                tls_client_auth = Some(match text.as_str() {
+                    "required" => ClientAuth::Required,
+                    "optional" => ClientAuth::Optional,
+                    _ => return Err(err(source, "expected `required` or `optional`")),
+                })
+            }
             "data_dir" => {
                 if text.is_empty() {
                     return Err(err(source, "must not be empty"));
@@ -272,13 +328,7 @@ pub fn load(
                 }
             }
             "otlp_interval" => config.telemetry.otlp_interval = duration(source, text)?,
-            "metrics_tenant_label" => {
-                config.telemetry.tenant_label = match text.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(err(source, "expected `true` or `false`")),
-                }
-            }
+            "metrics_tenant_label" => config.telemetry.tenant_label = boolean(source, text)?,
             _ => unreachable!("every key of KEYS is handled"),
         }
     }
@@ -286,6 +336,66 @@ pub fn load(
         (Some(redis), Some(timeout)) => redis.timeout = timeout,
         (None, Some(_)) => return Err(err("redis_timeout", "set without redis_url")),
         _ => {}
+    }
+    if redis_tls != RedisTls::default() {
+        let key = ["redis_ca_file", "redis_client_cert", "redis_client_key"]
+            .into_iter()
+            .find(|k| values.contains_key(k))
+            .map(source_of)
+            .unwrap_or_default();
+        let Some(redis) = &mut config.redis else {
+            return Err(err(&key, "set without redis_url"));
+        };
+        if !redis.url.starts_with("rediss://") && !redis.url.starts_with("rediss+cluster://") {
+            return Err(err(&key, "TLS files for Redis need a rediss:// (or rediss+cluster://) URL"));
+        }
+        if redis_tls.client_cert.is_some() != redis_tls.client_key.is_some() {
+            return Err(err(&key, "redis_client_cert and redis_client_key go together"));
+        }
+        redis.tls = redis_tls;
+    }
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            if config.listen.is_none() {
+                return Err(err(&source_of("tls_cert"), "TLS is for the TCP listener, and `listen` is off"));
+            }
+            config.tls = Some(TlsFiles {
+                cert,
+                key,
+                client_auth: tls_client_auth.unwrap_or(ClientAuth::Required),
+                client_ca: tls_client_ca,
+            });
+        }
+        (None, None) if tls_client_ca.is_some() => {
+            return Err(err(&source_of("tls_client_ca"), "client certificates need TLS: set tls_cert and tls_key"));
+        }
+        (None, None) if tls_client_auth.is_some() => {
+            return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca"));
+        }
+        (None, None) => {}
+        (Some(_), None) => return Err(err(&source_of("tls_cert"), "set without tls_key")),
+        (None, Some(_)) => return Err(err(&source_of("tls_key"), "set without tls_cert")),
+    }
+    if let Some(tls) = &config.tls
+        && tls.client_ca.is_none()
+        && tls_client_auth.is_some()
+    {
+        return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca"));
+    }
+    // A TCP listener other hosts can reach is open to every workload of the cluster:
+    // billing data and tenant settings need a credential there, unless told otherwise.
+    if let Some(addr) = config.listen
+        && !addr.ip().is_loopback()
+        && config.auth_file.is_none()
+        && !config.insecure
+    {
+        return Err(err(
+            &source_of("listen"),
+            format!(
+                "{addr} is reachable from other hosts: set auth_file (bearer tokens, client certificates) \
+                 or, knowingly, insecure = true (--insecure)"
+            ),
+        ));
     }
     if config.listen.is_none() && config.uds.is_none() {
         return Err(err("listen", "neither a TCP address nor a Unix socket: daybook would be unreachable"));

@@ -284,6 +284,11 @@ impl Daybook {
     /// Journals an entry with its records, which carry their cursors from the start.
     pub(super) fn append(&self, kind: EntryKind, records: Vec<Record>) -> u64 {
         let protos: Vec<pb::Record> = records.iter().map(|r| api::record_out(r, String::new())).collect();
+        self.append_protos(kind, protos)
+    }
+
+    /// [`Daybook::append`] for records already in their wire form.
+    fn append_protos(&self, kind: EntryKind, protos: Vec<pb::Record>) -> u64 {
         let entry =
             Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec().into()).collect() };
         self.journal.append(entry, |seq| -> Vec<Stamped> { stamp(seq, protos) })
@@ -299,32 +304,58 @@ impl Daybook {
         self.stripes.iter().map(|s| s.lock().expect("stripe lock")).collect()
     }
 
-    /// Creates a tenant through the API.
-    pub fn create_tenant(&self, t: &pb::Tenant) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        self.tenant_op(TenantOp::Create(t))
-    }
-
-    /// Adds a settings change (T-5). It may not take effect before now minus the
-    /// tenant's clock skew: the past is not rewritten.
-    pub fn change_settings(
-        &self,
-        tenant_id: &str,
-        change: &pb::SettingsChange,
-    ) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        self.tenant_op(TenantOp::Change(tenant_id, change))
-    }
-
-    /// Replaces the plan.
-    pub fn set_plan(&self, tenant_id: &str, plan: &pb::Plan) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
-        self.tenant_op(TenantOp::Plan(tenant_id, plan))
-    }
-
-    /// Applies a tenant operation here (embedded mode).
-    fn tenant_op(&self, op: TenantOp<'_>) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+    /// Applies a tenant operation made by the credential `by` (embedded mode).
+    pub fn tenant_op(&self, op: TenantOp<'_>, by: &str) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let _all = self.exclusive();
         match self.next_spec(&op, None)? {
             NextSpec::Unchanged(tenant) => Ok((tenant, self.journal.appended())),
-            NextSpec::Spec(new) => self.apply_spec(*new),
+            NextSpec::Spec(new) => {
+                let audit = self.audit(&op, &new, by);
+                self.apply_spec(*new, Some(audit))
+            }
+        }
+    }
+
+    /// The audit record of a tenant operation that changes the tenant (issue 7): who,
+    /// when, what, from when. Its id is deterministic in all of them.
+    pub(super) fn audit(&self, op: &TenantOp<'_>, new: &TenantSpec, by: &str) -> pb::Record {
+        let now = self.now();
+        let changed_at = now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let json = |v: serde_json::Value| v.to_string();
+        let mut audit = pb::SettingsChangeAudit {
+            changed_by: by.to_string(),
+            changed_at: changed_at.clone(),
+            effective_from: changed_at.clone(),
+            ..Default::default()
+        };
+        match op {
+            TenantOp::Create(_) => {
+                audit.operation = "create_tenant".into();
+                audit.tenant_json = json(api::to_json(&api::tenant_out(new)));
+            }
+            TenantOp::Change(_, change) => {
+                audit.operation = "change_settings".into();
+                audit.change_id = change.change_id.clone();
+                audit.effective_from = change.effective_from.clone();
+                if let Some(settings) = &change.settings {
+                    audit.settings_json = json(api::to_json(settings));
+                }
+            }
+            TenantOp::Plan(id, _) => {
+                audit.operation = "set_plan".into();
+                let before = self.engine.tenant(id).and_then(|t| api::plan_out(&t.spec.plan));
+                audit.previous_plan_json = before.map(|p| json(api::to_json(&p))).unwrap_or_default();
+                audit.plan_json = api::plan_out(&new.plan).map(|p| json(api::to_json(&p))).unwrap_or_default();
+            }
+        }
+        let body = audit.encode_to_vec();
+        let id = crate::rating::ids::RecordId::of(&[b"audit", new.id.as_bytes(), &body]);
+        pb::Record {
+            cursor: String::new(),
+            record_id: String::from_utf8_lossy(&id.hex()).into_owned(),
+            tenant_id: new.id.clone(),
+            rule: "T-5".into(),
+            body: Some(pb::record::Body::SettingsChange(audit)),
         }
     }
 
@@ -389,10 +420,15 @@ impl Daybook {
         }
     }
 
-    /// Puts a tenant's new spec in force and journals it; called with every stripe held.
-    pub(super) fn apply_spec(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+    /// Puts a tenant's new spec in force and journals it, with its audit record when the
+    /// change was made here; called with every stripe held.
+    pub(super) fn apply_spec(
+        &self,
+        spec: TenantSpec,
+        audit: Option<pb::Record>,
+    ) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let plan_changed = self.engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
-        let result = self.put_journaled(spec);
+        let result = self.put_journaled(spec, audit);
         if plan_changed {
             // A new plan re-judges the aggregates' alerts.
             self.engine.rebuild_ledgers();
@@ -423,13 +459,13 @@ impl Daybook {
         Ok(tenant)
     }
 
-    fn put_journaled(&self, spec: TenantSpec) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+    fn put_journaled(&self, spec: TenantSpec, audit: Option<pb::Record>) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let bytes = api::tenant_out(&spec).encode_to_vec();
         let tenant = self
             .engine
             .put_tenant(spec)
             .map_err(|e| TenantRefusal::Invalid(vec![FieldViolation::new("tenant", e.to_string())]))?;
-        let seq = self.append(EntryKind::Tenant(bytes), Vec::new());
+        let seq = self.append_protos(EntryKind::Tenant(bytes), audit.into_iter().collect());
         Ok((tenant, seq))
     }
 

@@ -3,6 +3,7 @@
 //! shutdown future, and never send signals.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod journal;
@@ -10,6 +11,7 @@ pub mod records;
 pub mod service;
 pub mod shared;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -91,6 +93,20 @@ pub async fn run(
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     ]);
     let telemetry = telemetry::Telemetry::new(&config.telemetry, methods)?;
+    // Credentials and certificates are read before anything else: a file that does not
+    // load stops start-up with its error, rather than serving without it.
+    let auth = match &config.auth_file {
+        Some(path) => auth::Auth::from_file(path.clone()).map_err(|e| anyhow::anyhow!("auth_file: {e}"))?,
+        None => auth::Auth::off(),
+    };
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files.clone()).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+        None => None,
+    };
+    let posture = security_posture(&config, &auth, tls.as_deref());
+    if posture.contains("INSECURE") {
+        eprintln!("daybook: WARNING: {}", posture.lines().next().unwrap_or_default());
+    }
     let shared = match &config.redis {
         Some(redis) => Some(connect_shared_store(redis, &config).await?),
         None => None,
@@ -132,41 +148,57 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let services = service::Services { daybook: daybook.clone(), max_batch: config.max_batch };
+    let services = service::Services { daybook: daybook.clone(), max_batch: config.max_batch, auth: auth.clone() };
     let max = config.max_message_bytes;
+    // Every service but health authenticates its caller first (health stays open for the
+    // kubelet's probes).
+    let authenticate = || auth::Authenticate(auth.clone());
+    let guarded = |svc| tonic::service::interceptor::InterceptedService::new(svc, authenticate());
     let router = Server::builder()
         .timeout(config.deadline_ceiling)
         .layer(telemetry::GrpcLayer(telemetry.clone()))
         .add_service(health_service.clone())
-        .add_service(reflection)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(reflection, authenticate()))
+        .add_service(guarded(
             pb::ingest_service_server::IngestServiceServer::new(services.clone()).max_decoding_message_size(max),
-        )
-        .add_service(pb::usage_service_server::UsageServiceServer::new(services.clone()).max_decoding_message_size(max))
-        .add_service(
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::usage_service_server::UsageServiceServer::new(services.clone()).max_decoding_message_size(max),
+            authenticate(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             pb::record_service_server::RecordServiceServer::new(services.clone()).max_decoding_message_size(max),
-        )
-        .add_service(pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max));
+            authenticate(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max),
+            authenticate(),
+        ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.grpc_tcp {
         let router = router.clone();
         let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            // Small unary calls: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
-            let incoming =
-                tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                });
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match tls.clone() {
+            Some(tls) => {
+                let incoming = tls::incoming(listener, tls, stop_rx.clone());
+                tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stopped).await });
+            }
+            None => {
+                // Small unary calls: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+                        s.inspect(|s| {
+                            let _ = s.set_nodelay(true);
+                        })
+                    });
+                tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stopped).await });
+            }
+        }
     }
     if let Some(listener) = listeners.grpc_uds {
         let router = router.clone();
@@ -192,7 +224,11 @@ pub async fn run(
                 .await
         });
     }
-    let admin = listeners.admin.map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), stop_rx.clone())));
+    let admin = listeners
+        .admin
+        .map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), posture.clone(), stop_rx.clone())));
+    let auth_watcher = auth.enabled().then(|| tokio::spawn(auth::watch(auth.clone())));
+    let tls_watcher = tls.clone().map(|tls| tokio::spawn(tls::watch(tls)));
     let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
     let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
@@ -272,9 +308,33 @@ pub async fn run(
     if let Some(a) = admin {
         a.abort();
     }
+    for watcher in [auth_watcher, tls_watcher].into_iter().flatten() {
+        watcher.abort();
+    }
     // The exporters' last push runs on threads of their own; the runtime stays up for it.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     Ok(())
+}
+
+/// What `/ready` says of the listener's protection: authentication, TLS, and a loud first
+/// line when a TCP listener other hosts can reach takes calls without credentials.
+fn security_posture(config: &Config, auth: &auth::Auth, tls: Option<&tls::Tls>) -> Arc<str> {
+    let exposed = config.listen.is_some_and(|a| !a.ip().is_loopback());
+    let auth_line = match (auth.enabled(), exposed) {
+        (true, _) => format!("auth: on ({} credential(s))", auth.credentials().len()),
+        (false, true) => format!(
+            "auth: off, INSECURE: any client that reaches {} may read and change every tenant (--insecure)",
+            config.listen.expect("exposed")
+        ),
+        (false, false) => "auth: off (loopback and Unix socket only)".into(),
+    };
+    let tls_line = match tls {
+        Some(t) if t.mutual() => "tls: on, client certificates verified",
+        Some(_) => "tls: on",
+        None if config.listen.is_some() => "tls: off",
+        None => "tls: no TCP listener",
+    };
+    format!("{auth_line}\n{tls_line}\n").into()
 }
 
 /// Connects to the shared store at start-up (waiting for it: a replica that cannot reach

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{Access, Auth, Caller, caller};
 use super::core::{Daybook, TenantOp, TenantRefusal};
 use super::records::{Cursor, follow};
 use crate::api::{self, pb};
@@ -18,6 +19,8 @@ use crate::rating::outcome::{Disposition, Outcome, Refusal};
 pub struct Services {
     pub daybook: Arc<Daybook>,
     pub max_batch: usize,
+    /// The credentials in force (every handler authorizes its caller against them).
+    pub auth: Arc<Auth>,
 }
 
 fn disposition_name(d: &Disposition) -> &'static str {
@@ -51,8 +54,9 @@ impl Services {
         Ok(())
     }
 
-    async fn ingest_one(&self, event: pb::Event) -> Result<pb::EventOutcome, Status> {
+    async fn ingest_one(&self, who: &Caller, event: pb::Event) -> Result<pb::EventOutcome, Status> {
         self.unavailable_if_draining()?;
+        authorize_ingest(who, &event)?;
         let tenant = event.tenant_id.clone();
         let (result, wait) =
             if self.daybook.is_shared() { self.daybook.ingest_shared(event).await } else { self.daybook.ingest(event) };
@@ -78,23 +82,31 @@ impl Services {
 
     /// A tenant operation: through the shared store when there is one, so that every
     /// replica rates the tenant alike.
-    async fn tenant_op(&self, op: TenantOp<'_>) -> Result<(Arc<crate::rating::Tenant>, u64), Status> {
-        let result = if self.daybook.is_shared() {
-            self.daybook.tenant_op_shared(op).await
-        } else {
-            match op {
-                TenantOp::Create(t) => self.daybook.create_tenant(t),
-                TenantOp::Change(id, change) => self.daybook.change_settings(id, change),
-                TenantOp::Plan(id, plan) => self.daybook.set_plan(id, plan),
+    async fn tenant_op(&self, op: TenantOp<'_>, who: &Caller) -> Result<(Arc<crate::rating::Tenant>, u64), Status> {
+        match op {
+            // A new tenant without an id is refused by validation, and names no tenant.
+            TenantOp::Create(_) if op.tenant_id().is_empty() => {}
+            _ if op.tenant_id().is_empty() => {
+                return Err(api::invalid_argument(vec![FieldViolation::new("tenant_id", "is required")]));
             }
+            _ => who.require(Access::Manage, op.tenant_id())?,
+        }
+        let result = if self.daybook.is_shared() {
+            self.daybook.tenant_op_shared(op, &who.id).await
+        } else {
+            self.daybook.tenant_op(op, &who.id)
         };
         result.map_err(Self::tenant_status)
     }
 
-    fn tenant(&self, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
+    /// The tenant a request names, once the caller may have `access` to it. The scope is
+    /// checked before the tenant is looked up: a caller learns nothing of tenants outside
+    /// its scope, not even whether they exist.
+    fn tenant(&self, who: &Caller, access: Access, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
         if id.is_empty() {
             return Err(api::invalid_argument(vec![FieldViolation::new("tenant_id", "is required")]));
         }
+        who.require(access, id)?;
         self.daybook.engine().tenant(id).ok_or_else(|| Status::not_found(format!("unknown tenant `{id}`")))
     }
 }
@@ -103,6 +115,15 @@ impl Services {
 /// only there, so a partial answer would be wrong, not late.
 fn store_unavailable(e: crate::store::redis::StoreError) -> Status {
     Status::unavailable(format!("usage across replicas is in the shared store, which did not answer: {e}; retry"))
+}
+
+/// An event may be ingested only for a tenant of the caller's ingest scope. An event
+/// without a tenant id names no tenant: validation refuses it.
+fn authorize_ingest(who: &Caller, event: &pb::Event) -> Result<(), Status> {
+    if event.tenant_id.is_empty() {
+        return Ok(());
+    }
+    who.require(Access::Ingest, &event.tenant_id)
 }
 
 fn event_of(tenant_id: String, event_id: String, event_time: String, kind: Option<pb::event::Kind>) -> pb::Event {
@@ -115,9 +136,10 @@ impl pb::ingest_service_server::IngestService for Services {
         &self,
         request: Request<pb::IngestMessageRequest>,
     ) -> Result<Response<pb::IngestMessageResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let kind = r.message.map(pb::event::Kind::Message);
-        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestMessageResponse { outcome: Some(outcome) }))
     }
 
@@ -125,9 +147,10 @@ impl pb::ingest_service_server::IngestService for Services {
         &self,
         request: Request<pb::IngestConversationOpenedRequest>,
     ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let kind = r.conversation_opened.map(pb::event::Kind::ConversationOpened);
-        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestConversationOpenedResponse { outcome: Some(outcome) }))
     }
 
@@ -135,9 +158,10 @@ impl pb::ingest_service_server::IngestService for Services {
         &self,
         request: Request<pb::IngestCobrowseRequest>,
     ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let kind = r.cobrowse.map(pb::event::Kind::Cobrowse);
-        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestCobrowseResponse { outcome: Some(outcome) }))
     }
 
@@ -145,13 +169,14 @@ impl pb::ingest_service_server::IngestService for Services {
         &self,
         request: Request<pb::IngestFunctionInvocationsRequest>,
     ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         // A missing body is a missing count (T-6), not an unknown event type.
         let Some(body) = r.function_invocations else {
             return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
         };
         let kind = Some(pb::event::Kind::FunctionInvocations(body));
-        let outcome = self.ingest_one(event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
     }
 
@@ -162,6 +187,7 @@ impl pb::ingest_service_server::IngestService for Services {
         request: Request<Streaming<pb::IngestBatchRequest>>,
     ) -> Result<Response<Self::IngestBatchStream>, Status> {
         self.unavailable_if_draining()?;
+        let who = caller(&request)?;
         let mut input = request.into_inner();
         let this = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -187,6 +213,11 @@ impl pb::ingest_service_server::IngestService for Services {
                         "events",
                         format!("{} events; at most {} per request", batch.events.len(), this.max_batch),
                     )]);
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                // The whole request is refused before any of it is ingested.
+                if let Err(status) = batch.events.iter().try_for_each(|e| authorize_ingest(&who, e)) {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
@@ -237,8 +268,9 @@ fn date_in(text: &str, field: &str) -> Result<Option<chrono::NaiveDate>, Status>
 #[tonic::async_trait]
 impl pb::usage_service_server::UsageService for Services {
     async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id)?;
         let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
         let totals = if self.daybook.is_shared() {
             self.daybook.shared_usage(&r.tenant_id, from, to).await.map_err(store_unavailable)?
@@ -252,8 +284,9 @@ impl pb::usage_service_server::UsageService for Services {
         &self,
         request: Request<pb::GetStatementRequest>,
     ) -> Result<Response<pb::GetStatementResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id)?;
         let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
             api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
         })?;
@@ -269,8 +302,9 @@ impl pb::usage_service_server::UsageService for Services {
         &self,
         request: Request<pb::ListStatementsRequest>,
     ) -> Result<Response<pb::ListStatementsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id)?;
         let statements = if self.daybook.is_shared() {
             self.daybook.shared_statements(&r.tenant_id).await.map_err(store_unavailable)?
         } else {
@@ -285,8 +319,9 @@ impl pb::usage_service_server::UsageService for Services {
         &self,
         request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id)?;
         if r.page_size < 0 {
             return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
         }
@@ -361,6 +396,7 @@ impl pb::record_service_server::RecordService for Services {
         &self,
         request: Request<pb::WatchRecordsRequest>,
     ) -> Result<Response<Self::WatchRecordsStream>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let after = if r.after_cursor.is_empty() {
             Cursor::default()
@@ -370,16 +406,20 @@ impl pb::record_service_server::RecordService for Services {
             })?
         };
         for t in &r.tenant_ids {
-            self.tenant(t)?;
+            self.tenant(&who, Access::Read, t)?;
         }
         let tenants: std::collections::HashSet<String> = r.tenant_ids.into_iter().collect();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let daybook = self.daybook.clone();
+        let auth = self.auth.clone();
         tokio::spawn(async move {
-            let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<Result<pb::Record, Status>>();
             let forward = tokio::spawn(async move {
-                while let Some(record) = sync_rx.recv().await {
-                    if tx.send(Ok(pb::WatchRecordsResponse { record: Some(record) })).await.is_err() {
+                while let Some(item) = sync_rx.recv().await {
+                    let end = item.is_err();
+                    if tx.send(item.map(|record| pb::WatchRecordsResponse { record: Some(record) })).await.is_err()
+                        || end
+                    {
                         return;
                     }
                 }
@@ -387,11 +427,30 @@ impl pb::record_service_server::RecordService for Services {
                 let _ =
                     tx.send(Err(Status::unavailable("daybook is shutting down; resume from your last cursor"))).await;
             });
+            // Only records of tenants the caller may read, under the credentials in force:
+            // a reload that narrows the scope applies at once, and one that removes the
+            // credential ends the stream.
+            let mut who = who;
+            let mut generation = auth.generation();
             let following = follow(&daybook.hub, &daybook.journal, after, |stamped| {
+                if auth.generation() != generation {
+                    generation = auth.generation();
+                    match auth.current(&who) {
+                        Some(current) => who = current,
+                        None => {
+                            let revoked = Status::unauthenticated("the credential was revoked");
+                            let _ = sync_tx.send(Err(revoked));
+                            return false;
+                        }
+                    }
+                }
                 if !tenants.is_empty() && !tenants.contains(&*stamped.tenant) {
                     return true;
                 }
-                sync_tx.send(stamped.record.clone()).is_ok()
+                if !who.may(Access::Read, &stamped.tenant) {
+                    return true;
+                }
+                sync_tx.send(Ok(stamped.record.clone())).is_ok()
             });
             tokio::select! {
                 _ = following => {}
@@ -410,11 +469,12 @@ impl pb::tenant_service_server::TenantService for Services {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let who = caller(&request)?;
         let t = request
             .into_inner()
             .tenant
             .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
-        let (tenant, seq) = self.tenant_op(TenantOp::Create(&t)).await?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Create(&t), &who).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
@@ -423,17 +483,24 @@ impl pb::tenant_service_server::TenantService for Services {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
-        let tenant = self.tenant(&request.into_inner().tenant_id)?;
+        let who = caller(&request)?;
+        let tenant = self.tenant(&who, Access::Read, &request.into_inner().tenant_id)?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
     async fn list_tenants(
         &self,
-        _: Request<pb::ListTenantsRequest>,
+        request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let who = caller(&request)?;
         let engine = self.daybook.engine();
-        let tenants =
-            engine.tenant_ids().iter().filter_map(|id| engine.tenant(id)).map(|t| api::tenant_out(&t.spec)).collect();
+        let tenants = engine
+            .tenant_ids()
+            .iter()
+            .filter(|id| who.may(Access::Read, id))
+            .filter_map(|id| engine.tenant(id))
+            .map(|t| api::tenant_out(&t.spec))
+            .collect();
         Ok(Response::new(pb::ListTenantsResponse { tenants }))
     }
 
@@ -441,20 +508,20 @@ impl pb::tenant_service_server::TenantService for Services {
         &self,
         request: Request<pb::ChangeSettingsRequest>,
     ) -> Result<Response<pb::ChangeSettingsResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
         let change =
             r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
-        let (tenant, seq) = self.tenant_op(TenantOp::Change(&r.tenant_id, &change)).await?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Change(&r.tenant_id, &change), &who).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
     async fn set_plan(&self, request: Request<pb::SetPlanRequest>) -> Result<Response<pb::SetPlanResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&r.tenant_id)?;
         let plan = r.plan.unwrap_or_default();
-        let (tenant, seq) = self.tenant_op(TenantOp::Plan(&r.tenant_id, &plan)).await?;
+        let (tenant, seq) = self.tenant_op(TenantOp::Plan(&r.tenant_id, &plan), &who).await?;
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }

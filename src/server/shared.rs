@@ -618,7 +618,7 @@ impl Daybook {
     /// holds, written there only if nobody changed it meanwhile (compare-and-set), then
     /// put in force here. Other replicas learn it within [`TENANT_POLL`], or at once when
     /// an event names a tenant they do not know.
-    pub async fn tenant_op_shared(&self, op: TenantOp<'_>) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
+    pub async fn tenant_op_shared(&self, op: TenantOp<'_>, by: &str) -> Result<(Arc<Tenant>, u64), TenantRefusal> {
         let unavailable = |e: StoreError| TenantRefusal::Unavailable(format!("the shared store did not answer: {e}"));
         let id = op.tenant_id().to_string();
         for _ in 0..4 {
@@ -636,9 +636,19 @@ impl Daybook {
             let bytes = api::tenant_out(&new).encode_to_vec();
             match self.shared().store.put_tenant(&id, &expected, &bytes).await.map_err(unavailable)? {
                 None => {
-                    self.shared().tenants.lock().expect("tenants lock").insert(id, bytes);
-                    let _all = self.all_stripes();
-                    return self.apply_spec(new);
+                    self.shared().tenants.lock().expect("tenants lock").insert(id.clone(), bytes);
+                    let (audit, applied) = {
+                        let _all = self.all_stripes();
+                        let audit = self.audit(&op, &new, by);
+                        (audit.clone(), self.apply_spec(new, Some(audit))?)
+                    };
+                    // Also on the tenant's shared stream, beside its other records. The
+                    // change is made and journaled here with its audit record: if Redis
+                    // fails between the two calls, this replica's stream and sink have it.
+                    if let Err(e) = self.shared().store.add_record(&id, &audit).await {
+                        eprintln!("daybook: audit record {} not added to the shared stream: {e}", audit.record_id);
+                    }
+                    return Ok(applied);
                 }
                 // Changed by another replica since: learn it and judge again.
                 Some(_) => continue,
@@ -685,7 +695,7 @@ impl Daybook {
         {
             let _all = self.all_stripes();
             if self.engine().tenant(id).is_none_or(|t| t.spec != spec)
-                && let Err(e) = self.apply_spec(spec)
+                && let Err(e) = self.apply_spec(spec, None)
             {
                 eprintln!("daybook: tenant `{id}` from the shared store not applied: {e:?}");
                 return;

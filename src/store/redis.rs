@@ -29,11 +29,44 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// How long calls fail at once after a failure, before one tries again.
     pub cool_down: Duration,
+    /// Files for `rediss://`: the CA that signed Redis's certificate (default: the
+    /// system's roots) and a client certificate, for a Redis with `tls-auth-clients yes`.
+    pub tls: RedisTls,
+}
+
+/// The TLS files of a `rediss://` connection (PEM). Read at connect time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl RedisTls {
+    fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+        if *self == RedisTls::default() {
+            return Ok(None);
+        }
+        let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let client_tls = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+            }
+            _ => None,
+        };
+        let root_cert = self.ca_file.as_ref().map(read).transpose()?;
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
 }
 
 impl RedisConfig {
     pub fn new(url: &str) -> Self {
-        RedisConfig { url: url.to_string(), timeout: Duration::from_millis(50), cool_down: Duration::from_millis(500) }
+        RedisConfig {
+            url: url.to_string(),
+            timeout: Duration::from_millis(50),
+            cool_down: Duration::from_millis(500),
+            tls: RedisTls::default(),
+        }
     }
 
     /// Checks the URL's form without connecting.
@@ -47,22 +80,40 @@ impl RedisConfig {
 
     /// The node URLs, and whether they are a cluster's seeds.
     fn nodes(&self) -> Result<Vec<String>, String> {
-        if let Some(rest) = self.url.strip_prefix("redis+cluster://") {
+        let cluster = [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")]
+            .into_iter()
+            .find_map(|(prefix, scheme)| self.url.strip_prefix(prefix).map(|rest| (rest, scheme)));
+        if let Some((rest, scheme)) = cluster {
+            // Credentials before the first node apply to every node.
+            let (auth, rest) = match rest.rsplit_once('@') {
+                Some((auth, rest)) => (format!("{auth}@"), rest),
+                None => (String::new(), rest),
+            };
             let nodes: Vec<String> =
-                rest.split(',').filter(|s| !s.is_empty()).map(|s| format!("redis://{s}")).collect();
+                rest.split(',').filter(|s| !s.is_empty()).map(|s| format!("{scheme}{auth}{s}")).collect();
             if nodes.is_empty() {
                 return Err("redis+cluster:// needs at least one host:port".into());
             }
             Ok(nodes)
-        } else if self.url.starts_with("redis://") {
+        } else if self.url.starts_with("redis://") || self.url.starts_with("rediss://") {
             Ok(vec![self.url.clone()])
         } else {
-            Err(format!("redis URL `{}`: expected redis://host:port or redis+cluster://host:port,...", self.url))
+            Err(format!(
+                "redis URL `{}`: expected redis://host:port (rediss:// for TLS) or redis+cluster://host:port,...",
+                self.url
+            ))
         }
     }
 
     fn is_cluster(&self) -> bool {
-        self.url.starts_with("redis+cluster://")
+        self.url.starts_with("redis+cluster://") || self.url.starts_with("rediss+cluster://")
+    }
+
+    fn client(&self, node: &str) -> Result<redis::Client, StoreError> {
+        match self.tls.certificates().map_err(StoreError::Unexpected)? {
+            Some(certificates) => Ok(redis::Client::build_with_tls(node, certificates)?),
+            None => Ok(redis::Client::open(node)?),
+        }
     }
 }
 
@@ -216,13 +267,16 @@ impl RedisStore {
         let nodes = config.nodes().map_err(StoreError::Unexpected)?;
         let connect_timeout = (config.timeout * 20).max(Duration::from_secs(1));
         let connection = if config.is_cluster() {
-            let client = redis::cluster::ClusterClient::builder(nodes)
+            let mut builder = redis::cluster::ClusterClient::builder(nodes)
                 .connection_timeout(connect_timeout)
-                .response_timeout(config.timeout * 4)
-                .build()?;
+                .response_timeout(config.timeout * 4);
+            if let Some(certificates) = config.tls.certificates().map_err(StoreError::Unexpected)? {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build()?;
             Connection::Cluster(client.get_async_connection().await?)
         } else {
-            let client = redis::Client::open(nodes[0].as_str())?;
+            let client = config.client(&nodes[0])?;
             let manager_config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(config.timeout * 4))
@@ -520,6 +574,20 @@ impl RedisStore {
                 (entry, String::from_utf8_lossy(&field(b"id")).into_owned(), field(b"record"))
             })
             .collect())
+    }
+
+    /// Appends a record that belongs to no event (an audit record) to the tenant's first
+    /// shard's stream.
+    pub async fn add_record(&self, tenant: &str, record: &crate::api::pb::Record) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(ShardKeys::new(tenant, 0).records())
+            .arg("*")
+            .arg("id")
+            .arg(&record.record_id)
+            .arg("record")
+            .arg(prost::Message::encode_to_vec(record));
+        let _: String = self.query(cmd).await?;
+        Ok(())
     }
 
     /// Round trip, for readiness.

@@ -9,5 +9,6 @@ mod replay;
 mod replicas;
 mod rules;
 mod scenarios;
+mod security;
 mod server;
 mod telemetry;

@@ -33,14 +33,33 @@ pub struct RedisNode {
     dir: tempfile::TempDir,
     /// The ACL user and password every client must use, when the default user is off.
     user: Option<(String, String)>,
+    /// Served over TLS only: the files clients need (CA, client certificate and key).
+    tls: Option<ClientTlsFiles>,
+}
+
+/// What a client of a TLS node needs: the CA of its certificate, and a client
+/// certificate (Redis's `tls-auth-clients yes`, its default, requires one).
+#[derive(Clone)]
+pub struct ClientTlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl RedisNode {
     fn spawn(extra: &[&str]) -> RedisNode {
+        RedisNode::spawn_with(extra, None)
+    }
+
+    fn spawn_with(extra: &[&str], tls: Option<ClientTlsFiles>) -> RedisNode {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut args: Vec<String> =
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""].iter().map(|s| s.to_string()).collect();
+        let ports = match tls {
+            Some(_) => vec!["--port".to_string(), "0".to_string(), "--tls-port".to_string(), port.to_string()],
+            None => vec!["--port".to_string(), port.to_string()],
+        };
+        let mut args: Vec<String> = ports;
+        args.extend(["--bind", "127.0.0.1", "--save", ""].iter().map(|s| s.to_string()));
         if !extra.contains(&"--appendonly") {
             args.extend(["--appendonly".to_string(), "no".to_string()]);
         }
@@ -52,7 +71,7 @@ impl RedisNode {
             .position(|a| *a == "--user")
             .filter(|i| extra.get(i + 1) != Some(&"default"))
             .map(|i| (extra[i + 1].to_string(), extra[i + 3].trim_start_matches('>').to_string()));
-        let node = RedisNode { port, child, args, dir, user };
+        let node = RedisNode { port, child, args, dir, user, tls };
         node.wait_for("PONG", &["PING"]);
         node
     }
@@ -75,6 +94,59 @@ impl RedisNode {
             "default",
             "off",
         ])
+    }
+
+    /// [`RedisNode::start_with_acl_user`], served over TLS only, with a certificate made
+    /// by `ca` for 127.0.0.1; clients must present a certificate of `client_ca`.
+    pub fn start_tls_with_acl_user(ca: &super::security::Ca, client_ca: &super::security::Ca) -> RedisNode {
+        let files = tempfile::tempdir().unwrap().keep();
+        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false);
+        let (client_cert, client_key) = client_ca.leaf(&["daybook.clients.test"], true);
+        for (name, text) in [
+            ("redis.crt", cert),
+            ("redis.key", key),
+            ("ca.crt", ca.pem.clone()),
+            ("clients.crt", client_ca.pem.clone()),
+            ("client.crt", client_cert),
+            ("client.key", client_key),
+        ] {
+            std::fs::write(files.join(name), text).unwrap();
+        }
+        let path = |name: &str| files.join(name).to_str().unwrap().to_string();
+        let client =
+            ClientTlsFiles { ca: files.join("ca.crt"), cert: files.join("client.crt"), key: files.join("client.key") };
+        let (cert, key, clients) = (path("redis.crt"), path("redis.key"), path("clients.crt"));
+        RedisNode::spawn_with(
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &clients,
+                "--tls-auth-clients",
+                "yes",
+                "--user",
+                "daybook",
+                "on",
+                ">s3cret-pw",
+                "~dbk:*",
+                "+@read",
+                "+@write",
+                "+@scripting",
+                "+@connection",
+                "+info",
+                "--user",
+                "default",
+                "off",
+            ],
+            Some(client),
+        )
+    }
+
+    /// The client TLS files of a TLS node.
+    pub fn client_tls(&self) -> Option<ClientTlsFiles> {
+        self.tls.clone()
     }
 
     fn run(args: &[String]) -> Child {
@@ -124,9 +196,10 @@ impl RedisNode {
     }
 
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
         match &self.user {
-            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some((user, password)) => format!("{scheme}://{user}:{password}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -134,6 +207,9 @@ impl RedisNode {
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cli = Command::new("redis-cli");
         cli.args(["-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            cli.arg("--tls").arg("--cacert").arg(&tls.ca).arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
+        }
         if let Some((user, password)) = &self.user {
             cli.args(["--user", user, "--pass", password, "--no-auth-warning"]);
         }

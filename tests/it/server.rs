@@ -347,7 +347,19 @@ async fn every_rpc_over_tcp_and_a_unix_socket() {
     while seen.len() < 5 {
         seen.push(stream.message().await.unwrap().unwrap().record.unwrap());
     }
-    assert!(matches!(seen[0].body, Some(pb::record::Body::Interaction(_))));
+    // The tenant's creation and its settings change come first, as audit records naming
+    // who made them (the Unix socket's caller) and when the change counts from.
+    match (&seen[0].body, &seen[1].body) {
+        (Some(pb::record::Body::SettingsChange(created)), Some(pb::record::Body::SettingsChange(changed))) => {
+            assert_eq!((created.operation.as_str(), created.changed_by.as_str()), ("create_tenant", "unix-socket"));
+            assert!(created.tenant_json.contains("America/New_York"), "{}", created.tenant_json);
+            assert_eq!(changed.operation, "change_settings");
+            assert_eq!((changed.change_id.as_str(), changed.effective_from.as_str()), ("gai", "2025-06-20T12:02:00Z"));
+            assert_eq!(seen[0].rule, "T-5");
+        }
+        other => panic!("expected the two audit records first, got {other:?}"),
+    }
+    assert!(matches!(seen[2].body, Some(pb::record::Body::Interaction(_))));
     let mut resumed = watch
         .watch_records(pb::WatchRecordsRequest { tenant_ids: vec![], after_cursor: seen[2].cursor.clone() })
         .await
@@ -666,6 +678,40 @@ async fn visible_scenarios_pass_through_redis_mode_as_an_acl_user() {
         std::process::Command::new("redis-cli").args(["-p", &redis.port.to_string(), "PING"]).output().unwrap();
     let text = String::from_utf8_lossy(&denied.stdout).to_string() + &String::from_utf8_lossy(&denied.stderr);
     assert!(text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("denied"), "{text}");
+}
+
+/// Issue 7's Redis line: the behaviour suite against a `redis-server` that speaks TLS only
+/// (a certificate generated here), requires a client certificate, and admits only the
+/// ACL user daybook logs in as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_scenarios_pass_through_redis_mode_over_tls_as_an_acl_user() {
+    let (ca, client_ca) = (super::security::Ca::new("redis CA"), super::security::Ca::new("redis clients CA"));
+    let redis = super::redis_store::RedisNode::start_tls_with_acl_user(&ca, &client_ca);
+    let url = redis.url();
+    assert!(url.starts_with("rediss://daybook:s3cret-pw@"), "{url}");
+    let files = redis.client_tls().unwrap();
+    let tls = daybook::store::redis::RedisTls {
+        ca_file: Some(files.ca.clone()),
+        client_cert: Some(files.cert.clone()),
+        client_key: Some(files.key.clone()),
+    };
+    // Without the CA, the server's certificate is not trusted: start-up waits, then fails.
+    let untrusted =
+        RedisConfig { tls: daybook::store::redis::RedisTls { ca_file: None, ..tls.clone() }, ..RedisConfig::new(&url) };
+    assert!(daybook::store::redis::RedisStore::connect(untrusted).await.is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { redis: Some(RedisConfig { tls, ..RedisConfig::new(&url) }), ..Config::default() };
+    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
+    scenarios_pass_through(server.tcp.to_string()).await;
+    server.stop().await;
+    // The port speaks TLS only: a plain-text client gets no answer.
+    let plain = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--user", "daybook", "--pass", "s3cret-pw", "--no-auth-warning", "PING"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("PONG"));
+    // daybook's keys are there, written over TLS.
+    assert!(!redis.cli(&["--scan", "--pattern", "dbk:*"]).is_empty());
 }
 
 async fn scenarios_pass_through(addr: String) {
