@@ -30,6 +30,9 @@ DAYBOOK = os.environ.get("DAYBOOK", str(ROOT / "target" / "debug" / "daybook"))
 KUBERNETES_VERSIONS = ["1.29.0", "1.35.0"]
 # Custom resources: not in the Kubernetes schemas; their shape is asserted below.
 CUSTOM_KINDS = {"ServiceMonitor"}
+# Standalone mode needs credentials (or an explicit auth.insecure): the least a test of
+# other things sets.
+WITH_AUTH = ("--set", "auth.existingSecret=daybook-credentials")
 
 
 def helm(*args, check=True):
@@ -69,7 +72,7 @@ def host_chart_dir(tmp):
 class Lint(unittest.TestCase):
     def test_lint_strict_for_every_ci_values_file(self):
         self.assertTrue(ci_values(), "ci/*-values.yaml exist")
-        helm("lint", "--strict", str(CHART))
+        helm("lint", "--strict", str(CHART), *WITH_AUTH)
         for values in ci_values():
             with self.subTest(values=values.name):
                 helm("lint", "--strict", str(CHART), "-f", str(values))
@@ -103,10 +106,20 @@ class Validate(unittest.TestCase):
                     config = one(docs, "ConfigMap")["data"]["daybook.toml"]
                     path = Path(tmp) / f"{name}.toml"
                     path.write_text(config)
+                    # The pod's environment too: the Redis URL comes from a Secret.
+                    env = dict(os.environ)
+                    for deployment in by_kind(docs, "Deployment"):
+                        for e in daybook_container(deployment["spec"]["template"]["spec"]).get("env", []):
+                            if e["name"] == "DAYBOOK_REDIS_URL":
+                                tls = "redis_ca_file" in tomllib.loads(config)["server"]
+                                env[e["name"]] = ("rediss" if tls else "redis") + "://redis.example:6379"
+                            elif "value" in e and e["name"].startswith("DAYBOOK_"):
+                                env[e["name"]] = e["value"]
                     run = subprocess.run(
                         [DAYBOOK, "serve", "--check-config", "--config", str(path)],
                         capture_output=True,
                         text=True,
+                        env=env,
                     )
                     self.assertEqual(run.returncode, 0, f"{config}\n{run.stdout}{run.stderr}")
 
@@ -170,7 +183,7 @@ class Sidecar(unittest.TestCase):
 
 class Standalone(unittest.TestCase):
     def test_a_locked_down_deployment_and_service(self):
-        docs = render(CHART)
+        docs = render(CHART, *WITH_AUTH)
         pod = one(docs, "Deployment")["spec"]["template"]["spec"]
         c = daybook_container(pod)
         sc = c["securityContext"]
@@ -216,7 +229,7 @@ class Standalone(unittest.TestCase):
 
     def test_server_config_changes_roll_the_pods_and_tenant_edits_do_not(self):
         def checksum(*args):
-            docs = render(CHART, *args)
+            docs = render(CHART, *WITH_AUTH, *args)
             return one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/server-config"]
 
         base = checksum()
@@ -238,10 +251,10 @@ class Refusals(unittest.TestCase):
         self.assertIn("colour", self.refused("--set", "colour=blue"))
 
     def test_replicas_without_a_shared_meter_are_refused(self):
-        self.assertIn("meter alone", self.refused("--set", "replicaCount=2"))
+        self.assertIn("meter alone", self.refused(*WITH_AUTH, "--set", "replicaCount=2"))
 
     def test_replicas_sharing_one_volume_are_refused(self):
-        args = ["--set", "replicaCount=2", "--set", "redis.existingSecret=r", "--set", "persistence.enabled=true"]
+        args = [*WITH_AUTH, "--set", "replicaCount=2", "--set", "redis.existingSecret=r", "--set", "persistence.enabled=true"]
         self.assertIn("several replicas' journals", self.refused(*args))
 
     def test_redis_mode_reads_the_url_from_the_secret_and_runs_replicas(self):
@@ -254,6 +267,68 @@ class Refusals(unittest.TestCase):
         for doc in docs:
             self.assertNotIn("redis://", yaml.safe_dump(doc), "the URL never appears in a manifest")
         self.assertIn("timeout", self.refused("--set", "redis.timeout=fast"))
+
+    def test_standalone_without_credentials_is_refused_unless_insecure(self):
+        self.assertIn("auth.existingSecret", self.refused())
+        docs = render(CHART, "--set", "auth.insecure=true")
+        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        self.assertIs(config["insecure"], True)
+        self.assertNotIn("auth_file", config)
+        self.assertIn("ca.crt", self.refused(*WITH_AUTH, "--set", "tls.clientAuth=required"))
+        self.assertIn("clientAuth", self.refused(*WITH_AUTH, "--set", "tls.existingSecret=t", "--set", "tls.clientAuth=maybe"))
+
+
+class Security(unittest.TestCase):
+    """Credentials, TLS and Redis TLS come from Secrets, mounted whole (never subPath: a
+    subPath mount is not updated when the Secret is) so that daybook reloads them."""
+
+    def mounts_and_volumes(self, docs):
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        c = daybook_container(pod)
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for m in mounts.values():
+            self.assertNotIn("subPath", m)
+        return mounts, volumes
+
+    def test_production_values_mount_credentials_and_certificates(self):
+        docs = render(CHART, "-f", str(CHART / "ci" / "production-values.yaml"))
+        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        mounts, volumes = self.mounts_and_volumes(docs)
+        self.assertEqual(config["auth_file"], mounts["daybook-auth"]["mountPath"] + "/credentials.toml")
+        self.assertEqual(volumes["daybook-auth"]["secret"]["secretName"], "daybook-credentials")
+        tls_dir = mounts["daybook-tls"]["mountPath"]
+        self.assertEqual(
+            (config["tls_cert"], config["tls_key"], config["tls_client_ca"]),
+            (f"{tls_dir}/tls.crt", f"{tls_dir}/tls.key", f"{tls_dir}/ca.crt"),
+        )
+        self.assertEqual(config["tls_client_auth"], "optional")
+        self.assertEqual(volumes["daybook-tls"]["secret"]["secretName"], "daybook-tls")
+        self.assertTrue(all(m["readOnly"] for n, m in mounts.items() if n != "daybook-data"))
+        self.assertNotIn("insecure", config)
+
+    def test_redis_tls_files_come_from_their_secret(self):
+        docs = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))
+        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        mounts, volumes = self.mounts_and_volumes(docs)
+        redis_dir = mounts["daybook-redis-tls"]["mountPath"]
+        self.assertEqual(config["redis_ca_file"], f"{redis_dir}/ca.crt")
+        self.assertEqual(config["redis_client_cert"], f"{redis_dir}/tls.crt")
+        self.assertEqual(volumes["daybook-redis-tls"]["secret"]["secretName"], "daybook-redis-tls")
+        no_client = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"), "--set", "redis.tls.clientCertificate=false")
+        config = tomllib.loads(one(no_client, "ConfigMap")["data"]["daybook.toml"])["server"]
+        self.assertNotIn("redis_client_cert", config)
+
+    def test_a_sidecar_needs_no_credentials_and_mounts_them_when_given(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            host = host_chart_dir(tmp)
+            docs = render(host, "--set", "daybook.auth.existingSecret=daybook-credentials")
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["daybook-auth"]["secret"]["secretName"], "daybook-credentials")
+        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        self.assertEqual(config["listen"], "off")
+        self.assertIn("auth_file", config)
 
 
 if __name__ == "__main__":

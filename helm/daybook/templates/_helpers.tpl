@@ -78,6 +78,34 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $server "uds_mode" .Values.socket.mode }}
 {{- else }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- if and (not .Values.auth.existingSecret) (not .Values.auth.insecure) }}
+{{- fail "standalone mode serves gRPC to every workload of the cluster: set auth.existingSecret (a Secret with daybook's credentials file) or, knowingly, auth.insecure=true" }}
+{{- end }}
+{{- if .Values.tls.existingSecret }}
+{{- $_ := set $server "tls_cert" "/etc/daybook/tls/tls.crt" }}
+{{- $_ := set $server "tls_key" "/etc/daybook/tls/tls.key" }}
+{{- with .Values.tls.clientAuth }}
+{{- $_ := set $server "tls_client_ca" "/etc/daybook/tls/ca.crt" }}
+{{- $_ := set $server "tls_client_auth" . }}
+{{- end }}
+{{- else if .Values.tls.clientAuth }}
+{{- fail "tls.clientAuth needs tls.existingSecret (its ca.crt verifies client certificates)" }}
+{{- end }}
+{{- end }}
+{{- if .Values.auth.existingSecret }}
+{{- $_ := set $server "auth_file" (printf "/etc/daybook/auth/%s" .Values.auth.key) }}
+{{- else if .Values.auth.insecure }}
+{{- $_ := set $server "insecure" true }}
+{{- end }}
+{{- if .Values.redis.tls.existingSecret }}
+{{- if not .Values.redis.existingSecret }}
+{{- fail "redis.tls.existingSecret needs redis.existingSecret (a rediss:// URL)" }}
+{{- end }}
+{{- $_ := set $server "redis_ca_file" "/etc/daybook/redis-tls/ca.crt" }}
+{{- if .Values.redis.tls.clientCertificate }}
+{{- $_ := set $server "redis_client_cert" "/etc/daybook/redis-tls/tls.crt" }}
+{{- $_ := set $server "redis_client_key" "/etc/daybook/redis-tls/tls.key" }}
+{{- end }}
 {{- end }}
 {{- toToml (dict "server" $server) }}
 {{- end }}
@@ -157,6 +185,23 @@ volumeMounts:
   - name: daybook-socket
     mountPath: {{ .Values.socket.dir }}
   {{- end }}
+  {{- /* Whole-Secret mounts, never subPath: Kubernetes updates them in place, and daybook
+  reloads credentials and certificates when they change. */}}
+  {{- if .Values.auth.existingSecret }}
+  - name: daybook-auth
+    mountPath: /etc/daybook/auth
+    readOnly: true
+  {{- end }}
+  {{- if and .Values.tls.existingSecret (ne .Values.mode "sidecar") }}
+  - name: daybook-tls
+    mountPath: /etc/daybook/tls
+    readOnly: true
+  {{- end }}
+  {{- if .Values.redis.tls.existingSecret }}
+  - name: daybook-redis-tls
+    mountPath: /etc/daybook/redis-tls
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -186,6 +231,24 @@ stops it after them, so no message is sent to a daybook that is not there.
   emptyDir:
     medium: Memory
     sizeLimit: 1Mi
+{{- end }}
+{{- with .Values.auth.existingSecret }}
+- name: daybook-auth
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.tls.existingSecret (ne .Values.mode "sidecar") }}
+- name: daybook-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.redis.tls.existingSecret }}
+- name: daybook-redis-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}
 
