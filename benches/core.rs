@@ -259,5 +259,33 @@ fn maintenance(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rating, proto, maintenance);
+/// The cost credentials add to every call: one SHA-256 of the presented token and a
+/// constant-time comparison with every credential's hash.
+fn auth(c: &mut Criterion) {
+    use daybook::server::auth::{Auth, hex, sha256};
+    let mut group = c.benchmark_group("auth");
+    for credentials in [10usize, 100, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.toml");
+        let file: String = (0..credentials)
+            .map(|i| {
+                format!(
+                    "[[credential]]\nid = \"c{i}\"\ntoken_sha256 = \"{}\"\ningest = [\"acme\"]\n",
+                    hex(&sha256(format!("token-{i}").as_bytes()))
+                )
+            })
+            .collect();
+        std::fs::write(&path, file).unwrap();
+        let auth = Auth::from_file(path).unwrap();
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer token-{}", credentials / 2).parse().unwrap());
+        let extensions = http::Extensions::new();
+        group.bench_function(format!("bearer_token_{credentials}_credentials"), |b| {
+            b.iter(|| black_box(auth.authenticate(&metadata, &extensions).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rating, proto, maintenance, auth);
 criterion_main!(benches);

@@ -75,6 +75,11 @@ enum Command {
         /// required (default) | optional].
         #[arg(long)]
         tls_client_ca: Option<String>,
+        /// Redis mode: the memory the process may use (e.g. 512MiB); the near cache
+        /// forgets entries to stay under it [env DAYBOOK_MEMORY_CEILING, key
+        /// server.memory_ceiling].
+        #[arg(long)]
+        memory_ceiling: Option<String>,
         /// Validate the configuration and exit.
         #[arg(long)]
         check_config: bool,
@@ -239,6 +244,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             tls_client_ca,
+            memory_ceiling,
             check_config,
         } => {
             let flags = daybook::server::config::Flags {
@@ -256,6 +262,7 @@ fn main() -> ExitCode {
                 tls_cert,
                 tls_key,
                 tls_client_ca,
+                memory_ceiling,
             };
             serve(flags, check_config)
         }

@@ -73,12 +73,17 @@ pub struct Claim {
     /// end plus the lateness horizon, with a day's margin (T-3).
     pub entry_expires: Instant,
     pub event_expires: Instant,
+    /// The near cache may have forgotten this event's id: the store must be asked even if
+    /// the claim changes nothing (it may be a retry of the event that made the entry).
+    pub ask_store: bool,
 }
 
 impl Claim {
     /// The event would change nothing shared: rating it against `before` is enough.
+    /// Whether the claim can be settled without the store: it changes nothing, and the
+    /// event is not one whose id the near cache may have forgotten.
     pub fn changes_nothing(&self) -> bool {
-        self.before == self.after
+        self.before == self.after && !self.ask_store
     }
 }
 

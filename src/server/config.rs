@@ -62,6 +62,9 @@ pub struct Config {
     pub insecure: bool,
     /// TLS on the gRPC TCP listener.
     pub tls: Option<TlsFiles>,
+    /// Bytes the process may use (Redis mode): the near cache forgets entries to stay
+    /// under it, since the store has them all.
+    pub memory_ceiling: Option<u64>,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             auth_file: None,
             insecure: false,
             tls: None,
+            memory_ceiling: None,
         }
     }
 }
@@ -110,6 +114,7 @@ pub struct Flags {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub tls_client_ca: Option<String>,
+    pub memory_ceiling: Option<String>,
 }
 
 /// A configuration error, naming the key.
@@ -154,6 +159,7 @@ const KEYS: &[(&str, &str)] = &[
     ("tls_key", "DAYBOOK_TLS_KEY"),
     ("tls_client_ca", "DAYBOOK_TLS_CLIENT_CA"),
     ("tls_client_auth", "DAYBOOK_TLS_CLIENT_AUTH"),
+    ("memory_ceiling", "DAYBOOK_MEMORY_CEILING"),
 ];
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
@@ -199,6 +205,7 @@ pub fn load(
             "tls_cert" => flags.tls_cert.clone(),
             "tls_key" => flags.tls_key.clone(),
             "tls_client_ca" => flags.tls_client_ca.clone(),
+            "memory_ceiling" => flags.memory_ceiling.clone(),
             _ => None,
         }
     };
@@ -287,6 +294,16 @@ pub fn load(
             "redis_client_key" => redis_tls.client_key = path(text),
             "auth_file" => config.auth_file = path(text),
             "insecure" => config.insecure = boolean(source, text)?,
+            "memory_ceiling" if text.is_empty() || text == "off" => {}
+            "memory_ceiling" => {
+                let bytes = parse_bytes(text).ok_or_else(|| {
+                    err(source, "expected a size such as 256MiB, 2GiB or a number of bytes (at least 64MiB)")
+                })?;
+                if bytes < 64 << 20 {
+                    return Err(err(source, "at least 64MiB: the process itself needs some"));
+                }
+                config.memory_ceiling = Some(bytes);
+            }
             "tls_cert" => tls_cert = path(text),
             "tls_key" => tls_key = path(text),
             "tls_client_ca" => tls_client_ca = path(text),
@@ -336,6 +353,13 @@ pub fn load(
         (Some(redis), Some(timeout)) => redis.timeout = timeout,
         (None, Some(_)) => return Err(err("redis_timeout", "set without redis_url")),
         _ => {}
+    }
+    if config.memory_ceiling.is_some() && config.redis.is_none() {
+        return Err(err(
+            &source_of("memory_ceiling"),
+            "needs redis_url: the near cache forgets only what Redis keeps; in embedded mode the hot maps are \
+             the state itself",
+        ));
     }
     if redis_tls != RedisTls::default() {
         let key = ["redis_ca_file", "redis_client_cert", "redis_client_key"]
@@ -412,6 +436,22 @@ pub fn load(
     Ok(config)
 }
 
+/// `256MiB`, `2GiB`, `512MB`, or bytes.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &text[digits.len()..] {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +517,41 @@ mod tests {
         let flags = Flags { config: Some("c.toml".into()), ..Flags::default() };
         let file = |_: &str| Ok("[server]\notlp_interval = \"PT0.5S\"\n".to_string());
         assert_eq!(load(&flags, &env(&[]), file).unwrap_err().key, "otlp_interval");
+    }
+
+    #[test]
+    fn security_and_memory_keys_are_checked_together() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let none = |_: &str| Err("no file".to_string());
+        let load_env = |pairs: &[(&str, &str)]| load(&Flags::default(), &env(pairs), none);
+        // Beyond loopback: credentials or --insecure.
+        assert_eq!(load_env(&[("DAYBOOK_LISTEN", "0.0.0.0:50051")]).unwrap_err().key, "DAYBOOK_LISTEN");
+        assert!(load_env(&[("DAYBOOK_LISTEN", "0.0.0.0:50051"), ("DAYBOOK_INSECURE", "true")]).unwrap().insecure);
+        let c = load_env(&[("DAYBOOK_LISTEN", "[::]:50051"), ("DAYBOOK_AUTH_FILE", "/c.toml")]).unwrap();
+        assert_eq!(c.auth_file, Some(PathBuf::from("/c.toml")));
+        assert_eq!(load_env(&[("DAYBOOK_INSECURE", "yes")]).unwrap_err().key, "DAYBOOK_INSECURE");
+        // TLS files come in pairs, and client certificates need TLS.
+        assert_eq!(load_env(&[("DAYBOOK_TLS_CERT", "/c")]).unwrap_err().key, "DAYBOOK_TLS_CERT");
+        assert_eq!(load_env(&[("DAYBOOK_TLS_CLIENT_CA", "/ca")]).unwrap_err().key, "DAYBOOK_TLS_CLIENT_CA");
+        let tls = [("DAYBOOK_TLS_CERT", "/c"), ("DAYBOOK_TLS_KEY", "/k"), ("DAYBOOK_TLS_CLIENT_AUTH", "optional")];
+        assert_eq!(load_env(&tls).unwrap_err().key, "DAYBOOK_TLS_CLIENT_AUTH");
+        let c = load_env(&[tls[0], tls[1], ("DAYBOOK_TLS_CLIENT_CA", "/ca")]).unwrap().tls.unwrap();
+        assert_eq!((c.client_auth, c.client_ca), (ClientAuth::Required, Some(PathBuf::from("/ca"))));
+        // Redis TLS files need a rediss:// URL.
+        let plain = [("DAYBOOK_REDIS_URL", "redis://r:6379"), ("DAYBOOK_REDIS_CA_FILE", "/ca")];
+        assert_eq!(load_env(&plain).unwrap_err().key, "DAYBOOK_REDIS_CA_FILE");
+        let c = load_env(&[("DAYBOOK_REDIS_URL", "rediss://r:6379"), ("DAYBOOK_REDIS_CA_FILE", "/ca")]).unwrap();
+        assert_eq!(c.redis.unwrap().tls.ca_file, Some(PathBuf::from("/ca")));
+        // A memory ceiling bounds the near cache, so it needs Redis.
+        assert_eq!(load_env(&[("DAYBOOK_MEMORY_CEILING", "256MiB")]).unwrap_err().key, "DAYBOOK_MEMORY_CEILING");
+        let c = load_env(&[("DAYBOOK_MEMORY_CEILING", "256MiB"), ("DAYBOOK_REDIS_URL", "redis://r:1")]).unwrap();
+        assert_eq!(c.memory_ceiling, Some(256 << 20));
+        for bad in ["lots", "12XB", "1MiB"] {
+            let e = load_env(&[("DAYBOOK_MEMORY_CEILING", bad), ("DAYBOOK_REDIS_URL", "redis://r:1")]).unwrap_err();
+            assert_eq!(e.key, "DAYBOOK_MEMORY_CEILING", "{bad}");
+        }
     }
 
     #[test]

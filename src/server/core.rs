@@ -67,6 +67,19 @@ pub enum NextSpec {
     Spec(Box<TenantSpec>),
 }
 
+/// An audit record (T-5) of a tenant change; its id is deterministic in all it says.
+fn audit_record(tenant_id: &str, audit: pb::SettingsChangeAudit) -> pb::Record {
+    let body = audit.encode_to_vec();
+    let id = crate::rating::ids::RecordId::of(&[b"audit", tenant_id.as_bytes(), &body]);
+    pb::Record {
+        cursor: String::new(),
+        record_id: String::from_utf8_lossy(&id.hex()).into_owned(),
+        tenant_id: tenant_id.to_string(),
+        rule: "T-5".into(),
+        body: Some(pb::record::Body::SettingsChange(audit)),
+    }
+}
+
 /// Ordering stripes: enough that concurrent calls rarely share one on two cores or many.
 pub(super) const STRIPES: usize = 64;
 
@@ -91,6 +104,32 @@ pub struct Daybook {
     pub telemetry: Arc<Telemetry>,
     /// The shared store, when replicas meter as one (`redis_url`).
     pub(super) shared: Option<super::shared::SharedState>,
+    /// The near cache's bound, under a shared store with `memory_ceiling`.
+    pub budget: Option<MemoryBudget>,
+    /// The copy of the state a snapshot writes, kept between snapshots (its allocations
+    /// are reused).
+    snapshot_image: Mutex<crate::rating::engine::StateImage>,
+}
+
+/// How a memory ceiling is spent. A quarter goes to the near cache's entries, at a
+/// conservative 128 bytes each (measured: 67 to 104 bytes per entry, hash table
+/// included; BENCHMARKS.md, P4), less a thirty-second for the filter of forgotten event
+/// ids. The rest is the process itself (runtime, buffers), the snapshot's copy of the near
+/// cache, and what the allocator keeps of memory it was given back. (Measured with half
+/// for entries: a 256 MiB ceiling peaked at 312 MiB after 10M first touches.)
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBudget {
+    pub ceiling: u64,
+    pub entries: usize,
+    pub filter_bytes: usize,
+}
+
+impl MemoryBudget {
+    pub fn of(ceiling: u64) -> MemoryBudget {
+        let filter_bytes = (ceiling / 32) as usize;
+        let entries = ((ceiling / 4) as usize).saturating_sub(filter_bytes) / 128;
+        MemoryBudget { ceiling, entries, filter_bytes }
+    }
 }
 
 impl Daybook {
@@ -103,11 +142,12 @@ impl Daybook {
         clock: Clock,
         telemetry: Arc<Telemetry>,
     ) -> Result<Arc<Daybook>, JournalError> {
-        Daybook::open_shared(data_dir, durability, file_tenants, clock, telemetry, None)
+        Daybook::open_shared(data_dir, durability, file_tenants, clock, telemetry, None, None)
     }
 
     /// [`Daybook::open`], sharing state through `shared` (the store, and the fingerprint
-    /// key every replica of it uses).
+    /// key every replica of it uses). With a shared store, `memory_ceiling` bounds the
+    /// near cache (see [`MemoryBudget`]).
     pub fn open_shared(
         data_dir: &std::path::Path,
         durability: Durability,
@@ -115,7 +155,9 @@ impl Daybook {
         clock: Clock,
         telemetry: Arc<Telemetry>,
         shared: Option<(Arc<crate::store::redis::RedisStore>, [u8; 16])>,
+        memory_ceiling: Option<u64>,
     ) -> Result<Arc<Daybook>, JournalError> {
+        let budget = memory_ceiling.filter(|_| shared.is_some()).map(MemoryBudget::of);
         let dir = data_dir.join("journal");
         let key = match &shared {
             Some((_, key)) => adopt_fingerprint_key(data_dir, *key)?,
@@ -123,7 +165,11 @@ impl Daybook {
         };
         let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
         let fresh = || -> Result<Engine, JournalError> {
-            let engine = Engine::new(EngineConfig { fingerprint_key: key });
+            let config = EngineConfig { fingerprint_key: key };
+            let engine = match &budget {
+                Some(b) => Engine::with_eviction(config, b.filter_bytes),
+                None => Engine::new(config),
+            };
             if shared.is_some() {
                 // Replay collects them again: the store's sets are unions.
                 engine.collect_new_users();
@@ -156,57 +202,71 @@ impl Daybook {
         // whose shared effects may not have reached the store.
         let mut shipped = 0;
         let mut pending = std::collections::BTreeMap::new();
-        let last_seq = journal::recover(&dir, snapshot_seq, |entry| match entry.kind {
-            Some(EntryKind::Shipped(seq)) => {
-                shipped = shipped.max(seq);
-                pending.retain(|s, _| *s > seq);
+        // Replay holds the near cache to its budget too: a start must not need more memory
+        // than serving does.
+        let (mut replayed, mut round) = (0u64, 0u64);
+        let last_seq = journal::recover(&dir, snapshot_seq, |entry| {
+            replayed += 1;
+            if let Some(budget) = &budget
+                && replayed % 65_536 == 0
+            {
+                while engine.evictable_entries() > budget.entries {
+                    engine.evict(round);
+                    round += 1;
+                }
             }
-            Some(EntryKind::Tenant(bytes)) => {
-                if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
-                    && let Ok(spec) = api::tenant_in(&t)
-                    && !names.contains(&spec.id)
-                {
-                    // As `set_plan` did: a new plan re-judges the aggregates' alerts.
-                    let plan_changed = engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
-                    let _ = engine.put_tenant(spec);
-                    if plan_changed {
-                        engine.rebuild_ledgers();
+            match entry.kind {
+                Some(EntryKind::Shipped(seq)) => {
+                    shipped = shipped.max(seq);
+                    pending.retain(|s, _| *s > seq);
+                }
+                Some(EntryKind::Tenant(bytes)) => {
+                    if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
+                        && let Ok(spec) = api::tenant_in(&t)
+                        && !names.contains(&spec.id)
+                    {
+                        // As `set_plan` did: a new plan re-judges the aggregates' alerts.
+                        let plan_changed = engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
+                        let _ = engine.put_tenant(spec);
+                        if plan_changed {
+                            engine.rebuild_ledgers();
+                        }
                     }
                 }
-            }
-            Some(EntryKind::Event(e)) => {
-                let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
-                let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
-                // Which event raised an alert depends on the order of events of other
-                // keys, which only the journal's records remember: restore them as raised.
-                let alerts = entry
-                    .records
-                    .iter()
-                    .filter(|bytes| api::is_alert_record(bytes))
-                    .filter_map(|bytes| pb::Record::decode(bytes.as_ref()).ok())
-                    .filter_map(|r| match r.body {
-                        Some(pb::record::Body::Alert(a)) => api::alert_in(&a),
-                        _ => None,
-                    })
-                    .collect();
-                if e.pending {
-                    pending.insert(entry.seq, super::shared::Pending { event: event.clone(), now });
+                Some(EntryKind::Event(e)) => {
+                    let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
+                    let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
+                    // Which event raised an alert depends on the order of events of other
+                    // keys, which only the journal's records remember: restore them as raised.
+                    let alerts = entry
+                        .records
+                        .iter()
+                        .filter(|bytes| api::is_alert_record(bytes))
+                        .filter_map(|bytes| pb::Record::decode(bytes.as_ref()).ok())
+                        .filter_map(|r| match r.body {
+                            Some(pb::record::Body::Alert(a)) => api::alert_in(&a),
+                            _ => None,
+                        })
+                        .collect();
+                    if e.pending {
+                        pending.insert(entry.seq, super::shared::Pending { event: event.clone(), now });
+                    }
+                    let claimed = e.claimed.as_deref().and_then(|bytes| {
+                        let tenant = engine.tenant(&event.tenant_id)?;
+                        Shared::decode_tagged(bytes, tenant.index, cobrowse_session(&event))
+                    });
+                    let raw = RawEvent::from(event);
+                    let _ = match claimed {
+                        Some(value) => engine.ingest_claimed(raw, now, value, Some(alerts), &mut discard),
+                        None => engine.replay(raw, now, alerts, &mut discard),
+                    };
+                    discard.clear();
                 }
-                let claimed = e.claimed.as_deref().and_then(|bytes| {
-                    let tenant = engine.tenant(&event.tenant_id)?;
-                    Shared::decode_tagged(bytes, tenant.index, cobrowse_session(&event))
-                });
-                let raw = RawEvent::from(event);
-                let _ = match claimed {
-                    Some(value) => engine.ingest_claimed(raw, now, value, Some(alerts), &mut discard),
-                    None => engine.replay(raw, now, alerts, &mut discard),
-                };
-                discard.clear();
+                Some(EntryKind::ClosePeriods(nanos)) => {
+                    engine.close_periods(chrono::DateTime::from_timestamp_nanos(nanos));
+                }
+                Some(EntryKind::DeadLetter(_)) | None => {}
             }
-            Some(EntryKind::ClosePeriods(nanos)) => {
-                engine.close_periods(chrono::DateTime::from_timestamp_nanos(nanos));
-            }
-            Some(EntryKind::DeadLetter(_)) | None => {}
         })?;
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
@@ -225,6 +285,8 @@ impl Daybook {
             stopping: tokio::sync::watch::channel(false).0,
             telemetry,
             shared: shared.map(|(store, _)| super::shared::SharedState::new(store, shipped, pending)),
+            budget,
+            snapshot_image: Mutex::default(),
         }))
     }
 
@@ -348,15 +410,7 @@ impl Daybook {
                 audit.plan_json = api::plan_out(&new.plan).map(|p| json(api::to_json(&p))).unwrap_or_default();
             }
         }
-        let body = audit.encode_to_vec();
-        let id = crate::rating::ids::RecordId::of(&[b"audit", new.id.as_bytes(), &body]);
-        pb::Record {
-            cursor: String::new(),
-            record_id: String::from_utf8_lossy(&id.hex()).into_owned(),
-            tenant_id: new.id.clone(),
-            rule: "T-5".into(),
-            body: Some(pb::record::Body::SettingsChange(audit)),
-        }
+        audit_record(&new.id, audit)
     }
 
     /// What a tenant operation would make of the tenant: its new definition, or nothing
@@ -482,14 +536,41 @@ impl Daybook {
                 shareable(&spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
             }
             let id = spec.id.clone();
+            let definition = api::tenant_out(&spec);
             self.engine.put_tenant(spec).map_err(|e| format!("tenant {id}: {e}"))?;
-            self.file_tenants.lock().expect("file tenants lock").insert(id);
+            self.file_tenants.lock().expect("file tenants lock").insert(id.clone());
+            // Audited like a change through the API, by `config-file`. Replay skips the
+            // entry's definition (the file's tenants are read from the file), and its
+            // record stays on the stream.
+            let changed_at = self.now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let audit = pb::SettingsChangeAudit {
+                operation: "config_file".into(),
+                changed_by: "config-file".into(),
+                effective_from: changed_at.clone(),
+                changed_at,
+                tenant_json: api::to_json(&definition).to_string(),
+                ..Default::default()
+            };
+            self.append_protos(EntryKind::Tenant(definition.encode_to_vec()), vec![audit_record(&id, audit)]);
             changed += 1;
         }
         if changed > 0 {
             self.engine.rebuild_ledgers();
         }
         Ok(changed)
+    }
+
+    /// Keeps the near cache within its budget: forgets an eighth of it at a time until it
+    /// fits (under a shared store, which still has everything). Returns the entries
+    /// forgotten.
+    pub fn evict_to_budget(&self, round: &mut u64) -> usize {
+        let Some(budget) = self.budget else { return 0 };
+        let mut forgotten = 0;
+        while self.engine.evictable_entries() > budget.entries {
+            forgotten += self.engine.evict(*round);
+            *round += 1;
+        }
+        forgotten
     }
 
     /// Begins shutdown: readiness fails and long-lived streams end.
@@ -534,7 +615,8 @@ impl Daybook {
     /// ([`Engine::image`]); encoding and writing happen beside it. Returns the position.
     pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<u64> {
         let mut last = self.last_snapshot.lock().expect("snapshot lock");
-        let (seq, image, api_tenants) = {
+        let mut image = self.snapshot_image.lock().expect("snapshot image lock");
+        let (seq, api_tenants) = {
             let _all = self.exclusive();
             // Under a shared store, a snapshot may not cover an event whose effects have
             // not reached the store: a start replays only what follows the snapshot, and
@@ -557,9 +639,9 @@ impl Daybook {
                 .filter_map(|id| self.engine.tenant(id))
                 .map(|t| api::tenant_out(&t.spec).encode_to_vec())
                 .collect();
-            let image = self.engine.image();
+            self.engine.image_into(&mut image);
             self.telemetry.snapshot_written(started.elapsed());
-            (seq, image, api_tenants)
+            (seq, api_tenants)
         };
         // The snapshot may not claim entries the journal could still lose: the next start
         // would continue numbering after entries that were never written.

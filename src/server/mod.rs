@@ -115,7 +115,15 @@ pub async fn run(
         let config = config.clone();
         let telemetry = telemetry.clone();
         move || {
-            Daybook::open_shared(&config.data_dir, config.durability, config.tenants.clone(), clock, telemetry, shared)
+            Daybook::open_shared(
+                &config.data_dir,
+                config.durability,
+                config.tenants.clone(),
+                clock,
+                telemetry,
+                shared,
+                config.memory_ceiling,
+            )
         }
     })
     .await??;
@@ -233,6 +241,7 @@ pub async fn run(
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
     let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
     let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
+    let evictor = daybook.budget.map(|_| tokio::spawn(evict(daybook.clone())));
 
     daybook.ready.store(true, Ordering::Release);
     for name in service_names {
@@ -283,6 +292,9 @@ pub async fn run(
         tasks.abort_all();
     }
     maintenance.abort();
+    if let Some(evictor) = evictor {
+        evictor.abort();
+    }
     if let Some(reconciler) = reconciler {
         // It ends on the drain signal after one last round (bounded by the store's deadline).
         let _ = tokio::time::timeout(Duration::from_secs(5), reconciler).await;
@@ -430,6 +442,28 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
             Ok(Ok(_)) => last_written = tokio::time::Instant::now(),
             Ok(Err(e)) => eprintln!("daybook: periodic snapshot not written: {e}"),
             Err(e) => eprintln!("daybook: periodic snapshot not written: {e}"),
+        }
+    }
+}
+
+/// Holds the near cache under its budget (`memory_ceiling`), checking every 100 ms: at
+/// tens of thousands of first touches a second, that overshoots by a few MB at most.
+async fn evict(daybook: Arc<Daybook>) {
+    let mut round = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let evictor = daybook.clone();
+        let Ok((forgotten, next)) = tokio::task::spawn_blocking(move || {
+            let forgotten = evictor.evict_to_budget(&mut round);
+            (forgotten, round)
+        })
+        .await
+        else {
+            continue;
+        };
+        round = next;
+        if forgotten > 0 {
+            daybook.telemetry.count_evicted(forgotten as u64);
         }
     }
 }

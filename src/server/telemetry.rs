@@ -78,6 +78,7 @@ pub struct Telemetry {
     redis_call: Histogram<f64>,
     snapshots: Counter<u64>,
     pruned: Counter<u64>,
+    evicted: Counter<u64>,
     /// Gauges read at collection time; kept so that they live as long as the provider.
     gauges: Mutex<Vec<ObservableGauge<u64>>>,
     credit_gauge: Mutex<Option<ObservableGauge<f64>>>,
@@ -163,6 +164,12 @@ impl Telemetry {
             pruned: meter
                 .u64_counter("daybook.pruned.entries")
                 .with_description("State entries of closed periods pruned.")
+                .build(),
+            evicted: meter
+                .u64_counter("daybook.evicted.entries")
+                .with_description(
+                    "Near-cache entries forgotten to stay under memory_ceiling (Redis mode still has them).",
+                )
                 .build(),
             registry,
             meters,
@@ -303,6 +310,10 @@ impl Telemetry {
     pub fn pruned(&self, pause: Duration, entries: u64) {
         self.maintenance_pause.record(pause.as_secs_f64(), &[KeyValue::new("daybook.task", "prune")]);
         self.pruned.add(entries, &[]);
+    }
+
+    pub fn count_evicted(&self, entries: u64) {
+        self.evicted.add(entries, &[]);
     }
 
     /// Pushes what is buffered to the collector and stops the exporters.

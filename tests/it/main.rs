@@ -2,6 +2,7 @@
 
 mod crash;
 mod hostile;
+mod memory;
 mod polyglot;
 mod properties;
 mod redis_store;

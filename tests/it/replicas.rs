@@ -429,6 +429,33 @@ async fn tenants_defined_through_one_replica_are_every_replicas() {
         assert!(std::time::Instant::now() < deadline, "replica A never learned the change");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // Both changes are audited once, on the tenant's first stream in Redis, by the replica
+    // that made them (the refused change is not).
+    let stream = daybook::store::keys::ShardKeys::new("globex", 0).records();
+    let audits: Vec<pb::SettingsChangeAudit> = redis_records(&redis, &stream)
+        .into_iter()
+        .filter_map(|r| match r.body {
+            Some(pb::record::Body::SettingsChange(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let operations: Vec<(&str, &str)> = audits.iter().map(|a| (a.operation.as_str(), a.change_id.as_str())).collect();
+    assert_eq!(operations, [("create_tenant", ""), ("change_settings", "later")], "{audits:?}");
+    assert!(audits.iter().all(|a| a.changed_by == "anonymous"));
+}
+
+/// The records of one stream, decoded.
+fn redis_records(redis: &RedisNode, stream: &str) -> Vec<pb::Record> {
+    let mut out = Vec::new();
+    let mut connection = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let entries: Vec<(String, Vec<Vec<u8>>)> =
+        redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(&mut connection).unwrap();
+    for (_, fields) in entries {
+        if let Some(kv) = fields.chunks(2).find(|kv| kv[0] == b"record") {
+            out.push(<pb::Record as prost::Message>::decode(kv[1].as_slice()).unwrap());
+        }
+    }
+    out
 }
 
 /// Warm restart: a replica that starts loads the current periods from Redis, so that it

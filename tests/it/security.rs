@@ -620,3 +620,53 @@ fn a_listener_beyond_loopback_needs_auth_or_insecure() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Tenants of the config file change by editing it; an edit picked up while daybook runs
+/// is audited like a change through the API, by `config-file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_the_config_files_tenants_is_applied_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("daybook.toml");
+    let before = "[[tenant]]\nid = \"acme\"\ntime_zone = \"America/New_York\"\n";
+    write(&path, before);
+    let tenants = daybook::tenants::parse_tenants_toml(before).unwrap();
+    let config = Config { config_file: Some(path.clone()), tenants, ..Config::default() };
+    let server = Harness::start(dir.path(), NOW, config).await;
+    let channel = server.uds_channel().await;
+    let mut watch = RecordServiceClient::new(channel.clone())
+        .watch_records(pb::WatchRecordsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // The file's tenants are changed in the file, not through the API.
+    let refused = TenantServiceClient::new(channel.clone())
+        .set_plan(pb::SetPlanRequest { tenant_id: "acme".into(), plan: None })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    write(&path, &format!("{before}settings = {{ generative_ai = true }}\n"));
+    let audit = loop {
+        let record = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the edit is picked up and audited")
+            .unwrap()
+            .unwrap()
+            .record
+            .unwrap();
+        if let Some(pb::record::Body::SettingsChange(audit)) = record.body {
+            assert_eq!(record.tenant_id, "acme");
+            break audit;
+        }
+    };
+    assert_eq!((audit.operation.as_str(), audit.changed_by.as_str()), ("config_file", "config-file"));
+    assert!(audit.tenant_json.contains("generative_ai"), "{}", audit.tenant_json);
+    let tenant = TenantServiceClient::new(channel)
+        .get_tenant(pb::GetTenantRequest { tenant_id: "acme".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(tenant.settings.unwrap().generative_ai, Some(true));
+    server.stop().await;
+}
