@@ -315,6 +315,11 @@ class Security(unittest.TestCase):
         self.assertEqual(config["redis_ca_file"], f"{redis_dir}/ca.crt")
         self.assertEqual(config["redis_client_cert"], f"{redis_dir}/tls.crt")
         self.assertEqual(volumes["daybook-redis-tls"]["secret"]["secretName"], "daybook-redis-tls")
+        self.assertEqual(config["memory_ceiling"], "400MiB")
+        # Only Redis mode can forget entries: without Redis the ceiling is refused.
+        embedded = helm("template", "rel", str(CHART), *WITH_AUTH, "--set", "redis.memoryCeiling=400MiB", check=False)
+        self.assertNotEqual(embedded.returncode, 0)
+        self.assertIn("memoryCeiling", embedded.stderr)
         no_client = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"), "--set", "redis.tls.clientCertificate=false")
         config = tomllib.loads(one(no_client, "ConfigMap")["data"]["daybook.toml"])["server"]
         self.assertNotIn("redis_client_cert", config)

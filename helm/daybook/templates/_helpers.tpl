@@ -97,6 +97,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else if .Values.auth.insecure }}
 {{- $_ := set $server "insecure" true }}
 {{- end }}
+{{- with .Values.redis.memoryCeiling }}
+{{- if not $.Values.redis.existingSecret }}
+{{- fail "redis.memoryCeiling needs redis.existingSecret: only in Redis mode can the near cache forget what Redis keeps" }}
+{{- end }}
+{{- $_ := set $server "memory_ceiling" . }}
+{{- end }}
 {{- if .Values.redis.tls.existingSecret }}
 {{- if not .Values.redis.existingSecret }}
 {{- fail "redis.tls.existingSecret needs redis.existingSecret (a rediss:// URL)" }}
