@@ -161,24 +161,25 @@ pub async fn run(
     // Every service but health authenticates its caller first (health stays open for the
     // kubelet's probes).
     let authenticate = || auth::Authenticate(auth.clone());
-    let guarded = |svc| tonic::service::interceptor::InterceptedService::new(svc, authenticate());
+    use tonic::service::interceptor::InterceptedService;
     let router = Server::builder()
         .timeout(config.deadline_ceiling)
         .layer(telemetry::GrpcLayer(telemetry.clone()))
         .add_service(health_service.clone())
-        .add_service(tonic::service::interceptor::InterceptedService::new(reflection, authenticate()))
-        .add_service(guarded(
+        .add_service(InterceptedService::new(reflection, authenticate()))
+        .add_service(InterceptedService::new(
             pb::ingest_service_server::IngestServiceServer::new(services.clone()).max_decoding_message_size(max),
+            authenticate(),
         ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
+        .add_service(InterceptedService::new(
             pb::usage_service_server::UsageServiceServer::new(services.clone()).max_decoding_message_size(max),
             authenticate(),
         ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
+        .add_service(InterceptedService::new(
             pb::record_service_server::RecordServiceServer::new(services.clone()).max_decoding_message_size(max),
             authenticate(),
         ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
+        .add_service(InterceptedService::new(
             pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max),
             authenticate(),
         ));

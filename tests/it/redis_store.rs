@@ -25,6 +25,24 @@ fn free_port() -> u16 {
     }
 }
 
+/// The least-privilege ACL user production would set (README, "Redis mode"), with the
+/// default user off.
+const ACL_USER: &[&str] = &[
+    "--user",
+    "daybook",
+    "on",
+    ">s3cret-pw",
+    "~dbk:*",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@connection",
+    "+info",
+    "--user",
+    "default",
+    "off",
+];
+
 /// One `redis-server` process.
 pub struct RedisNode {
     pub port: u16,
@@ -79,21 +97,7 @@ impl RedisNode {
     /// A node whose default user is off: clients authenticate as the ACL user `daybook`,
     /// allowed only daybook's keys and the commands it uses (as production would set it).
     pub fn start_with_acl_user() -> RedisNode {
-        RedisNode::spawn(&[
-            "--user",
-            "daybook",
-            "on",
-            ">s3cret-pw",
-            "~dbk:*",
-            "+@read",
-            "+@write",
-            "+@scripting",
-            "+@connection",
-            "+info",
-            "--user",
-            "default",
-            "off",
-        ])
+        RedisNode::spawn(ACL_USER)
     }
 
     /// [`RedisNode::start_with_acl_user`], served over TLS only, with a certificate made
@@ -126,20 +130,11 @@ impl RedisNode {
                 &clients,
                 "--tls-auth-clients",
                 "yes",
-                "--user",
-                "daybook",
-                "on",
-                ">s3cret-pw",
-                "~dbk:*",
-                "+@read",
-                "+@write",
-                "+@scripting",
-                "+@connection",
-                "+info",
-                "--user",
-                "default",
-                "off",
-            ],
+            ]
+            .iter()
+            .chain(ACL_USER)
+            .copied()
+            .collect::<Vec<_>>(),
             Some(client),
         )
     }

@@ -457,8 +457,9 @@ async fn tls_channel(
     Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_and_mutual_tls_scope_every_rpc_and_certificates_rotate_while_serving() {
+/// A server with the test credentials, TLS from a generated server CA and client
+/// certificates of a generated client CA; returns (its directory, the two CAs, it).
+async fn start_tls(client_auth: ClientAuth) -> (tempfile::TempDir, Ca, Ca, Harness) {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("daybook test server CA");
     let client_ca = Ca::new("daybook test client CA");
@@ -470,11 +471,17 @@ async fn tls_and_mutual_tls_scope_every_rpc_and_certificates_rotate_while_servin
         cert: dir.path().join("server.crt"),
         key: dir.path().join("server.key"),
         client_ca: Some(dir.path().join("clients.crt")),
-        // Optional: callers with tokens need no certificate.
-        client_auth: ClientAuth::Optional,
+        client_auth,
     };
     let config = Config { auth_file: Some(credentials), tls: Some(files), ..Config::default() };
     let server = Harness::start(dir.path(), NOW, config).await;
+    (dir, server_ca, client_ca, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_scope_every_rpc_and_certificates_rotate_while_serving() {
+    // Optional client certificates: callers with tokens need none.
+    let (dir, server_ca, client_ca, server) = start_tls(ClientAuth::Optional).await;
 
     // Plain text to a TLS listener gets nowhere.
     let plain = daybook::client::connect(&server.tcp.to_string()).await;
@@ -554,21 +561,7 @@ async fn tls_and_mutual_tls_scope_every_rpc_and_certificates_rotate_while_servin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificates_refuse_a_handshake_without_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    write_server_cert(dir.path(), &server_ca);
-    write(&dir.path().join("clients.crt"), &client_ca.pem);
-    let credentials = dir.path().join("credentials.toml");
-    write(&credentials, &credentials_file());
-    let files = TlsFiles {
-        cert: dir.path().join("server.crt"),
-        key: dir.path().join("server.key"),
-        client_ca: Some(dir.path().join("clients.crt")),
-        client_auth: ClientAuth::Required,
-    };
-    let config = Config { auth_file: Some(credentials), tls: Some(files), ..Config::default() };
-    let server = Harness::start(dir.path(), NOW, config).await;
+    let (_dir, server_ca, client_ca, server) = start_tls(ClientAuth::Required).await;
     // Even with a valid token, no certificate: no connection.
     let refused = match tls_channel(server.tcp, &server_ca.pem, None).await {
         Err(_) => true,
