@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use super::credits::{self, LineKind, LineSet, interaction_lines};
 use super::event::{self, Body, Event, RawEvent, SenderRole};
-use super::ids::{Fingerprinter, Fp, FpBuildHasher, RecordId, domain};
+use super::ids::{Fingerprinter, Fp, FpBuildHasher, HotKey, RecordId, domain};
 use super::ledger::{self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, Statement, StatementPeriod, Totals};
 use super::meter::{KeyField, ProactivePolicy, Window};
 use super::money::Money;
@@ -116,7 +116,9 @@ pub enum Rated {
 impl Default for NearCache {
     fn default() -> Self {
         NearCache {
-            rated: Rated::Done(Err(unknown_tenant(""))),
+            // A placeholder until the event is rated; built on every event, so it must
+            // not allocate (an empty reason and no violations do not).
+            rated: Rated::Done(Err(Refusal::new(Code::NotFound, "T-6", String::new()))),
             entry: None,
             ledger: Vec::new(),
             event: None,
@@ -163,7 +165,7 @@ pub struct Engine {
     /// rated makes concurrent retries of one id wait for the first.
     events: DashMap<Fp, EventEntry, FpBuildHasher>,
     /// (tenant, key, period) -> features seen: the hot map of relationships.
-    interactions: DashMap<Fp, InteractionEntry, FpBuildHasher>,
+    interactions: DashMap<HotKey, InteractionEntry, FpBuildHasher>,
     /// (tenant, session) -> first established event (CR-7).
     cobrowse: DashMap<Fp, CobrowseEntry, FpBuildHasher>,
     /// (tenant, local month) -> invocation counts per event (CR-8).
@@ -432,7 +434,7 @@ impl Engine {
         match (place, value) {
             (Place::Interaction { .. }, Shared::Interaction(Some(e))) => {
                 let e = InteractionEntry { tenant: tenant.index, ..*e };
-                self.interactions.entry(entry).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+                self.interactions.entry(entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
             }
             (Place::Functions { month_start }, Shared::Functions(total)) => {
                 let mut mine = self.functions.entry(entry).or_insert_with(|| FunctionsEntry {
@@ -455,7 +457,7 @@ impl Engine {
         match &claim.after {
             Shared::Interaction(Some(e)) => {
                 let e = InteractionEntry { tenant: tenant.index, ..*e };
-                self.interactions.entry(claim.entry).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+                self.interactions.entry(claim.entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
             }
             Shared::Cobrowse(Some(c)) => {
                 let c = CobrowseEntry { tenant: tenant.index, ..c.clone() };
@@ -1045,10 +1047,10 @@ impl Engine {
                 (old, old.map(next).unwrap_or(contribution))
             }
             Mode::Guarded | Mode::Probe(_) => {
-                let old = self.interactions.get(&fp).map(|e| *e);
+                let old = self.interactions.get(&fp.into()).map(|e| *e);
                 (old, old.map(next).unwrap_or(contribution))
             }
-            _ => match self.interactions.entry(fp) {
+            _ => match self.interactions.entry(fp.into()) {
                 MapEntry::Vacant(v) => {
                     v.insert(contribution);
                     (None, contribution)
@@ -1064,7 +1066,7 @@ impl Engine {
             },
         };
         if let Mode::Claimed(_) = fx.mode {
-            self.interactions.entry(fp).and_modify(|mine| *mine = mine.join(new)).or_insert(new);
+            self.interactions.entry(fp.into()).and_modify(|mine| *mine = mine.join(new)).or_insert(new);
         }
         if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) && fx.shared.is_none() {
             fx.shared = Some(SharedTouch {
@@ -1438,7 +1440,7 @@ impl Engine {
             }
             !cold(fp)
         });
-        self.interactions.retain(|fp, _| !cold(fp));
+        self.interactions.retain(|key, _| !cold(&key.fp()));
         self.cobrowse.retain(|fp, _| !cold(fp));
         self.pass_through.retain(|fp, _| !cold(fp));
         before.saturating_sub(self.evictable_entries())
@@ -1940,7 +1942,7 @@ mod persist {
     pub struct StateImage {
         tenants: Vec<TenantImage>,
         events: Vec<(Fp, EventEntry)>,
-        interactions: Vec<(Fp, InteractionEntry)>,
+        interactions: Vec<(HotKey, InteractionEntry)>,
         cobrowse: Vec<(Fp, CobrowseEntry)>,
         functions: Vec<(Fp, FunctionsEntry)>,
         users: Vec<(Fp, UsersEntry)>,
@@ -1956,7 +1958,7 @@ mod persist {
     }
 
     /// Copies a map into `out`, reusing its allocation.
-    fn copy<V: Clone>(map: &DashMap<Fp, V, FpBuildHasher>, out: &mut Vec<(Fp, V)>) {
+    fn copy<K: Copy + Eq + std::hash::Hash, V: Clone>(map: &DashMap<K, V, FpBuildHasher>, out: &mut Vec<(K, V)>) {
         out.clear();
         out.reserve(map.len());
         out.extend(map.iter().map(|e| (*e.key(), e.value().clone())));
@@ -2000,7 +2002,7 @@ mod persist {
             w.u8(0)?;
             for (key, e) in &self.interactions {
                 w.u8(1)?;
-                w.fp(*key)?;
+                w.fp(key.fp())?;
                 codec::interaction_entry_out(w, e)?;
             }
             w.u8(0)?;
@@ -2124,7 +2126,7 @@ mod persist {
                 let key = r.fp()?;
                 let e = codec::interaction_entry_in(r)?;
                 if let Some(t) = remap(e.tenant) {
-                    self.interactions.insert(key, InteractionEntry { tenant: t, ..e });
+                    self.interactions.insert(key.into(), InteractionEntry { tenant: t, ..e });
                 }
             }
             while r.u8()? == 1 {

@@ -12,8 +12,8 @@ use super::settings::Features;
 use super::time::{self, Instant};
 use rust_decimal::Decimal;
 
-/// One interaction: (tenant, key, period) -> features seen. 20 bytes; with its 16-byte
-/// fingerprint key, 36 bytes per relationship-day before map overhead (P4).
+/// One interaction: (tenant, key, period) -> features seen. 20 bytes; with its 12-byte
+/// key ([`super::ids::HotKey`]), 32 bytes per relationship-day before map overhead (P4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InteractionEntry {
     pub tenant: u32,
@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn hot_entry_is_compact() {
-        // Key and value of one relationship-day in the hot map: 16 + 20 bytes, 40 with
-        // alignment; hashbrown adds one control byte and its load-factor slack (P4).
+        // Key and value of one relationship-day in the hot map: 12 + 20 bytes with no
+        // padding; hashbrown adds one control byte and its load-factor slack (P4).
         assert_eq!(std::mem::size_of::<InteractionEntry>(), 20);
-        assert_eq!(std::mem::size_of::<(super::Fp, InteractionEntry)>(), 40);
+        assert_eq!(std::mem::size_of::<(crate::rating::ids::HotKey, InteractionEntry)>(), 32);
     }
 
     #[test]

@@ -168,9 +168,12 @@ impl Daybook {
         let now = self.now();
 
         // The near cache: a repeat is committed and journaled here. An event that would
-        // change its shared entry takes its stripe's claim lane and looks again (a claim
-        // ahead of it in the lane may have changed the entry).
-        let mut lane = None;
+        // change its shared entry needs its stripe's claim lane. A free lane is taken
+        // before rating, so that a first touch is rated once; a busy one is waited for
+        // only by an event that claims, which then looks again (a claim ahead of it in
+        // the lane may have changed the entry).
+        let lane_of = &shared.lanes[super::core::stripe_of(event)];
+        let mut lane = lane_of.try_lock().ok();
         let claim = loop {
             let stripe = self.stripe(event);
             let mut records = Vec::new();
@@ -179,7 +182,7 @@ impl Daybook {
                 Rated::Claim(claim) if lane.is_some() => break claim,
                 Rated::Claim(_) => {
                     drop(stripe);
-                    lane = Some(shared.lanes[super::core::stripe_of(event)].lock().await);
+                    lane = Some(lane_of.lock().await);
                 }
                 Rated::Done(result) => {
                     let emit = !records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry)
