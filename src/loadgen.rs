@@ -37,6 +37,24 @@ pub struct Options {
     pub warmup: Duration,
     /// Size of the consumer population (Zipf, exponent 1).
     pub consumers: usize,
+    /// Processes this bench started, by the address they serve: the CPU time each
+    /// spends per call is measured as well (Linux). On two cores shared with the client,
+    /// calls/s swing by a fifth from run to run; CPU per call is the steadier measure of
+    /// what a call costs the server.
+    pub processes: Vec<(String, u32)>,
+}
+
+/// Where calls go, and the process behind it when this bench started it.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub addr: &'a str,
+    pub pid: Option<u32>,
+}
+
+impl Options {
+    fn endpoint<'a>(&'a self, addr: &'a str) -> Endpoint<'a> {
+        Endpoint { addr, pid: self.processes.iter().find(|(a, _)| a == addr).map(|(_, pid)| *pid) }
+    }
 }
 
 /// One measured run.
@@ -48,12 +66,16 @@ pub struct Row {
     pub p50: Duration,
     pub p99: Duration,
     pub p999: Duration,
+    /// The server process's CPU time (user and system) per call over the measured
+    /// seconds, when known.
+    pub cpu_per_call: Option<Duration>,
 }
 
 impl Row {
     pub fn line(&self) -> String {
+        let cpu = self.cpu_per_call.map(|c| format!("   cpu {:>7.1} us/call", micros(c))).unwrap_or_default();
         format!(
-            "{:<28} {:>10.0} calls/s {:>10.0} events/s   p50 {:>8.1} us   p99 {:>8.1} us   p99.9 {:>8.1} us",
+            "{:<28} {:>10.0} calls/s {:>10.0} events/s   p50 {:>8.1} us   p99 {:>8.1} us   p99.9 {:>8.1} us{cpu}",
             self.name,
             self.calls_per_s,
             self.events_per_s,
@@ -62,6 +84,33 @@ impl Row {
             micros(self.p999)
         )
     }
+}
+
+/// CPU time (user and system, all threads) a process of this machine has used so far,
+/// read from `/proc/PID/stat`; `None` where there is no such file.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let ticks = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // In clock ticks of USER_HZ, which is 100 on every Linux architecture.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// utime + stime of a `/proc/PID/stat` line. The command name, in parentheses, may hold
+/// spaces and parentheses: fields are counted after its last `)`. utime and stime are the
+/// 14th and 15th fields, the 12th and 13th after the name.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Measures `pid`'s CPU time from `from` to `until`, in the background.
+fn cpu_meter(pid: Option<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        let pid = pid?;
+        tokio::time::sleep_until(from.into()).await;
+        let start = cpu_time(pid)?;
+        tokio::time::sleep_until(until.into()).await;
+        Some(cpu_time(pid)?.saturating_sub(start))
+    })
 }
 
 fn micros(d: Duration) -> f64 {
@@ -177,17 +226,18 @@ pub async fn create_tenant(target: &str, tenant: &str) -> anyhow::Result<()> {
 /// Unary `IngestMessage` with `concurrency` calls in flight (each on its own HTTP/2
 /// stream of one connection, as a service's client would do).
 pub async fn unary(
-    target: &str,
+    target: Endpoint<'_>,
     tenant: &str,
     concurrency: usize,
     (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
-    let channel = crate::client::connect(target).await?;
+    let channel = crate::client::connect(target.addr).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
     let measured_from = Instant::now() + warmup;
     let deadline = measured_from + duration;
+    let cpu = cpu_meter(target.pid, measured_from, deadline);
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let mut client = IngestServiceClient::new(channel.clone());
@@ -206,22 +256,23 @@ pub async fn unary(
             Ok::<_, Status>(latencies)
         }));
     }
-    Ok(row(format!("unary c={concurrency}"), gather(workers).await?, 1, duration))
+    Ok(row(format!("unary c={concurrency}"), gather(workers).await?, 1, duration, cpu.await?))
 }
 
 /// Streamed `IngestBatch`: `streams` streams, each keeping one batch in flight.
 pub async fn streamed(
-    target: &str,
+    target: Endpoint<'_>,
     tenant: &str,
     (streams, batch): (usize, usize),
     (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
-    let channel = crate::client::connect(target).await?;
+    let channel = crate::client::connect(target.addr).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
     let measured_from = Instant::now() + warmup;
     let deadline = measured_from + duration;
+    let cpu = cpu_meter(target.pid, measured_from, deadline);
     let mut workers = Vec::new();
     for worker in 0..streams {
         let mut client = IngestServiceClient::new(channel.clone());
@@ -248,7 +299,7 @@ pub async fn streamed(
             Ok::<_, Status>(latencies)
         }));
     }
-    Ok(row(format!("batch {streams}x{batch}"), gather(workers).await?, batch, duration))
+    Ok(row(format!("batch {streams}x{batch}"), gather(workers).await?, batch, duration, cpu.await?))
 }
 
 /// A prefix that keeps this run's event ids apart from every earlier run's.
@@ -265,7 +316,13 @@ async fn gather(workers: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, Statu
     Ok(all)
 }
 
-fn row(name: String, mut latencies: Vec<Duration>, events_per_call: usize, duration: Duration) -> Row {
+fn row(
+    name: String,
+    mut latencies: Vec<Duration>,
+    events_per_call: usize,
+    duration: Duration,
+    cpu: Option<Duration>,
+) -> Row {
     latencies.sort_unstable();
     let n = latencies.len();
     let at = |q: f64| latencies.get(((n as f64 * q) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
@@ -277,6 +334,22 @@ fn row(name: String, mut latencies: Vec<Duration>, events_per_call: usize, durat
         p50: at(0.5),
         p99: at(0.99),
         p999: at(0.999),
+        cpu_per_call: cpu.filter(|_| n > 0).map(|c| c / n as u32),
+    }
+}
+
+/// How two rows' server CPU per call compare, when both are known.
+fn cpu_ratio(a: &Row, b: &Row, what: &str) -> String {
+    match (a.cpu_per_call, b.cpu_per_call) {
+        (Some(a), Some(b)) if !b.is_zero() => {
+            format!(
+                "; server CPU per call {:.1} us, {:.2}x {what}'s {:.1} us",
+                micros(a),
+                micros(a) / micros(b),
+                micros(b)
+            )
+        }
+        _ => String::new(),
     }
 }
 
@@ -293,36 +366,38 @@ pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Re
             writeln!(out, "floor   {}", f.line())?;
             writeln!(
                 out,
-                "        ratio {:.2} of the floor's calls/s; p99 {:+.1} us over it",
+                "        ratio {:.2} of the floor's calls/s; p99 {:+.1} us over it{}",
                 daybook.calls_per_s / f.calls_per_s,
-                micros(daybook.p99) - micros(f.p99)
+                micros(daybook.p99) - micros(f.p99),
+                cpu_ratio(&daybook, f, "the floor")
             )?;
         }
         rows.push((daybook, floor));
         Ok(())
     };
     for &c in &options.concurrency {
-        let daybook = unary(&options.target, &tenant, c, d, options.consumers).await?;
+        let daybook = unary(options.endpoint(&options.target), &tenant, c, d, options.consumers).await?;
         let floor = match &options.floor {
-            Some(f) => Some(unary(f, &tenant, c, d, options.consumers).await?),
+            Some(f) => Some(unary(options.endpoint(f), &tenant, c, d, options.consumers).await?),
             None => None,
         };
         if let Some(naive) = &options.naive {
-            let naive = unary(naive, &tenant, c, d, options.consumers).await?;
+            let naive = unary(options.endpoint(naive), &tenant, c, d, options.consumers).await?;
             writeln!(out, "naive   {}", naive.line())?;
             writeln!(
                 out,
-                "        Redis mode is {:.2}x the naive design's calls/s (one SET NX round trip per message)",
-                daybook.calls_per_s / naive.calls_per_s
+                "        Redis mode is {:.2}x the naive design's calls/s (one SET NX round trip per message){}",
+                daybook.calls_per_s / naive.calls_per_s,
+                cpu_ratio(&daybook, &naive, "the naive design")
             )?;
         }
         report(daybook, floor, out)?;
     }
     if options.streams > 0 {
         let shape = (options.streams, options.batch);
-        let daybook = streamed(&options.target, &tenant, shape, d, options.consumers).await?;
+        let daybook = streamed(options.endpoint(&options.target), &tenant, shape, d, options.consumers).await?;
         let floor = match &options.floor {
-            Some(f) => Some(streamed(f, &tenant, shape, d, options.consumers).await?),
+            Some(f) => Some(streamed(options.endpoint(f), &tenant, shape, d, options.consumers).await?),
             None => None,
         };
         report(daybook, floor, out)?;
@@ -533,6 +608,27 @@ pub async fn serve_floor(listener: tokio::net::TcpListener) -> anyhow::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        // A name with spaces and a parenthesis must not shift the fields.
+        let line = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 500 0 0 0 1234 56 0 0 20 0 3 0";
+        assert_eq!(cpu_ticks(line), Some(1234 + 56));
+        assert_eq!(cpu_ticks("4242 (short"), None);
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_with_work() {
+        let Some(before) = cpu_time(std::process::id()) else { return }; // not Linux
+        let started = Instant::now();
+        let mut x = 0u64;
+        while cpu_time(std::process::id()).unwrap() <= before {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "CPU time never moved");
+        }
+    }
 
     #[test]
     fn zipf_favours_low_ranks_and_covers_the_population() {

@@ -307,6 +307,7 @@ fn main() -> ExitCode {
                 duration: std::time::Duration::from_secs(seconds),
                 warmup: std::time::Duration::from_secs(warmup),
                 consumers,
+                processes: Vec::new(),
             };
             let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
             bench(options, !no_floor, &durability, redis, rtt)
@@ -645,6 +646,7 @@ fn bench(
             }
             let server = spawn_announcing(&args, "daybook: gRPC listening on ")?;
             options.target = server.addr.clone();
+            options.processes.push((server.addr.clone(), server.process.id()));
             children.push(server);
         }
         if let Some(url) = &redis_url {
@@ -653,11 +655,13 @@ fn bench(
                 "daybook: naive listening on ",
             )?;
             options.naive = Some(naive.addr.clone());
+            options.processes.push((naive.addr.clone(), naive.process.id()));
             children.push(naive);
         }
         if with_floor {
             let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "daybook: floor listening on ")?;
             options.floor = Some(floor.addr.clone());
+            options.processes.push((floor.addr.clone(), floor.process.id()));
             children.push(floor);
         }
         println!(
