@@ -69,13 +69,20 @@ pub struct Row {
     /// The server process's CPU time (user and system) per call over the measured
     /// seconds, when known.
     pub cpu_per_call: Option<Duration>,
+    /// The share of events answered as the start of a billable interaction (first
+    /// touches; the rest repeat a relationship already counted). The empty handler
+    /// starts none.
+    pub new_share: Option<f64>,
 }
 
 impl Row {
     pub fn line(&self) -> String {
-        let cpu = self.cpu_per_call.map(|c| format!("   cpu {:>7.1} us/call", micros(c))).unwrap_or_default();
+        let mut extra = self.cpu_per_call.map(|c| format!("   cpu {:>7.1} us/call", micros(c))).unwrap_or_default();
+        if let Some(share) = self.new_share.filter(|s| *s > 0.0) {
+            extra.push_str(&format!("   new {:>4.1}%", share * 100.0));
+        }
         format!(
-            "{:<28} {:>10.0} calls/s {:>10.0} events/s   p50 {:>8.1} us   p99 {:>8.1} us   p99.9 {:>8.1} us{cpu}",
+            "{:<28} {:>10.0} calls/s {:>10.0} events/s   p50 {:>8.1} us   p99 {:>8.1} us   p99.9 {:>8.1} us{extra}",
             self.name,
             self.calls_per_s,
             self.events_per_s,
@@ -244,16 +251,17 @@ pub async fn unary(
         let zipf = zipf.clone();
         let mut traffic = Traffic::new(tenant, &run, worker);
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(100_000);
+            let mut measured = Measured { latencies: Vec::with_capacity(100_000), new: 0 };
             while Instant::now() < deadline {
                 let request = traffic.message(&zipf);
                 let started = Instant::now();
-                client.ingest_message(request).await?;
+                let response = client.ingest_message(request).await?.into_inner();
                 if started >= measured_from {
-                    latencies.push(started.elapsed());
+                    measured.latencies.push(started.elapsed());
+                    measured.new += u64::from(response.outcome.is_some_and(|o| is_new(&o)));
                 }
             }
-            Ok::<_, Status>(latencies)
+            Ok::<_, Status>(measured)
         }));
     }
     Ok(row(format!("unary c={concurrency}"), gather(workers).await?, 1, duration, cpu.await?))
@@ -282,7 +290,7 @@ pub async fn streamed(
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             let mut responses =
                 client.ingest_batch(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-            let mut latencies = Vec::new();
+            let mut measured = Measured { latencies: Vec::new(), new: 0 };
             while Instant::now() < deadline {
                 let events = (0..batch).map(|_| traffic.event(&zipf)).collect();
                 let started = Instant::now();
@@ -290,13 +298,16 @@ pub async fn streamed(
                     break;
                 }
                 match responses.next().await {
-                    Some(Ok(_)) if started >= measured_from => latencies.push(started.elapsed()),
+                    Some(Ok(answer)) if started >= measured_from => {
+                        measured.latencies.push(started.elapsed());
+                        measured.new += answer.outcomes.iter().filter(|o| is_new(o)).count() as u64;
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(s)) => return Err(s),
                     None => break,
                 }
             }
-            Ok::<_, Status>(latencies)
+            Ok::<_, Status>(measured)
         }));
     }
     Ok(row(format!("batch {streams}x{batch}"), gather(workers).await?, batch, duration, cpu.await?))
@@ -307,22 +318,30 @@ fn run_id() -> String {
     format!("{:x}-{:x}", std::process::id(), chrono::Utc::now().timestamp_micros())
 }
 
-/// Every worker's latencies, or the first error.
-async fn gather(workers: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, Status>>>) -> anyhow::Result<Vec<Duration>> {
-    let mut all = Vec::new();
+/// What one worker measured: each call's latency, and how many of its events started a
+/// billable interaction (first touches).
+struct Measured {
+    latencies: Vec<Duration>,
+    new: u64,
+}
+
+fn is_new(outcome: &pb::EventOutcome) -> bool {
+    outcome.disposition == pb::Disposition::NewInteraction as i32
+}
+
+/// Every worker's measurements, or the first error.
+async fn gather(workers: Vec<tokio::task::JoinHandle<Result<Measured, Status>>>) -> anyhow::Result<Measured> {
+    let mut all = Measured { latencies: Vec::new(), new: 0 };
     for w in workers {
-        all.extend(w.await??);
+        let one = w.await??;
+        all.latencies.extend(one.latencies);
+        all.new += one.new;
     }
     Ok(all)
 }
 
-fn row(
-    name: String,
-    mut latencies: Vec<Duration>,
-    events_per_call: usize,
-    duration: Duration,
-    cpu: Option<Duration>,
-) -> Row {
+fn row(name: String, measured: Measured, events_per_call: usize, duration: Duration, cpu: Option<Duration>) -> Row {
+    let Measured { mut latencies, new } = measured;
     latencies.sort_unstable();
     let n = latencies.len();
     let at = |q: f64| latencies.get(((n as f64 * q) as usize).min(n.saturating_sub(1))).copied().unwrap_or_default();
@@ -335,6 +354,7 @@ fn row(
         p99: at(0.99),
         p999: at(0.999),
         cpu_per_call: cpu.filter(|_| n > 0).map(|c| c / n as u32),
+        new_share: (n > 0).then(|| new as f64 / (n * events_per_call) as f64),
     }
 }
 

@@ -1163,6 +1163,12 @@ fn bench_drives_a_server_and_the_empty_handler_floor() {
         line.split_whitespace().nth(3).unwrap().parse().unwrap()
     };
     assert!(calls("daybook unary c=2") > 0.0 && calls("floor   unary c=2") > 0.0, "{text}");
+    // Each process's CPU per call is measured (Linux); 50 fresh consumers start
+    // interactions at daybook, and the empty handler starts none.
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap();
+    assert!(line("daybook unary c=2").contains(" us/call") && line("floor   unary c=2").contains(" us/call"), "{text}");
+    assert!(line("daybook unary c=2").contains("new ") && !line("floor   unary c=2").contains("new "), "{text}");
+    assert!(text.contains("server CPU per call"), "{text}");
 }
 
 #[test]
