@@ -358,7 +358,13 @@ impl Daybook {
 
     /// The ordering stripe of an event, held while it is rated and journaled.
     pub(super) fn stripe(&self, event: &pb::Event) -> std::sync::MutexGuard<'_, ()> {
-        self.stripes[stripe_of(event)].lock().expect("stripe lock")
+        self.stripe_at(stripe_of(event))
+    }
+
+    /// Ordering stripe number `index` (`stripe_of` an event), for a caller that takes it
+    /// more than once.
+    pub(super) fn stripe_at(&self, index: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.stripes[index].lock().expect("stripe lock")
     }
 
     /// Every ordering stripe, in index order: nothing is rated while they are held.

@@ -172,10 +172,11 @@ impl Daybook {
         // before rating, so that a first touch is rated once; a busy one is waited for
         // only by an event that claims, which then looks again (a claim ahead of it in
         // the lane may have changed the entry).
-        let lane_of = &shared.lanes[super::core::stripe_of(event)];
+        let stripe_index = super::core::stripe_of(event);
+        let lane_of = &shared.lanes[stripe_index];
         let mut lane = lane_of.try_lock().ok();
         let claim = loop {
-            let stripe = self.stripe(event);
+            let stripe = self.stripe_at(stripe_index);
             let mut records = Vec::new();
             let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), &mut records);
             match near.rated {

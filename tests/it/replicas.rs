@@ -416,13 +416,7 @@ async fn tenants_defined_through_one_replica_are_every_replicas() {
     // Replica A learns it within a poll.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let t = TenantServiceClient::new(a.clone())
-            .get_tenant(pb::GetTenantRequest { tenant_id: "globex".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .tenant
-            .unwrap();
+        let t = super::server::get_tenant(&a, "globex").await;
         if t.changes.iter().any(|c| c.change_id == "later") {
             break;
         }

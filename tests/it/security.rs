@@ -17,7 +17,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, Extend
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::server::{Harness, http_get, message, tenant};
+use crate::server::{Harness, get_tenant, http_get, message, tenant};
 
 const NOW: &str = "2025-06-20T12:00:00Z";
 const AT: &str = "2025-06-20T07:00:00-04:00";
@@ -327,13 +327,7 @@ async fn check_watch_isolation(writer: &Who, admin: &Who, round: usize) {
 
     let mut audit = None;
     loop {
-        let record = tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("the watch delivers acme's records")
-            .unwrap()
-            .unwrap()
-            .record
-            .unwrap();
+        let record = next_record(&mut watch, "the watch delivers acme's records").await;
         assert_eq!(record.tenant_id, "acme", "a watch of acme's writer carried {record:?}");
         match record.body {
             Some(pb::record::Body::SettingsChange(a)) if a.change_id == format!("audited-{round}") => audit = Some(a),
@@ -363,6 +357,18 @@ fn write(path: &Path, text: &str) {
     let aside = path.with_extension("new");
     std::fs::write(&aside, text).unwrap();
     std::fs::rename(aside, path).unwrap();
+}
+
+/// The next record of a `WatchRecords` stream, within 10 s (`waiting_for` says what the
+/// test waits for when it does not come).
+async fn next_record(watch: &mut tonic::Streaming<pb::WatchRecordsResponse>, waiting_for: &str) -> pb::Record {
+    tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect(waiting_for)
+        .unwrap()
+        .unwrap()
+        .record
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,13 +645,7 @@ async fn an_edit_of_the_config_files_tenants_is_applied_and_audited() {
     assert_eq!(refused.code(), Code::FailedPrecondition);
     write(&path, &format!("{before}settings = {{ generative_ai = true }}\n"));
     let audit = loop {
-        let record = tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("the edit is picked up and audited")
-            .unwrap()
-            .unwrap()
-            .record
-            .unwrap();
+        let record = next_record(&mut watch, "the edit is picked up and audited").await;
         if let Some(pb::record::Body::SettingsChange(audit)) = record.body {
             assert_eq!(record.tenant_id, "acme");
             break audit;
@@ -653,13 +653,7 @@ async fn an_edit_of_the_config_files_tenants_is_applied_and_audited() {
     };
     assert_eq!((audit.operation.as_str(), audit.changed_by.as_str()), ("config_file", "config-file"));
     assert!(audit.tenant_json.contains("generative_ai"), "{}", audit.tenant_json);
-    let tenant = TenantServiceClient::new(channel)
-        .get_tenant(pb::GetTenantRequest { tenant_id: "acme".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap();
+    let tenant = get_tenant(&channel, "acme").await;
     assert_eq!(tenant.settings.unwrap().generative_ai, Some(true));
     server.stop().await;
 }

@@ -132,6 +132,17 @@ pub async fn create(channel: &Channel, t: pb::Tenant) {
     TenantServiceClient::new(channel.clone()).create_tenant(pb::CreateTenantRequest { tenant: Some(t) }).await.unwrap();
 }
 
+/// A tenant's definition as the API returns it.
+pub async fn get_tenant(channel: &Channel, id: &str) -> pb::Tenant {
+    TenantServiceClient::new(channel.clone())
+        .get_tenant(pb::GetTenantRequest { tenant_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+}
+
 pub async fn usage(channel: &Channel, tenant: &str) -> pb::Usage {
     UsageServiceClient::new(channel.clone())
         .get_usage(pb::GetUsageRequest { tenant_id: tenant.into(), ..Default::default() })
@@ -512,13 +523,7 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "change.settings.time_zone");
-    let t = tenants
-        .get_tenant(pb::GetTenantRequest { tenant_id: "acme".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap();
+    let t = get_tenant(&channel, "acme").await;
     assert!(t.changes.is_empty());
     let status = UsageServiceClient::new(channel.clone())
         .get_statement(pb::GetStatementRequest { tenant_id: "acme".into(), period: "June".into() })
