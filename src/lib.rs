@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod fuzz_targets;
 pub mod loadgen;
+pub mod logging;
 pub mod measure;
 pub mod rating;
 pub mod replay;

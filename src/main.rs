@@ -231,6 +231,16 @@ enum TokenAction {
 }
 
 fn main() -> ExitCode {
+    let log_format = std::env::var("DAYBOOK_LOG_FORMAT").ok();
+    let log_level = std::env::var("DAYBOOK_LOG").ok();
+    match daybook::logging::settings(log_format.as_deref(), log_level.as_deref()) {
+        Ok((format, level)) => daybook::logging::init(format, level),
+        Err(e) => {
+            daybook::logging::init(daybook::logging::LogFormat::Text, tracing::level_filters::LevelFilter::INFO);
+            tracing::error!("{e}");
+            return ExitCode::from(64);
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -281,7 +291,7 @@ fn main() -> ExitCode {
         Command::Token { action: TokenAction::Hash } => {
             let mut token = String::new();
             if std::io::Read::read_to_string(&mut std::io::stdin(), &mut token).is_err() {
-                eprintln!("daybook token hash: standard input is not text");
+                tracing::error!("daybook token hash: standard input is not text");
                 return ExitCode::from(66);
             }
             println!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
@@ -323,12 +333,12 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             match runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen).await?;
-                eprintln!("daybook: naive listening on {}", listener.local_addr()?);
+                tracing::info!("naive listening on {}", listener.local_addr()?);
                 daybook::loadgen::serve_naive(listener, &redis).await
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("daybook bench-naive: {e}");
+                    tracing::error!("daybook bench-naive: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -337,12 +347,12 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             match runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen).await?;
-                eprintln!("daybook: floor listening on {}", listener.local_addr()?);
+                tracing::info!("floor listening on {}", listener.local_addr()?);
                 daybook::loadgen::serve_floor(listener).await
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("daybook bench-floor: {e}");
+                    tracing::error!("daybook bench-floor: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -351,7 +361,7 @@ fn main() -> ExitCode {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
                 Ok(now) => now,
                 Err(e) => {
-                    eprintln!("daybook replay: --now: {e}");
+                    tracing::error!("daybook replay: --now: {e}");
                     return ExitCode::from(64);
                 }
             };
@@ -367,7 +377,7 @@ fn main() -> ExitCode {
                     if result.is_err() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
                 }
                 Err(e) => {
-                    eprintln!("daybook replay: {e}");
+                    tracing::error!("daybook replay: {e}");
                     ExitCode::from(66)
                 }
             }
@@ -382,7 +392,7 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
     }) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("daybook: bad configuration: {e}");
+            tracing::error!("bad configuration: {e}");
             return ExitCode::from(64);
         }
     };
@@ -393,7 +403,7 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("daybook: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -401,34 +411,34 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
         let listeners = match daybook::server::Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("daybook: cannot bind: {e}");
+                tracing::error!("cannot bind: {e}");
                 return ExitCode::from(69);
             }
         };
         if let Some(l) = &listeners.grpc_tcp
             && let Ok(addr) = l.local_addr()
         {
-            eprintln!("daybook: gRPC listening on {addr}");
+            tracing::info!("gRPC listening on {addr}");
         }
         if let Some(path) = &config.uds {
-            eprintln!("daybook: gRPC listening on unix:{}", path.display());
+            tracing::info!("gRPC listening on unix:{}", path.display());
         }
         if let Some(l) = &listeners.grpc_health
             && let Ok(addr) = l.local_addr()
         {
-            eprintln!("daybook: gRPC health (probes) on {addr}");
+            tracing::info!("gRPC health (probes) on {addr}");
         }
         if let Some(l) = &listeners.admin
             && let Ok(addr) = l.local_addr()
         {
-            eprintln!("daybook: admin HTTP on http://{addr}");
+            tracing::info!("admin HTTP on http://{addr}");
         }
         let result =
             daybook::server::run(config, listeners, daybook::server::core::system_clock(), shutdown_signal()).await;
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("daybook: {e:#}");
+                tracing::error!("{e:#}");
                 ExitCode::FAILURE
             }
         }
@@ -444,7 +454,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    eprintln!("daybook: shutting down: draining in-flight calls");
+    tracing::info!("shutting down: draining in-flight calls");
 }
 
 fn journal(action: JournalAction) -> ExitCode {
@@ -465,7 +475,7 @@ fn journal(action: JournalAction) -> ExitCode {
                 if report.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
             }
             Err(e) => {
-                eprintln!("daybook journal verify: {e}");
+                tracing::error!("daybook journal verify: {e}");
                 ExitCode::from(66)
             }
         },
@@ -475,7 +485,7 @@ fn journal(action: JournalAction) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("daybook journal repair: {e}");
+                tracing::error!("daybook journal repair: {e}");
                 ExitCode::from(66)
             }
         },
@@ -493,7 +503,7 @@ fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>, allow_unsuppor
     let files = match scenario::scenario_files(&paths) {
         Ok(files) => files,
         Err(e) => {
-            eprintln!("daybook scenarios: {e}");
+            tracing::error!("daybook scenarios: {e}");
             return ExitCode::from(66);
         }
     };
@@ -520,7 +530,7 @@ fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>, allow_unsuppor
     }
 }
 
-/// A child process that announces its address on stderr ("... listening on ADDR").
+/// A child process that announces its address in a log line ("... listening on ADDR").
 struct Child {
     process: std::process::Child,
     addr: String,
@@ -546,7 +556,8 @@ fn spawn_announcing(args: &[&str], prefix: &str) -> std::io::Result<Child> {
     let prefix = prefix.to_string();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix(&prefix) {
+            // A log line: the announcement ends it, after the timestamp and level.
+            if let Some((_, addr)) = line.split_once(&prefix) {
                 let _ = tx.send(addr.to_string());
             }
         }
@@ -652,22 +663,20 @@ fn bench(
             if let Some(url) = &redis_url {
                 args.extend(["--redis", url]);
             }
-            let server = spawn_announcing(&args, "daybook: gRPC listening on ")?;
+            let server = spawn_announcing(&args, "gRPC listening on ")?;
             options.target = server.addr.clone();
             options.processes.push((server.addr.clone(), server.process.id()));
             children.push(server);
         }
         if let Some(url) = &redis_url {
-            let naive = spawn_announcing(
-                &["bench-naive", "--listen", "127.0.0.1:0", "--redis", url],
-                "daybook: naive listening on ",
-            )?;
+            let naive =
+                spawn_announcing(&["bench-naive", "--listen", "127.0.0.1:0", "--redis", url], "naive listening on ")?;
             options.naive = Some(naive.addr.clone());
             options.processes.push((naive.addr.clone(), naive.process.id()));
             children.push(naive);
         }
         if with_floor {
-            let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "daybook: floor listening on ")?;
+            let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "floor listening on ")?;
             options.floor = Some(floor.addr.clone());
             options.processes.push((floor.addr.clone(), floor.process.id()));
             children.push(floor);
@@ -691,7 +700,7 @@ fn bench(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("daybook bench: {e}");
+            tracing::error!("daybook bench: {e}");
             ExitCode::FAILURE
         }
     }
@@ -747,7 +756,7 @@ fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memor
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("daybook bench-state: {e}");
+            tracing::error!("daybook bench-state: {e}");
             ExitCode::FAILURE
         }
     }

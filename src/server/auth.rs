@@ -406,9 +406,9 @@ pub async fn watch(auth: Arc<Auth>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         match auth.reload() {
-            Ok(Some(n)) => eprintln!("daybook: credentials reloaded: {n} credential(s)"),
+            Ok(Some(n)) => tracing::info!("credentials reloaded: {n} credential(s)"),
             Ok(None) => {}
-            Err(e) => eprintln!("daybook: credentials not reloaded, keeping those in force: {e}"),
+            Err(e) => tracing::warn!("credentials not reloaded, keeping those in force: {e}"),
         }
     }
 }

@@ -188,12 +188,12 @@ impl Daybook {
         // replayed); otherwise the whole journal.
         let (engine, snapshot_seq) = match read_snapshot(data_dir, fresh()?, &names) {
             Ok(Some(loaded)) => {
-                eprintln!("daybook: loaded the snapshot at journal entry {}; replaying the journal after it", loaded.1);
+                tracing::info!("loaded the snapshot at journal entry {}; replaying the journal after it", loaded.1);
                 loaded
             }
             Ok(None) => (fresh()?, 0),
             Err(e) => {
-                eprintln!("daybook: snapshot not used ({e}); replaying the whole journal");
+                tracing::warn!("snapshot not used ({e}); replaying the whole journal");
                 (fresh()?, 0)
             }
         };
@@ -762,7 +762,7 @@ fn adopt_fingerprint_key(data_dir: &std::path::Path, key: [u8; 16]) -> Result<[u
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         match std::fs::remove_file(data_dir.join("snapshot.bin")) {
-            Ok(()) => eprintln!("daybook: adopted the shared store's fingerprint key; the snapshot is dropped"),
+            Ok(()) => tracing::info!("adopted the shared store's fingerprint key; the snapshot is dropped"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }

@@ -425,7 +425,7 @@ impl Journal {
         if let Err(e) = result {
             // Nothing more can be acknowledged; waiters stay blocked and the process
             // must be restarted (the journal replays what was written).
-            eprintln!("daybook: journal write failed, no further event can be acknowledged: {e}");
+            tracing::error!("journal write failed, no further event can be acknowledged: {e}");
             self.failed.store(true, Ordering::Release);
             return false;
         }

@@ -105,7 +105,7 @@ pub async fn run(
     };
     let posture = security_posture(&config, &auth, tls.as_deref());
     if posture.contains("INSECURE") {
-        eprintln!("daybook: WARNING: {}", posture.lines().next().unwrap_or_default());
+        tracing::warn!("{}", posture.lines().next().unwrap_or_default());
     }
     let shared = match &config.redis {
         Some(redis) => Some(connect_shared_store(redis, &config).await?),
@@ -131,12 +131,12 @@ pub async fn run(
     if daybook.is_shared()
         && let Err(e) = daybook.poll_tenants().await
     {
-        eprintln!("daybook: tenants of the shared store not read at start ({e}); read on the next round");
+        tracing::warn!("tenants of the shared store not read at start ({e}); read on the next round");
     }
     if daybook.is_shared() {
         match daybook.warm_from_store().await {
-            Ok(n) => eprintln!("daybook: loaded {n} shared entries of the current periods from redis"),
-            Err(e) => eprintln!("daybook: near cache not warmed ({e}); it fills as events arrive"),
+            Ok(n) => tracing::info!("loaded {n} shared entries of the current periods from redis"),
+            Err(e) => tracing::warn!("near cache not warmed ({e}); it fills as events arrive"),
         }
     }
 
@@ -283,13 +283,13 @@ pub async fn run(
     let drained = tokio::time::timeout(config.grace_period, async {
         while let Some(result) = tasks.join_next().await {
             if let Ok(Err(e)) = result {
-                eprintln!("daybook: listener ended with an error: {e}");
+                tracing::error!("listener ended with an error: {e}");
             }
         }
     })
     .await;
     if drained.is_err() {
-        eprintln!("daybook: grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
+        tracing::error!("grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
         tasks.abort_all();
     }
     maintenance.abort();
@@ -307,8 +307,8 @@ pub async fn run(
     let writer = daybook.clone();
     match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
-        Err(e) => eprintln!("daybook: snapshot not written ({e}); the next start replays the whole journal"),
+        Ok(Err(e)) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
+        Err(e) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
     }
     if let Some(sink) = sink {
         // Give the sink a moment to write what the journal just published.
@@ -379,14 +379,14 @@ async fn connect_shared_store(
                 if let Some(key) = core::store_fingerprint_key(&config.data_dir)
                     && let Ok(store) = crate::store::redis::RedisStore::connect_later(redis.clone()).await
                 {
-                    eprintln!("daybook: redis at {} unreachable ({e}); starting in degraded mode", redis.url);
+                    tracing::warn!("redis at {} unreachable ({e}); starting in degraded mode", redis.url);
                     return Ok((store, key));
                 }
                 if tokio::time::Instant::now() >= deadline {
                     anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.url);
                 }
                 if !waited {
-                    eprintln!("daybook: waiting for redis at {}: {e}", redis.url);
+                    tracing::warn!("waiting for redis at {}: {e}", redis.url);
                     waited = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -402,7 +402,7 @@ async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
     let file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("daybook: records_jsonl {}: {e}", path.display());
+            tracing::error!("records_jsonl {}: {e}", path.display());
             return;
         }
     };
@@ -426,9 +426,12 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
         if let Ok(pruned) = tokio::task::spawn_blocking(move || pruner.close_periods()).await
             && pruned.tenants > 0
         {
-            eprintln!(
-                "daybook: closed periods of {} tenant(s): pruned {} interactions, {} event ids, {} other entries",
-                pruned.tenants, pruned.interactions, pruned.events, pruned.other
+            tracing::info!(
+                "closed periods of {} tenant(s): pruned {} interactions, {} event ids, {} other entries",
+                pruned.tenants,
+                pruned.interactions,
+                pruned.events,
+                pruned.other
             );
         }
         let behind = daybook.journal.appended().saturating_sub(daybook.last_snapshot());
@@ -441,8 +444,8 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
         let dir = config.data_dir.clone();
         match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
             Ok(Ok(_)) => last_written = tokio::time::Instant::now(),
-            Ok(Err(e)) => eprintln!("daybook: periodic snapshot not written: {e}"),
-            Err(e) => eprintln!("daybook: periodic snapshot not written: {e}"),
+            Ok(Err(e)) => tracing::error!("periodic snapshot not written: {e}"),
+            Err(e) => tracing::error!("periodic snapshot not written: {e}"),
         }
     }
 }
@@ -485,8 +488,8 @@ async fn watch_config_file(daybook: Arc<Daybook>, path: std::path::PathBuf) {
             .and_then(|text| crate::tenants::parse_tenants_toml(&text))
             .and_then(|specs| daybook.reload_file_tenants(specs));
         match result {
-            Ok(n) => eprintln!("daybook: reloaded {}: {n} tenant(s) changed", path.display()),
-            Err(e) => eprintln!("daybook: {} not reloaded, keeping the running tenants: {e}", path.display()),
+            Ok(n) => tracing::info!("reloaded {}: {n} tenant(s) changed", path.display()),
+            Err(e) => tracing::warn!("{} not reloaded, keeping the running tenants: {e}", path.display()),
         }
     }
 }

@@ -650,7 +650,7 @@ impl Daybook {
                     // change is made and journaled here with its audit record: if Redis
                     // fails between the two calls, this replica's stream and sink have it.
                     if let Err(e) = self.shared().store.add_record(&id, &audit).await {
-                        eprintln!("daybook: audit record {} not added to the shared stream: {e}", audit.record_id);
+                        tracing::warn!("audit record {} not added to the shared stream: {e}", audit.record_id);
                     }
                     return Ok(applied);
                 }
@@ -689,7 +689,7 @@ impl Daybook {
         let spec = match pb::Tenant::decode(bytes.as_slice()).ok().and_then(|t| api::tenant_in(&t).ok()) {
             Some(spec) if spec.id == id => spec,
             _ => {
-                eprintln!("daybook: the shared store's definition of tenant `{id}` is unreadable; ignored");
+                tracing::warn!("the shared store's definition of tenant `{id}` is unreadable; ignored");
                 return;
             }
         };
@@ -701,7 +701,7 @@ impl Daybook {
             if self.engine().tenant(id).is_none_or(|t| t.spec != spec)
                 && let Err(e) = self.apply_spec(spec, None)
             {
-                eprintln!("daybook: tenant `{id}` from the shared store not applied: {e:?}");
+                tracing::warn!("tenant `{id}` from the shared store not applied: {e:?}");
                 return;
             }
         }
@@ -748,7 +748,7 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
             last_judging = tokio::time::Instant::now();
         }
         if let Err(e) = round.await {
-            eprintln!("daybook: a reconciliation round failed: {e}");
+            tracing::error!("a reconciliation round failed: {e}");
         }
     }
     daybook.reconcile().await;

@@ -135,9 +135,9 @@ pub async fn watch(tls: Arc<Tls>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         match tls.reload() {
-            Ok(true) => eprintln!("daybook: TLS certificates reloaded; new connections use them"),
+            Ok(true) => tracing::info!("TLS certificates reloaded; new connections use them"),
             Ok(false) => {}
-            Err(e) => eprintln!("daybook: TLS certificates not reloaded, keeping those in force: {e}"),
+            Err(e) => tracing::warn!("TLS certificates not reloaded, keeping those in force: {e}"),
         }
     }
 }
@@ -162,7 +162,7 @@ pub fn incoming(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
-                    eprintln!("daybook: accept failed: {e}");
+                    tracing::error!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

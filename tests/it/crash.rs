@@ -118,10 +118,10 @@ pub fn start_with(dir: &std::path::Path, config: &std::path::Path, extra: &[&str
     let admin_addr = admin.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("daybook: admin HTTP on http://") {
+            if let Some((_, addr)) = line.split_once("admin HTTP on http://") {
                 *admin_addr.lock().unwrap() = Some(addr.to_string());
             }
-            if let Some(addr) = line.strip_prefix("daybook: gRPC listening on ") {
+            if let Some((_, addr)) = line.split_once("gRPC listening on ") {
                 let _ = tx.send(addr.to_string());
             }
             lines.lock().unwrap().push(line);
@@ -187,8 +187,7 @@ async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
     let usage = usage_of(&server.addr).await;
     // Snapshots are written while serving (every stop here is a kill -9): wait for one
     // that covers everything, kill again, and start from it.
-    let from_snapshot =
-        |s: &Server| s.log.lock().unwrap().iter().any(|l| l.starts_with("daybook: loaded the snapshot"));
+    let from_snapshot = |s: &Server| s.log.lock().unwrap().iter().any(|l| l.contains("loaded the snapshot"));
     let snapshot = data.join("snapshot.bin");
     let written = std::fs::metadata(&snapshot).and_then(|m| m.modified()).ok();
     for _ in 0..200 {
@@ -230,4 +229,43 @@ pub async fn usage_of_tenant(addr: &str, tenant: &str) -> pb::Usage {
         .into_inner()
         .usage
         .unwrap()
+}
+
+/// Logs go through `tracing`: with `DAYBOOK_LOG_FORMAT=json` every line the server writes
+/// is a JSON object with a level and a message; a bad format word refuses to start (64).
+#[test]
+fn logs_are_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "off", "--data-dir"])
+        .arg(dir.path())
+        .env("DAYBOOK_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let announced = loop {
+        let line = lines.next().expect("the server logs until it listens").unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        seen.push(line);
+        let message = value["fields"]["message"].as_str().unwrap_or_default().to_string();
+        if message.starts_with("gRPC listening on ") {
+            break value;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(announced["level"], "INFO", "{seen:?}");
+    assert!(announced["timestamp"].is_string(), "{seen:?}");
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("DAYBOOK_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("DAYBOOK_LOG_FORMAT"));
 }
