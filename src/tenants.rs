@@ -35,6 +35,7 @@ pub struct RefusedChange {
 /// anything else invalid refuses the tenant.
 pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange>), SettingError> {
     let obj = value.as_object().ok_or_else(|| SettingError::new("tenant", "expected a table"))?;
+    only_keys(obj, "", &["id", "time_zone", "meter", "settings", "changes", "plan"])?;
     let id = text(obj, "id")?.ok_or_else(|| SettingError::new("id", "is required"))?;
     // The engine's rule, checked here so that a file it would refuse is refused as a file
     // (found by fuzzing: `--check-config` passed, and start-up then failed).
@@ -51,7 +52,12 @@ pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange
     }
     let mut changes = Vec::new();
     let mut refused = Vec::new();
-    for change in obj.get("changes").and_then(Value::as_array).into_iter().flatten() {
+    let changes_list = match obj.get("changes") {
+        None => &[][..],
+        Some(Value::Array(list)) => list.as_slice(),
+        Some(_) => return Err(SettingError::new("changes", "expected a list of changes")),
+    };
+    for change in changes_list {
         match change_from(change) {
             Ok(c) => changes.push(c),
             Err((id, error)) => refused.push(RefusedChange { id, error }),
@@ -65,6 +71,7 @@ fn change_from(value: &Value) -> Result<SettingsChange, (Option<String>, Setting
     let obj = value.as_object().ok_or((None, SettingError::new("changes", "expected a table")))?;
     let id = obj.get("id").and_then(Value::as_str).map(str::to_string);
     let fail = |e: SettingError| (id.clone(), e);
+    only_keys(obj, "changes.", &["id", "at", "set"]).map_err(fail)?;
     let at = text(obj, "at").map_err(fail)?.ok_or_else(|| fail(SettingError::new("at", "is required")))?;
     let at = time::parse_instant(&at).map_err(|e| fail(SettingError::new("at", e.to_string())))?;
     let set = obj
@@ -95,6 +102,12 @@ pub fn patch_from(settings: &Map<String, Value>, patch: &mut SettingsPatch) -> R
 
 fn plan_from(value: &Value) -> Result<Plan, SettingError> {
     let obj = value.as_object().ok_or_else(|| SettingError::new("plan", "expected a table"))?;
+    let keys: &[&str] = match obj.get("kind").and_then(Value::as_str) {
+        Some("starter") => &["kind", "alerts", "included", "block_size", "max_platform_users", "block_price"],
+        Some("commitment") => &["kind", "alerts", "term_start", "term_end", "credits", "overage_price", "top_ups"],
+        _ => &["kind", "alerts"],
+    };
+    only_keys(obj, "plan.", keys)?;
     let alerts = obj
         .get("alerts")
         .and_then(Value::as_array)
@@ -152,6 +165,8 @@ fn plan_from(value: &Value) -> Result<Plan, SettingError> {
             }
             let mut top_ups = Vec::new();
             for t in obj.get("top_ups").and_then(Value::as_array).into_iter().flatten() {
+                let t = t.as_object().ok_or_else(|| SettingError::new("plan.top_ups", "expected tables"))?;
+                only_keys(t, "plan.top_ups.", &["at", "credits"])?;
                 let at = t
                     .get("at")
                     .and_then(Value::as_str)
@@ -167,6 +182,8 @@ fn plan_from(value: &Value) -> Result<Plan, SettingError> {
 }
 
 fn money_from(value: &Value, field: &str) -> Result<Money, SettingError> {
+    let obj = value.as_object().ok_or_else(|| SettingError::new(field, "expected a table of amount and currency"))?;
+    only_keys(obj, &format!("{field}."), &["amount", "currency"])?;
     let amount = decimal_value(value.get("amount").unwrap_or(&Value::Null), field)?;
     let currency = value
         .get("currency")
@@ -187,6 +204,17 @@ fn decimal_value(value: &Value, field: &str) -> Result<Decimal, SettingError> {
         Some(d) if !d.is_sign_negative() || d.is_zero() => Ok(d),
         Some(_) => Err(SettingError::new(field, "must not be negative")),
         None => Err(SettingError::new(field, "expected a decimal string")),
+    }
+}
+
+/// Refuses a table with a key the format does not know, naming it (a typo such as
+/// `plans = {...}` would otherwise drop what it meant to say without a word).
+fn only_keys(obj: &Map<String, Value>, prefix: &str, known: &[&str]) -> Result<(), SettingError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) => {
+            Err(SettingError::new(&format!("{prefix}{unknown}"), format!("is not a known key ({})", known.join(", "))))
+        }
     }
 }
 
@@ -238,5 +266,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok[0].initial.cycle_anchor_day, Some(15));
+    }
+
+    #[test]
+    fn an_unknown_key_of_a_tenant_its_changes_or_its_plan_is_refused_by_name() {
+        let tenant = "[[tenant]]\nid='a'\ntime_zone='UTC'\n";
+        for (extra, named) in [
+            ("plans={kind='starter'}\n", "plans"),
+            ("plan={kind='starter', include=10}\n", "plan.include"),
+            (
+                "plan={kind='commitment', term_start='2025-01-01', term_end='2025-12-31', credits='10', topups=[]}\n",
+                "plan.topups",
+            ),
+            (
+                "plan={kind='commitment', term_start='2025-01-01', term_end='2025-12-31', credits='10', top_ups=[{at='2025-02-01T00:00:00Z', credit='5'}]}\n",
+                "plan.top_ups.credit",
+            ),
+            ("plan={kind='starter', block_price={amount='39', currency='USD', cents=1}}\n", "plan.block_price.cents"),
+            ("changes=[{at='2025-06-01T00:00:00Z', sett={generative_ai=true}}]\n", "changes.sett"),
+            ("changes={at='2025-06-01T00:00:00Z'}\n", "changes"),
+        ] {
+            let err = parse_tenants_toml(&format!("{tenant}{extra}")).unwrap_err();
+            assert!(err.contains(named), "{extra}: {err}");
+        }
+        let ok = parse_tenants_toml(&format!(
+            "{tenant}plan={{kind='starter', included=10, block_price={{amount='39', currency='USD'}}}}\n"
+        ))
+        .unwrap();
+        assert!(ok[0].plan.is_some());
     }
 }
