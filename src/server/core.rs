@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use prost::Message;
 
 use super::journal::{self, DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
-use super::records::{Hub, Stamped, stamp};
+use super::records::{Hub, Published, stamp};
 use super::telemetry::Telemetry;
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
@@ -88,7 +88,7 @@ pub struct Daybook {
     /// Rating order == journal order, per stripe of keys. Std mutexes: each held for one
     /// rating and its journal append, never across an await.
     stripes: Vec<Mutex<()>>,
-    pub journal: Arc<Journal>,
+    pub journal: Arc<Journal<Published>>,
     pub hub: Arc<Hub>,
     clock: Clock,
     /// Tenants defined by the config file: changed by editing the file, not by the API.
@@ -103,7 +103,7 @@ pub struct Daybook {
     pub stopping: tokio::sync::watch::Sender<bool>,
     pub telemetry: Arc<Telemetry>,
     /// The shared store, when replicas meter as one (`redis_url`).
-    pub(super) shared: Option<super::shared::SharedState>,
+    pub(super) shared: Option<super::shared::state::SharedState>,
     /// The near cache's bound, under a shared store with `memory_ceiling`.
     pub budget: Option<MemoryBudget>,
     /// The copy of the state a snapshot writes, kept between snapshots (its allocations
@@ -249,7 +249,7 @@ impl Daybook {
                         })
                         .collect();
                     if e.pending {
-                        pending.insert(entry.seq, super::shared::Pending { event: event.clone(), now });
+                        pending.insert(entry.seq, super::shared::state::Pending { event: event.clone(), now });
                     }
                     let claimed = e.claimed.as_deref().and_then(|bytes| {
                         let tenant = engine.tenant(&event.tenant_id)?;
@@ -270,8 +270,14 @@ impl Daybook {
         })?;
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
-        let journal =
-            Journal::open(&dir, last_seq, durability, move |_, records| publisher.publish(records), telemetry.clone())?;
+        let observer = telemetry.clone();
+        let journal = Journal::open(
+            &dir,
+            last_seq,
+            durability,
+            move |_, records| publisher.publish(records),
+            Box::new(move |took, synced| observer.journal_flushed(took, synced)),
+        )?;
         Ok(Arc::new(Daybook {
             engine,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -284,7 +290,7 @@ impl Daybook {
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
             telemetry,
-            shared: shared.map(|(store, _)| super::shared::SharedState::new(store, shipped, pending)),
+            shared: shared.map(|(store, _)| super::shared::state::SharedState::new(store, STRIPES, shipped, pending)),
             budget,
             snapshot_image: Mutex::default(),
         }))
@@ -353,7 +359,7 @@ impl Daybook {
     fn append_protos(&self, kind: EntryKind, protos: Vec<pb::Record>) -> u64 {
         let entry =
             Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec().into()).collect() };
-        self.journal.append(entry, |seq| -> Vec<Stamped> { stamp(seq, protos) })
+        self.journal.append(entry, |seq| (!protos.is_empty()).then(|| Arc::new(stamp(seq, protos))))
     }
 
     /// The ordering stripe of an event, held while it is rated and journaled.
@@ -680,6 +686,40 @@ impl Daybook {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire) && !self.journal.failed()
+    }
+}
+
+impl super::telemetry::ObservedState for Daybook {
+    fn hot_interactions(&self) -> usize {
+        self.engine.hot_interactions()
+    }
+
+    fn remembered_events(&self) -> usize {
+        self.engine.remembered_events()
+    }
+
+    fn journal_durable(&self) -> u64 {
+        self.journal.durable()
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn shared_status(&self) -> Option<(usize, bool)> {
+        Daybook::shared_status(self)
+    }
+
+    fn usage_by_tenant(&self) -> Vec<(Arc<str>, &'static str, crate::rating::ledger::Totals)> {
+        let engine = &self.engine;
+        engine
+            .tenant_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let (tenant, totals) = (engine.tenant(&id)?, engine.usage(&id, None, None)?);
+                Some((id, tenant.meter.kind.name(), totals))
+            })
+            .collect()
     }
 }
 

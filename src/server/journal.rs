@@ -301,12 +301,12 @@ fn is_torn_tail(path: &Path, good: u64, len: u64) -> Result<bool, std::io::Error
 }
 
 /// Shared state between appenders and the flusher.
-struct Pending {
+struct Pending<P> {
     buf: Vec<u8>,
     /// Sequence number of the last frame appended.
     appended: u64,
-    /// Records of appended frames, published once written.
-    publish: Vec<(u64, Arc<Vec<super::records::Stamped>>)>,
+    /// What rides with appended frames (the server's records), published once written.
+    publish: Vec<(u64, P)>,
     closed: bool,
 }
 
@@ -315,35 +315,40 @@ struct Pending {
 /// a call at low concurrency), under `fsync` the flusher thread (an fdatasync must not
 /// block a runtime thread). Frames are taken from `Pending` only while it is held, so
 /// they are written, and records published, in sequence order.
-struct Output {
+struct Output<P> {
     segment: SegmentWriter,
-    publish: Box<dyn Fn(u64, Arc<Vec<super::records::Stamped>>) + Send>,
+    publish: Box<dyn Fn(u64, P) + Send>,
 }
 
-/// The writing side.
-pub struct Journal {
-    pending: Mutex<Pending>,
+/// Told of every group-commit write: how long it took, and whether it was synced. The
+/// journal knows nothing of metrics; the server passes a function that records them.
+pub type WriteObserver = Box<dyn Fn(std::time::Duration, bool) + Send + Sync>;
+
+/// The writing side. `P` is what an entry carries until it is written (the server's
+/// stamped records): the journal only hands it back, in sequence order, once durable.
+pub struct Journal<P> {
+    pending: Mutex<Pending<P>>,
     wake: Condvar,
-    output: Mutex<Output>,
+    output: Mutex<Output<P>>,
     durability: Durability,
     durable: tokio::sync::watch::Sender<u64>,
     dir: PathBuf,
     /// Set when the journal can no longer be written: nothing more is acknowledged, and
     /// readiness fails.
     failed: AtomicBool,
-    telemetry: Arc<super::telemetry::Telemetry>,
+    observe_write: WriteObserver,
 }
 
-impl Journal {
+impl<P: Send + 'static> Journal<P> {
     /// Opens the journal for appending after `last_seq`, and starts the flusher thread.
-    /// Records of written frames are handed to `publish` in sequence order.
+    /// What written frames carry is handed to `publish` in sequence order.
     pub fn open(
         dir: &Path,
         last_seq: u64,
         durability: Durability,
-        publish: impl Fn(u64, Arc<Vec<super::records::Stamped>>) + Send + 'static,
-        telemetry: Arc<super::telemetry::Telemetry>,
-    ) -> Result<Arc<Journal>, std::io::Error> {
+        publish: impl Fn(u64, P) + Send + 'static,
+        observe_write: WriteObserver,
+    ) -> Result<Arc<Journal<P>>, std::io::Error> {
         std::fs::create_dir_all(dir)?;
         let (durable, _) = tokio::sync::watch::channel(last_seq);
         let segment = SegmentWriter::open(dir, last_seq)?;
@@ -355,26 +360,26 @@ impl Journal {
             durable,
             dir: dir.to_path_buf(),
             failed: AtomicBool::new(false),
-            telemetry,
+            observe_write,
         });
         let flusher = journal.clone();
         std::thread::Builder::new().name("journal-flusher".into()).spawn(move || flusher.flush_loop())?;
         Ok(journal)
     }
 
-    /// Appends an entry; its `seq` is assigned here, and `records` stamps the entry's
-    /// records with it. Call under the ordering stripe of what the entry changes, so that
-    /// journal order is rating order for every key.
-    pub fn append(&self, mut entry: Entry, records: impl FnOnce(u64) -> Vec<super::records::Stamped>) -> u64 {
+    /// Appends an entry; its `seq` is assigned here, and `carried` makes what the entry
+    /// carries until written (e.g. its records stamped with `seq`). Call under the
+    /// ordering stripe of what the entry changes, so that journal order is rating order
+    /// for every key.
+    pub fn append(&self, mut entry: Entry, carried: impl FnOnce(u64) -> Option<P>) -> u64 {
         let mut p = self.pending.lock().expect("journal lock");
         p.appended += 1;
         entry.seq = p.appended;
         let bytes = frame(&entry);
         p.buf.extend_from_slice(&bytes);
         let seq = p.appended;
-        let records = records(seq);
-        if !records.is_empty() {
-            p.publish.push((seq, Arc::new(records)));
+        if let Some(carried) = carried(seq) {
+            p.publish.push((seq, carried));
         }
         drop(p);
         if self.durability == Durability::Fsync {
@@ -406,7 +411,7 @@ impl Journal {
 
     /// Writes the pending frames (and syncs under `fsync`), then marks them durable and
     /// publishes their records. False when nothing was pending or the journal failed.
-    fn write_pending(&self, output: &mut Output) -> bool {
+    fn write_pending(&self, output: &mut Output<P>) -> bool {
         if self.failed() {
             return false;
         }
@@ -429,7 +434,7 @@ impl Journal {
             self.failed.store(true, Ordering::Release);
             return false;
         }
-        self.telemetry.journal_flushed(started.elapsed(), self.durability == Durability::Fsync);
+        (self.observe_write)(started.elapsed(), self.durability == Durability::Fsync);
         self.durable.send_replace(upto);
         for (seq, records) in records {
             (output.publish)(seq, records);

@@ -62,6 +62,10 @@ impl Default for Hub {
     }
 }
 
+/// What a journal entry carries until it is written: its records, stamped with their
+/// cursors; published to the live stream once the entry is durable.
+pub type Published = Arc<Vec<Stamped>>;
+
 impl Hub {
     /// Called by the journal flusher once entry `seq` is written.
     pub fn publish(&self, records: Arc<Vec<Stamped>>) {
@@ -78,7 +82,7 @@ impl Hub {
 /// `deliver` with each record in order; stops when `deliver` returns false.
 pub async fn follow(
     hub: &Hub,
-    journal: &super::journal::Journal,
+    journal: &super::journal::Journal<Published>,
     mut after: Cursor,
     mut deliver: impl FnMut(&Stamped) -> bool,
 ) {

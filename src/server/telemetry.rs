@@ -32,8 +32,6 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use rust_decimal::prelude::ToPrimitive;
 
-use super::core::Daybook;
-
 /// OpenTelemetry's recommended boundaries for `rpc.server.call.duration`, in seconds.
 pub const RPC_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 /// Journal group-commit writes are much shorter than calls.
@@ -188,10 +186,10 @@ impl Telemetry {
     }
 
     /// Registers the gauges read from the server's state at collection time. Holds the
-    /// server weakly: telemetry never keeps a stopped server alive.
-    pub fn observe(&self, daybook: &Arc<Daybook>) {
-        let gauge = |name: &'static str, description: &'static str, read: fn(&Daybook) -> u64| {
-            let weak: Weak<Daybook> = Arc::downgrade(daybook);
+    /// state weakly: telemetry never keeps a stopped server alive.
+    pub fn observe<S: ObservedState + 'static>(&self, state: &Arc<S>) {
+        let gauge = |name: &'static str, description: &'static str, read: fn(&S) -> u64| {
+            let weak: Weak<S> = Arc::downgrade(state);
             self.meter
                 .u64_observable_gauge(name)
                 .with_description(description)
@@ -204,14 +202,14 @@ impl Telemetry {
         };
         let mut gauges = self.gauges.lock().expect("telemetry lock");
         gauges.push(gauge("daybook.hot.interactions", "Relationship entries held in memory.", |d| {
-            d.engine().hot_interactions() as u64
+            d.hot_interactions() as u64
         }));
         gauges.push(gauge("daybook.remembered.events", "Event ids remembered for idempotency.", |d| {
-            d.engine().remembered_events() as u64
+            d.remembered_events() as u64
         }));
-        gauges.push(gauge("daybook.journal.durable", "Last journal entry known durable.", |d| d.journal.durable()));
-        gauges.push(gauge("daybook.ready", "1 when ready to serve.", |d| d.is_ready() as u64));
-        if daybook.is_shared() {
+        gauges.push(gauge("daybook.journal.durable", "Last journal entry known durable.", |d| d.journal_durable()));
+        gauges.push(gauge("daybook.ready", "1 when ready to serve.", |d| d.ready() as u64));
+        if state.shared_status().is_some() {
             gauges.push(gauge(
                 "daybook.redis.degraded",
                 "1 while decisions are made without the shared store (Redis unreachable).",
@@ -223,7 +221,7 @@ impl Telemetry {
                 |d| d.shared_status().map_or(0, |(pending, _)| pending as u64),
             ));
         }
-        let weak: Weak<Daybook> = Arc::downgrade(daybook);
+        let weak: Weak<S> = Arc::downgrade(state);
         let tenant_label = self.tenant_label;
         let usage = self
             .meter
@@ -234,7 +232,7 @@ impl Telemetry {
                 let weak = weak.clone();
                 move |observer| {
                     if let Some(d) = weak.upgrade() {
-                        for (attributes, totals) in usage_by_label(&d, tenant_label) {
+                        for (attributes, totals) in usage_by_label(d.usage_by_tenant(), tenant_label) {
                             observer.observe(totals.interactions, &attributes);
                         }
                     }
@@ -249,7 +247,7 @@ impl Telemetry {
             .with_description("Engagement credits on the books (all periods held), by meter; exact in statements.")
             .with_callback(move |observer| {
                 if let Some(d) = weak.upgrade() {
-                    for (attributes, totals) in usage_by_label(&d, tenant_label) {
+                    for (attributes, totals) in usage_by_label(d.usage_by_tenant(), tenant_label) {
                         let exact: rust_decimal::Decimal = totals.credits.iter().sum();
                         observer.observe(exact.to_f64().unwrap_or(f64::NAN), &attributes);
                     }
@@ -333,13 +331,26 @@ impl Telemetry {
     }
 }
 
-fn usage_by_label(daybook: &Daybook, tenant_label: bool) -> Vec<(Vec<KeyValue>, crate::rating::ledger::Totals)> {
-    let engine = daybook.engine();
+/// What the gauges read from the server's state at collection time; the state owner
+/// implements it, so telemetry knows nothing of how the state is kept.
+pub trait ObservedState: Send + Sync {
+    fn hot_interactions(&self) -> usize;
+    fn remembered_events(&self) -> usize;
+    fn journal_durable(&self) -> u64;
+    fn ready(&self) -> bool;
+    /// Under a shared store: (events pending for it, degraded); `None` without one.
+    fn shared_status(&self) -> Option<(usize, bool)>;
+    /// Every tenant's usage on the books: (tenant, meter name, totals).
+    fn usage_by_tenant(&self) -> Vec<(Arc<str>, &'static str, crate::rating::ledger::Totals)>;
+}
+
+fn usage_by_label(
+    usage: Vec<(Arc<str>, &'static str, crate::rating::ledger::Totals)>,
+    tenant_label: bool,
+) -> Vec<(Vec<KeyValue>, crate::rating::ledger::Totals)> {
     let mut by_meter: std::collections::BTreeMap<&'static str, crate::rating::ledger::Totals> = Default::default();
     let mut out = Vec::new();
-    for id in engine.tenant_ids() {
-        let (Some(tenant), Some(totals)) = (engine.tenant(&id), engine.usage(&id, None, None)) else { continue };
-        let meter = tenant.meter.kind.name();
+    for (id, meter, totals) in usage {
         if tenant_label {
             let attributes =
                 vec![KeyValue::new("daybook.meter", meter), KeyValue::new("daybook.tenant", id.to_string())];

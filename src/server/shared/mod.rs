@@ -14,12 +14,16 @@
 //! deterministic ids, and the shared aggregates are exact. The local journal keeps pending
 //! events across a restart until a `Shipped` entry says the store has them.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prost::Message;
+
+pub mod state;
+
+use state::{Pending, SharedState};
 
 use super::core::{Daybook, NextSpec, TenantOp, TenantRefusal, cobrowse_session};
 use super::journal::{EntryKind, EventEntry};
@@ -32,31 +36,7 @@ use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
 use crate::rating::outcome::{Code, Outcome, Record, RecordBody, Refusal};
 use crate::rating::shared::{Claim, Place, Shared};
 use crate::rating::time::Instant;
-use crate::store::redis::{ClaimAnswer, Emission, RedisStore, StoreError};
-
-/// An accepted event whose shared effects may not be in the store yet.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    pub event: pb::Event,
-    pub now: Option<Instant>,
-}
-
-/// The shared store and what has not reached it yet.
-pub struct SharedState {
-    pub store: Arc<RedisStore>,
-    /// By journal position: decided in degraded mode, or records not yet emitted.
-    pending: Mutex<BTreeMap<u64, Pending>>,
-    /// The last `Shipped` position journaled.
-    shipped: AtomicU64,
-    /// Whether the last call to the store failed: degraded mode.
-    degraded: AtomicBool,
-    /// One claim at a time per ordering stripe on this replica: claims of one key queue
-    /// here instead of racing each other to Redis (each would find the other's value
-    /// stale), and each sees the value the previous one left in the near cache.
-    lanes: Vec<tokio::sync::Mutex<()>>,
-    /// Tenant definitions as the store last held them, by id: what a change expects.
-    tenants: Mutex<HashMap<String, Vec<u8>>>,
-}
+use crate::store::redis::{ClaimAnswer, Emission, StoreError};
 
 /// Claims an event makes in a row before it is decided locally: each stale answer means
 /// another replica moved the entry meanwhile, which a few tries outrun.
@@ -65,33 +45,6 @@ const MAX_CLAIM_TRIES: usize = 8;
 /// How long the store remembers an event that changed nothing shared: past any lateness
 /// horizon a retry could come within.
 const EMITTED_EVENT_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(40);
-
-impl SharedState {
-    pub fn new(store: Arc<RedisStore>, shipped: u64, pending: BTreeMap<u64, Pending>) -> Self {
-        SharedState {
-            store,
-            pending: Mutex::new(pending),
-            shipped: AtomicU64::new(shipped),
-            degraded: AtomicBool::new(false),
-            lanes: (0..super::core::STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            tenants: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Events whose shared effects are not yet known to be in the store.
-    pub fn pending(&self) -> usize {
-        self.pending.lock().expect("pending lock").len()
-    }
-
-    /// Whether decisions are currently made without the store.
-    pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire) || self.store.is_open()
-    }
-
-    fn note(&self, result: &Result<impl Sized, StoreError>) {
-        self.degraded.store(result.is_err(), Ordering::Release);
-    }
-}
 
 /// The value of an absent shared entry of the kind `event` touches: where a probe of an
 /// event decided without the store starts.

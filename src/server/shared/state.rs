@@ -1,0 +1,64 @@
+//! What a replica keeps of the shared store: the connection, the events whose effects
+//! have not reached it, whether it answers (degraded mode), the claim lanes, and the
+//! tenant definitions it last held. The state owner holds it; the protocol that uses it
+//! is the parent module.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::api::pb;
+use crate::rating::time::Instant;
+use crate::store::redis::{RedisStore, StoreError};
+
+/// An accepted event whose shared effects may not be in the store yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub event: pb::Event,
+    pub now: Option<Instant>,
+}
+
+/// The shared store and what has not reached it yet.
+pub struct SharedState {
+    pub store: Arc<RedisStore>,
+    /// By journal position: decided in degraded mode, or records not yet emitted.
+    pub(super) pending: Mutex<BTreeMap<u64, Pending>>,
+    /// The last `Shipped` position journaled.
+    pub(super) shipped: AtomicU64,
+    /// Whether the last call to the store failed: degraded mode.
+    pub(super) degraded: AtomicBool,
+    /// One claim at a time per ordering stripe on this replica: claims of one key queue
+    /// here instead of racing each other to Redis (each would find the other's value
+    /// stale), and each sees the value the previous one left in the near cache.
+    pub(super) lanes: Vec<tokio::sync::Mutex<()>>,
+    /// Tenant definitions as the store last held them, by id: what a change expects.
+    pub(super) tenants: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl SharedState {
+    /// `stripes`: the number of ordering stripes, one claim lane each.
+    pub fn new(store: Arc<RedisStore>, stripes: usize, shipped: u64, pending: BTreeMap<u64, Pending>) -> Self {
+        SharedState {
+            store,
+            pending: Mutex::new(pending),
+            shipped: AtomicU64::new(shipped),
+            degraded: AtomicBool::new(false),
+            lanes: (0..stripes).map(|_| tokio::sync::Mutex::new(())).collect(),
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Events whose shared effects are not yet known to be in the store.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
+    /// Whether decisions are currently made without the store.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire) || self.store.is_open()
+    }
+
+    pub(super) fn note(&self, result: &Result<impl Sized, StoreError>) {
+        self.degraded.store(result.is_err(), Ordering::Release);
+    }
+}
