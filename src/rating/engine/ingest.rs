@@ -1,0 +1,428 @@
+//! Ingest: an event from its wire form to its outcome. Validation (T-6), idempotency
+//! (T-2), time checks (T-3, T-4), and the dispatch to the rules by event kind, in each
+//! of the rating modes (live, retry, and the shared store's guarded, probe and claimed).
+
+use super::*;
+
+impl Engine {
+    /// Rates one event. `now` is the arrival instant that lateness (T-3) and clock skew
+    /// (T-4) are judged against; `None` judges neither. Emitted records are appended to
+    /// `records`, including the dead letter of an event refused as too late.
+    pub fn ingest(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, None, Mode::Live, records).done()
+    }
+
+    /// Rates one event under a shared store, against the maps as a near cache. An event
+    /// that would not change its shared entry (a repeat) is committed here, exactly as
+    /// [`Engine::ingest`] would; one that would change it is not committed, and its
+    /// [`Claim`] is returned for the store to apply.
+    pub fn ingest_shared(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> NearCache {
+        let mut out = NearCache::default();
+        out.rated = self.ingest_inner_at(raw, now, None, Mode::Guarded, records, &mut out);
+        out
+    }
+
+    /// Folds a shared entry read from the store into the near cache (a warm start): its
+    /// value joins what this replica holds.
+    pub fn warm(&self, tenant_id: &str, place: Place, entry: Fp, value: &Shared) {
+        let Some(tenant) = self.tenant(tenant_id) else { return };
+        match (place, value) {
+            (Place::Interaction { .. }, Shared::Interaction(Some(e))) => {
+                let e = InteractionEntry { tenant: tenant.index, ..*e };
+                self.interactions.entry(entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+            }
+            (Place::Functions { month_start }, Shared::Functions(total)) => {
+                let mut mine = self.functions.entry(entry).or_insert_with(|| FunctionsEntry {
+                    tenant: tenant.index,
+                    month_start: time::date_to_days(month_start),
+                    counts: HashMap::new(),
+                    shared_total: 0,
+                });
+                mine.shared_total = mine.shared_total.max(*total);
+            }
+            _ => {}
+        }
+    }
+
+    /// Folds a claim the store applied into this replica's state: its entry's new value,
+    /// and what its event met (replacing what the event was answered against when it was
+    /// decided without the store, in degraded mode).
+    pub fn absorb(&self, claim: &Claim) {
+        let Some(tenant) = self.tenant(&claim.tenant) else { return };
+        match &claim.after {
+            Shared::Interaction(Some(e)) => {
+                let e = InteractionEntry { tenant: tenant.index, ..*e };
+                self.interactions.entry(claim.entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+            }
+            Shared::Cobrowse(Some(c)) => {
+                let c = CobrowseEntry { tenant: tenant.index, ..c.clone() };
+                let mut entry = self.cobrowse.entry(claim.entry).or_insert_with(|| c.clone());
+                *entry = entry.clone().join(c);
+            }
+            _ => {}
+        }
+        if let Some(prior) = persist::decode_prior(&claim.prior, tenant.index) {
+            let remembered = EventEntry {
+                payload: claim.payload,
+                tenant: tenant.index,
+                day: utc_day(claim.at),
+                outcome: StoredOutcome::Prior(prior),
+            };
+            self.events.insert(claim.event, remembered);
+        }
+    }
+
+    /// What the event would claim if its shared entry held `value` (the store's current
+    /// value, after a stale claim). Changes nothing.
+    pub fn probe(&self, raw: RawEvent, now: Option<Instant>, value: Shared) -> Rated {
+        self.ingest_inner(raw, now, None, Mode::Probe(value), &mut Vec::new())
+    }
+
+    /// Commits an event rated against `value`, the value its shared entry held in the
+    /// store before it (its claim succeeded, or it changed nothing). On replay, `alerts`
+    /// restores the alerts it raised, as in [`Engine::replay`].
+    pub fn ingest_claimed(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        value: Shared,
+        alerts: Option<Vec<Alert>>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, alerts, Mode::Claimed(value), records).done()
+    }
+
+    /// Answers an event whose id another replica accepted (the shared store remembered
+    /// its payload and what it met, `prior`) and remembers it here, so that later retries
+    /// are answered locally. `None`: `prior` is not something this version wrote.
+    pub fn answer_remembered(&self, raw: RawEvent, payload: u64, prior: &[u8]) -> Option<Result<Outcome, Refusal>> {
+        let tenant = match self.tenant(&raw.tenant_id) {
+            Some(tenant) => tenant,
+            None => return Some(Err(unknown_tenant(&raw.tenant_id))),
+        };
+        let event = match event::validate(raw, tenant.meter) {
+            Ok(event) => event,
+            Err(violations) => return Some(Err(Refusal::invalid(violations))),
+        };
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let prior = persist::decode_prior(prior, tenant.index)?;
+        let seen =
+            EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
+        let mine = event.payload_fp(&self.fingerprinter).0;
+        if mine == payload {
+            self.events.entry(event_fp).or_insert_with(|| seen.clone());
+        }
+        Some(self.answer_retry(&tenant, event, event_fp, seen, mine))
+    }
+
+    /// Rates a journaled event again on replay. Which event crosses an alert threshold
+    /// depends on the order of events of other keys, which replay need not repeat: the
+    /// alerts the event raised when it was first rated (`alerts`, from its journaled
+    /// records) are restored instead of judged again.
+    pub fn replay(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        alerts: Vec<Alert>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
+        self.ingest_inner(raw, now, Some(alerts), Mode::Live, records).done()
+    }
+
+    pub(super) fn ingest_inner(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        replayed_alerts: Option<Vec<Alert>>,
+        mode: Mode,
+        records: &mut Vec<Record>,
+    ) -> Rated {
+        self.ingest_inner_at(raw, now, replayed_alerts, mode, records, &mut NearCache::default())
+    }
+
+    /// [`Engine::ingest_inner`], also telling which shared entry the event touched.
+    pub(super) fn ingest_inner_at(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        replayed_alerts: Option<Vec<Alert>>,
+        mode: Mode,
+        records: &mut Vec<Record>,
+        out: &mut NearCache,
+    ) -> Rated {
+        // Read guards, held for this one event: no reference counting on the hot path, and a
+        // settings change waits for in-flight events instead of racing them.
+        let tenants = self.tenants.read().expect("tenants lock");
+        let Some(slot) = tenants.get(raw.tenant_id.as_str()) else {
+            return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
+        };
+        let config = slot.config.read().expect("tenant lock");
+        let tenant: &Tenant = &config;
+        let event = match event::validate(raw, tenant.meter) {
+            Ok(event) => event,
+            Err(violations) => return Rated::Done(Err(Refusal::invalid(violations))),
+        };
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let payload = event.payload_fp(&self.fingerprinter).0;
+        out.event = Some((event_fp, payload, event.at));
+
+        // A probe asks what the event does, whether or not this replica knows it: it is
+        // how an event decided in degraded mode is sent to the store later.
+        let vacant = match mode {
+            Mode::Probe(_) => None,
+            _ => match self.events.entry(event_fp) {
+                MapEntry::Occupied(seen) => {
+                    let seen = seen.get().clone();
+                    return Rated::Done(self.answer_retry(tenant, event, event_fp, seen, payload));
+                }
+                MapEntry::Vacant(vacant) => Some(vacant),
+            },
+        };
+
+        let closed_before = slot.closed_before.load(Ordering::Acquire);
+        if let Some(now) = now
+            && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
+        {
+            if refusal.code == Code::FailedPrecondition && mode.commits() {
+                records.push(dead_letter(tenant, event, &refusal));
+            }
+            return Rated::Done(Err(refusal));
+        }
+
+        let mut effects = Effects { mode, now, closed_before: Some(closed_before), ..Effects::default() };
+        let disposition = self.rate(tenant, &event, event_fp, &mut effects);
+
+        out.entry = effects.shared.as_ref().map(|t| t.entry);
+        // A forgotten event id may be a retry of an event that claimed this entry: the
+        // store answers it.
+        let ask_store = matches!(effects.mode, Mode::Guarded) && self.evicted.may_contain(&event_fp);
+        let wants_claim = match (&effects.mode, &effects.shared) {
+            (Mode::Probe(_), _) => true,
+            (Mode::Guarded, Some(touch)) => touch.before != touch.after || ask_store,
+            _ => false,
+        };
+        if wants_claim {
+            drop(vacant);
+            let settings = tenant.settings_at(event.at);
+            // A probe of an event that touches no shared entry (a system message, say)
+            // claims nothing: it only has records to emit, under its own fingerprint.
+            let touch = match (effects.shared.take(), &effects.mode) {
+                (Some(touch), _) => touch,
+                (None, Mode::Probe(value)) => SharedTouch {
+                    place: Place::Cobrowse,
+                    entry: event_fp,
+                    before: value.clone(),
+                    after: value.clone(),
+                    expires: event.at + settings.lateness_horizon,
+                },
+                (None, _) => unreachable!("only probes claim without a shared touch"),
+            };
+            let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
+            let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
+            let (at, event_id) = (event.at, event.event_id);
+            let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
+            let outcome = effects.outcome(event_id, disposition);
+            return Rated::Claim(Box::new(Claim {
+                tenant: tenant.id.clone(),
+                place: touch.place,
+                entry: touch.entry,
+                before: touch.before,
+                after: touch.after,
+                at,
+                event: event_fp,
+                payload,
+                prior,
+                outcome,
+                records,
+                ledger,
+                entry_expires: touch.expires,
+                event_expires,
+                ask_store,
+            }));
+        }
+        if let Some((key, month_start, sender)) = effects.user.take() {
+            let new = self
+                .users
+                .entry(key)
+                .or_insert_with(|| UsersEntry { tenant: tenant.index, month_start, senders: Default::default() })
+                .senders
+                .insert(sender);
+            if new && self.collect_users.load(Ordering::Acquire) {
+                let month = time::days_to_date(month_start);
+                self.new_users.lock().expect("new users lock").push((tenant.id.clone(), month, sender));
+            }
+        }
+        if let Some((fp, entry)) = effects.pass_through_entry.take() {
+            self.pass_through.insert(fp, entry);
+        }
+
+        // What the shared store needs to emit the records of an event that changed
+        // nothing shared (most events emit none: nothing to copy).
+        if matches!(effects.mode, Mode::Guarded) && !effects.records.is_empty() {
+            out.ledger.clone_from(&effects.ledger);
+            out.prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
+        }
+        if !effects.ledger.is_empty() {
+            let mut ledger = slot.ledger.lock().expect("ledger lock");
+            let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
+            for (date, entry) in effects.ledger.drain(..) {
+                ledger.add(date, entry);
+                if !dates.contains(&date) {
+                    dates.push(date);
+                }
+            }
+            match replayed_alerts {
+                Some(alerts) => {
+                    for alert in alerts {
+                        if !ledger.alert_raised(&alert.id) {
+                            ledger.alerts.push(alert);
+                        }
+                    }
+                }
+                // Under a shared store this replica's aggregates are only its own part:
+                // thresholds are not judged on them (ARCHITECTURE.md, "Redis").
+                None if matches!(effects.mode, Mode::Guarded | Mode::Claimed(_)) => {}
+                None => {
+                    for date in dates {
+                        raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
+                    }
+                }
+            }
+        }
+
+        let stored_prior = effects.prior.filter(|_| !effects.keep_whole);
+        let mut emitted = std::mem::take(&mut effects.records);
+        let outcome = effects.outcome(event.event_id, disposition);
+        let stored = match stored_prior {
+            Some(prior) => StoredOutcome::Prior(prior),
+            None => StoredOutcome::Full(Arc::new(outcome.clone())),
+        };
+        vacant.expect("only probes skip the events map, and they never commit").insert(EventEntry {
+            payload,
+            tenant: tenant.index,
+            day: utc_day(event.at),
+            outcome: stored,
+        });
+        records.append(&mut emitted);
+        Rated::Done(Ok(outcome))
+    }
+
+    /// Rates an event as `fx.mode` says: for real, again for a retry, or under a shared
+    /// store.
+    pub(super) fn rate(&self, tenant: &Tenant, event: &Event, event_fp: Fp, fx: &mut Effects) -> Disposition {
+        let tie = event_fp.0 as u32;
+        match &event.body {
+            Body::Message(_) | Body::ConversationOpened(_) => {
+                self.rate_conversational(tenant, event, tie, event_fp, fx)
+            }
+            Body::Cobrowse(c) => self.rate_cobrowse(tenant, event, c, tie, fx),
+            Body::FunctionInvocations { count } => self.rate_functions(tenant, event, *count, event_fp, fx),
+        }
+    }
+
+    pub(super) fn answer_retry(
+        &self,
+        tenant: &Tenant,
+        event: Event,
+        event_fp: Fp,
+        seen: EventEntry,
+        payload: u64,
+    ) -> Result<Outcome, Refusal> {
+        if seen.payload != payload {
+            return Err(Refusal::new(
+                Code::AlreadyExists,
+                "T-2",
+                format!("event id `{}` was already used with a different payload; the first stands", event.event_id),
+            ));
+        }
+        let mut outcome = match seen.outcome {
+            StoredOutcome::Full(outcome) => (*outcome).clone(),
+            StoredOutcome::Prior(prior) => {
+                let mut fx = Effects { mode: Mode::Retry(prior), ..Effects::default() };
+                let disposition = self.rate(tenant, &event, event_fp, &mut fx);
+                fx.outcome(event.event_id, disposition)
+            }
+        };
+        outcome.retry = true;
+        Ok(outcome)
+    }
+
+    /// T-3 and T-4. `closed_before` is the tenant's pruning watermark (Unix ms).
+    pub(super) fn check_time(
+        &self,
+        tenant: &Tenant,
+        event: &Event,
+        now: Instant,
+        closed_before: i64,
+    ) -> Result<(), Refusal> {
+        let settings = tenant.settings_at(event.at);
+        if event.at > now + settings.max_clock_skew {
+            return Err(Refusal::new(
+                Code::OutOfRange,
+                "T-4",
+                format!(
+                    "event time is more than max_clock_skew ({}) ahead of now",
+                    time::format_duration(settings.max_clock_skew)
+                ),
+            ));
+        }
+        // The period ends after the event, so an event within the horizon of its own
+        // instant (and after any closed period) is never late; only others need their
+        // period computed.
+        let at_ms = time::to_millis(event.at);
+        let within_horizon = event.at + settings.lateness_horizon >= now;
+        if within_horizon && at_ms >= closed_before {
+            return Ok(());
+        }
+        let period = match event.body {
+            Body::FunctionInvocations { .. } => tenant.period_in(Window::LocalMonth, event.at),
+            _ => tenant.period(event.at),
+        };
+        if !within_horizon && period.end() + settings.lateness_horizon < now {
+            return Err(Refusal::new(
+                Code::FailedPrecondition,
+                "T-3",
+                format!(
+                    "too late: its period {} ended more than lateness_horizon ({}) ago; kept as a dead letter",
+                    period.label(),
+                    time::format_duration(settings.lateness_horizon)
+                ),
+            ));
+        }
+        // A period closed by pruning stays closed, even if the horizon was raised since:
+        // its state is gone, so a late event could be counted twice.
+        if time::to_millis(period.end()) <= closed_before {
+            return Err(Refusal::new(
+                Code::FailedPrecondition,
+                "T-3",
+                format!(
+                    "too late: its period {} is closed (past the lateness horizon; its state was pruned); kept as a dead letter",
+                    period.label()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn unknown_tenant(id: &str) -> Refusal {
+    if let Err(reason) = crate::rating::settings::validate_tenant_id(id) {
+        return Refusal::invalid(vec![event::FieldViolation::new("tenant_id", reason)]);
+    }
+    Refusal::new(Code::NotFound, "T-6", format!("unknown tenant `{id}`"))
+}
+
+fn dead_letter(tenant: &Tenant, event: Event, refusal: &Refusal) -> Record {
+    let id = RecordId::of(&[
+        b"dead_letter",
+        tenant.id.as_bytes(),
+        event.event_id.as_bytes(),
+        &event.at.timestamp().to_le_bytes(),
+        &event.at.timestamp_subsec_nanos().to_le_bytes(),
+    ]);
+    Record {
+        tenant: tenant.id.clone(),
+        rule: refusal.rule,
+        body: RecordBody::DeadLetter(DeadLetter { id, code: refusal.code, reason: refusal.reason.clone(), event }),
+    }
+}

@@ -1,0 +1,459 @@
+//! The rating engine: decides, for one event, what it makes billable, and emits records.
+//!
+//! Sans-IO: no clock (the caller passes `now`), no files, no network. Safe to call from
+//! many threads at once: every map is sharded, the only per-tenant lock guards the
+//! aggregates, and only first touches and new lines take it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{NaiveDate, TimeDelta};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use rust_decimal::Decimal;
+
+use super::credits::{self, LineKind, LineSet, interaction_lines};
+use super::event::{self, Body, Event, RawEvent, SenderRole};
+use super::ids::{Fingerprinter, Fp, FpBuildHasher, HotKey, RecordId, domain};
+use super::ledger::{self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, Statement, StatementPeriod, Totals};
+use super::meter::{KeyField, ProactivePolicy, Window};
+use super::money::Money;
+use super::outcome::{
+    Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
+    PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
+};
+use super::settings::{
+    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
+    TenantSpec,
+};
+use super::shared::{Claim, Place, Shared};
+use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog, UsersEntry};
+use super::time::{self, Instant};
+
+/// Engine configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Key of the hot-state fingerprints. Replicas that share state share it.
+    pub fingerprint_key: [u8; 16],
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { fingerprint_key: *b"daybook-default!" }
+    }
+}
+
+/// A tenant's compiled settings and its aggregates.
+#[derive(Debug)]
+pub struct TenantSlot {
+    /// Replaced whole when settings change; readers clone the `Arc` and never block writers
+    /// for longer than that clone.
+    config: RwLock<Arc<Tenant>>,
+    /// Aggregates behind usage and statements. A std mutex: held for a few additions,
+    /// never across an await.
+    ledger: Mutex<Ledger>,
+    /// Unix milliseconds before which every period has been closed and its state pruned
+    /// ([`Engine::close_periods`]); `i64::MIN` while nothing is. Events of a closed
+    /// period are refused as too late (T-3), whatever the horizon says since.
+    closed_before: AtomicI64,
+}
+
+impl TenantSlot {
+    pub fn config(&self) -> Arc<Tenant> {
+        self.config.read().expect("tenant lock").clone()
+    }
+}
+
+/// What is remembered of an accepted event, to answer its retries (T-2).
+#[derive(Debug, Clone)]
+struct EventEntry {
+    payload: u64,
+    /// The tenant's index, and the event's UTC date (days from the common era): when its
+    /// id may be forgotten.
+    tenant: u32,
+    day: i32,
+    outcome: StoredOutcome,
+}
+
+/// The original outcome of an event, kept compact: a retry re-runs the same rating code,
+/// without changing anything, against the state as it was just before the event (its
+/// `Prior`), which reproduces the original outcome exactly. Only an event that also
+/// charged a proactive outbound's day (DAR-5) keeps its outcome whole.
+#[derive(Debug, Clone)]
+enum StoredOutcome {
+    Prior(Prior),
+    Full(Arc<Outcome>),
+}
+
+/// The state an event met, as far as its outcome depends on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Prior {
+    /// Messages and conversations opened: the event's own interaction before it (`None`:
+    /// it created it, or touched none).
+    Interaction(Option<InteractionEntry>),
+    /// CR-8: the month's invocations before it.
+    Functions(u64),
+    /// CR-7: whether the session was already charged by an earlier event. (An event that
+    /// moves the session's first event earlier keeps its outcome whole.)
+    Cobrowse { counted: bool },
+}
+
+/// The result of rating one event under a shared store.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per event and taken apart at once, as Result<Outcome, _> is"
+)]
+pub enum Rated {
+    /// Answered here: committed, a retry, or refused.
+    Done(Result<Outcome, Refusal>),
+    /// The event would change its shared entry: nothing is committed until the store
+    /// applies the claim.
+    Claim(Box<Claim>),
+}
+
+impl Default for NearCache {
+    fn default() -> Self {
+        NearCache {
+            // A placeholder until the event is rated; built on every event, so it must
+            // not allocate (an empty reason and no violations do not).
+            rated: Rated::Done(Err(Refusal::new(Code::NotFound, "T-6", String::new()))),
+            entry: None,
+            ledger: Vec::new(),
+            event: None,
+            prior: Vec::new(),
+        }
+    }
+}
+
+impl Rated {
+    /// The answer of a mode that never claims.
+    fn done(self) -> Result<Outcome, Refusal> {
+        match self {
+            Rated::Done(result) => result,
+            Rated::Claim(_) => unreachable!("only shared modes claim"),
+        }
+    }
+}
+
+/// An event answered from the near cache, and the shared entry it belongs to (for the
+/// shard its emitted records go to).
+#[derive(Debug)]
+pub struct NearCache {
+    pub rated: Rated,
+    pub entry: Option<Fp>,
+    /// What a committed event added to the aggregates (for the shared store's).
+    pub ledger: Vec<(NaiveDate, Entry)>,
+    /// The event's fingerprint, payload fingerprint and time, once it was validated.
+    pub event: Option<(Fp, u64, Instant)>,
+    /// What a committed event met (its encoded `Prior`), for the store to answer its
+    /// retries on other replicas.
+    pub prior: Vec<u8>,
+}
+
+/// The rating engine.
+pub struct Engine {
+    fingerprinter: Fingerprinter,
+    /// Tenants by id: read on every event, written only when a tenant is added. A read
+    /// lock is one atomic operation; tenant ids are configuration, not attacker-chosen
+    /// keys, so the cheap hasher is safe.
+    tenants: RwLock<HashMap<Arc<str>, Arc<TenantSlot>, FpBuildHasher>>,
+    /// Tenants by dense index, for turning compact entries back into tenants.
+    by_index: RwLock<Vec<Arc<TenantSlot>>>,
+    /// (tenant, event_id) -> payload and outcome. Holding an entry's shard while an event is
+    /// rated makes concurrent retries of one id wait for the first.
+    events: DashMap<Fp, EventEntry, FpBuildHasher>,
+    /// (tenant, key, period) -> features seen: the hot map of relationships.
+    interactions: DashMap<HotKey, InteractionEntry, FpBuildHasher>,
+    /// (tenant, session) -> first established event (CR-7).
+    cobrowse: DashMap<Fp, CobrowseEntry, FpBuildHasher>,
+    /// (tenant, local month) -> invocation counts per event (CR-8).
+    functions: DashMap<Fp, FunctionsEntry, FpBuildHasher>,
+    /// (tenant, local month) -> distinct agent and bot ids (PL-1).
+    users: DashMap<Fp, UsersEntry, FpBuildHasher>,
+    /// event -> pass-through charge (CR-9), for rebuilding aggregates after a merge.
+    pass_through: DashMap<Fp, PassThroughEntry, FpBuildHasher>,
+    /// (tenant, consumer) -> outbounds and replies, only for retroactive tenants (DAR-5).
+    replies: DashMap<Fp, ReplyLog, FpBuildHasher>,
+    /// Under a shared store: platform users (tenant, local month, sender) this replica saw
+    /// first, for the store's sets (PL-1). Drained by [`Engine::take_new_users`].
+    new_users: Mutex<Vec<(Arc<str>, NaiveDate, Fp)>>,
+    collect_users: std::sync::atomic::AtomicBool,
+    /// Event ids the near cache forgot (a memory ceiling under a shared store).
+    evicted: EvictedEvents,
+}
+
+/// A Bloom filter of forgotten event ids (4 probes; sized by the caller). An event whose
+/// id may have been forgotten is not answered from the near cache: a retry of an event
+/// that claimed an interaction must get that event's answer, which the store remembers.
+/// A false positive costs one round trip to the store, never a wrong answer.
+#[derive(Default)]
+struct EvictedEvents {
+    bits: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl EvictedEvents {
+    fn probes(&self, fp: &Fp) -> impl Iterator<Item = (usize, u64)> + use<> {
+        let n = (self.bits.len() * 64) as u64;
+        let fp = *fp;
+        (0..4u64).map(move |i| {
+            let bit = fp.0.wrapping_add(i.wrapping_mul(fp.1 | 1)) % n;
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        })
+    }
+
+    fn insert(&self, fp: &Fp) {
+        if self.bits.is_empty() {
+            return;
+        }
+        for (word, mask) in self.probes(fp) {
+            self.bits[word].fetch_or(mask, Ordering::Relaxed);
+        }
+    }
+
+    fn may_contain(&self, fp: &Fp) -> bool {
+        !self.bits.is_empty() && self.probes(fp).all(|(word, mask)| self.bits[word].load(Ordering::Relaxed) & mask != 0)
+    }
+}
+
+/// The key fields and period of one interaction, before it is fingerprinted.
+struct Touch<'a> {
+    tenant: &'a Tenant,
+    consumer: &'a str,
+    conversation: Option<&'a str>,
+    integration: Option<&'a str>,
+    at: Instant,
+    tie: u32,
+    features: Features,
+    rule: &'static str,
+    event_id: &'a str,
+}
+
+/// An interaction's key fields, borrowed from the event.
+struct KeyRef<'a> {
+    consumer: &'a str,
+    conversation: Option<&'a str>,
+    integration: Option<&'a str>,
+}
+
+impl KeyRef<'_> {
+    fn to_owned(&self) -> InteractionKey {
+        InteractionKey {
+            consumer: self.consumer.to_string(),
+            conversation: self.conversation.map(str::to_string),
+            integration: self.integration.map(str::to_string),
+        }
+    }
+}
+
+/// How an event is rated.
+#[derive(Debug, Clone, Default)]
+enum Mode {
+    /// Against the maps, changing them.
+    #[default]
+    Live,
+    /// A retry: against what the event met (its `Prior`), changing nothing.
+    Retry(Prior),
+    /// Under a shared store, against the maps (the near cache): an event that would not
+    /// change its shared entry is committed as in `Live`; one that would is not committed,
+    /// and asks for a [`Claim`] instead.
+    Guarded,
+    /// Under a shared store, against this value of the event's shared entry, changing
+    /// nothing: what a claim would do.
+    Probe(Shared),
+    /// Under a shared store, against the value the store held before the event (its claim
+    /// succeeded, or changed nothing), folding the result into the maps.
+    Claimed(Shared),
+}
+
+impl Mode {
+    /// Whether rating under this mode may end in a commit (the maps change).
+    fn commits(&self) -> bool {
+        matches!(self, Mode::Live | Mode::Guarded | Mode::Claimed(_))
+    }
+}
+
+/// The event's own shared entry, as rating found and left it (modes other than `Live`
+/// and `Retry`).
+#[derive(Debug)]
+struct SharedTouch {
+    place: Place,
+    entry: Fp,
+    before: Shared,
+    after: Shared,
+    expires: Instant,
+}
+
+/// What one event did, gathered while rating it.
+#[derive(Default)]
+struct Effects {
+    mode: Mode,
+    shared: Option<SharedTouch>,
+    /// Order-free set insertions, made only when the event is committed: the platform
+    /// user (month key, sender) and the pass-through charge.
+    user: Option<(Fp, i32, Fp)>,
+    pass_through_entry: Option<(Fp, PassThroughEntry)>,
+    /// The arrival instant lateness is judged at, and the tenant's closed-period watermark:
+    /// an effect on another period (a DAR-5 outbound's day) is made only while that period
+    /// is open (T-3).
+    now: Option<Instant>,
+    closed_before: Option<i64>,
+    /// What the event met, for its stored outcome.
+    prior: Option<Prior>,
+    /// The outcome cannot be re-derived from `prior` (a DAR-5 outbound was charged, or a
+    /// co-browse session's first event moved).
+    keep_whole: bool,
+    interactions: Vec<Interaction>,
+    counted_in: Vec<RecordId>,
+    lines: Vec<CreditLine>,
+    pass_through: Option<PassThroughCharge>,
+    ledger: Vec<(NaiveDate, Entry)>,
+    records: Vec<Record>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            fingerprinter: Fingerprinter::new(config.fingerprint_key),
+            tenants: RwLock::new(HashMap::default()),
+            by_index: RwLock::new(Vec::new()),
+            events: DashMap::default(),
+            interactions: DashMap::default(),
+            cobrowse: DashMap::default(),
+            functions: DashMap::default(),
+            users: DashMap::default(),
+            pass_through: DashMap::default(),
+            replies: DashMap::default(),
+            new_users: Mutex::new(Vec::new()),
+            collect_users: std::sync::atomic::AtomicBool::new(false),
+            evicted: EvictedEvents::default(),
+        }
+    }
+
+    /// An engine whose near cache may be evicted ([`Engine::evict`]), remembering
+    /// forgotten event ids in a filter of `filter_bytes` (about 2 bytes per id forgotten
+    /// keeps false positives under 1%).
+    pub fn with_eviction(config: EngineConfig, filter_bytes: usize) -> Self {
+        let words = (filter_bytes / 8).max(1);
+        Engine {
+            evicted: EvictedEvents { bits: (0..words).map(|_| std::sync::atomic::AtomicU64::new(0)).collect() },
+            ..Engine::new(config)
+        }
+    }
+
+    /// Whether platform users first seen here wait to be taken.
+    pub fn has_new_users(&self) -> bool {
+        !self.new_users.lock().expect("new users lock").is_empty()
+    }
+
+    /// Gives back platform users a shared store did not take.
+    pub fn requeue_new_users(&self, users: Vec<(Arc<str>, NaiveDate, Fp)>) {
+        self.new_users.lock().expect("new users lock").extend(users);
+    }
+
+    /// Under a shared store: collect platform users first seen here, in every mode
+    /// (degraded decisions included), for [`Engine::take_new_users`].
+    pub fn collect_new_users(&self) {
+        self.collect_users.store(true, Ordering::Release);
+    }
+
+    /// Platform users first seen here under a shared store, since the last call.
+    pub fn take_new_users(&self) -> Vec<(Arc<str>, NaiveDate, Fp)> {
+        std::mem::take(&mut *self.new_users.lock().expect("new users lock"))
+    }
+
+    /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a
+    /// tenant's meter never changes (T-5).
+    pub fn put_tenant(&self, spec: TenantSpec) -> Result<Arc<Tenant>, TenantError> {
+        let existing = self.tenants.read().expect("tenants lock").get(spec.id.as_str()).cloned();
+        if let Some(slot) = existing {
+            let old = slot.config();
+            if old.meter.kind != spec.meter {
+                return Err(TenantError::Setting(super::settings::SettingError::new(
+                    "meter",
+                    "a tenant's meter never changes (T-5)",
+                )));
+            }
+            let compiled = Arc::new(Tenant::compile(spec, old.index)?);
+            *slot.config.write().expect("tenant lock") = compiled.clone();
+            return Ok(compiled);
+        }
+        let mut by_index = self.by_index.write().expect("index lock");
+        let index = by_index.len() as u32;
+        let compiled = Arc::new(Tenant::compile(spec, index)?);
+        let slot = Arc::new(TenantSlot {
+            config: RwLock::new(compiled.clone()),
+            ledger: Mutex::new(Ledger::default()),
+            closed_before: AtomicI64::new(i64::MIN),
+        });
+        by_index.push(slot.clone());
+        self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
+        Ok(compiled)
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<TenantSlot>> {
+        self.tenants.read().expect("tenants lock").get(id).cloned()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.slot(id).map(|s| s.config())
+    }
+
+    pub fn tenant_ids(&self) -> Vec<Arc<str>> {
+        let mut ids: Vec<_> = self.tenants.read().expect("tenants lock").keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
+    }
+}
+
+impl Effects {
+    /// The event's outcome, taking what rating gathered for it.
+    pub(super) fn outcome(&mut self, event_id: String, disposition: Disposition) -> Outcome {
+        Outcome {
+            event_id,
+            disposition,
+            retry: false,
+            interactions: std::mem::take(&mut self.interactions),
+            counted_in: std::mem::take(&mut self.counted_in),
+            lines: std::mem::take(&mut self.lines),
+            pass_through: self.pass_through.take(),
+        }
+    }
+
+    pub(super) fn add_line(&mut self, tenant: &Tenant, date: NaiveDate, bucket: usize, line: CreditLine) {
+        self.ledger.push((date, Entry::Credits(bucket, line.credits)));
+        self.records.push(Record { tenant: tenant.id.clone(), rule: line.rule, body: RecordBody::Line(line.clone()) });
+        self.lines.push(line);
+    }
+}
+
+mod books;
+mod charges;
+mod ingest;
+mod interactions;
+mod persist;
+mod upkeep;
+
+pub use persist::StateImage;
+pub use upkeep::Pruned;
+
+use books::raise_alerts;
+use charges::cobrowse_line;
+use upkeep::{PERIOD_SLACK_DAYS, utc_day};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_events_are_compact() {
+        // Payload fingerprint and a re-derivable outcome: no allocation per event.
+        assert!(std::mem::size_of::<EventEntry>() <= 48, "{}", std::mem::size_of::<EventEntry>());
+        assert!(std::mem::size_of::<(Fp, EventEntry)>() <= 64);
+    }
+}

@@ -1,0 +1,300 @@
+//! Snapshots: the whole engine state as a stream (see `snapshot.rs` for the encoding).
+
+use std::io::{Read, Write};
+
+use super::*;
+use crate::rating::ledger::Frozen;
+use crate::rating::outcome::Alert;
+use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
+
+const MAGIC: &[u8] = b"daybook-engine-state-2";
+
+fn prior_out<W: Write>(w: &mut Writer<W>, p: &Prior) -> std::io::Result<()> {
+    match p {
+        Prior::Interaction(None) => w.u8(0),
+        Prior::Interaction(Some(e)) => {
+            w.u8(1)?;
+            codec::interaction_entry_out(w, e)
+        }
+        Prior::Functions(n) => {
+            w.u8(2)?;
+            w.u64(*n)
+        }
+        Prior::Cobrowse { counted } => w.u8(if *counted { 4 } else { 3 }),
+    }
+}
+
+fn prior_in<R: Read>(r: &mut Reader<R>, remap: &dyn Fn(u32) -> Option<u32>) -> ReadResult<Prior> {
+    Ok(match r.u8()? {
+        0 => Prior::Interaction(None),
+        1 => {
+            let e = codec::interaction_entry_in(r)?;
+            Prior::Interaction(Some(InteractionEntry { tenant: remap(e.tenant).unwrap_or(e.tenant), ..e }))
+        }
+        2 => Prior::Functions(r.u64()?),
+        3 => Prior::Cobrowse { counted: false },
+        4 => Prior::Cobrowse { counted: true },
+        n => return Err(format!("unknown prior {n}")),
+    })
+}
+
+/// What a shared store remembers of an event: what it met (its `Prior`).
+pub(super) fn encode_prior(p: &Prior) -> Vec<u8> {
+    let mut w = Writer::new(Vec::with_capacity(32));
+    prior_out(&mut w, p).and_then(|_| w.finish()).expect("writing to memory")
+}
+
+/// The inverse of [`encode_prior`], for this replica's tenant index `tenant`.
+pub(super) fn decode_prior(bytes: &[u8], tenant: u32) -> Option<Prior> {
+    let mut r = Reader::new(bytes);
+    let prior = prior_in(&mut r, &|_| Some(tenant)).ok()?;
+    r.finish().ok()?;
+    Some(prior)
+}
+
+/// A copy of the engine's state at one moment, to be written while rating goes on.
+#[derive(Default)]
+pub struct StateImage {
+    tenants: Vec<TenantImage>,
+    events: Vec<(Fp, EventEntry)>,
+    interactions: Vec<(HotKey, InteractionEntry)>,
+    cobrowse: Vec<(Fp, CobrowseEntry)>,
+    functions: Vec<(Fp, FunctionsEntry)>,
+    users: Vec<(Fp, UsersEntry)>,
+    pass_through: Vec<(Fp, PassThroughEntry)>,
+    replies: Vec<(Fp, ReplyLog)>,
+}
+
+struct TenantImage {
+    id: Arc<str>,
+    alerts: Vec<Alert>,
+    frozen: Frozen,
+    closed_before: i64,
+}
+
+/// Copies a map into `out`, reusing its allocation.
+fn copy<K: Copy + Eq + std::hash::Hash, V: Clone>(map: &DashMap<K, V, FpBuildHasher>, out: &mut Vec<(K, V)>) {
+    out.clear();
+    out.reserve(map.len());
+    out.extend(map.iter().map(|e| (*e.key(), e.value().clone())));
+}
+
+impl StateImage {
+    pub fn events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Writes every map: entries each preceded by 1, then a 0.
+    pub fn write<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+        w.bytes(MAGIC)?;
+        w.u32(self.tenants.len() as u32)?;
+        for t in &self.tenants {
+            w.str(&t.id)?;
+            w.u32(t.alerts.len() as u32)?;
+            for a in &t.alerts {
+                codec::alert_out(w, a)?;
+            }
+            codec::frozen_out(w, &t.frozen)?;
+            w.i64(t.closed_before)?;
+        }
+        for (key, e) in &self.events {
+            w.u8(1)?;
+            w.fp(*key)?;
+            w.u64(e.payload)?;
+            w.u32(e.tenant)?;
+            w.u32(e.day as u32)?;
+            match &e.outcome {
+                StoredOutcome::Prior(p) => {
+                    w.u8(0)?;
+                    prior_out(w, p)?;
+                }
+                StoredOutcome::Full(o) => {
+                    w.u8(1)?;
+                    codec::outcome_out(w, o)?;
+                }
+            }
+        }
+        w.u8(0)?;
+        for (key, e) in &self.interactions {
+            w.u8(1)?;
+            w.fp(key.fp())?;
+            codec::interaction_entry_out(w, e)?;
+        }
+        w.u8(0)?;
+        for (key, e) in &self.cobrowse {
+            w.u8(1)?;
+            w.fp(*key)?;
+            codec::cobrowse_out(w, e)?;
+        }
+        w.u8(0)?;
+        for (key, e) in &self.functions {
+            w.u8(1)?;
+            w.fp(*key)?;
+            codec::functions_out(w, e)?;
+        }
+        w.u8(0)?;
+        for (key, e) in &self.users {
+            w.u8(1)?;
+            w.fp(*key)?;
+            w.u32(e.tenant)?;
+            w.u32(e.month_start as u32)?;
+            w.u32(e.senders.len() as u32)?;
+            for s in &e.senders {
+                w.fp(*s)?;
+            }
+        }
+        w.u8(0)?;
+        for (key, e) in &self.pass_through {
+            w.u8(1)?;
+            w.fp(*key)?;
+            codec::pass_through_out(w, e)?;
+        }
+        w.u8(0)?;
+        for (key, e) in &self.replies {
+            w.u8(1)?;
+            w.fp(*key)?;
+            codec::replies_out(w, e)?;
+        }
+        w.u8(0)
+    }
+}
+
+impl Engine {
+    /// Copies the state. Call while nothing is being rated (the server holds its
+    /// ordering stripes), so the image is exactly the state after one journal entry;
+    /// copying compact entries is far quicker than encoding them, which
+    /// [`StateImage::write`] then does with rating going on.
+    pub fn image(&self) -> StateImage {
+        let mut image = StateImage::default();
+        self.image_into(&mut image);
+        image
+    }
+
+    /// [`Engine::image`] into an image whose allocations are reused: a server that
+    /// snapshots every million entries would otherwise allocate and free tens of MB
+    /// each time, and the allocator's arenas keep what it frees (measured: a 256 MiB
+    /// process grew by 50 MiB over 20 snapshots).
+    pub fn image_into(&self, image: &mut StateImage) {
+        let slots = self.by_index.read().expect("index lock").clone();
+        image.tenants.clear();
+        image.tenants.extend(slots.iter().map(|slot| {
+            let ledger = slot.ledger.lock().expect("ledger lock");
+            TenantImage {
+                id: slot.config().id.clone(),
+                alerts: ledger.alerts.clone(),
+                frozen: ledger.frozen.clone(),
+                closed_before: slot.closed_before.load(Ordering::Acquire),
+            }
+        }));
+        copy(&self.events, &mut image.events);
+        copy(&self.interactions, &mut image.interactions);
+        copy(&self.cobrowse, &mut image.cobrowse);
+        copy(&self.functions, &mut image.functions);
+        copy(&self.users, &mut image.users);
+        copy(&self.pass_through, &mut image.pass_through);
+        copy(&self.replies, &mut image.replies);
+    }
+
+    /// Writes the state (see [`Engine::image`]).
+    pub fn write_state<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+        self.image().write(w)
+    }
+
+    /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
+    /// engine whose tenants (with the same fingerprint key) are already defined, then
+    /// rebuilds the aggregates. On an error the engine holds part of the state and must
+    /// be discarded. State of a tenant that no longer exists is dropped, as a full
+    /// replay would drop its events.
+    pub fn read_state<R: Read>(&self, mut reader: Reader<R>) -> ReadResult<()> {
+        let r = &mut reader;
+        if r.bytes(MAGIC.len())? != MAGIC {
+            return Err("not an engine state".into());
+        }
+        let mut table = Vec::new();
+        let mut saved = Vec::new();
+        for _ in 0..r.u32()? {
+            let id = r.str()?;
+            let mut list = Vec::new();
+            for _ in 0..r.u32()? {
+                list.push(codec::alert_in(r)?);
+            }
+            let frozen = codec::frozen_in(r)?;
+            let closed_before = r.i64()?;
+            table.push(self.tenant(&id).map(|t| t.index));
+            saved.push((id, list, frozen, closed_before));
+        }
+        let remap = |i: u32| table.get(i as usize).copied().flatten();
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let payload = r.u64()?;
+            let tenant = r.u32()?;
+            let day = r.u32()? as i32;
+            let outcome = match r.u8()? {
+                0 => StoredOutcome::Prior(prior_in(r, &remap)?),
+                _ => StoredOutcome::Full(Arc::new(codec::outcome_in(r)?)),
+            };
+            if let Some(tenant) = remap(tenant) {
+                self.events.insert(key, EventEntry { payload, tenant, day, outcome });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::interaction_entry_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.interactions.insert(key.into(), InteractionEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::cobrowse_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.cobrowse.insert(key, CobrowseEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::functions_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.functions.insert(key, FunctionsEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let tenant = r.u32()?;
+            let month_start = r.u32()? as i32;
+            let mut senders = std::collections::HashSet::new();
+            for _ in 0..r.u32()? {
+                senders.insert(r.fp()?);
+            }
+            if let Some(tenant) = remap(tenant) {
+                self.users.insert(key, UsersEntry { tenant, month_start, senders });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::pass_through_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.pass_through.insert(key, PassThroughEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::replies_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.replies.insert(key, ReplyLog { tenant: t, ..e });
+            }
+        }
+        // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
+        reader.finish()?;
+        for (id, alerts, frozen, closed_before) in saved {
+            if let Some(slot) = self.slot(&id) {
+                let mut ledger = slot.ledger.lock().expect("ledger lock");
+                ledger.alerts = alerts;
+                ledger.frozen = frozen;
+                slot.closed_before.store(closed_before, Ordering::Release);
+            }
+        }
+        self.rebuild_ledgers();
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! Upkeep of the state: sizes, eviction of the near cache, merging engines, rebuilding
+//! aggregates from state, and pruning closed periods (T-3).
+
+use super::*;
+
+impl Engine {
+    /// Number of hot relationship entries (interactions held in memory).
+    pub fn hot_interactions(&self) -> usize {
+        self.interactions.len()
+    }
+
+    /// Number of remembered event ids.
+    pub fn remembered_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Entries that grow with distinct relationships and events: what a memory ceiling
+    /// bounds.
+    pub fn evictable_entries(&self) -> usize {
+        self.interactions.len() + self.events.len() + self.cobrowse.len() + self.pass_through.len()
+    }
+
+    /// Forgets about one eighth of the evictable entries: those whose fingerprint falls
+    /// in bucket `round % 8` (fingerprints are uniform, so each round takes a fair
+    /// sample, and eight rounds cover everything). Returns how many were forgotten.
+    ///
+    /// Only under a shared store: there, the near cache is a cache. An evicted
+    /// relationship is re-read from the store at its next first-touch claim (the claim
+    /// finds the store's value and is re-rated against it); an evicted event id is
+    /// answered from the store's event ids. In embedded mode these maps *are* the
+    /// state, and nothing may be evicted. Aggregates are not touched: they are kept per
+    /// tenant and date, not per entry (a later [`Engine::rebuild_ledgers`] would rebuild
+    /// them from what is left, which under a shared store only feeds local gauges).
+    pub fn evict(&self, round: u64) -> usize {
+        assert!(!self.evicted.bits.is_empty(), "only an engine made with_eviction evicts");
+        let bucket = round % 8;
+        let cold = |fp: &Fp| (fp.0 >> 61) == bucket;
+        let before = self.evictable_entries();
+        self.events.retain(|fp, _| {
+            if cold(fp) {
+                self.evicted.insert(fp);
+            }
+            !cold(fp)
+        });
+        self.interactions.retain(|key, _| !cold(&key.fp()));
+        self.cobrowse.retain(|fp, _| !cold(fp));
+        self.pass_through.retain(|fp, _| !cold(fp));
+        before.saturating_sub(self.evictable_entries())
+    }
+
+    /// Merges another engine's state into this one (the replica invariant the shared store
+    /// relies on). Call [`Engine::rebuild_ledgers`] once every replica is merged: rebuilding
+    /// after each would judge alert thresholds on partial states. Both engines must
+    /// use the same fingerprint key and define the same tenants. Returns the records the
+    /// merge itself emits (outbound days whose reply was seen by the other replica).
+    pub fn merge_from(&self, other: &Engine) -> Vec<Record> {
+        assert_eq!(self.fingerprinter, other.fingerprinter, "merged engines must share a fingerprint key");
+        let remap: HashMap<u32, u32> = other
+            .by_index
+            .read()
+            .expect("index lock")
+            .iter()
+            .filter_map(|slot| {
+                let theirs = slot.config();
+                self.tenant(&theirs.id).map(|ours| (theirs.index, ours.index))
+            })
+            .collect();
+        let tenant_of = |i: u32| *remap.get(&i).expect("merged engines define the same tenants");
+        for e in other.events.iter() {
+            self.events.entry(*e.key()).or_insert_with(|| e.value().clone());
+        }
+        for e in other.interactions.iter() {
+            let theirs = InteractionEntry { tenant: tenant_of(e.tenant), ..*e.value() };
+            self.interactions.entry(*e.key()).and_modify(|mine| *mine = mine.join(theirs)).or_insert(theirs);
+        }
+        for e in other.cobrowse.iter() {
+            let theirs = CobrowseEntry { tenant: tenant_of(e.tenant), ..e.value().clone() };
+            self.cobrowse
+                .entry(*e.key())
+                .and_modify(|mine| *mine = mine.clone().join(theirs.clone()))
+                .or_insert(theirs);
+        }
+        for e in other.functions.iter() {
+            let mut mine = self.functions.entry(*e.key()).or_insert_with(|| FunctionsEntry {
+                tenant: tenant_of(e.tenant),
+                month_start: e.month_start,
+                counts: HashMap::new(),
+                shared_total: 0,
+            });
+            for (event, count) in &e.counts {
+                mine.counts.insert(*event, *count);
+            }
+        }
+        for e in other.users.iter() {
+            self.users
+                .entry(*e.key())
+                .or_insert_with(|| UsersEntry {
+                    tenant: tenant_of(e.tenant),
+                    month_start: e.month_start,
+                    ..Default::default()
+                })
+                .senders
+                .extend(e.senders.iter().copied());
+        }
+        for e in other.pass_through.iter() {
+            self.pass_through.insert(*e.key(), PassThroughEntry { tenant: tenant_of(e.tenant), ..*e.value() });
+        }
+        for e in other.replies.iter() {
+            let mut mine = self.replies.entry(*e.key()).or_insert_with(|| ReplyLog {
+                tenant: tenant_of(e.tenant),
+                consumer: e.consumer.clone(),
+                ..ReplyLog::default()
+            });
+            for (at, conversation) in &e.replies {
+                if !mine.replies.iter().any(|(t, c)| t == at && c == conversation) {
+                    mine.add_reply(*at, conversation.clone());
+                }
+            }
+            for outbound in &e.outbounds {
+                match mine.outbounds.iter_mut().find(|o| o.event_id == outbound.event_id) {
+                    Some(o) if o.charged_to.is_none() => o.charged_to = outbound.charged_to.clone(),
+                    Some(_) => {}
+                    None => mine.outbounds.push(outbound.clone()),
+                }
+            }
+        }
+        // An outbound seen by one replica and its reply by another: charge it now (DAR-5).
+        let mut records = Vec::new();
+        for mut log in self.replies.iter_mut() {
+            let tenant = self.by_index.read().expect("index lock")[log.tenant as usize].config();
+            let log = &mut *log;
+            let consumer = log.consumer.clone();
+            for outbound in log.outbounds.iter_mut().filter(|o| o.charged_to.is_none()) {
+                let reply = log.replies.iter().find(|(t, _)| outbound.at <= *t && *t <= outbound.at + outbound.window);
+                if let Some((_, conversation)) = reply {
+                    let mut fx = Effects::default();
+                    self.charge_outbound(&tenant, &consumer, outbound, &conversation.clone(), &mut fx);
+                    records.append(&mut fx.records);
+                }
+            }
+        }
+        records
+    }
+
+    /// Recomputes every tenant's aggregates from state (after a merge). Alerts already
+    /// raised are kept; thresholds the merged usage reaches are raised too.
+    pub fn rebuild_ledgers(&self) {
+        let slots = self.by_index.read().expect("index lock").clone();
+        let mut fresh: Vec<Ledger> = slots
+            .iter()
+            .map(|s| {
+                let old = s.ledger.lock().expect("ledger lock");
+                Ledger::rebuild_base(old.alerts.clone(), old.frozen.clone())
+            })
+            .collect();
+        let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
+        for e in self.interactions.iter() {
+            let ledger = &mut fresh[e.tenant as usize];
+            interaction_entries(&tenants[e.tenant as usize], e.value(), |date, entry| ledger.add(date, entry));
+        }
+        for e in self.cobrowse.iter() {
+            let (date, entry) = cobrowse_entry(&tenants[e.tenant as usize], e.value());
+            fresh[e.tenant as usize].add(date, entry);
+        }
+        for e in self.functions.iter() {
+            let (date, entry) = functions_entry(&tenants[e.tenant as usize], e.value());
+            fresh[e.tenant as usize].add(date, entry);
+        }
+        for e in self.pass_through.iter() {
+            let (date, entry) = pass_through_entry(e.value());
+            fresh[e.tenant as usize].add(date, entry);
+        }
+        for ((slot, tenant), mut ledger) in slots.iter().zip(&tenants).zip(fresh) {
+            let dates: Vec<NaiveDate> = ledger.dates().collect();
+            let mut sink = Vec::new();
+            for date in dates {
+                raise_alerts(tenant, &mut ledger, date, "", &mut sink);
+            }
+            *slot.ledger.lock().expect("ledger lock") = ledger;
+        }
+    }
+
+    /// Whether [`Engine::close_periods`] would close anything at `now`: a cheap check
+    /// that needs no exclusive access, so callers take it only on the day it is needed.
+    pub fn has_periods_to_close(&self, now: Instant) -> bool {
+        self.by_index
+            .read()
+            .expect("index lock")
+            .iter()
+            .any(|slot| closing_cutoff(&slot.config(), now).1 > slot.closed_before.load(Ordering::Acquire))
+    }
+
+    /// Closes the periods that ended more than each tenant's longest lateness horizon (and
+    /// a day's margin for clock steps) before `now`, and prunes their state: no event may
+    /// touch them again (T-3), so only their contribution to the aggregates is kept, and
+    /// event ids older than that are forgotten (a retry that late is refused as too late).
+    ///
+    /// Deterministic in `now` and the state: the server journals each call, so replay
+    /// prunes at the same points. Call it with no event being rated (the server holds its
+    /// ordering stripes). Closes whole UTC days only, so calling it often costs a check.
+    pub fn close_periods(&self, now: Instant) -> Pruned {
+        let slots = self.by_index.read().expect("index lock").clone();
+        // Per tenant index: the new cutoff date, when it moved.
+        let mut cutoffs: Vec<Option<NaiveDate>> = vec![None; slots.len()];
+        for (i, slot) in slots.iter().enumerate() {
+            let (cutoff, cutoff_ms) = closing_cutoff(&slot.config(), now);
+            if cutoff_ms > slot.closed_before.load(Ordering::Acquire) {
+                slot.closed_before.store(cutoff_ms, Ordering::Release);
+                cutoffs[i] = Some(cutoff);
+            }
+        }
+        let mut pruned = Pruned { tenants: cutoffs.iter().flatten().count() as u64, ..Pruned::default() };
+        if cutoffs.iter().all(Option::is_none) {
+            return pruned;
+        }
+        let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
+        let mut ledgers: Vec<_> = slots.iter().map(|s| s.ledger.lock().expect("ledger lock")).collect();
+        // A period is closed when its last local date ends a whole day before the cutoff's
+        // UTC midnight (local midnights are within 14 hours of UTC). Other state is kept
+        // for as long as any period of its event may still be open: 33 days after it.
+        let closed = |tenant: u32, end_date: NaiveDate| {
+            cutoffs[tenant as usize].is_some_and(|c| end_date + TimeDelta::days(1) <= c)
+        };
+        let old_day =
+            |tenant: u32, day: i32| closed(tenant, time::days_to_date(day) + TimeDelta::days(PERIOD_SLACK_DAYS));
+        self.interactions.retain(|_, e| {
+            let tenant = &tenants[e.tenant as usize];
+            let end = tenant.period_of_date(tenant.meter.window, e.period_start_date(), chrono_tz::UTC).end_date;
+            if !closed(e.tenant, end) {
+                return true;
+            }
+            interaction_entries(tenant, e, |date, entry| ledgers[e.tenant as usize].frozen.add(date, entry));
+            pruned.interactions += 1;
+            false
+        });
+        self.cobrowse.retain(|_, e| {
+            if !old_day(e.tenant, utc_day(e.first_at)) {
+                return true;
+            }
+            let (date, entry) = cobrowse_entry(&tenants[e.tenant as usize], e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.functions.retain(|_, e| {
+            if !closed(e.tenant, time::first_of_next_month(time::days_to_date(e.month_start))) {
+                return true;
+            }
+            let (date, entry) = functions_entry(&tenants[e.tenant as usize], e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.users.retain(|_, e| {
+            // Any message of the month counts, and a meter period that is still open may
+            // hold its last days (a billing cycle): kept as long as other per-event state.
+            let month = time::days_to_date(e.month_start);
+            if !old_day(e.tenant, time::date_to_days(time::first_of_next_month(month))) {
+                return true;
+            }
+            *ledgers[e.tenant as usize].frozen.users.entry(month).or_default() += e.senders.len() as u64;
+            pruned.other += 1;
+            false
+        });
+        self.pass_through.retain(|_, e| {
+            if !old_day(e.tenant, e.date) {
+                return true;
+            }
+            let (date, entry) = pass_through_entry(e);
+            ledgers[e.tenant as usize].frozen.add(date, entry);
+            pruned.other += 1;
+            false
+        });
+        self.replies.retain(|_, log| {
+            let tenant = log.tenant;
+            let before = log.outbounds.len() + log.replies.len();
+            log.outbounds.retain(|o| !old_day(tenant, utc_day(o.at + o.window)));
+            log.replies.retain(|(at, _)| !old_day(tenant, utc_day(*at)));
+            pruned.other += (before - log.outbounds.len() - log.replies.len()) as u64;
+            !(log.outbounds.is_empty() && log.replies.is_empty())
+        });
+        self.events.retain(|_, e| {
+            let keep = !old_day(e.tenant, e.day);
+            pruned.events += u64::from(!keep);
+            keep
+        });
+        pruned
+    }
+
+    /// A digest of the whole billing state, for comparing engines: interactions with their
+    /// lines, co-browse sessions, Functions months, platform users, pass-through.
+    pub fn state_digest(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let tenants: Vec<Arc<Tenant>> = self.by_index.read().expect("index lock").iter().map(|s| s.config()).collect();
+        for e in self.interactions.iter() {
+            let tenant = &tenants[e.tenant as usize];
+            let structure = tenant.structure(e.period_start_date());
+            let features = match structure.feature_attribution {
+                FeatureAttribution::AnyEvent => e.any,
+                FeatureAttribution::FirstEvent => e.first,
+            };
+            out.push(format!(
+                "i {} {:?} {:?}",
+                tenant.id,
+                e.key(),
+                interaction_lines(features, structure.gai_multiplies_addons)
+            ));
+        }
+        for e in self.cobrowse.iter() {
+            out.push(format!("c {:?} {} {}", e.key(), e.first_at, e.first_event_id));
+        }
+        for e in self.functions.iter() {
+            out.push(format!("f {:?} {}", e.key(), e.total()));
+        }
+        for e in self.users.iter() {
+            out.push(format!("u {:?} {}", e.key(), e.senders.len()));
+        }
+        for e in self.pass_through.iter() {
+            out.push(format!("p {:?} {} {}", e.key(), e.currency, e.charge));
+        }
+        out.sort();
+        out
+    }
+}
+
+/// The line of a co-browse session as its first established event prices and dates it.
+/// What an interaction contributes to the aggregates: one interaction and its lines, on
+/// its period's first date.
+fn interaction_entries(tenant: &Tenant, e: &InteractionEntry, mut add: impl FnMut(NaiveDate, Entry)) {
+    let date = e.period_start_date();
+    let structure = tenant.structure(date);
+    let features = match structure.feature_attribution {
+        FeatureAttribution::AnyEvent => e.any,
+        FeatureAttribution::FirstEvent => e.first,
+    };
+    add(date, Entry::Interaction);
+    for s in interaction_lines(features, structure.gai_multiplies_addons).lines() {
+        add(date, Entry::Credits(s.slot as usize, s.credits));
+    }
+}
+
+fn cobrowse_entry(tenant: &Tenant, e: &CobrowseEntry) -> (NaiveDate, Entry) {
+    let (line, date) = cobrowse_line(tenant, e);
+    (date, Entry::Credits(COBROWSE_BUCKET, line.credits))
+}
+
+fn functions_entry(tenant: &Tenant, e: &FunctionsEntry) -> (NaiveDate, Entry) {
+    let month = time::days_to_date(e.month_start);
+    (month, Entry::Credits(FUNCTIONS_BUCKET, credits::functions_credits(e.total(), tenant.functions_rounding(month))))
+}
+
+fn pass_through_entry(e: &PassThroughEntry) -> (NaiveDate, Entry) {
+    (time::days_to_date(e.date), Entry::PassThrough(e.currency, e.charge))
+}
+
+/// The day before which a tenant's periods are closed at `now` (its longest lateness
+/// horizon and a day's margin for clock steps ago), and its UTC midnight in Unix ms.
+fn closing_cutoff(tenant: &Tenant, now: Instant) -> (NaiveDate, i64) {
+    let cutoff = (now - tenant.max_lateness_horizon() - TimeDelta::days(1)).date_naive();
+    (cutoff, time::to_millis(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))
+}
+
+/// Days after an event's UTC date within which some period of it may still be open: the
+/// longest period (31 days), and a day for zones ahead of UTC.
+pub(super) const PERIOD_SLACK_DAYS: i64 = 32;
+
+/// What [`Engine::close_periods`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Tenants whose closed periods moved on.
+    pub tenants: u64,
+    pub interactions: u64,
+    pub events: u64,
+    /// Co-browse sessions, Functions months, user months, pass-through charges, replies.
+    pub other: u64,
+}
+
+/// An instant's UTC date, as days from the common era.
+pub(super) fn utc_day(at: Instant) -> i32 {
+    time::date_to_days(at.date_naive())
+}
