@@ -23,63 +23,8 @@ enum Command {
     /// Run the sidecar. With no configuration: the embedded journal in ./daybook-data,
     /// gRPC on 127.0.0.1:50051, admin HTTP on 127.0.0.1:9464.
     Serve {
-        /// gRPC TCP address HOST:PORT, or `off` [env DAYBOOK_LISTEN, key server.listen].
-        #[arg(long)]
-        listen: Option<String>,
-        /// gRPC Unix domain socket path [env DAYBOOK_UDS, key server.uds].
-        #[arg(long)]
-        uds: Option<String>,
-        /// gRPC health-only TCP address HOST:PORT for probes, or `off` (default)
-        /// [env DAYBOOK_HEALTH_LISTEN, key server.health_listen].
-        #[arg(long)]
-        health_listen: Option<String>,
-        /// Admin HTTP address HOST:PORT, or `off` [env DAYBOOK_ADMIN, key server.admin].
-        #[arg(long)]
-        admin: Option<String>,
-        /// Data directory (journal) [env DAYBOOK_DATA_DIR, key server.data_dir].
-        #[arg(long)]
-        data_dir: Option<String>,
-        /// Config file (TOML: [server] and [[tenant]]) [env DAYBOOK_CONFIG].
-        #[arg(long)]
-        config: Option<String>,
-        /// `write` (default: survives a process crash) or `fsync` (survives a machine
-        /// crash; group commit) [env DAYBOOK_DURABILITY, key server.durability].
-        #[arg(long)]
-        durability: Option<String>,
-        /// Also append every record to this JSONL file [env DAYBOOK_RECORDS_JSONL].
-        #[arg(long)]
-        records_jsonl: Option<String>,
-        /// Share state with every replica naming the same Redis: redis://HOST:PORT, or
-        /// redis+cluster://HOST:PORT,HOST:PORT,... for a cluster's seed nodes [env
-        /// DAYBOOK_REDIS_URL, key server.redis_url]. Default: none (embedded).
-        #[arg(long)]
-        redis: Option<String>,
-        /// Credentials file: bearer tokens' SHA-256 hashes, client-certificate names and
-        /// their tenant scopes; reloaded on change [env DAYBOOK_AUTH_FILE, key
-        /// server.auth_file]. Default: none (every caller may do everything).
-        #[arg(long)]
-        auth_file: Option<String>,
-        /// Serve a TCP listener other hosts can reach without authentication, knowingly
-        /// [env DAYBOOK_INSECURE=true, key server.insecure].
-        #[arg(long)]
-        insecure: bool,
-        /// TLS certificate chain (PEM) of the TCP listener; reloaded on change [env
-        /// DAYBOOK_TLS_CERT, key server.tls_cert].
-        #[arg(long)]
-        tls_cert: Option<String>,
-        /// Its private key (PEM) [env DAYBOOK_TLS_KEY, key server.tls_key].
-        #[arg(long)]
-        tls_key: Option<String>,
-        /// CA certificates (PEM) client certificates are verified against: mutual TLS
-        /// [env DAYBOOK_TLS_CLIENT_CA, key server.tls_client_ca; server.tls_client_auth =
-        /// required (default) | optional].
-        #[arg(long)]
-        tls_client_ca: Option<String>,
-        /// Redis mode: the memory the process may use (e.g. 512MiB); the near cache
-        /// forgets entries to stay under it [env DAYBOOK_MEMORY_CEILING, key
-        /// server.memory_ceiling].
-        #[arg(long)]
-        memory_ceiling: Option<String>,
+        #[command(flatten)]
+        flags: daybook::server::config::Flags,
         /// Validate the configuration and exit.
         #[arg(long)]
         check_config: bool,
@@ -243,43 +188,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            listen,
-            uds,
-            health_listen,
-            admin,
-            data_dir,
-            config,
-            durability,
-            records_jsonl,
-            redis,
-            auth_file,
-            insecure,
-            tls_cert,
-            tls_key,
-            tls_client_ca,
-            memory_ceiling,
-            check_config,
-        } => {
-            let flags = daybook::server::config::Flags {
-                listen,
-                uds,
-                health_listen,
-                admin,
-                data_dir,
-                config,
-                durability,
-                records_jsonl,
-                redis,
-                auth_file,
-                insecure,
-                tls_cert,
-                tls_key,
-                tls_client_ca,
-                memory_ceiling,
-            };
-            serve(flags, check_config)
-        }
+        Command::Serve { flags, check_config } => serve(flags, check_config),
         Command::Scenarios { paths, server, allow_unsupported } => run_scenarios(paths, server, allow_unsupported),
         Command::Token { action: TokenAction::New { id } } => {
             let (token, hash) = daybook::server::auth::new_token();

@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
-use super::journal::{self, DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
+use super::journal::{DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
 use super::records::{Hub, Published, stamp};
 use super::telemetry::Telemetry;
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
 use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
 use crate::rating::settings::{Tenant, TenantSpec};
-use crate::rating::shared::Shared;
 use crate::rating::time;
 use crate::rating::time::Instant;
 use crate::rating::{Engine, EngineConfig, RawEvent, Record};
@@ -160,8 +159,8 @@ impl Daybook {
         let budget = memory_ceiling.filter(|_| shared.is_some()).map(MemoryBudget::of);
         let dir = data_dir.join("journal");
         let key = match &shared {
-            Some((_, key)) => adopt_fingerprint_key(data_dir, *key)?,
-            None => fingerprint_key(data_dir)?,
+            Some((_, key)) => super::recovery::adopt_fingerprint_key(data_dir, *key)?,
+            None => super::recovery::fingerprint_key(data_dir)?,
         };
         let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
         let fresh = || -> Result<Engine, JournalError> {
@@ -186,7 +185,7 @@ impl Daybook {
         };
         // The snapshot when there is a readable one (then only the journal after it is
         // replayed); otherwise the whole journal.
-        let (engine, snapshot_seq) = match read_snapshot(data_dir, fresh()?, &names) {
+        let (engine, snapshot_seq) = match super::recovery::read_snapshot(data_dir, fresh()?, &names) {
             Ok(Some(loaded)) => {
                 tracing::info!("loaded the snapshot at journal entry {}; replaying the journal after it", loaded.1);
                 loaded
@@ -197,77 +196,9 @@ impl Daybook {
                 (fresh()?, 0)
             }
         };
-        let mut discard = Vec::new();
-        // Under a shared store: the last position known shipped, and the events after it
-        // whose shared effects may not have reached the store.
-        let mut shipped = 0;
-        let mut pending = std::collections::BTreeMap::new();
-        // Replay holds the near cache to its budget too: a start must not need more memory
-        // than serving does.
-        let (mut replayed, mut round) = (0u64, 0u64);
-        let last_seq = journal::recover(&dir, snapshot_seq, |entry| {
-            replayed += 1;
-            if let Some(budget) = &budget
-                && replayed % 65_536 == 0
-            {
-                while engine.evictable_entries() > budget.entries {
-                    engine.evict(round);
-                    round += 1;
-                }
-            }
-            match entry.kind {
-                Some(EntryKind::Shipped(seq)) => {
-                    shipped = shipped.max(seq);
-                    pending.retain(|s, _| *s > seq);
-                }
-                Some(EntryKind::Tenant(bytes)) => {
-                    if let Ok(t) = pb::Tenant::decode(bytes.as_slice())
-                        && let Ok(spec) = api::tenant_in(&t)
-                        && !names.contains(&spec.id)
-                    {
-                        // As `set_plan` did: a new plan re-judges the aggregates' alerts.
-                        let plan_changed = engine.tenant(&spec.id).is_some_and(|old| old.spec.plan != spec.plan);
-                        let _ = engine.put_tenant(spec);
-                        if plan_changed {
-                            engine.rebuild_ledgers();
-                        }
-                    }
-                }
-                Some(EntryKind::Event(e)) => {
-                    let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
-                    let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
-                    // Which event raised an alert depends on the order of events of other
-                    // keys, which only the journal's records remember: restore them as raised.
-                    let alerts = entry
-                        .records
-                        .iter()
-                        .filter(|bytes| api::is_alert_record(bytes))
-                        .filter_map(|bytes| pb::Record::decode(bytes.as_ref()).ok())
-                        .filter_map(|r| match r.body {
-                            Some(pb::record::Body::Alert(a)) => api::alert_in(&a),
-                            _ => None,
-                        })
-                        .collect();
-                    if e.pending {
-                        pending.insert(entry.seq, super::shared::state::Pending { event: event.clone(), now });
-                    }
-                    let claimed = e.claimed.as_deref().and_then(|bytes| {
-                        let tenant = engine.tenant(&event.tenant_id)?;
-                        Shared::decode_tagged(bytes, tenant.index, cobrowse_session(&event))
-                    });
-                    let raw = RawEvent::from(event);
-                    let _ = match claimed {
-                        Some(value) => engine.ingest_claimed(raw, now, value, Some(alerts), &mut discard),
-                        None => engine.replay(raw, now, alerts, &mut discard),
-                    };
-                    discard.clear();
-                }
-                Some(EntryKind::ClosePeriods(nanos)) => {
-                    engine.close_periods(chrono::DateTime::from_timestamp_nanos(nanos));
-                }
-                Some(EntryKind::DeadLetter(_)) | None => {}
-            }
-        })?;
+        let replayed =
+            super::recovery::replay_journal(&dir, &engine, snapshot_seq, &names, budget.as_ref().map(|b| b.entries))?;
+        let (last_seq, shipped, pending) = (replayed.last_seq, replayed.shipped, replayed.pending);
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
         let observer = telemetry.clone();
@@ -668,7 +599,7 @@ impl Daybook {
         let tmp = data_dir.join("snapshot.tmp");
         let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         let mut w = crate::rating::snapshot::Writer::new(file);
-        w.bytes(SNAPSHOT_MAGIC)?;
+        w.bytes(super::recovery::SNAPSHOT_MAGIC)?;
         w.u64(seq)?;
         w.u32(api_tenants.len() as u32)?;
         for t in &api_tenants {
@@ -723,38 +654,6 @@ impl super::telemetry::ObservedState for Daybook {
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8] = b"daybook-snapshot-2";
-
-/// Loads `snapshot.bin` into `engine` (which holds the file's tenants): the API tenants it
-/// names, then the engine state. Returns the engine and the journal position it covers.
-fn read_snapshot(
-    data_dir: &std::path::Path,
-    engine: Engine,
-    file_tenants: &HashSet<String>,
-) -> Result<Option<(Engine, u64)>, String> {
-    let path = data_dir.join("snapshot.bin");
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut r = crate::rating::snapshot::Reader::new(file);
-    if r.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
-        return Err("not a daybook snapshot".into());
-    }
-    let seq = r.u64()?;
-    for _ in 0..r.u32()? {
-        let bytes = r.blob()?;
-        let t = pb::Tenant::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
-        let spec = api::tenant_in(&t).map_err(|_| "invalid tenant in the snapshot".to_string())?;
-        if !file_tenants.contains(&spec.id) {
-            engine.put_tenant(spec).map_err(|e| e.to_string())?;
-        }
-    }
-    engine.read_state(r)?;
-    Ok(Some((engine, seq)))
-}
-
 /// The ordering stripe of an event: events that can touch the same state (and whose
 /// outcomes therefore depend on their order) share one. Messages and conversations opened
 /// touch their consumer's interactions and DAR-5 log; co-browse events their session;
@@ -777,58 +676,6 @@ pub(super) fn stripe_of(event: &pb::Event) -> usize {
     (h % STRIPES as u64) as usize
 }
 
-/// The co-browse session an event belongs to ("" for other events).
-pub(super) fn cobrowse_session(event: &pb::Event) -> &str {
-    match &event.kind {
-        Some(pb::event::Kind::Cobrowse(c)) => &c.session_id,
-        _ => "",
-    }
-}
-
-/// Under a shared store, every replica fingerprints with the store's key. A data
-/// directory that held another key (it metered alone before) starts over from its journal:
-/// its snapshot is keyed by the old one.
-fn adopt_fingerprint_key(data_dir: &std::path::Path, key: [u8; 16]) -> Result<[u8; 16], std::io::Error> {
-    let local = fingerprint_key(data_dir)?;
-    let marker = data_dir.join("fingerprint.shared");
-    if local != key {
-        // Without the marker until the new key is in place: a crash between the two
-        // leaves a replica that waits for Redis at its next start, never one that uses
-        // the wrong key.
-        let _ = std::fs::remove_file(&marker);
-        let path = data_dir.join("fingerprint.key");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, key)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        match std::fs::remove_file(data_dir.join("snapshot.bin")) {
-            Ok(()) => tracing::info!("adopted the shared store's fingerprint key; the snapshot is dropped"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if !marker.exists() {
-        // The key is the shared store's: a restart while Redis is away may use it.
-        std::fs::write(&marker, b"the fingerprint key is the shared store's\n")?;
-        std::fs::File::open(data_dir)?.sync_all()?;
-    }
-    Ok(key)
-}
-
-/// The fingerprint key this data directory adopted from a shared store, if it did.
-pub fn store_fingerprint_key(data_dir: &std::path::Path) -> Option<[u8; 16]> {
-    if !data_dir.join("fingerprint.shared").exists() {
-        return None;
-    }
-    let bytes = std::fs::read(data_dir.join("fingerprint.key")).ok()?;
-    <[u8; 16]>::try_from(bytes.as_slice()).ok()
-}
-
-/// The data directory's own fingerprint key (created if it has none).
-pub fn local_fingerprint_key(data_dir: &std::path::Path) -> Result<[u8; 16], std::io::Error> {
-    fingerprint_key(data_dir)
-}
-
 /// Whether a tenant can be metered under a shared store. DAR-5's retroactive outbound
 /// days keep per-consumer logs of outbounds and replies that are not shared yet: replicas
 /// would each see part of a consumer's conversation.
@@ -842,28 +689,4 @@ pub fn shareable(spec: &TenantSpec) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// The deployment's fingerprint key, created once per data directory.
-fn fingerprint_key(data_dir: &std::path::Path) -> Result<[u8; 16], std::io::Error> {
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join("fingerprint.key");
-    if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(key) = <[u8; 16]>::try_from(bytes.as_slice())
-    {
-        return Ok(key);
-    }
-    let mut key = [0u8; 16];
-    // Entropy from the OS through the std hasher's random keys, mixed with the clock.
-    for chunk in key.chunks_mut(8) {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, key)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(key)
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod journal;
 pub mod records;
+pub mod recovery;
 pub mod service;
 pub mod shared;
 pub mod telemetry;
@@ -22,8 +23,15 @@ use tokio::net::{TcpListener, UnixListener};
 use tonic::transport::Server;
 
 use crate::api::{FILE_DESCRIPTOR_SET, pb};
+
+/// The gRPC health service, as served on the API listeners and the probe listener.
+type HealthService = HealthServer<tonic_health::server::HealthService>;
+/// The API's router, every layer in place.
+type GrpcRouter =
+    tonic::transport::server::Router<tower::layer::util::Stack<telemetry::GrpcLayer, tower::layer::util::Identity>>;
 use config::Config;
 use core::{Clock, Daybook};
+use tonic_health::pb::health_server::HealthServer;
 
 /// The sockets the server answers on, bound by the caller (so tests can use port 0).
 pub struct Listeners {
@@ -107,8 +115,117 @@ pub async fn run(
     if posture.contains("INSECURE") {
         tracing::warn!("{}", posture.lines().next().unwrap_or_default());
     }
+    let daybook = open_state(&config, clock, telemetry.clone()).await?;
+
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    let health_service =
+        HealthServer::new(tonic_health::server::HealthService::from_health_reporter(health_reporter.clone()));
+    let service_names = [
+        "",
+        "daybook.v1.IngestService",
+        "daybook.v1.UsageService",
+        "daybook.v1.RecordService",
+        "daybook.v1.TenantService",
+    ];
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+    }
+    let router = router(&config, &daybook, &auth, &telemetry, health_service.clone())?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = serve_listeners(
+        listeners.grpc_tcp,
+        listeners.grpc_uds,
+        listeners.grpc_health,
+        router,
+        tls.clone(),
+        health_service,
+        &stop_rx,
+    );
+    let admin = listeners
+        .admin
+        .map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), posture.clone(), stop_rx.clone())));
+    let auth_watcher = auth.enabled().then(|| tokio::spawn(auth::watch(auth.clone())));
+    let tls_watcher = tls.clone().map(|tls| tokio::spawn(tls::watch(tls)));
+    let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
+    let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
+    let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
+    let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
+    let evictor = daybook.budget.map(|_| tokio::spawn(evict(daybook.clone())));
+
+    daybook.ready.store(true, Ordering::Release);
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    let readiness = tokio::spawn(follow_readiness(daybook.clone(), health_reporter.clone(), service_names));
+
+    shutdown.await;
+    readiness.abort();
+    daybook.begin_drain();
+    for name in service_names {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+    }
+    let _ = stop_tx.send(true);
+    drain(&config, tasks).await;
+    maintenance.abort();
+    for task in [evictor, watcher, admin, auth_watcher, tls_watcher].into_iter().flatten() {
+        task.abort();
+    }
+    if let Some(reconciler) = reconciler {
+        // It ends on the drain signal after one last round (bounded by the store's deadline).
+        let _ = tokio::time::timeout(Duration::from_secs(5), reconciler).await;
+    }
+    close_journal(&config, &daybook).await;
+    if let Some(sink) = sink {
+        // Give the sink a moment to write what the journal just published.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sink.abort();
+    }
+    // The exporters' last push runs on threads of their own; the runtime stays up for it.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    Ok(())
+}
+
+/// Waits for in-flight calls to finish within the grace period, then cuts the rest.
+async fn drain(config: &Config, mut tasks: tokio::task::JoinSet<Result<(), tonic::transport::Error>>) {
+    let drained = tokio::time::timeout(config.grace_period, async {
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::error!("listener ended with an error: {e}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::error!("grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
+        tasks.abort_all();
+    }
+}
+
+/// Closes the journal and writes the snapshot the next start loads (it then replays only
+/// what comes after it).
+async fn close_journal(config: &Config, daybook: &Arc<Daybook>) {
+    // A snapshot being written finishes (its lock is taken again below).
+    daybook.journal.close().await;
+    let dir = config.data_dir.clone();
+    let writer = daybook.clone();
+    match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
+        Err(e) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
+    }
+}
+
+/// Opens the state owner: connects the shared store (Redis mode), loads the snapshot
+/// and replays the journal, and, under a shared store, reads its tenants and warms the
+/// near cache.
+async fn open_state(
+    config: &Config,
+    clock: Clock,
+    telemetry: Arc<telemetry::Telemetry>,
+) -> anyhow::Result<Arc<Daybook>> {
     let shared = match &config.redis {
-        Some(redis) => Some(connect_shared_store(redis, &config).await?),
+        Some(redis) => Some(connect_shared_store(redis, config).await?),
         None => None,
     };
     let daybook = tokio::task::spawn_blocking({
@@ -140,17 +257,18 @@ pub async fn run(
         }
     }
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let service_names = [
-        "",
-        "daybook.v1.IngestService",
-        "daybook.v1.UsageService",
-        "daybook.v1.RecordService",
-        "daybook.v1.TenantService",
-    ];
-    for name in service_names {
-        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
-    }
+    Ok(daybook)
+}
+
+/// The gRPC router: every service behind the deadline ceiling and the telemetry layer,
+/// and every one but health behind authentication (health stays open for the kubelet).
+fn router(
+    config: &Config,
+    daybook: &Arc<Daybook>,
+    auth: &Arc<auth::Auth>,
+    telemetry: &Arc<telemetry::Telemetry>,
+    health_service: HealthService,
+) -> anyhow::Result<GrpcRouter> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -162,7 +280,7 @@ pub async fn run(
     // kubelet's probes).
     let authenticate = || auth::Authenticate(auth.clone());
     use tonic::service::interceptor::InterceptedService;
-    let router = Server::builder()
+    Ok(Server::builder()
         .timeout(config.deadline_ceiling)
         .layer(telemetry::GrpcLayer(telemetry.clone()))
         .add_service(health_service.clone())
@@ -182,17 +300,28 @@ pub async fn run(
         .add_service(InterceptedService::new(
             pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max),
             authenticate(),
-        ));
+        )))
+}
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+/// Serves the router on the TCP listener (TLS or plain, with TCP_NODELAY) and the Unix
+/// socket, and health alone on the probe listener, each until `stop` turns true.
+fn serve_listeners(
+    tcp: Option<tokio::net::TcpListener>,
+    uds: Option<UnixListener>,
+    health_listener: Option<tokio::net::TcpListener>,
+    router: GrpcRouter,
+    tls: Option<Arc<tls::Tls>>,
+    health_service: HealthService,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinSet<Result<(), tonic::transport::Error>> {
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(listener) = listeners.grpc_tcp {
+    if let Some(listener) = tcp {
         let router = router.clone();
         let mut stop = stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        match tls.clone() {
+        match tls {
             Some(tls) => {
                 let incoming = tls::incoming(listener, tls, stop_rx.clone());
                 tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stopped).await });
@@ -209,7 +338,7 @@ pub async fn run(
             }
         }
     }
-    if let Some(listener) = listeners.grpc_uds {
+    if let Some(listener) = uds {
         let router = router.clone();
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
@@ -221,7 +350,7 @@ pub async fn run(
                 .await
         });
     }
-    if let Some(listener) = listeners.grpc_health {
+    if let Some(listener) = health_listener {
         let health = Server::builder().add_service(health_service.clone());
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
@@ -233,100 +362,29 @@ pub async fn run(
                 .await
         });
     }
-    let admin = listeners
-        .admin
-        .map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), posture.clone(), stop_rx.clone())));
-    let auth_watcher = auth.enabled().then(|| tokio::spawn(auth::watch(auth.clone())));
-    let tls_watcher = tls.clone().map(|tls| tokio::spawn(tls::watch(tls)));
-    let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
-    let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
-    let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
-    let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
-    let evictor = daybook.budget.map(|_| tokio::spawn(evict(daybook.clone())));
+    tasks
+}
 
-    daybook.ready.store(true, Ordering::Release);
-    for name in service_names {
-        health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
-    }
-    // gRPC health follows readiness (the kubelet's gRPC probes read it): a journal that
-    // can no longer be written turns every service NOT_SERVING.
-    let readiness = tokio::spawn({
-        let daybook = daybook.clone();
-        let reporter = health_reporter.clone();
-        async move {
-            let mut serving = true;
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let ready = daybook.is_ready();
-                if ready != serving {
-                    serving = ready;
-                    let status = if ready {
-                        tonic_health::ServingStatus::Serving
-                    } else {
-                        tonic_health::ServingStatus::NotServing
-                    };
-                    for name in service_names {
-                        reporter.set_service_status(name, status).await;
-                    }
-                }
+/// gRPC health follows readiness (the kubelet's gRPC probes read it): a journal that can
+/// no longer be written turns every service NOT_SERVING.
+async fn follow_readiness(
+    daybook: Arc<Daybook>,
+    reporter: tonic_health::server::HealthReporter,
+    services: [&'static str; 5],
+) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = daybook.is_ready();
+        if ready != serving {
+            serving = ready;
+            let status =
+                if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            for name in services {
+                reporter.set_service_status(name, status).await;
             }
         }
-    });
-
-    shutdown.await;
-    readiness.abort();
-    daybook.begin_drain();
-    for name in service_names {
-        health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
     }
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(config.grace_period, async {
-        while let Some(result) = tasks.join_next().await {
-            if let Ok(Err(e)) = result {
-                tracing::error!("listener ended with an error: {e}");
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::error!("grace period of {:?} ran out; in-flight calls were cut", config.grace_period);
-        tasks.abort_all();
-    }
-    maintenance.abort();
-    if let Some(evictor) = evictor {
-        evictor.abort();
-    }
-    if let Some(reconciler) = reconciler {
-        // It ends on the drain signal after one last round (bounded by the store's deadline).
-        let _ = tokio::time::timeout(Duration::from_secs(5), reconciler).await;
-    }
-    // A snapshot being written finishes (its lock is taken again below).
-    daybook.journal.close().await;
-    // The next start replays only what comes after this.
-    let dir = config.data_dir.clone();
-    let writer = daybook.clone();
-    match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
-        Err(e) => tracing::error!("snapshot not written ({e}); the next start replays the whole journal"),
-    }
-    if let Some(sink) = sink {
-        // Give the sink a moment to write what the journal just published.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        sink.abort();
-    }
-    if let Some(w) = watcher {
-        w.abort();
-    }
-    if let Some(a) = admin {
-        a.abort();
-    }
-    for watcher in [auth_watcher, tls_watcher].into_iter().flatten() {
-        watcher.abort();
-    }
-    // The exporters' last push runs on threads of their own; the runtime stays up for it.
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-    Ok(())
 }
 
 /// What `/ready` says of the listener's protection: authentication, TLS, and a loud first
@@ -365,7 +423,7 @@ async fn connect_shared_store(
     loop {
         let attempt = async {
             let store = crate::store::redis::RedisStore::connect(redis.clone()).await?;
-            let local = core::local_fingerprint_key(&config.data_dir)
+            let local = recovery::local_fingerprint_key(&config.data_dir)
                 .map_err(|e| crate::store::redis::StoreError::Unexpected(e.to_string()))?;
             let key = store.fingerprint_key(local).await?;
             Ok::<_, crate::store::redis::StoreError>((store, key))
@@ -376,7 +434,7 @@ async fn connect_shared_store(
                 // A replica that has metered with this store before knows its fingerprint
                 // key: it starts at once, in degraded mode, and its journal's pending
                 // events wait for Redis. A new one cannot know the key: it waits.
-                if let Some(key) = core::store_fingerprint_key(&config.data_dir)
+                if let Some(key) = recovery::store_fingerprint_key(&config.data_dir)
                     && let Ok(store) = crate::store::redis::RedisStore::connect_later(redis.clone()).await
                 {
                     tracing::warn!("redis at {} unreachable ({e}); starting in degraded mode", redis.url);

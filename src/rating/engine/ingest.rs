@@ -203,58 +203,17 @@ impl Engine {
         };
         if wants_claim {
             drop(vacant);
-            let settings = tenant.settings_at(event.at);
-            // A probe of an event that touches no shared entry (a system message, say)
-            // claims nothing: it only has records to emit, under its own fingerprint.
-            let touch = match (effects.shared.take(), &effects.mode) {
-                (Some(touch), _) => touch,
-                (None, Mode::Probe(value)) => SharedTouch {
-                    place: Place::Cobrowse,
-                    entry: event_fp,
-                    before: value.clone(),
-                    after: value.clone(),
-                    expires: event.at + settings.lateness_horizon,
-                },
-                (None, _) => unreachable!("only probes claim without a shared touch"),
-            };
-            let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
-            let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
-            let (at, event_id) = (event.at, event.event_id);
-            let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
-            let outcome = effects.outcome(event_id, disposition);
-            return Rated::Claim(Box::new(Claim {
-                tenant: tenant.id.clone(),
-                place: touch.place,
-                entry: touch.entry,
-                before: touch.before,
-                after: touch.after,
-                at,
-                event: event_fp,
+            return Rated::Claim(Box::new(Self::claim(
+                tenant,
+                event,
+                event_fp,
                 payload,
-                prior,
-                outcome,
-                records,
-                ledger,
-                entry_expires: touch.expires,
-                event_expires,
+                disposition,
+                effects,
                 ask_store,
-            }));
+            )));
         }
-        if let Some((key, month_start, sender)) = effects.user.take() {
-            let new = self
-                .users
-                .entry(key)
-                .or_insert_with(|| UsersEntry { tenant: tenant.index, month_start, senders: Default::default() })
-                .senders
-                .insert(sender);
-            if new && self.collect_users.load(Ordering::Acquire) {
-                let month = time::days_to_date(month_start);
-                self.new_users.lock().expect("new users lock").push((tenant.id.clone(), month, sender));
-            }
-        }
-        if let Some((fp, entry)) = effects.pass_through_entry.take() {
-            self.pass_through.insert(fp, entry);
-        }
+        self.commit_sets(tenant, &mut effects);
 
         // What the shared store needs to emit the records of an event that changed
         // nothing shared (most events emit none: nothing to copy).
@@ -262,33 +221,7 @@ impl Engine {
             out.ledger.clone_from(&effects.ledger);
             out.prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
         }
-        if !effects.ledger.is_empty() {
-            let mut ledger = slot.ledger.lock().expect("ledger lock");
-            let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
-            for (date, entry) in effects.ledger.drain(..) {
-                ledger.add(date, entry);
-                if !dates.contains(&date) {
-                    dates.push(date);
-                }
-            }
-            match replayed_alerts {
-                Some(alerts) => {
-                    for alert in alerts {
-                        if !ledger.alert_raised(&alert.id) {
-                            ledger.alerts.push(alert);
-                        }
-                    }
-                }
-                // Under a shared store this replica's aggregates are only its own part:
-                // thresholds are not judged on them (ARCHITECTURE.md, "Redis").
-                None if matches!(effects.mode, Mode::Guarded | Mode::Claimed(_)) => {}
-                None => {
-                    for date in dates {
-                        raise_alerts(tenant, &mut ledger, date, &event.event_id, &mut effects.records);
-                    }
-                }
-            }
-        }
+        self.commit_ledger(tenant, slot, &event.event_id, replayed_alerts, &mut effects);
 
         let stored_prior = effects.prior.filter(|_| !effects.keep_whole);
         let mut emitted = std::mem::take(&mut effects.records);
@@ -305,6 +238,115 @@ impl Engine {
         });
         records.append(&mut emitted);
         Rated::Done(Ok(outcome))
+    }
+
+    /// The claim of an event that would move its shared entry (or that must ask the store):
+    /// nothing is committed here until the store applies it.
+    fn claim(
+        tenant: &Tenant,
+        event: Event,
+        event_fp: Fp,
+        payload: u64,
+        disposition: Disposition,
+        mut effects: Effects,
+        ask_store: bool,
+    ) -> Claim {
+        let settings = tenant.settings_at(event.at);
+        // A probe of an event that touches no shared entry (a system message, say)
+        // claims nothing: it only has records to emit, under its own fingerprint.
+        let touch = match (effects.shared.take(), &effects.mode) {
+            (Some(touch), _) => touch,
+            (None, Mode::Probe(value)) => SharedTouch {
+                place: Place::Cobrowse,
+                entry: event_fp,
+                before: value.clone(),
+                after: value.clone(),
+                expires: event.at + settings.lateness_horizon,
+            },
+            (None, _) => unreachable!("only probes claim without a shared touch"),
+        };
+        let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
+        let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
+        let (at, event_id) = (event.at, event.event_id);
+        let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
+        let outcome = effects.outcome(event_id, disposition);
+        Claim {
+            tenant: tenant.id.clone(),
+            place: touch.place,
+            entry: touch.entry,
+            before: touch.before,
+            after: touch.after,
+            at,
+            event: event_fp,
+            payload,
+            prior,
+            outcome,
+            records,
+            ledger,
+            entry_expires: touch.expires,
+            event_expires,
+            ask_store,
+        }
+    }
+
+    /// Commits a rated event's order-free set insertions: its platform user (PL-1) and
+    /// its pass-through charge (CR-9).
+    fn commit_sets(&self, tenant: &Tenant, effects: &mut Effects) {
+        if let Some((key, month_start, sender)) = effects.user.take() {
+            let new = self
+                .users
+                .entry(key)
+                .or_insert_with(|| UsersEntry { tenant: tenant.index, month_start, senders: Default::default() })
+                .senders
+                .insert(sender);
+            if new && self.collect_users.load(Ordering::Acquire) {
+                let month = time::days_to_date(month_start);
+                self.new_users.lock().expect("new users lock").push((tenant.id.clone(), month, sender));
+            }
+        }
+        if let Some((fp, entry)) = effects.pass_through_entry.take() {
+            self.pass_through.insert(fp, entry);
+        }
+    }
+
+    /// Adds a committed event's aggregate entries to its tenant's ledger and judges the
+    /// usage alerts they reach (PL-3), or restores those it raised when replayed.
+    fn commit_ledger(
+        &self,
+        tenant: &Tenant,
+        slot: &TenantSlot,
+        event_id: &str,
+        replayed_alerts: Option<Vec<Alert>>,
+        effects: &mut Effects,
+    ) {
+        if effects.ledger.is_empty() {
+            return;
+        }
+        let mut ledger = slot.ledger.lock().expect("ledger lock");
+        let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
+        for (date, entry) in effects.ledger.drain(..) {
+            ledger.add(date, entry);
+            if !dates.contains(&date) {
+                dates.push(date);
+            }
+        }
+        match replayed_alerts {
+            Some(alerts) => {
+                for alert in alerts {
+                    if !ledger.alert_raised(&alert.id) {
+                        ledger.alerts.push(alert);
+                    }
+                }
+            }
+            // Under a shared store this replica's aggregates are only its own part:
+            // thresholds are not judged on them (ARCHITECTURE.md, "Redis").
+            None if matches!(effects.mode, Mode::Guarded | Mode::Claimed(_)) => {}
+            None => {
+                for date in dates {
+                    raise_alerts(tenant, &mut ledger, date, event_id, &mut effects.records);
+                }
+            }
+        }
     }
 
     /// Rates an event as `fx.mode` says: for real, again for a retry, or under a shared

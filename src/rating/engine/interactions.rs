@@ -232,13 +232,7 @@ impl Engine {
             .finish();
         let contribution =
             InteractionEntry::contribution(tenant.index, period.start_date, touch.at, touch.tie, touch.features);
-        let lines_of = |e: &InteractionEntry| {
-            let features = match structure.feature_attribution {
-                FeatureAttribution::AnyEvent => e.any,
-                FeatureAttribution::FirstEvent => e.first,
-            };
-            interaction_lines(features, structure.gai_multiplies_addons)
-        };
+        let lines_of = |e: &InteractionEntry| lines_of(&structure, e);
 
         let next = |old: InteractionEntry| {
             let mut new = old.join(contribution);
@@ -299,8 +293,28 @@ impl Engine {
             return false;
         }
 
-        let id = Self::interaction_id(tenant, &key, &period);
-        let info = PeriodInfo::from(&period);
+        self.emit_touch(touch, fx, &key, &period, &structure, old, new)
+    }
+
+    /// The records and lines of a touch that changed its interaction: a new interaction
+    /// with its lines, or the lines a new feature adds (and, under first-event pricing,
+    /// the reversals of the lines an earlier event replaces). Returns whether it created
+    /// the interaction.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one touch, computed once by `touch`")]
+    fn emit_touch(
+        &self,
+        touch: &Touch<'_>,
+        fx: &mut Effects,
+        key: &KeyRef<'_>,
+        period: &Period,
+        structure: &Structure,
+        old: Option<InteractionEntry>,
+        new: InteractionEntry,
+    ) -> bool {
+        let tenant = touch.tenant;
+        let lines_of = |e: &InteractionEntry| lines_of(structure, e);
+        let id = Self::interaction_id(tenant, key, period);
+        let info = PeriodInfo::from(period);
         let line = |slot: &credits::InteractionLine, generation: u16, reversal: bool| {
             let id_of = |generation: u16| RecordId::of(&[b"line", &id.0, &[slot.slot], &generation.to_le_bytes()]);
             let (line_id, credits) = if reversal {
@@ -374,4 +388,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The credit lines an interaction's entry is priced at under its period's structure:
+/// the features of any event or of the first (CR-6).
+fn lines_of(structure: &Structure, e: &InteractionEntry) -> LineSet {
+    let features = match structure.feature_attribution {
+        FeatureAttribution::AnyEvent => e.any,
+        FeatureAttribution::FirstEvent => e.first,
+    };
+    interaction_lines(features, structure.gai_multiplies_addons)
 }

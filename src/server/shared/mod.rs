@@ -25,7 +25,7 @@ pub mod state;
 
 use state::{Pending, SharedState};
 
-use super::core::{Daybook, NextSpec, TenantOp, TenantRefusal, cobrowse_session};
+use super::core::{Daybook, NextSpec, TenantOp, TenantRefusal};
 use super::journal::{EntryKind, EventEntry};
 use crate::api::{self, pb};
 use crate::rating::RawEvent;
@@ -313,7 +313,7 @@ impl Daybook {
 
     fn decode(&self, event: &pb::Event, claim: &Claim, bytes: &[u8]) -> Option<Shared> {
         let tenant = self.engine().tenant(&event.tenant_id)?;
-        Shared::decode(claim.place, bytes, tenant.index, cobrowse_session(event))
+        Shared::decode(claim.place, bytes, tenant.index, api::cobrowse_session(event))
     }
 
     /// Sends pending events to the store, oldest first, until one fails. Returns how many

@@ -4,18 +4,22 @@
 //!
 //! Precedence: flags, then environment (`DAYBOOK_*`), then the file, then defaults.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
+mod keys;
+
+use keys::Draft;
+pub use keys::{Flag, KEYS, Key};
+
 use super::journal::Durability;
 use super::telemetry::TelemetryConfig;
 use super::tls::{ClientAuth, TlsFiles};
 use crate::rating::settings::TenantSpec;
-use crate::rating::time;
 use crate::store::redis::{RedisConfig, RedisTls};
 
 /// Everything `daybook serve` needs.
@@ -96,25 +100,65 @@ impl Default for Config {
     }
 }
 
-/// Settings given on the command line (each also a config key and an environment
-/// variable).
+/// Settings given on the command line, by key: the `--config` file, and the value of
+/// each key of [`KEYS`] that has a flag (a switch's is `true`).
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
-    pub listen: Option<String>,
-    pub uds: Option<String>,
-    pub health_listen: Option<String>,
-    pub admin: Option<String>,
-    pub data_dir: Option<String>,
     pub config: Option<String>,
-    pub durability: Option<String>,
-    pub records_jsonl: Option<String>,
-    pub redis: Option<String>,
-    pub auth_file: Option<String>,
-    pub insecure: bool,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub tls_client_ca: Option<String>,
-    pub memory_ceiling: Option<String>,
+    pub values: BTreeMap<&'static str, String>,
+}
+
+impl Flags {
+    /// These flags and `--KEY VALUE` (for tests and tools).
+    pub fn with(mut self, key: &'static str, value: &str) -> Flags {
+        self.values.insert(key, value.to_string());
+        self
+    }
+}
+
+/// The flags of `daybook serve`, derived from [`KEYS`]: one per key that has a flag, and
+/// `--config`. Each help names the key's environment variable and file key.
+impl clap::Args for Flags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .help("config file (TOML: [server] and [[tenant]]) [env DAYBOOK_CONFIG]");
+        KEYS.iter().fold(cmd.arg(config), |cmd, key| {
+            let Some(long) = key.long() else { return cmd };
+            let help = format!("{} [env {}, key server.{}]", key.help, key.env(), key.name);
+            let arg = clap::Arg::new(key.name).long(long).help(help);
+            cmd.arg(match key.flag {
+                Flag::Switch(_) => arg.action(clap::ArgAction::SetTrue),
+                _ => arg.value_name("VALUE"),
+            })
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for Flags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Flags { config: matches.get_one::<String>("config").cloned(), values: BTreeMap::new() };
+        for key in KEYS.iter().filter(|k| k.flag != Flag::None) {
+            if matches!(key.flag, Flag::Switch(_)) {
+                if matches.get_flag(key.name) {
+                    flags.values.insert(key.name, "true".to_string());
+                }
+            } else if let Some(value) = matches.get_one::<String>(key.name) {
+                flags.values.insert(key.name, value.clone());
+            }
+        }
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// A configuration error, naming the key.
@@ -129,38 +173,57 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { key: key.to_string(), reason: reason.into() }
 }
 
-/// The server keys of the file's `[server]` table, their environment variables and flags.
-const KEYS: &[(&str, &str)] = &[
-    ("listen", "DAYBOOK_LISTEN"),
-    ("uds", "DAYBOOK_UDS"),
-    ("uds_mode", "DAYBOOK_UDS_MODE"),
-    ("health_listen", "DAYBOOK_HEALTH_LISTEN"),
-    ("admin", "DAYBOOK_ADMIN"),
-    ("data_dir", "DAYBOOK_DATA_DIR"),
-    ("durability", "DAYBOOK_DURABILITY"),
-    ("records_jsonl", "DAYBOOK_RECORDS_JSONL"),
-    ("max_batch", "DAYBOOK_MAX_BATCH"),
-    ("max_message_bytes", "DAYBOOK_MAX_MESSAGE_BYTES"),
-    ("deadline_ceiling", "DAYBOOK_DEADLINE_CEILING"),
-    ("grace_period", "DAYBOOK_GRACE_PERIOD"),
-    ("snapshot_entries", "DAYBOOK_SNAPSHOT_ENTRIES"),
-    ("snapshot_interval", "DAYBOOK_SNAPSHOT_INTERVAL"),
-    ("otlp_endpoint", "DAYBOOK_OTLP_ENDPOINT"),
-    ("otlp_interval", "DAYBOOK_OTLP_INTERVAL"),
-    ("metrics_tenant_label", "DAYBOOK_METRICS_TENANT_LABEL"),
-    ("redis_url", "DAYBOOK_REDIS_URL"),
-    ("redis_timeout", "DAYBOOK_REDIS_TIMEOUT"),
-    ("redis_ca_file", "DAYBOOK_REDIS_CA_FILE"),
-    ("redis_client_cert", "DAYBOOK_REDIS_CLIENT_CERT"),
-    ("redis_client_key", "DAYBOOK_REDIS_CLIENT_KEY"),
-    ("auth_file", "DAYBOOK_AUTH_FILE"),
-    ("insecure", "DAYBOOK_INSECURE"),
-    ("tls_cert", "DAYBOOK_TLS_CERT"),
-    ("tls_key", "DAYBOOK_TLS_KEY"),
-    ("tls_client_ca", "DAYBOOK_TLS_CLIENT_CA"),
-    ("tls_client_auth", "DAYBOOK_TLS_CLIENT_AUTH"),
-    ("memory_ceiling", "DAYBOOK_MEMORY_CEILING"),
-];
+/// The config file's `[server]` table and its tenants.
+fn read_config_file(
+    path: &str,
+    read_file: impl Fn(&str) -> Result<String, String>,
+) -> Result<(serde_json::Map<String, Value>, Vec<TenantSpec>), ConfigError> {
+    let text = read_file(path).map_err(|e| err("config", format!("{path}: {e}")))?;
+    let value: Value = toml::from_str(&text).map_err(|e| err("config", format!("{path}: not valid TOML: {e}")))?;
+    let mut server = serde_json::Map::new();
+    if let Some(table) = value.get("server") {
+        server = table.as_object().cloned().ok_or_else(|| err("server", "must be a table"))?;
+        if let Some(key) = server.keys().find(|key| !KEYS.iter().any(|k| k.name == key.as_str())) {
+            return Err(err(&format!("server.{key}"), "unknown key"));
+        }
+    }
+    if let Some(key) = value.as_object().and_then(|o| o.keys().find(|k| *k != "server" && *k != "tenant")) {
+        return Err(err(key, "unknown table (expected [server] and [[tenant]])"));
+    }
+    let tenants = crate::tenants::parse_tenants_toml(&text).map_err(|e| err("tenant", e))?;
+    Ok((server, tenants))
+}
+
+/// The effective text of each key that is set, and where it came from (named in errors):
+/// flags, then environment, then the file.
+fn effective_values(
+    flags: &Flags,
+    env: &HashMap<String, String>,
+    file_server: &serde_json::Map<String, Value>,
+) -> BTreeMap<&'static str, (String, String)> {
+    let mut values = BTreeMap::new();
+    for key in KEYS {
+        if let Some(v) = flags.values.get(key.name) {
+            let long = key.long().unwrap_or(key.name);
+            values.insert(key.name, (v.clone(), format!("--{long}")));
+        } else if let Some(v) = env.get(&key.env()) {
+            values.insert(key.name, (v.clone(), key.env()));
+        } else if key.name == "otlp_endpoint"
+            && let Some(v) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            && !file_server.contains_key(key.name)
+        {
+            // The OpenTelemetry SDKs' own variable, honoured when nothing daybook's says.
+            values.insert(key.name, (v.clone(), "OTEL_EXPORTER_OTLP_ENDPOINT".to_string()));
+        } else if let Some(v) = file_server.get(key.name) {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            values.insert(key.name, (text, format!("server.{}", key.name)));
+        }
+    }
+    values
+}
 
 /// Computes the configuration. `read_file` reads the config file (injected so tests need
 /// no files); `env` is the process environment (or a map in tests).
@@ -170,186 +233,35 @@ pub fn load(
     read_file: impl Fn(&str) -> Result<String, String>,
 ) -> Result<Config, ConfigError> {
     let config_path = flags.config.clone().or_else(|| env.get("DAYBOOK_CONFIG").cloned());
-    let mut file_server = serde_json::Map::new();
-    let mut tenants = Vec::new();
-    if let Some(path) = &config_path {
-        let text = read_file(path).map_err(|e| err("config", format!("{path}: {e}")))?;
-        let value: Value = toml::from_str(&text).map_err(|e| err("config", format!("{path}: not valid TOML: {e}")))?;
-        if let Some(server) = value.get("server") {
-            file_server = server.as_object().cloned().ok_or_else(|| err("server", "must be a table"))?;
-            for key in file_server.keys() {
-                if !KEYS.iter().any(|(k, _)| k == key) {
-                    return Err(err(&format!("server.{key}"), "unknown key"));
-                }
-            }
-        }
-        for key in value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
-            if key != "server" && key != "tenant" {
-                return Err(err(&key, "unknown table (expected [server] and [[tenant]])"));
-            }
-        }
-        tenants = crate::tenants::parse_tenants_toml(&text).map_err(|e| err("tenant", e))?;
-    }
-    let flag_value = |key: &str| -> Option<String> {
-        match key {
-            "listen" => flags.listen.clone(),
-            "uds" => flags.uds.clone(),
-            "health_listen" => flags.health_listen.clone(),
-            "admin" => flags.admin.clone(),
-            "data_dir" => flags.data_dir.clone(),
-            "durability" => flags.durability.clone(),
-            "records_jsonl" => flags.records_jsonl.clone(),
-            "redis_url" => flags.redis.clone(),
-            "auth_file" => flags.auth_file.clone(),
-            "insecure" => flags.insecure.then(|| "true".to_string()),
-            "tls_cert" => flags.tls_cert.clone(),
-            "tls_key" => flags.tls_key.clone(),
-            "tls_client_ca" => flags.tls_client_ca.clone(),
-            "memory_ceiling" => flags.memory_ceiling.clone(),
-            _ => None,
-        }
+    let (file_server, tenants) = match &config_path {
+        Some(path) => read_config_file(path, read_file)?,
+        None => Default::default(),
     };
-    // The effective text of each key, and where it came from (for error messages).
-    let mut values: HashMap<&str, (String, String)> = HashMap::new();
-    for (key, var) in KEYS {
-        if let Some(v) = flag_value(key) {
-            let flag = if *key == "redis_url" { "redis" } else { key };
-            values.insert(key, (v, format!("--{}", flag.replace('_', "-"))));
-        } else if let Some(v) = env.get(*var) {
-            values.insert(key, (v.clone(), var.to_string()));
-        } else if *key == "otlp_endpoint"
-            && let Some(v) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            && !file_server.contains_key(*key)
-        {
-            // The OpenTelemetry SDKs' own variable, honoured when nothing daybook's says.
-            values.insert(key, (v.clone(), "OTEL_EXPORTER_OTLP_ENDPOINT".to_string()));
-        } else if let Some(v) = file_server.get(*key) {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            values.insert(key, (text, format!("server.{key}")));
+    let values = effective_values(flags, env, &file_server);
+    let mut draft = Draft {
+        config: Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() },
+        ..Draft::default()
+    };
+    for key in KEYS {
+        if let Some((text, source)) = values.get(key.name) {
+            (key.apply)(&mut draft, source, text)?;
         }
     }
-
-    let mut redis_timeout = None;
-    let mut redis_tls = RedisTls::default();
-    let (mut tls_cert, mut tls_key, mut tls_client_ca, mut tls_client_auth) = (None, None, None, None);
-    let path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     let source_of = |key: &str| values.get(key).map(|(_, s)| s.clone()).unwrap_or_else(|| key.to_string());
-    let mut config = Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() };
-    let addr = |source: &str, text: &str| -> Result<Option<SocketAddr>, ConfigError> {
-        if text.is_empty() || text == "off" {
-            return Ok(None);
-        }
-        text.parse().map(Some).map_err(|_| err(source, format!("`{text}` is not HOST:PORT (an IP address and a port)")))
-    };
-    let duration = |source: &str, text: &str| -> Result<Duration, ConfigError> {
-        let d = time::parse_duration(text).map_err(|e| err(source, e.to_string()))?;
-        d.to_std().map_err(|_| err(source, "must not be negative"))
-    };
-    let boolean = |source: &str, text: &str| -> Result<bool, ConfigError> {
-        match text {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(err(source, "expected `true` or `false`")),
-        }
-    };
-    let number = |source: &str, text: &str| -> Result<usize, ConfigError> {
-        text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| err(source, "expected a positive whole number"))
-    };
-    for (key, (text, source)) in &values {
-        match *key {
-            "listen" => config.listen = addr(source, text)?,
-            "admin" => config.admin = addr(source, text)?,
-            "uds" => config.uds = (!text.is_empty()).then(|| PathBuf::from(text)),
-            "uds_mode" => {
-                config.uds_mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                    .ok()
-                    .filter(|m| *m & 0o600 == 0o600 && *m & 0o007 == 0 && *m <= 0o777)
-                    .ok_or_else(|| {
-                        err(source, "expected octal permissions the owner can use and others cannot: 0600 or 0660")
-                    })?
-            }
-            "health_listen" => config.health_listen = addr(source, text)?,
-            "redis_url" if text.is_empty() || text == "off" => {}
-            "redis_url" => {
-                let redis = RedisConfig::new(text);
-                redis.validate().map_err(|e| err(source, e))?;
-                let timeout = config.redis.as_ref().map(|r| r.timeout);
-                config.redis = Some(RedisConfig { timeout: timeout.unwrap_or(redis.timeout), ..redis });
-            }
-            "redis_timeout" => {
-                let timeout = duration(source, text)?;
-                if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
-                    return Err(err(
-                        source,
-                        "expected a deadline from 1 ms to 10 s (tens of milliseconds suit a sidecar)",
-                    ));
-                }
-                redis_timeout = Some(timeout);
-            }
-            "redis_ca_file" => redis_tls.ca_file = path(text),
-            "redis_client_cert" => redis_tls.client_cert = path(text),
-            "redis_client_key" => redis_tls.client_key = path(text),
-            "auth_file" => config.auth_file = path(text),
-            "insecure" => config.insecure = boolean(source, text)?,
-            "memory_ceiling" if text.is_empty() || text == "off" => {}
-            "memory_ceiling" => {
-                let bytes = parse_bytes(text).ok_or_else(|| {
-                    err(source, "expected a size such as 256MiB, 2GiB or a number of bytes (at least 64MiB)")
-                })?;
-                if bytes < 64 << 20 {
-                    return Err(err(source, "at least 64MiB: the process itself needs some"));
-                }
-                config.memory_ceiling = Some(bytes);
-            }
-            "tls_cert" => tls_cert = path(text),
-            "tls_key" => tls_key = path(text),
-            "tls_client_ca" => tls_client_ca = path(text),
-            "tls_client_auth" => {
-                tls_client_auth = Some(match text.as_str() {
-                    "required" => ClientAuth::Required,
-                    "optional" => ClientAuth::Optional,
-                    _ => return Err(err(source, "expected `required` or `optional`")),
-                })
-            }
-            "data_dir" => {
-                if text.is_empty() {
-                    return Err(err(source, "must not be empty"));
-                }
-                config.data_dir = PathBuf::from(text)
-            }
-            "durability" => {
-                config.durability = match text.as_str() {
-                    "write" => Durability::Write,
-                    "fsync" => Durability::Fsync,
-                    _ => return Err(err(source, "expected `write` or `fsync`")),
-                }
-            }
-            "records_jsonl" => config.records_jsonl = (!text.is_empty()).then(|| PathBuf::from(text)),
-            "max_batch" => config.max_batch = number(source, text)?.min(100_000),
-            "max_message_bytes" => config.max_message_bytes = number(source, text)?,
-            "deadline_ceiling" => config.deadline_ceiling = duration(source, text)?,
-            "grace_period" => config.grace_period = duration(source, text)?,
-            "snapshot_entries" => config.snapshot_entries = number(source, text)? as u64,
-            "snapshot_interval" => config.snapshot_interval = duration(source, text)?,
-            "otlp_endpoint" => {
-                config.telemetry.otlp_endpoint = match text.as_str() {
-                    "" | "off" => None,
-                    t if t.starts_with("http://") && t.len() > "http://".len() => Some(t.to_string()),
-                    t if t.starts_with("https://") => {
-                        return Err(err(source, "TLS to the collector is not built in: use a collector on http://"));
-                    }
-                    _ => return Err(err(source, "expected an OTLP/gRPC URL, http://HOST:PORT")),
-                }
-            }
-            "otlp_interval" => config.telemetry.otlp_interval = duration(source, text)?,
-            "metrics_tenant_label" => config.telemetry.tenant_label = boolean(source, text)?,
-            _ => unreachable!("every key of KEYS is handled"),
-        }
-    }
-    match (&mut config.redis, redis_timeout) {
+    check_redis(&mut draft, &values, &source_of)?;
+    check_tls(&mut draft, &source_of)?;
+    check_reachable(draft.config, &source_of)
+}
+
+/// Redis settings that only hold together: the deadline, the memory ceiling and the TLS
+/// files need a URL, and TLS files a rediss:// one.
+fn check_redis(
+    draft: &mut Draft,
+    values: &BTreeMap<&'static str, (String, String)>,
+    source_of: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let config = &mut draft.config;
+    match (&mut config.redis, draft.redis_timeout) {
         (Some(redis), Some(timeout)) => redis.timeout = timeout,
         (None, Some(_)) => return Err(err("redis_timeout", "set without redis_url")),
         _ => {}
@@ -361,7 +273,7 @@ pub fn load(
              the state itself",
         ));
     }
-    if redis_tls != RedisTls::default() {
+    if draft.redis_tls != RedisTls::default() {
         let key = ["redis_ca_file", "redis_client_cert", "redis_client_key"]
             .into_iter()
             .find(|k| values.contains_key(k))
@@ -373,41 +285,47 @@ pub fn load(
         if !redis.url.starts_with("rediss://") && !redis.url.starts_with("rediss+cluster://") {
             return Err(err(&key, "TLS files for Redis need a rediss:// (or rediss+cluster://) URL"));
         }
-        if redis_tls.client_cert.is_some() != redis_tls.client_key.is_some() {
+        if draft.redis_tls.client_cert.is_some() != draft.redis_tls.client_key.is_some() {
             return Err(err(&key, "redis_client_cert and redis_client_key go together"));
         }
-        redis.tls = redis_tls;
+        redis.tls = draft.redis_tls.clone();
     }
-    match (tls_cert, tls_key) {
+    Ok(())
+}
+
+/// The listener's TLS files come in pairs, and client certificates need TLS.
+fn check_tls(draft: &mut Draft, source_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let auth = draft.tls_client_auth;
+    match (draft.tls_cert.take(), draft.tls_key.take()) {
         (Some(cert), Some(key)) => {
-            if config.listen.is_none() {
+            if draft.config.listen.is_none() {
                 return Err(err(&source_of("tls_cert"), "TLS is for the TCP listener, and `listen` is off"));
             }
-            config.tls = Some(TlsFiles {
+            if draft.tls_client_ca.is_none() && auth.is_some() {
+                return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca"));
+            }
+            draft.config.tls = Some(TlsFiles {
                 cert,
                 key,
-                client_auth: tls_client_auth.unwrap_or(ClientAuth::Required),
-                client_ca: tls_client_ca,
+                client_auth: auth.unwrap_or(ClientAuth::Required),
+                client_ca: draft.tls_client_ca.take(),
             });
         }
-        (None, None) if tls_client_ca.is_some() => {
+        (None, None) if draft.tls_client_ca.is_some() => {
             return Err(err(&source_of("tls_client_ca"), "client certificates need TLS: set tls_cert and tls_key"));
         }
-        (None, None) if tls_client_auth.is_some() => {
-            return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca"));
-        }
+        (None, None) if auth.is_some() => return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca")),
         (None, None) => {}
         (Some(_), None) => return Err(err(&source_of("tls_cert"), "set without tls_key")),
         (None, Some(_)) => return Err(err(&source_of("tls_key"), "set without tls_cert")),
     }
-    if let Some(tls) = &config.tls
-        && tls.client_ca.is_none()
-        && tls_client_auth.is_some()
-    {
-        return Err(err(&source_of("tls_client_auth"), "set without tls_client_ca"));
-    }
-    // A TCP listener other hosts can reach is open to every workload of the cluster:
-    // billing data and tenant settings need a credential there, unless told otherwise.
+    Ok(())
+}
+
+/// Whether daybook can be reached, and safely: a TCP listener other hosts can reach is
+/// open to every workload of the cluster, so billing data and tenant settings need a
+/// credential there, unless told otherwise. And durations that must be positive.
+fn check_reachable(config: Config, source_of: &dyn Fn(&str) -> String) -> Result<Config, ConfigError> {
     if let Some(addr) = config.listen
         && !addr.ip().is_loopback()
         && config.auth_file.is_none()
@@ -473,7 +391,7 @@ mod tests {
             ("DAYBOOK_ADMIN".to_string(), "127.0.0.1:3".to_string()),
             ("DAYBOOK_CONFIG".to_string(), "x".to_string()),
         ]);
-        let flags = Flags { listen: Some("127.0.0.1:4".into()), ..Flags::default() };
+        let flags = Flags::default().with("listen", "127.0.0.1:4");
         let c = load(&flags, &env, files(file)).unwrap();
         assert_eq!(c.listen, Some("127.0.0.1:4".parse().unwrap()));
         assert_eq!(c.admin, Some("127.0.0.1:3".parse().unwrap()));
@@ -493,7 +411,7 @@ mod tests {
         let bad_tenant = "[[tenant]]\nid = \"a\"\ntime_zone = \"UTC\"\nsettings = { colour = 1 }\n";
         let e = load(&flags, &HashMap::new(), files(bad_tenant)).unwrap_err();
         assert!(e.reason.contains("colour"), "{e}");
-        let flags = Flags { listen: Some("nowhere".into()), ..Flags::default() };
+        let flags = Flags::default().with("listen", "nowhere");
         assert_eq!(load(&flags, &HashMap::new(), files("")).unwrap_err().key, "--listen");
     }
 
@@ -573,7 +491,7 @@ mod tests {
         let e = load(&Flags::default(), &env("DAYBOOK_REDIS_URL", "http://r:6379"), none).unwrap_err();
         assert_eq!(e.key, "DAYBOOK_REDIS_URL");
         assert!(load(&Flags::default(), &env("DAYBOOK_REDIS_URL", ""), none).unwrap().redis.is_none());
-        let flags = Flags { redis: Some("redis://f:1".into()), ..Flags::default() };
+        let flags = Flags::default().with("redis_url", "redis://f:1");
         let both = HashMap::from([
             ("DAYBOOK_REDIS_URL".to_string(), "redis://e:1".to_string()),
             ("DAYBOOK_REDIS_TIMEOUT".to_string(), "PT0.02S".to_string()),
@@ -582,5 +500,30 @@ mod tests {
         assert_eq!((c.url.as_str(), c.timeout), ("redis://f:1", Duration::from_millis(20)));
         let e = load(&Flags::default(), &env("DAYBOOK_REDIS_TIMEOUT", "PT0.02S"), none).unwrap_err();
         assert_eq!(e.key, "redis_timeout");
+    }
+
+    #[test]
+    fn flags_environment_and_file_keys_come_from_one_table() {
+        use clap::{Args, FromArgMatches};
+        let command = Flags::augment_args(clap::Command::new("serve"));
+        let matches = command
+            .try_get_matches_from(["serve", "--insecure", "--redis", "redis://f:1", "--listen", "0.0.0.0:1"])
+            .unwrap();
+        let flags = Flags::from_arg_matches(&matches).unwrap();
+        let c = load(&flags, &HashMap::new(), |_| Err("no file".into())).unwrap();
+        assert!(c.insecure);
+        assert_eq!(c.redis.unwrap().url, "redis://f:1");
+        // Every key is a file key and an environment variable, each spelled once.
+        let mut seen = std::collections::HashSet::new();
+        for key in KEYS {
+            assert!(seen.insert(key.env()), "{}", key.name);
+            if let Some(long) = key.long() {
+                assert!(seen.insert(format!("--{long}")), "{long}");
+            }
+        }
+        let file = KEYS.iter().map(|k| format!("{} = \"x\"\n", k.name)).collect::<String>();
+        let flags = Flags { config: Some("c.toml".into()), ..Flags::default() };
+        let e = load(&flags, &HashMap::new(), |_| Ok(format!("[server]\n{file}"))).unwrap_err();
+        assert!(e.key.starts_with("server."), "every key is read from the file: {e}");
     }
 }
