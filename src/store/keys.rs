@@ -76,6 +76,14 @@ impl ShardKeys {
         format!("{PREFIX}:{}:e:{utc_day}", self.tag)
     }
 
+    /// The reservation of one event id (T-2 across replicas): its payload's fingerprint,
+    /// under the shard of the event id itself, so that every replica finds it whatever
+    /// the event touches. One key per id, expiring when a retry could no longer be
+    /// accepted.
+    pub fn event_id(&self, event: Fp) -> String {
+        format!("{PREFIX}:{}:id:{:016x}{:016x}", self.tag, event.0, event.1)
+    }
+
     /// The shard's record stream (billing pipelines read it with consumer groups).
     pub fn records(&self) -> String {
         format!("{PREFIX}:{}:records", self.tag)

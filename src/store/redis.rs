@@ -142,6 +142,18 @@ pub enum ClaimAnswer {
     Seen { payload: u64, prior: Vec<u8> },
 }
 
+/// What the store answered a reservation of an event id ([`RedisStore::reserve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// No replica had it: this call reserved it.
+    New,
+    /// Reserved before with the same payload: a retry (its original may be on another
+    /// replica).
+    Same,
+    /// Reserved before with another payload: a reuse, refused (T-2).
+    Conflict,
+}
+
 #[derive(Clone)]
 enum Connection {
     Single(redis::aio::ConnectionManager),
@@ -384,6 +396,31 @@ impl RedisStore {
             }
             _ => Err(StoreError::Unexpected(format!("claim answered {answer:?}"))),
         }
+    }
+
+    /// Reserves an event id for its payload until `until` (T-2 across replicas): one
+    /// `SET NX GET` under the id's own shard, so that a reuse of the id is refused and a
+    /// retry recognised on every replica, whatever entry the event touches.
+    pub async fn reserve(
+        &self,
+        tenant: &str,
+        event: Fp,
+        payload: u64,
+        until: Instant,
+    ) -> Result<Reservation, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(ShardKeys::of(tenant, event).event_id(event))
+            .arg(&payload.to_le_bytes()[..])
+            .arg("NX")
+            .arg("GET")
+            .arg("PXAT")
+            .arg(time::to_millis(until).max(1));
+        let held: Option<Vec<u8>> = self.query(cmd).await?;
+        Ok(match held {
+            None => Reservation::New,
+            Some(bytes) if bytes == payload.to_le_bytes() => Reservation::Same,
+            Some(_) => Reservation::Conflict,
+        })
     }
 
     /// Emits an event's effects that change nothing shared ([`EMIT`]). Returns whether

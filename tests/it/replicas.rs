@@ -50,14 +50,59 @@ pub fn stream(seed: u64, n: usize) -> Vec<pb::Event> {
 
 /// Sends `events` to a server in batches; every event must be accepted.
 pub async fn send(addr: &str, events: Vec<pb::Event>) {
+    for outcome in send_collect(addr, events).await {
+        assert_ne!(outcome.disposition, pb::Disposition::Refused as i32, "{outcome:?}");
+    }
+}
+
+/// Sends `events` to a server in batches and returns their outcomes, in order.
+pub async fn send_collect(addr: &str, events: Vec<pb::Event>) -> Vec<pb::EventOutcome> {
     let channel = daybook::client::connect(addr).await.unwrap();
     let mut client = pb::ingest_service_client::IngestServiceClient::new(channel);
+    let mut out = Vec::new();
     for chunk in events.chunks(200) {
         let request = tokio_stream::iter(vec![pb::IngestBatchRequest { events: chunk.to_vec() }]);
         let mut responses = client.ingest_batch(request).await.unwrap().into_inner();
-        let response = responses.message().await.unwrap().unwrap();
-        for outcome in &response.outcomes {
-            assert_ne!(outcome.disposition, pb::Disposition::Refused as i32, "{outcome:?}");
+        out.extend(responses.message().await.unwrap().unwrap().outcomes);
+    }
+    out
+}
+
+/// T-2 across replicas, after a stream has settled: a sample of its events sent again to
+/// another replica is answered with the original outcome, as a retry; the same ids with
+/// another instant are refused (ALREADY_EXISTS) and change nothing.
+async fn retries_and_reuses_elsewhere(servers: &[Server], events: &[pb::Event], seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(77) | 1);
+    let sample: Vec<pb::Event> = events.iter().step_by(25).cloned().collect();
+    let originals = send_collect(&servers[0].addr, sample.clone()).await;
+    let mut retried: Vec<Vec<pb::Event>> = vec![Vec::new(); 3];
+    let mut reused: Vec<Vec<pb::Event>> = vec![Vec::new(); 3];
+    for e in &sample {
+        retried[rng.next(3) as usize].push(e.clone());
+        let mut other = e.clone();
+        let at = chrono::DateTime::parse_from_rfc3339(&e.event_time).unwrap() + chrono::TimeDelta::seconds(1);
+        other.event_time = at.to_rfc3339();
+        reused[rng.next(3) as usize].push(other);
+    }
+    let by_id: HashMap<(&str, &str), &pb::EventOutcome> =
+        sample.iter().map(|e| (e.tenant_id.as_str(), e.event_id.as_str())).zip(originals.iter()).collect();
+    for (server, part) in servers.iter().zip(retried) {
+        for (e, again) in part.iter().zip(send_collect(&server.addr, part.clone()).await) {
+            let original = by_id[&(e.tenant_id.as_str(), e.event_id.as_str())];
+            assert!(again.retry, "{again:?}");
+            assert_eq!(
+                (again.disposition, &again.lines, &again.interactions, &again.pass_through),
+                (original.disposition, &original.lines, &original.interactions, &original.pass_through),
+                "a retry on {} of {}",
+                server.addr,
+                e.event_id
+            );
+        }
+    }
+    for (server, part) in servers.iter().zip(reused) {
+        for (e, answer) in part.iter().zip(send_collect(&server.addr, part.clone()).await) {
+            assert_eq!(answer.disposition, pb::Disposition::Refused as i32, "{}: {answer:?}", e.event_id);
+            assert_eq!(answer.refusal.as_ref().map(|r| r.code.as_str()), Some("ALREADY_EXISTS"), "{answer:?}");
         }
     }
 }
@@ -348,6 +393,7 @@ async fn three_replicas_count_like_one_engine(redis: &impl Backing, seeds: &[u64
         let sends = servers.iter().zip(split).map(|(s, part)| send(&s.addr, part));
         futures_util::future::join_all(sends).await;
         settle(&servers).await;
+        retries_and_reuses_elsewhere(&servers, &events, seed).await;
 
         assert_matches(&offline, &servers, redis, &format!("seed {seed}")).await;
     }
@@ -541,4 +587,80 @@ async fn events_decided_during_an_outage_survive_a_crash_and_reach_redis() {
     redis.restart();
     settle(std::slice::from_ref(&server)).await;
     assert_matches(&offline, std::slice::from_ref(&server), &redis, "after a crash during an outage").await;
+}
+
+/// T-2 across replicas: an event id is one event whichever replica receives it. Replica A
+/// accepts `e1` (a first touch) and `e2` (a repeat); on replica B a reuse of either id
+/// with another payload (another consumer, another instant, another price) is refused
+/// with ALREADY_EXISTS and changes nothing, and an identical retry gets the original
+/// outcome, marked as a retry. On a single node and on a cluster (the id's reservation
+/// lives in another slot than the entries it touches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_2_an_event_id_is_one_event_on_every_replica() {
+    event_ids_are_shared(&RedisNode::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_2_an_event_id_is_one_event_on_every_replica_of_a_cluster() {
+    event_ids_are_shared(&RedisCluster::start()).await;
+}
+
+async fn event_ids_are_shared(redis: &impl Backing) {
+    use pb::ingest_service_client::IngestServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, TENANTS).unwrap();
+    let url = redis.daybook_url();
+    let a = start_with(&dir.path().join("a"), &config, &["--redis", &url]);
+    let b = start_with(&dir.path().join("b"), &config, &["--redis", &url]);
+    let mut on_a = IngestServiceClient::new(daybook::client::connect(&a.addr).await.unwrap());
+    let mut on_b = IngestServiceClient::new(daybook::client::connect(&b.addr).await.unwrap());
+    let now = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    let at = now.to_rfc3339();
+    let message =
+        |id: &str, consumer: &str, at: &str| super::server::message("acme", id, at, consumer, pb::SenderRole::Consumer);
+    let priced = |id: &str, amount: &str| {
+        let mut m = super::server::message("acme", id, &at, "c1", pb::SenderRole::System);
+        m.message.as_mut().unwrap().provider_price = Some(pb::Money { amount: amount.into(), currency: "USD".into() });
+        m
+    };
+
+    let first = on_a.ingest_message(message("e1", "c1", &at)).await.unwrap().into_inner().outcome.unwrap();
+    assert_eq!(first.disposition, pb::Disposition::NewInteraction as i32);
+    let repeat = on_a.ingest_message(message("e2", "c1", &at)).await.unwrap().into_inner().outcome.unwrap();
+    assert_eq!(repeat.disposition, pb::Disposition::AlreadyCounted as i32);
+    let charged = on_a.ingest_message(priced("e3", "0.0079")).await.unwrap().into_inner().outcome.unwrap();
+    assert!(!charged.retry);
+    let before = usage_of_tenant(&b.addr, "acme").await;
+    assert_eq!(before.interactions, 1);
+
+    // Reuses on B: another consumer, another instant (as a retry re-stamped), another price.
+    let later = (now + chrono::TimeDelta::seconds(30)).to_rfc3339();
+    for reuse in [message("e1", "c2", &at), message("e2", "c2", &at), message("e2", "c1", &later), priced("e3", "0.05")]
+    {
+        let refused = on_b.ingest_message(reuse.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{reuse:?}: {refused:?}");
+    }
+    // Nothing changed: one interaction, one pass-through charge, on either replica.
+    for addr in [&a.addr, &b.addr] {
+        assert_eq!(usage_of_tenant(addr, "acme").await, before, "{addr}");
+    }
+
+    // Identical retries on B: the original outcome, as a retry.
+    for (id, original) in [("e1", &first), ("e2", &repeat)] {
+        let again = on_b.ingest_message(message(id, "c1", &at)).await.unwrap().into_inner().outcome.unwrap();
+        assert!(again.retry, "{id}: {again:?}");
+        assert_eq!(again.disposition, original.disposition, "{id}");
+        assert_eq!(again.lines, original.lines, "{id}");
+        assert_eq!(again.interactions, original.interactions, "{id}");
+    }
+    let again = on_b.ingest_message(priced("e3", "0.0079")).await.unwrap().into_inner().outcome.unwrap();
+    assert!(again.retry);
+    assert_eq!(again.pass_through, charged.pass_through);
+    // And a reuse on A of what B refused is refused there too; totals stay.
+    let refused = on_a.ingest_message(message("e1", "c2", &at)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    for addr in [&a.addr, &b.addr] {
+        assert_eq!(usage_of_tenant(addr, "acme").await, before, "{addr}");
+    }
 }

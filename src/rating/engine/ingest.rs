@@ -16,10 +16,50 @@ impl Engine {
     /// that would not change its shared entry (a repeat) is committed here, exactly as
     /// [`Engine::ingest`] would; one that would change it is not committed, and its
     /// [`Claim`] is returned for the store to apply.
-    pub fn ingest_shared(&self, raw: RawEvent, now: Option<Instant>, records: &mut Vec<Record>) -> NearCache {
-        let mut out = NearCache::default();
+    ///
+    /// `ask_store`: the store may remember this event (another replica reserved its id):
+    /// it is claimed even when it would change nothing here, so that the store answers it
+    /// with its original outcome.
+    pub fn ingest_shared(
+        &self,
+        raw: RawEvent,
+        now: Option<Instant>,
+        ask_store: bool,
+        records: &mut Vec<Record>,
+    ) -> NearCache {
+        let mut out = NearCache { ask_store, ..NearCache::default() };
         out.rated = self.ingest_inner_at(raw, now, None, Mode::Guarded, records, &mut out);
         out
+    }
+
+    /// How the shared store knows an event (T-2 across replicas): its id's fingerprint,
+    /// its payload's, until when its id must be remembered, and whether this replica
+    /// remembers it already. `None` when the event would be refused (rating refuses it
+    /// the same way). Changes nothing.
+    pub fn identify(&self, raw: &RawEvent, now: Option<Instant>) -> Option<Identity> {
+        let slot = self.slot(&raw.tenant_id)?;
+        let tenant = slot.config();
+        let event = event::validate(raw.clone(), tenant.meter).ok()?;
+        if let Some(now) = now {
+            self.check_time(&tenant, &event, now, slot.closed_before.load(Ordering::Acquire)).ok()?;
+        }
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let horizon = tenant.settings_at(event.at).lateness_horizon;
+        Some(Identity {
+            event: event_fp,
+            payload: event.payload_fp(&self.fingerprinter).0,
+            remember_until: event.at + horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1),
+            known_here: self.events.contains_key(&event_fp),
+        })
+    }
+
+    /// The refusal of an event id already used with another payload (T-2).
+    pub fn conflict(event_id: &str) -> Refusal {
+        Refusal::new(
+            Code::AlreadyExists,
+            "T-2",
+            format!("event id `{event_id}` was already used with a different payload; the first stands"),
+        )
     }
 
     /// Folds a shared entry read from the store into the near cache (a warm start): its
@@ -195,7 +235,7 @@ impl Engine {
         out.entry = effects.shared.as_ref().map(|t| t.entry);
         // A forgotten event id may be a retry of an event that claimed this entry: the
         // store answers it.
-        let ask_store = matches!(effects.mode, Mode::Guarded) && self.evicted.may_contain(&event_fp);
+        let ask_store = matches!(effects.mode, Mode::Guarded) && (out.ask_store || self.evicted.may_contain(&event_fp));
         let wants_claim = match (&effects.mode, &effects.shared) {
             (Mode::Probe(_), _) => true,
             (Mode::Guarded, Some(touch)) => touch.before != touch.after || ask_store,
@@ -371,11 +411,7 @@ impl Engine {
         payload: u64,
     ) -> Result<Outcome, Refusal> {
         if seen.payload != payload {
-            return Err(Refusal::new(
-                Code::AlreadyExists,
-                "T-2",
-                format!("event id `{}` was already used with a different payload; the first stands", event.event_id),
-            ));
+            return Err(Engine::conflict(&event.event_id));
         }
         let mut outcome = match seen.outcome {
             StoredOutcome::Full(outcome) => (*outcome).clone(),

@@ -123,6 +123,7 @@ impl Default for NearCache {
             ledger: Vec::new(),
             event: None,
             prior: Vec::new(),
+            ask_store: false,
         }
     }
 }
@@ -150,6 +151,22 @@ pub struct NearCache {
     /// What a committed event met (its encoded `Prior`), for the store to answer its
     /// retries on other replicas.
     pub prior: Vec<u8>,
+    /// Given by the caller: claim the event even if it changes nothing here (the store
+    /// may remember it).
+    pub ask_store: bool,
+}
+
+/// An event as the shared store reserves its id ([`Engine::identify`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Identity {
+    /// The fingerprint of (tenant, event id).
+    pub event: Fp,
+    /// The fingerprint of its payload: equal for a retry, different for a reuse.
+    pub payload: u64,
+    /// Until when a retry of it can still be accepted: its id is remembered that long.
+    pub remember_until: Instant,
+    /// Whether this replica remembers the id already (it answers retries itself).
+    pub known_here: bool,
 }
 
 /// The rating engine.

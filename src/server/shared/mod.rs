@@ -28,15 +28,16 @@ use state::{Pending, SharedState};
 use super::core::{Daybook, NextSpec, TenantOp, TenantRefusal};
 use super::journal::{EntryKind, EventEntry};
 use crate::api::{self, pb};
+use crate::rating::Engine;
 use crate::rating::RawEvent;
 use crate::rating::Tenant;
-use crate::rating::engine::Rated;
+use crate::rating::engine::{Identity, Rated};
 use crate::rating::ids::Fp;
 use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
 use crate::rating::outcome::{Code, Outcome, Record, RecordBody, Refusal};
 use crate::rating::shared::{Claim, Place, Shared};
 use crate::rating::time::Instant;
-use crate::store::redis::{ClaimAnswer, Emission, StoreError};
+use crate::store::redis::{ClaimAnswer, Emission, Reservation, StoreError};
 
 /// Claims an event makes in a row before it is decided locally: each stale answer means
 /// another replica moved the entry meanwhile, which a few tries outrun.
@@ -116,9 +117,52 @@ impl Daybook {
         (result, wait)
     }
 
+    /// Reserves the event's id in the store (T-2 across replicas), then rates it. A reuse
+    /// of an id another replica accepted is refused; a retry of one is claimed even if
+    /// it changes nothing here, so that the store answers its original outcome, marked
+    /// as a retry. Without the store, the event is decided here and reserved later, by
+    /// the reconciler.
     async fn decide(&self, event: &pb::Event) -> Decided {
-        let shared = self.shared();
         let now = self.now();
+        let raw = RawEvent::from(event.clone());
+        let mut elsewhere = false;
+        if let Some(id) = self.engine().identify(&raw, Some(now))
+            && !id.known_here
+        {
+            match self.reserve(&event.tenant_id, &id).await {
+                Ok(Reservation::New) => {}
+                Ok(Reservation::Same) => elsewhere = true,
+                Ok(Reservation::Conflict) => return (Err(Engine::conflict(&event.event_id)), 0),
+                Err(_) => return self.decide_degraded(event, raw, now),
+            }
+        }
+        let (mut result, wait) = self.decide_reserved(event, now, elsewhere).await;
+        if elsewhere && let Ok(outcome) = &mut result {
+            outcome.retry = true;
+        }
+        (result, wait)
+    }
+
+    /// Reserves an event id in the store, timed and noted.
+    async fn reserve(&self, tenant: &str, id: &Identity) -> Result<Reservation, StoreError> {
+        let shared = self.shared();
+        let started = std::time::Instant::now();
+        let answer = shared.store.reserve(tenant, id.event, id.payload, id.remember_until).await;
+        shared.note(&answer);
+        let outcome = match &answer {
+            Ok(Reservation::New) => "ok",
+            Ok(Reservation::Same) => "seen",
+            Ok(Reservation::Conflict) => "conflict",
+            Err(_) => "error",
+        };
+        self.telemetry.redis_call("reserve", outcome, started.elapsed());
+        answer
+    }
+
+    /// Rates an event whose id is reserved: the near cache first, then a claim if it
+    /// would move its shared entry (or `ask_store`: the store may remember it).
+    async fn decide_reserved(&self, event: &pb::Event, now: Instant, ask_store: bool) -> Decided {
+        let shared = self.shared();
 
         // The near cache: a repeat is committed and journaled here. An event that would
         // change its shared entry needs its stripe's claim lane. A free lane is taken
@@ -131,7 +175,7 @@ impl Daybook {
         let claim = loop {
             let stripe = self.stripe_at(stripe_index);
             let mut records = Vec::new();
-            let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), &mut records);
+            let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), ask_store, &mut records);
             match near.rated {
                 Rated::Claim(claim) if lane.is_some() => break claim,
                 Rated::Claim(_) => {
@@ -340,6 +384,20 @@ impl Daybook {
     /// has is answered as seen.
     async fn resend(&self, pending: &Pending) -> Result<(), StoreError> {
         let raw = RawEvent::from(pending.event.clone());
+        // Decided without the store, so reserved only now: if another replica accepted
+        // the id with another payload meanwhile, the first stands and this one's
+        // effects are not shipped (its answer was provisional, as degraded answers are).
+        if let Some(id) = self.engine().identify(&raw, pending.now)
+            && self.reserve(&pending.event.tenant_id, &id).await? == Reservation::Conflict
+        {
+            tracing::warn!(
+                "event `{}` of tenant `{}`, accepted while redis was away, reuses an id another replica accepted \
+                 with another payload; the first stands and this one is not shipped",
+                pending.event.event_id,
+                pending.event.tenant_id
+            );
+            return Ok(());
+        }
         let claim = match self.engine().probe(raw.clone(), pending.now, absent_for(&pending.event)) {
             Rated::Claim(claim) => claim,
             // Refused now as it was then (its tenant is gone, say): nothing to send.
