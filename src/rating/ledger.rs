@@ -110,7 +110,8 @@ impl Ledger {
         ledger
     }
 
-    fn add_totals(&mut self, date: NaiveDate, totals: &Totals) {
+    /// Adds a date's totals at once (pruned state, or a shared store's rollup).
+    pub fn add_totals(&mut self, date: NaiveDate, totals: &Totals) {
         let month = time::first_of_month(date);
         self.days.entry(date).or_default().add(totals);
         self.months.entry(month).or_default().add(totals);

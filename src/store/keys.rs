@@ -90,9 +90,26 @@ impl ShardKeys {
     }
 
     /// What each event of one month (by its UTC date) added to the aggregates, under the
-    /// event's fingerprint: usage is their sum, each event counted once.
+    /// event's fingerprint, as versions before rollups wrote it: still read, so that a
+    /// store they wrote keeps its totals; no longer written.
     pub fn ledger(&self, month_start: NaiveDate) -> String {
         format!("{PREFIX}:{}:l:{}", self.tag, days(month_start))
+    }
+
+    /// The rollup of one local date: what the shard's events added to usage on it, summed
+    /// (`store::rollup`).
+    pub fn rollup(&self, date: NaiveDate) -> String {
+        format!("{}{}", self.rollup_prefix(), days(date))
+    }
+
+    /// A rollup key without its date.
+    pub fn rollup_prefix(&self) -> String {
+        format!("{PREFIX}:{}:r:", self.tag)
+    }
+
+    /// The local dates (as days from the common era) the shard has rollups for.
+    pub fn rollup_index(&self) -> String {
+        format!("{PREFIX}:{}:r", self.tag)
     }
 
     /// The months (as days from the common era) the shard has ledger hashes for.

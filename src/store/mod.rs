@@ -1,12 +1,13 @@
-//! Redis as the shared, durable backing of the hot state (issue 4, in progress): many
-//! daybook replicas, one meter. This module holds what is settled so far, the key
-//! design; the claim protocol and the near cache build on it.
+//! Redis as the shared, durable backing of the hot state: many daybook replicas, one
+//! meter. `keys` is the key design, `redis` the store (claims, emissions, event-id
+//! reservations, tenants, the deadline and the breaker), `rollup` the per-date sums that
+//! usage and statements read.
 //!
 //! The design (ARCHITECTURE.md, "Redis"): every state entry is a join-semilattice value
 //! (`rating::state`), so Redis holds the join of every replica's contribution. A replica
 //! that would change a shared entry joins its contribution into Redis atomically (one Lua
-//! script) and rates the event against the value Redis held before it. Entries a replica
-//! already holds and an event would not change never touch Redis.
+//! script) and rates the event against the value Redis held before it.
 
 pub mod keys;
 pub mod redis;
+pub mod rollup;

@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use prost::Message;
 
 use super::keys::{ShardKeys, field};
+use super::rollup;
 use crate::api;
 use crate::rating::ids::Fp;
 use crate::rating::ledger::{Ledger, Totals};
@@ -161,13 +162,16 @@ enum Connection {
 }
 
 /// Moves one shared entry from `before` to `after` only if it holds `before`, remembers
-/// the event, adds its aggregate entries and appends its records, in one step. An event id
-/// already remembered wins over everything: the call is a retry.
+/// the event, adds its aggregate entries to the rollups and appends its records, in one
+/// step. An event id already remembered wins over everything: the call is a retry.
 ///
-/// KEYS: state hash, events hash, record stream, ledger hash, ledger index.
+/// KEYS: state hash, events hash, record stream, rollup index, then the rollup hashes.
 /// ARGV: entry field, before, after, event field, event value, entry expiry (Unix ms),
-/// event expiry (Unix ms), ledger value, ledger month, then (record id, record) pairs.
-const CLAIM: &str = r#"
+/// event expiry (Unix ms), then the rollup operations (`store::rollup`), then (record id,
+/// record) pairs.
+const CLAIM: &str = concat!(
+    rollup::rollup_lua!(),
+    r#"
 local seen = redis.call('HGET', KEYS[2], ARGV[4])
 if seen then return {'seen', seen} end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -181,34 +185,32 @@ end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'NX')
 redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'GT')
-if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[4], ARGV[4], ARGV[8])
-  redis.call('SADD', KEYS[5], ARGV[9])
-end
-for i = 10, #ARGV, 2 do
+local records = rollup(4, 8)
+for i = records, #ARGV, 2 do
   redis.call('XADD', KEYS[3], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
 end
 return {'applied'}
-"#;
+"#
+);
 
 /// Emits what an event did without changing any shared entry (a pass-through charge on a
 /// repeat message, a dead letter): once per event id, whichever replica sends it, however
-/// often. KEYS: events hash, record stream, ledger hash, ledger index. ARGV: event field,
-/// event value, event expiry (Unix ms), ledger value, ledger month, then (record id,
-/// record) pairs. Returns 1 when this call emitted them.
-const EMIT: &str = r#"
+/// often. KEYS: events hash, record stream, rollup index, then the rollup hashes. ARGV:
+/// event field, event value, event expiry (Unix ms), then the rollup operations, then
+/// (record id, record) pairs. Returns 1 when this call emitted them.
+const EMIT: &str = concat!(
+    rollup::rollup_lua!(),
+    r#"
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
 redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-  redis.call('SADD', KEYS[4], ARGV[5])
-end
-for i = 6, #ARGV, 2 do
+local records = rollup(3, 4)
+for i = records, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
 end
 return 1
-"#;
+"#
+);
 
 /// Replaces a tenant definition if the store holds the expected one (compare-and-set).
 /// KEYS: the tenants hash. ARGV: tenant id, expected definition ('' = none), new one.
@@ -238,6 +240,7 @@ pub struct RedisStore {
     connection: Connection,
     claim: redis::Script,
     emit: redis::Script,
+    read_rollups: redis::Script,
     put_tenant: redis::Script,
     /// Unix ms until which calls fail at once; 0 when closed.
     open_until: AtomicU64,
@@ -305,6 +308,7 @@ impl RedisStore {
             connection,
             claim: redis::Script::new(CLAIM),
             emit: redis::Script::new(EMIT),
+            read_rollups: redis::Script::new(rollup::READ),
             put_tenant: redis::Script::new(PUT_TENANT),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -361,14 +365,14 @@ impl RedisStore {
     /// Applies a claim ([`CLAIM`]).
     pub async fn claim(&self, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
         let keys = ShardKeys::of(&claim.tenant, claim.entry);
-        let month = time::first_of_month(claim.at.date_naive());
+        let (rollup_keys, rollup_args) = rollup::operations(&keys, 5, &claim.ledger);
         let mut invocation = self.claim.prepare_invoke();
         invocation
             .key(keys.state(claim.place))
             .key(keys.events(utc_day(claim.at)))
             .key(keys.records())
-            .key(keys.ledger(month))
-            .key(keys.ledger_index())
+            .key(keys.rollup_index())
+            .key(rollup_keys)
             .arg(&field(claim.entry)[..])
             .arg(claim.before.encode())
             .arg(claim.after.encode())
@@ -376,8 +380,7 @@ impl RedisStore {
             .arg(event_value(claim.payload, &claim.prior))
             .arg(time::to_millis(claim.entry_expires))
             .arg(time::to_millis(claim.event_expires))
-            .arg(shared::encode_ledger(&claim.ledger))
-            .arg(time::date_to_days(month));
+            .arg(rollup_args);
         for record in &claim.records {
             let (id, bytes) = record_args(record);
             invocation.arg(id).arg(bytes);
@@ -427,18 +430,17 @@ impl RedisStore {
     /// this call emitted them (false: some call already had).
     pub async fn emit(&self, e: &Emission<'_>) -> Result<bool, StoreError> {
         let keys = ShardKeys::of(e.tenant, e.entry);
-        let month = time::first_of_month(e.at.date_naive());
+        let (rollup_keys, rollup_args) = rollup::operations(&keys, 4, e.ledger);
         let mut invocation = self.emit.prepare_invoke();
         invocation
             .key(keys.events(utc_day(e.at)))
             .key(keys.records())
-            .key(keys.ledger(month))
-            .key(keys.ledger_index())
+            .key(keys.rollup_index())
+            .key(rollup_keys)
             .arg(&field(e.event)[..])
             .arg(event_value(e.payload, e.prior))
             .arg(time::to_millis(e.event_expires))
-            .arg(shared::encode_ledger(e.ledger))
-            .arg(time::date_to_days(month));
+            .arg(rollup_args);
         for record in e.records {
             let (id, bytes) = record_args(record);
             invocation.arg(id).arg(bytes);
@@ -462,9 +464,38 @@ impl RedisStore {
         self.query(cmd).await
     }
 
-    /// The tenant's aggregates over local dates `from..=to` (all when open): the sum of
-    /// what every remembered event added, each once.
+    /// The tenant's aggregates over local dates `from..=to` (all when open): the rollups
+    /// of every shard, one hash per date with usage (O(dates), whatever the number of
+    /// events), plus what versions before rollups wrote per event.
     pub async fn ledger(
+        &self,
+        tenant: &str,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Ledger, StoreError> {
+        let bound = |d: Option<NaiveDate>| d.map(|d| time::date_to_days(d).to_string()).unwrap_or_default();
+        let reads = (0..super::keys::SHARDS).map(|shard| {
+            let keys = ShardKeys::new(tenant, shard);
+            let mut invocation = self.read_rollups.prepare_invoke();
+            invocation.key(keys.rollup_index()).arg(keys.rollup_prefix()).arg(bound(from)).arg(bound(to));
+            async move { self.invoke::<Vec<(i32, Vec<(String, String)>)>>(invocation).await }
+        });
+        let mut ledger = self.legacy_ledger(tenant, from, to).await?;
+        for shard in futures_util::future::join_all(reads).await {
+            for (days, fields) in shard? {
+                let date = NaiveDate::from_num_days_from_ce_opt(days)
+                    .ok_or_else(|| StoreError::Unexpected(format!("a rollup date {days}")))?;
+                let totals = rollup::totals_of(&fields)
+                    .ok_or_else(|| StoreError::Unexpected(format!("an unreadable rollup of {tenant} on {date}")))?;
+                ledger.add_totals(date, &totals);
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// What versions before rollups wrote: every event's aggregate entries, in a hash per
+    /// month of the event's UTC date (empty in a store written by this version).
+    async fn legacy_ledger(
         &self,
         tenant: &str,
         from: Option<NaiveDate>,
@@ -476,27 +507,16 @@ impl RedisStore {
         let last = to.map(|d| time::first_of_month(d + chrono::TimeDelta::days(32)));
         let mut months = Vec::new();
         for shard in 0..super::keys::SHARDS {
+            // Every month the shard's index names (none in a store this version wrote).
             let keys = ShardKeys::new(tenant, shard);
-            match (first, last) {
-                (Some(first), Some(last)) => {
-                    let mut month = first;
-                    while month <= last {
-                        months.push(keys.ledger(month));
-                        month = time::first_of_next_month(month);
-                    }
-                }
-                _ => {
-                    // Unbounded: every month the shard's index names.
-                    let mut cmd = redis::cmd("SMEMBERS");
-                    cmd.arg(keys.ledger_index());
-                    let found: Vec<i32> = self.query(cmd).await?;
-                    for days in found {
-                        let month = chrono::NaiveDate::from_num_days_from_ce_opt(days)
-                            .ok_or_else(|| StoreError::Unexpected(format!("a ledger month {days}")))?;
-                        if first.is_none_or(|f| month >= f) && last.is_none_or(|l| month <= l) {
-                            months.push(keys.ledger(month));
-                        }
-                    }
+            let mut cmd = redis::cmd("SMEMBERS");
+            cmd.arg(keys.ledger_index());
+            let found: Vec<i32> = self.query(cmd).await?;
+            for days in found {
+                let month = chrono::NaiveDate::from_num_days_from_ce_opt(days)
+                    .ok_or_else(|| StoreError::Unexpected(format!("a ledger month {days}")))?;
+                if first.is_none_or(|f| month >= f) && last.is_none_or(|l| month <= l) {
+                    months.push(keys.ledger(month));
                 }
             }
         }

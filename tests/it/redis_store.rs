@@ -338,3 +338,35 @@ async fn keys_of_a_claim_share_a_slot_and_a_tenant_spreads_over_the_cluster() {
         .collect();
     assert!(owners.len() > 1, "the tenant's records live on more than one master: {owners:?}");
 }
+
+/// The rollups add exact decimals in Lua, digit by digit (Lua's numbers are doubles): on a
+/// real Redis, every sum equals `rust_decimal`'s, signs, scales and carries included.
+#[test]
+fn rollup_sums_are_exact_decimals_in_lua() {
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+    let redis = RedisNode::start();
+    let con = std::cell::RefCell::new(redis::Client::open(redis.url()).unwrap().get_connection().unwrap());
+    let script = redis::Script::new(daybook::store::rollup::DECIMAL_SUM);
+    let sum = |a: Decimal, b: Decimal| -> String {
+        script.arg(a.to_string()).arg(b.to_string()).invoke(&mut *con.borrow_mut()).unwrap()
+    };
+    for (a, b, expected) in [
+        ("0.5", "0.5", "1"),
+        ("-1", "1", "0"),
+        ("0.004", "-0.0045", "-0.0005"),
+        ("999.999", "0.001", "1000"),
+        ("-0.1", "-0.02", "-0.12"),
+        ("0", "0.0000000000000000000000000001", "0.0000000000000000000000000001"),
+    ] {
+        assert_eq!(sum(a.parse().unwrap(), b.parse().unwrap()), expected, "{a} + {b}");
+    }
+    // Mantissas of up to 15 digits at up to 12 places: sums that a decimal (28 digits)
+    // holds exactly, so that `a + b` is the exact sum to compare with.
+    let amount =
+        (-999_999_999_999_999i64..=999_999_999_999_999, 0u32..=12).prop_map(|(m, scale)| Decimal::new(m, scale));
+    proptest!(ProptestConfig::with_cases(400), |(a in amount.clone(), b in amount)| {
+        let got: Decimal = sum(a, b).parse().unwrap();
+        prop_assert_eq!(got, a + b);
+    });
+}
