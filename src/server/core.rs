@@ -112,22 +112,18 @@ pub struct Daybook {
 
 /// How a memory ceiling is spent. A quarter goes to the near cache's entries, at a
 /// conservative 128 bytes each (measured: 67 to 104 bytes per entry, hash table
-/// included; BENCHMARKS.md, P4), less a thirty-second for the filter of forgotten event
-/// ids. The rest is the process itself (runtime, buffers), the snapshot's copy of the near
+/// included; BENCHMARKS.md, P4). The rest is the process itself (runtime, buffers), the snapshot's copy of the near
 /// cache, and what the allocator keeps of memory it was given back. (Measured with half
 /// for entries: a 256 MiB ceiling peaked at 312 MiB after 10M first touches.)
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryBudget {
     pub ceiling: u64,
     pub entries: usize,
-    pub filter_bytes: usize,
 }
 
 impl MemoryBudget {
     pub fn of(ceiling: u64) -> MemoryBudget {
-        let filter_bytes = (ceiling / 32) as usize;
-        let entries = ((ceiling / 4) as usize).saturating_sub(filter_bytes) / 128;
-        MemoryBudget { ceiling, entries, filter_bytes }
+        MemoryBudget { ceiling, entries: (ceiling / 4) as usize / 128 }
     }
 }
 
@@ -166,7 +162,7 @@ impl Daybook {
         let fresh = || -> Result<Engine, JournalError> {
             let config = EngineConfig { fingerprint_key: key };
             let engine = match &budget {
-                Some(b) => Engine::with_eviction(config, b.filter_bytes),
+                Some(_) => Engine::with_eviction(config),
                 None => Engine::new(config),
             };
             if shared.is_some() {

@@ -664,3 +664,12 @@ async fn event_ids_are_shared(redis: &impl Backing) {
         assert_eq!(usage_of_tenant(addr, "acme").await, before, "{addr}");
     }
 }
+
+/// A memory ceiling makes the near cache forget entries and event ids (Redis keeps them):
+/// 400k distinct consumers under a 128 MiB ceiling (about 262k entries),
+/// then retries of early events get their original outcome from the store (their ids are
+/// reserved there), and nothing is counted twice. The 10M run is `memory::`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_events_are_answered_by_the_store() {
+    super::memory::distinct_consumers_under_a_ceiling(400_000, 128).await;
+}

@@ -233,9 +233,9 @@ impl Engine {
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         out.entry = effects.shared.as_ref().map(|t| t.entry);
-        // A forgotten event id may be a retry of an event that claimed this entry: the
+        // The store may remember the event (its id was reserved by another call): the
         // store answers it.
-        let ask_store = matches!(effects.mode, Mode::Guarded) && (out.ask_store || self.evicted.may_contain(&event_fp));
+        let ask_store = matches!(effects.mode, Mode::Guarded) && out.ask_store;
         let wants_claim = match (&effects.mode, &effects.shared) {
             (Mode::Probe(_), _) => true,
             (Mode::Guarded, Some(touch)) => touch.before != touch.after || ask_store,

@@ -197,41 +197,10 @@ pub struct Engine {
     /// first, for the store's sets (PL-1). Drained by [`Engine::take_new_users`].
     new_users: Mutex<Vec<(Arc<str>, NaiveDate, Fp)>>,
     collect_users: std::sync::atomic::AtomicBool,
-    /// Event ids the near cache forgot (a memory ceiling under a shared store).
-    evicted: EvictedEvents,
-}
-
-/// A Bloom filter of forgotten event ids (4 probes; sized by the caller). An event whose
-/// id may have been forgotten is not answered from the near cache: a retry of an event
-/// that claimed an interaction must get that event's answer, which the store remembers.
-/// A false positive costs one round trip to the store, never a wrong answer.
-#[derive(Default)]
-struct EvictedEvents {
-    bits: Vec<std::sync::atomic::AtomicU64>,
-}
-
-impl EvictedEvents {
-    fn probes(&self, fp: &Fp) -> impl Iterator<Item = (usize, u64)> + use<> {
-        let n = (self.bits.len() * 64) as u64;
-        let fp = *fp;
-        (0..4u64).map(move |i| {
-            let bit = fp.0.wrapping_add(i.wrapping_mul(fp.1 | 1)) % n;
-            ((bit / 64) as usize, 1u64 << (bit % 64))
-        })
-    }
-
-    fn insert(&self, fp: &Fp) {
-        if self.bits.is_empty() {
-            return;
-        }
-        for (word, mask) in self.probes(fp) {
-            self.bits[word].fetch_or(mask, Ordering::Relaxed);
-        }
-    }
-
-    fn may_contain(&self, fp: &Fp) -> bool {
-        !self.bits.is_empty() && self.probes(fp).all(|(word, mask)| self.bits[word].load(Ordering::Relaxed) & mask != 0)
-    }
+    /// Whether the near cache may forget entries (a memory ceiling under a shared store).
+    /// A retry of a forgotten event is still answered right: its id is not known here,
+    /// so the shared store's reservation finds it and the store answers it.
+    evictable: bool,
 }
 
 /// The key fields and period of one interaction, before it is fingerprinted.
@@ -344,19 +313,13 @@ impl Engine {
             replies: DashMap::default(),
             new_users: Mutex::new(Vec::new()),
             collect_users: std::sync::atomic::AtomicBool::new(false),
-            evicted: EvictedEvents::default(),
+            evictable: false,
         }
     }
 
-    /// An engine whose near cache may be evicted ([`Engine::evict`]), remembering
-    /// forgotten event ids in a filter of `filter_bytes` (about 2 bytes per id forgotten
-    /// keeps false positives under 1%).
-    pub fn with_eviction(config: EngineConfig, filter_bytes: usize) -> Self {
-        let words = (filter_bytes / 8).max(1);
-        Engine {
-            evicted: EvictedEvents { bits: (0..words).map(|_| std::sync::atomic::AtomicU64::new(0)).collect() },
-            ..Engine::new(config)
-        }
+    /// An engine whose near cache may be evicted ([`Engine::evict`]).
+    pub fn with_eviction(config: EngineConfig) -> Self {
+        Engine { evictable: true, ..Engine::new(config) }
     }
 
     /// Whether platform users first seen here wait to be taken.

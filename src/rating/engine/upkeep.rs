@@ -27,21 +27,16 @@ impl Engine {
     /// Only under a shared store: there, the near cache is a cache. An evicted
     /// relationship is re-read from the store at its next first-touch claim (the claim
     /// finds the store's value and is re-rated against it); an evicted event id is
-    /// answered from the store's event ids. In embedded mode these maps *are* the
+    /// not known here, so its retry is reserved and answered by the store. In embedded mode these maps *are* the
     /// state, and nothing may be evicted. Aggregates are not touched: they are kept per
     /// tenant and date, not per entry (a later [`Engine::rebuild_ledgers`] would rebuild
     /// them from what is left, which under a shared store only feeds local gauges).
     pub fn evict(&self, round: u64) -> usize {
-        assert!(!self.evicted.bits.is_empty(), "only an engine made with_eviction evicts");
+        assert!(self.evictable, "only an engine made with_eviction evicts");
         let bucket = round % 8;
         let cold = |fp: &Fp| (fp.0 >> 61) == bucket;
         let before = self.evictable_entries();
-        self.events.retain(|fp, _| {
-            if cold(fp) {
-                self.evicted.insert(fp);
-            }
-            !cold(fp)
-        });
+        self.events.retain(|fp, _| !cold(fp));
         self.interactions.retain(|key, _| !cold(&key.fp()));
         self.cobrowse.retain(|fp, _| !cold(fp));
         self.pass_through.retain(|fp, _| !cold(fp));
