@@ -625,6 +625,46 @@ pub async fn serve_floor(listener: tokio::net::TcpListener) -> anyhow::Result<()
     Ok(())
 }
 
+/// A `redis-server` the bench starts for itself: on a free loopback port, persisting as
+/// daybook's documentation asks of a production Redis (append-only file, fsync every
+/// second), removed afterwards.
+pub struct BenchRedis {
+    process: std::process::Child,
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl BenchRedis {
+    pub fn start() -> anyhow::Result<BenchRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("daybook-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("redis-server (install it, e.g. apt-get install redis-server): {e}"))?;
+        let url = format!("redis://127.0.0.1:{port}/");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(BenchRedis { process, dir, url })
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -477,46 +477,6 @@ fn spawn_announcing(args: &[&str], prefix: &str) -> std::io::Result<Child> {
     Ok(Child { process, addr })
 }
 
-/// A `redis-server` the bench starts for itself: on a free loopback port, persisting as
-/// daybook's documentation asks of a production Redis (append-only file, fsync every
-/// second), removed afterwards.
-struct BenchRedis {
-    process: std::process::Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl BenchRedis {
-    fn start() -> anyhow::Result<BenchRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("daybook-bench-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let process = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("redis-server (install it, e.g. apt-get install redis-server): {e}"))?;
-        let url = format!("redis://127.0.0.1:{port}/");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(BenchRedis { process, dir, url })
-    }
-}
-
-impl Drop for BenchRedis {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn bench(
     mut options: daybook::loadgen::Options,
     with_floor: bool,
@@ -530,7 +490,7 @@ fn bench(
     let result = (|| -> anyhow::Result<()> {
         let redis_url = match redis.as_deref() {
             Some("auto") => {
-                let started = BenchRedis::start()?;
+                let started = daybook::loadgen::BenchRedis::start()?;
                 let url = started.url.clone();
                 own_redis = Some(started);
                 Some(url)

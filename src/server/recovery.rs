@@ -131,7 +131,7 @@ pub(super) fn replay_journal(
             Some(EntryKind::ClosePeriods(nanos)) => {
                 engine.close_periods(chrono::DateTime::from_timestamp_nanos(nanos));
             }
-            Some(EntryKind::DeadLetter(_)) | None => {}
+            Some(EntryKind::DeadLetter(_) | EntryKind::SharedRecords(_)) | None => {}
         }
     })?;
     Ok(Replayed { last_seq, shipped, pending })

@@ -80,6 +80,57 @@ impl Harness {
     }
 }
 
+/// Where a behaviour test keeps its state: the embedded journal, or a real Redis (started
+/// on a free port, stopped with the test) beside the journal.
+pub enum Store {
+    Embedded,
+    Redis(super::redis_store::RedisNode),
+}
+
+impl Store {
+    /// The server configuration of this store; tests add their own settings to it.
+    pub fn config(&self) -> Config {
+        match self {
+            Store::Embedded => Config::default(),
+            Store::Redis(node) => Config { redis: Some(RedisConfig::new(&node.url())), ..Config::default() },
+        }
+    }
+}
+
+/// Runs each named behaviour test once per store: `<test>::embedded` and `<test>::redis`
+/// (as limitador's `test_with_all_storage_impls!` does for its storages). A test takes
+/// the `Store` and builds its configuration from `store.config()`.
+macro_rules! with_every_store {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$test(super::Store::Embedded).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$test(super::Store::Redis(super::super::redis_store::RedisNode::start())).await
+                }
+            }
+        )+
+    };
+}
+
+with_every_store!(
+    every_rpc_over_tcp_and_a_unix_socket,
+    invalid_input_names_the_field_and_changes_nothing,
+    reused_ids_with_another_payload_are_already_exists,
+    restart_replays_the_journal_and_retries_get_their_original_outcome,
+    admin_port_serves_live_ready_and_metrics,
+    jsonl_sink_has_every_record_once_across_a_restart,
+    fsync_durability_and_batch_limits,
+    concurrent_callers_then_a_replay_give_the_same_answers_statements_and_alerts,
+    probe_port_serves_health_only_and_the_socket_mode_is_configurable,
+    visible_scenarios_pass_through_the_server,
+);
+
 /// A bare HTTP/1.1 GET; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,10 +206,9 @@ pub async fn usage(channel: &Channel, tenant: &str) -> pb::Usage {
 
 const NOW: &str = "2025-06-20T12:00:00Z";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rpc_over_tcp_and_a_unix_socket() {
+async fn every_rpc_over_tcp_and_a_unix_socket(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let tcp = server.tcp_channel().await;
     let uds = server.uds_channel().await;
 
@@ -407,10 +457,9 @@ async fn every_rpc_over_tcp_and_a_unix_socket() {
 
 /// One invalid request per field class; each is INVALID_ARGUMENT naming its field in a
 /// BadRequest detail, and nothing changes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_input_names_the_field_and_changes_nothing() {
+async fn invalid_input_names_the_field_and_changes_nothing(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.tcp_channel().await;
     create(&channel, tenant("acme", "UTC", pb::Meter::Cycle)).await;
     let mut ingest = IngestServiceClient::new(channel.clone());
@@ -533,10 +582,9 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reused_ids_with_another_payload_are_already_exists() {
+async fn reused_ids_with_another_payload_are_already_exists(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.uds_channel().await;
     let mut tenants = TenantServiceClient::new(channel.clone());
     tenants
@@ -588,10 +636,9 @@ async fn reused_ids_with_another_payload_are_already_exists() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
+async fn restart_replays_the_journal_and_retries_get_their_original_outcome(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.tcp_channel().await;
     create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     let mut ingest = IngestServiceClient::new(channel.clone());
@@ -622,7 +669,7 @@ async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
     drop(channel);
     server.stop().await;
 
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.uds_channel().await;
     assert_eq!(usage(&channel, "acme").await, before);
     let mut ingest = IngestServiceClient::new(channel.clone());
@@ -647,23 +694,12 @@ async fn restart_replays_the_journal_and_retries_get_their_original_outcome() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visible_scenarios_pass_through_the_server() {
+/// The RULEBOOK scenarios through a live server (in Redis mode: state shared through a
+/// real Redis, tenants created through the API included).
+async fn visible_scenarios_pass_through_the_server(store: Store) {
     let dir = tempfile::tempdir().unwrap();
     // The runner widens each tenant's horizon and skew.
-    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", Config::default()).await;
-    scenarios_pass_through(server.tcp.to_string()).await;
-    server.stop().await;
-}
-
-/// The behaviour suite in Redis mode: the same scenarios through a server whose state is
-/// shared through a real Redis (tenants created through the API included).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visible_scenarios_pass_through_a_redis_mode_server() {
-    let redis = super::redis_store::RedisNode::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config { redis: Some(RedisConfig::new(&redis.url())), ..Config::default() };
-    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
+    let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", store.config()).await;
     scenarios_pass_through(server.tcp.to_string()).await;
     server.stop().await;
 }
@@ -744,10 +780,9 @@ async fn scenarios_pass_through(addr: String) {
     assert!(text.contains("SKIP DB-37"), "scenarios with `now` are skipped: {text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_port_serves_live_ready_and_metrics() {
+async fn admin_port_serves_live_ready_and_metrics(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.tcp_channel().await;
     create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
     IngestServiceClient::new(channel.clone())
@@ -785,11 +820,10 @@ fn check_config_validates_and_a_bad_config_exits_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jsonl_sink_has_every_record_once_across_a_restart() {
+async fn jsonl_sink_has_every_record_once_across_a_restart(store: Store) {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("records.jsonl");
-    let config = || Config { records_jsonl: Some(sink.clone()), ..Config::default() };
+    let config = || Config { records_jsonl: Some(sink.clone()), ..store.config() };
     for round in 0..2 {
         let server = Harness::start(dir.path(), NOW, config()).await;
         let channel = server.tcp_channel().await;
@@ -911,10 +945,9 @@ async fn tenants_file_reloads_on_change_and_refuses_api_changes() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fsync_durability_and_batch_limits() {
+async fn fsync_durability_and_batch_limits(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { durability: daybook::server::journal::Durability::Fsync, max_batch: 3, ..Config::default() };
+    let config = Config { durability: daybook::server::journal::Durability::Fsync, max_batch: 3, ..store.config() };
     let server = Harness::start(dir.path(), NOW, config).await;
     let channel = server.uds_channel().await;
     create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
@@ -1075,12 +1108,11 @@ async fn maintenance_prunes_closed_periods_and_writes_snapshots_while_serving() 
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_callers_then_a_replay_give_the_same_answers_statements_and_alerts() {
+async fn concurrent_callers_then_a_replay_give_the_same_answers_statements_and_alerts(store: Store) {
     // Events of different consumers are rated in parallel (ordering stripes); a replay of
     // the journal alone must still reproduce every answer, total, statement and alert.
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.tcp_channel().await;
     let mut t = tenant("acme", "UTC", pb::Meter::Dar);
     t.plan = Some(pb::Plan {
@@ -1124,7 +1156,7 @@ async fn concurrent_callers_then_a_replay_give_the_same_answers_statements_and_a
     server.stop().await;
 
     std::fs::remove_file(dir.path().join("snapshot.bin")).unwrap();
-    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let server = Harness::start(dir.path(), NOW, store.config()).await;
     let channel = server.uds_channel().await;
     assert_eq!((usage(&channel, "acme").await, statements(channel.clone()).await), before);
     let mut client = IngestServiceClient::new(channel);
@@ -1200,11 +1232,10 @@ fn bench_state_measures_memory_and_recovery() {
     assert!(dir.path().join("snapshot.bin").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_port_serves_health_only_and_the_socket_mode_is_configurable() {
+async fn probe_port_serves_health_only_and_the_socket_mode_is_configurable(store: Store) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), NOW, Config { uds_mode: 0o660, ..Config::default() }).await;
+    let server = Harness::start(dir.path(), NOW, Config { uds_mode: 0o660, ..store.config() }).await;
     let mode = std::fs::metadata(&server.uds).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "group members of the pod may connect; others may not");
     let probe = daybook::client::connect(&server.health.to_string()).await.unwrap();

@@ -36,7 +36,7 @@ pub enum Durability {
 pub struct Entry {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "EntryKind", tags = "2, 3, 4, 6")]
+    #[prost(oneof = "EntryKind", tags = "2, 3, 4, 6, 7, 8")]
     pub kind: Option<EntryKind>,
     /// The records this entry emitted (`daybook.v1.Record`, cursor unset), in order.
     /// Slices of the segment read, not copies: replay reads millions of them.
@@ -63,6 +63,11 @@ pub enum EntryKind {
     /// the store. Entries after it that are `pending` are sent again after a restart.
     #[prost(uint64, tag = "7")]
     Shipped(u64),
+    /// Under a shared store: records this replica emitted to the store that no event
+    /// carries (usage alerts judged on the shared aggregates), journaled so that this
+    /// replica's watch stream and record sink carry them too. Replay changes nothing.
+    #[prost(bool, tag = "8")]
+    SharedRecords(bool),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -663,5 +668,28 @@ mod tests {
         assert_eq!(repair(dir.path()).unwrap(), (3, 1));
         let seqs: Vec<u64> = collect(dir.path()).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod entry_kind_tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_kind_survives_its_encoding() {
+        // `Shipped` was left out of the oneof's tags once: written, then never read back.
+        let kinds = [
+            EntryKind::Shipped(5),
+            EntryKind::ClosePeriods(7),
+            EntryKind::Tenant(vec![1, 2]),
+            EntryKind::SharedRecords(true),
+            EntryKind::DeadLetter(DeadLetterEntry { event_id: "e".into() }),
+            EntryKind::Event(EventEntry { event: vec![1], now_nanos: Some(2), claimed: None, pending: true }),
+        ];
+        for kind in kinds {
+            let entry = Entry { seq: 3, kind: Some(kind), records: Vec::new() };
+            let back = Entry::decode(prost::Message::encode_to_vec(&entry).as_slice()).unwrap();
+            assert_eq!(back, entry);
+        }
     }
 }

@@ -531,7 +531,10 @@ impl Daybook {
                     ledger: &[],
                     event_expires: self.now().max(at) + chrono::TimeDelta::days(800),
                 };
-                store.emit(&e).await?;
+                if store.emit(&e).await? {
+                    // This replica emitted it: its own watch stream and sink carry it too.
+                    self.append(EntryKind::SharedRecords(true), vec![record]);
+                }
             }
         }
         Ok(())
@@ -764,5 +767,8 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
     }
     daybook.reconcile().await;
     daybook.ship_users().await;
+    // A threshold reached since the last judging is emitted now, by this replica, rather
+    // than by whichever replica judges next.
+    let _ = daybook.emit_shared_alerts().await;
     daybook.note_shipped();
 }
