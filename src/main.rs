@@ -41,8 +41,10 @@ enum Command {
         paths: Vec<PathBuf>,
         /// Run through a live daybook over gRPC (HOST:PORT or unix:PATH) instead of the
         /// in-process engine. Scenarios with `now` are skipped (the server's clock rules).
+        /// Repeated (replicas of one meter in Redis mode): each event goes to one of them
+        /// at random.
         #[arg(long)]
-        server: Option<String>,
+        server: Vec<String>,
         /// Exit 0 even when scenarios use rules not implemented yet (RULEBOOK part two:
         /// MS, EV, OUT, COR); they are listed as UNSUPPORTED either way.
         #[arg(long)]
@@ -401,7 +403,7 @@ fn journal(action: JournalAction) -> ExitCode {
     }
 }
 
-fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>, allow_unsupported: bool) -> ExitCode {
+fn run_scenarios(mut paths: Vec<PathBuf>, servers: Vec<String>, allow_unsupported: bool) -> ExitCode {
     if paths.is_empty() {
         paths.push(
             std::env::var_os("DAYBOOK_SCENARIOS")
@@ -417,20 +419,23 @@ fn run_scenarios(mut paths: Vec<PathBuf>, server: Option<String>, allow_unsuppor
         }
     };
     let mut stdout = std::io::stdout();
-    let tally = match server {
-        None => scenario::run_files(&files, |_| Ok(Box::new(EngineTarget::default()) as Box<dyn Target>), &mut stdout),
-        Some(addr) => scenario::run_files(
+    let tally = if servers.is_empty() {
+        scenario::run_files(&files, |_| Ok(Box::new(EngineTarget::default()) as Box<dyn Target>), &mut stdout)
+    } else {
+        let mut seed = 0u64;
+        scenario::run_files(
             &files,
             |s| {
                 if let Some(skip) = scenario::GrpcTarget::skip_reason(s) {
                     return Err(skip);
                 }
-                scenario::GrpcTarget::connect(&addr)
+                seed += 1;
+                scenario::GrpcTarget::connect_replicas(&servers, seed)
                     .map(|t| Box::new(t) as Box<dyn Target>)
                     .map_err(|e| scenario::Verdict::Fail(vec![e]))
             },
             &mut stdout,
-        ),
+        )
     };
     if tally.failed == 0 && (tally.unsupported == 0 || allow_unsupported) {
         ExitCode::SUCCESS

@@ -573,9 +573,14 @@ impl Target for EngineTarget {
 /// through the tenants API, expectations read back through the query RPCs. The server's
 /// clock judges lateness, so scenarios with `now` are skipped, and the tenant's
 /// `lateness_horizon` and `max_clock_skew` are widened to cover the scenario's dates.
+///
+/// Given several replicas of one meter (Redis mode), each event goes to one of them at
+/// random (and each query too): every replica must answer as one engine would.
 pub struct GrpcTarget {
     runtime: tokio::runtime::Runtime,
-    channel: tonic::transport::Channel,
+    replicas: Vec<tonic::transport::Channel>,
+    /// Picks the replica of each call.
+    split: crate::loadgen::Rng,
     /// Scenario tenant id -> the fresh id used on the server.
     tenant: String,
 }
@@ -583,10 +588,29 @@ pub struct GrpcTarget {
 impl GrpcTarget {
     /// Connects to `addr` (`HOST:PORT`, `http://HOST:PORT` or `unix:PATH`).
     pub fn connect(addr: &str) -> Result<GrpcTarget, String> {
+        GrpcTarget::connect_replicas(&[addr.to_string()], 1)
+    }
+
+    /// Connects to every replica of one meter; `seed` picks the random split.
+    pub fn connect_replicas(addrs: &[String], seed: u64) -> Result<GrpcTarget, String> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let channel =
-            runtime.block_on(crate::client::connect(addr)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        Ok(GrpcTarget { runtime, channel, tenant: String::new() })
+        let mut replicas = Vec::new();
+        for addr in addrs {
+            let channel =
+                runtime.block_on(crate::client::connect(addr)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            replicas.push(channel);
+        }
+        if replicas.is_empty() {
+            return Err("no server to connect to".into());
+        }
+        Ok(GrpcTarget { runtime, replicas, split: crate::loadgen::Rng(seed | 1), tenant: String::new() })
+    }
+
+    /// The replica of the next call.
+    fn channel(&mut self) -> tonic::transport::Channel {
+        let n = self.replicas.len();
+        let pick = (self.split.unit() * n as f64) as usize;
+        self.replicas[pick.min(n - 1)].clone()
     }
 
     /// The verdict for a scenario this target cannot run.
@@ -620,7 +644,7 @@ impl Target for GrpcTarget {
         }
         self.tenant = spec.id.clone();
         let request = crate::api::pb::CreateTenantRequest { tenant: Some(crate::api::tenant_out(&spec)) };
-        let mut client = TenantServiceClient::new(self.channel.clone());
+        let mut client = TenantServiceClient::new(self.channel());
         self.runtime
             .block_on(client.create_tenant(request))
             .map(|_| ())
@@ -629,7 +653,7 @@ impl Target for GrpcTarget {
 
     fn ingest(&mut self, event: RawEvent, _now: Option<Instant>) -> Result<(), String> {
         use crate::api::pb::ingest_service_client::IngestServiceClient;
-        let mut client = IngestServiceClient::new(self.channel.clone());
+        let mut client = IngestServiceClient::new(self.channel());
         let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
         let result = self.runtime.block_on(crate::client::ingest(&mut client, e));
         result.map(|_| ()).map_err(|s| status_code(&s))
@@ -637,7 +661,7 @@ impl Target for GrpcTarget {
 
     fn interactions(&mut self, _tenant: &str) -> Result<Vec<InteractionView>, String> {
         use crate::api::pb::{ListInteractionsRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel.clone());
+        let mut client = UsageServiceClient::new(self.channel());
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -670,7 +694,7 @@ impl Target for GrpcTarget {
 
     fn usage(&mut self, _tenant: &str) -> Result<(Decimal, BTreeMap<String, Decimal>), String> {
         use crate::api::pb::{GetUsageRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel.clone());
+        let mut client = UsageServiceClient::new(self.channel());
         let request = GetUsageRequest { tenant_id: self.tenant.clone(), ..Default::default() };
         let usage = self
             .runtime
@@ -686,7 +710,7 @@ impl Target for GrpcTarget {
 
     fn statement(&mut self, _tenant: &str, period: &str) -> Result<StatementView, String> {
         use crate::api::pb::{GetStatementRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel.clone());
+        let mut client = UsageServiceClient::new(self.channel());
         let request = GetStatementRequest { tenant_id: self.tenant.clone(), period: period.to_string() };
         let s = self
             .runtime
@@ -708,7 +732,7 @@ impl Target for GrpcTarget {
 
     fn alerts(&mut self, _tenant: &str) -> Result<Vec<(String, Decimal)>, String> {
         use crate::api::pb::{ListStatementsRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel.clone());
+        let mut client = UsageServiceClient::new(self.channel());
         let request = ListStatementsRequest { tenant_id: self.tenant.clone() };
         let statements = self
             .runtime

@@ -102,11 +102,20 @@ impl Services {
     /// The tenant a request names, once the caller may have `access` to it. The scope is
     /// checked before the tenant is looked up: a caller learns nothing of tenants outside
     /// its scope, not even whether they exist.
-    fn tenant(&self, who: &Caller, access: Access, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
+    ///
+    /// Under a shared store, a tenant another replica created a moment ago is learned
+    /// from the store first, as an event naming it would be.
+    async fn tenant(&self, who: &Caller, access: Access, id: &str) -> Result<Arc<crate::rating::Tenant>, Status> {
         if id.is_empty() {
             return Err(api::invalid_argument(vec![FieldViolation::new("tenant_id", "is required")]));
         }
         who.require(access, id)?;
+        if let Some(tenant) = self.daybook.engine().tenant(id) {
+            return Ok(tenant);
+        }
+        if self.daybook.is_shared() {
+            self.daybook.refresh_tenant(id).await.map_err(store_unavailable)?;
+        }
         self.daybook.engine().tenant(id).ok_or_else(|| Status::not_found(format!("unknown tenant `{id}`")))
     }
 }
@@ -270,7 +279,7 @@ impl pb::usage_service_server::UsageService for Services {
     async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&who, Access::Read, &r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id).await?;
         let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
         let totals = if self.daybook.is_shared() {
             self.daybook.shared_usage(&r.tenant_id, from, to).await.map_err(store_unavailable)?
@@ -286,7 +295,7 @@ impl pb::usage_service_server::UsageService for Services {
     ) -> Result<Response<pb::GetStatementResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&who, Access::Read, &r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id).await?;
         let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
             api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
         })?;
@@ -304,7 +313,7 @@ impl pb::usage_service_server::UsageService for Services {
     ) -> Result<Response<pb::ListStatementsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&who, Access::Read, &r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id).await?;
         let statements = if self.daybook.is_shared() {
             self.daybook.shared_statements(&r.tenant_id).await.map_err(store_unavailable)?
         } else {
@@ -321,7 +330,7 @@ impl pb::usage_service_server::UsageService for Services {
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        self.tenant(&who, Access::Read, &r.tenant_id)?;
+        self.tenant(&who, Access::Read, &r.tenant_id).await?;
         if r.page_size < 0 {
             return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
         }
@@ -406,7 +415,7 @@ impl pb::record_service_server::RecordService for Services {
             })?
         };
         for t in &r.tenant_ids {
-            self.tenant(&who, Access::Read, t)?;
+            self.tenant(&who, Access::Read, t).await?;
         }
         let tenants: std::collections::HashSet<String> = r.tenant_ids.into_iter().collect();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -484,7 +493,7 @@ impl pb::tenant_service_server::TenantService for Services {
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
         let who = caller(&request)?;
-        let tenant = self.tenant(&who, Access::Read, &request.into_inner().tenant_id)?;
+        let tenant = self.tenant(&who, Access::Read, &request.into_inner().tenant_id).await?;
         Ok(Response::new(pb::GetTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 

@@ -673,3 +673,45 @@ async fn event_ids_are_shared(redis: &impl Backing) {
 async fn forgotten_events_are_answered_by_the_store() {
     super::memory::distinct_consumers_under_a_ceiling(400_000, 128).await;
 }
+
+/// Every visible scenario through three replicas on one Redis, each event sent to one of
+/// them at random (three different splits): the replicas answer as one engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_scenarios_pass_through_three_replicas_with_a_random_split() {
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, "").unwrap();
+    let url = redis.url();
+    let servers: Vec<Server> =
+        (0..3).map(|i| start_with(&dir.path().join(format!("replica-{i}")), &config, &["--redis", &url])).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    let report = tokio::task::spawn_blocking(move || {
+        let files = daybook::scenario::scenario_files(&[super::scenarios::scenarios_dir()]).unwrap();
+        let mut out = Vec::new();
+        let mut tallies = Vec::new();
+        for seed in 1..=3u64 {
+            let mut n = 0;
+            tallies.push(daybook::scenario::run_files(
+                &files,
+                |s| {
+                    if let Some(skip) = daybook::scenario::GrpcTarget::skip_reason(s) {
+                        return Err(skip);
+                    }
+                    n += 1;
+                    Ok(Box::new(daybook::scenario::GrpcTarget::connect_replicas(&addrs, seed * 1000 + n).unwrap())
+                        as Box<dyn daybook::scenario::Target>)
+                },
+                &mut out,
+            ));
+        }
+        (tallies, String::from_utf8(out).unwrap())
+    })
+    .await
+    .unwrap();
+    let (tallies, text) = report;
+    for tally in tallies {
+        assert_eq!(tally.failed, 0, "{text}");
+        assert!(tally.passed >= 25, "{text}");
+    }
+}

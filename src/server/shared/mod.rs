@@ -107,12 +107,18 @@ impl Daybook {
     /// Rates one event under the shared store. Returns the result and the journal
     /// position the answer must wait for.
     pub async fn ingest_shared(&self, event: pb::Event) -> (Result<Outcome, Refusal>, u64) {
-        let (result, wait) = self.decide(&event).await;
+        let (mut result, mut wait) = self.decide(&event).await;
         // A tenant another replica created a moment ago: learn it and rate again.
         if result.as_ref().is_err_and(|r| r.code == Code::NotFound)
             && self.refresh_tenant(&event.tenant_id).await.unwrap_or(false)
         {
-            return self.decide(&event).await;
+            (result, wait) = self.decide(&event).await;
+        }
+        // A platform user first seen here (PL-1) reaches the store's set before the answer,
+        // so that every replica's statement counts it at once. One that does not (the
+        // store is away) is kept and sent by the reconciler.
+        if self.engine().has_new_users() {
+            self.ship_users().await;
         }
         (result, wait)
     }
