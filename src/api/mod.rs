@@ -133,10 +133,6 @@ fn cobrowse_in(c: pb::CobrowseEvent) -> RawBody {
     })
 }
 
-fn body_or_unknown<T>(body: Option<T>, into: impl FnOnce(T) -> RawBody) -> RawBody {
-    body.map(into).unwrap_or_default()
-}
-
 impl From<pb::Event> for RawEvent {
     fn from(e: pb::Event) -> Self {
         use pb::event::Kind;
@@ -148,37 +144,6 @@ impl From<pb::Event> for RawEvent {
             None => RawBody::default(),
         };
         RawEvent { tenant_id: e.tenant_id, event_id: e.event_id, event_time: e.event_time, body }
-    }
-}
-
-impl From<pb::IngestMessageRequest> for RawEvent {
-    fn from(r: pb::IngestMessageRequest) -> Self {
-        let body = body_or_unknown(r.message, message_in);
-        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
-    }
-}
-
-impl From<pb::IngestConversationOpenedRequest> for RawEvent {
-    fn from(r: pb::IngestConversationOpenedRequest) -> Self {
-        let body = body_or_unknown(r.conversation_opened, conversation_in);
-        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
-    }
-}
-
-impl From<pb::IngestCobrowseRequest> for RawEvent {
-    fn from(r: pb::IngestCobrowseRequest) -> Self {
-        let body = body_or_unknown(r.cobrowse, cobrowse_in);
-        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
-    }
-}
-
-impl From<pb::IngestFunctionInvocationsRequest> for RawEvent {
-    fn from(r: pb::IngestFunctionInvocationsRequest) -> Self {
-        let body = match r.function_invocations {
-            Some(f) => RawBody::FunctionInvocations { count: Some(f.count) },
-            None => RawBody::FunctionInvocations { count: None },
-        };
-        RawEvent { tenant_id: r.tenant_id, event_id: r.event_id, event_time: r.event_time, body }
     }
 }
 
