@@ -339,10 +339,10 @@ impl pb::usage_service_server::UsageService for Services {
             let (interactions, next_page_token) =
                 self.daybook.shared_interactions(&r.tenant_id, page_size, &r.page_token).await.map_err(
                     |e| match e {
-                        crate::store::redis::StoreError::Unexpected(m) if m.starts_with("page_token") => {
+                        super::shared::PageError::BadToken => {
                             api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
                         }
-                        e => store_unavailable(e),
+                        super::shared::PageError::Store(e) => store_unavailable(e),
                     },
                 )?;
             return Ok(Response::new(pb::ListInteractionsResponse { interactions, next_page_token }));

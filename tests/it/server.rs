@@ -381,6 +381,20 @@ async fn every_rpc_over_tcp_and_a_unix_socket(store: Store) {
         .into_inner();
     assert_eq!(page2.interactions.len(), 1);
     assert!(page2.next_page_token.is_empty());
+    // A token this API did not give out names the field, in either mode.
+    for forged in ["garbage", "redis:3:not-an-entry", "redis:99:1-0", "7"] {
+        let refused = usage_client
+            .list_interactions(pb::ListInteractionsRequest {
+                tenant_id: "acme".into(),
+                page_size: 2,
+                page_token: forged.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{forged}: {refused:?}");
+        let fields = refused.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(fields[0].field, "page_token", "{forged}");
+    }
 
     // Plan.
     let plan = pb::Plan {

@@ -580,6 +580,17 @@ impl Daybook {
     }
 }
 
+/// Why a page of interactions could not be read from the shared store.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The page token is not one this API gave out (INVALID_ARGUMENT).
+    #[error("not a page token from this API")]
+    BadToken,
+    /// The store did not answer (UNAVAILABLE).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Daybook {
     /// A page of the tenant's interactions from the shared store's record streams, shard
     /// by shard in stream order, and the token of the next page (empty: no more). Tokens
@@ -589,15 +600,19 @@ impl Daybook {
         tenant: &str,
         page_size: usize,
         token: &str,
-    ) -> Result<(Vec<pb::Interaction>, String), StoreError> {
-        let bad = || StoreError::Unexpected("page_token".into());
+    ) -> Result<(Vec<pb::Interaction>, String), PageError> {
+        let bad = || PageError::BadToken;
         let (mut shard, mut after) = if token.is_empty() {
             (0, None)
         } else {
             let rest = token.strip_prefix("redis:").ok_or_else(bad)?;
             let (shard, id) = rest.split_once(':').ok_or_else(bad)?;
             let shard: u32 = shard.parse().map_err(|_| bad())?;
-            if shard >= crate::store::keys::SHARDS || id.is_empty() {
+            // A stream entry id is `<ms>-<seq>`: anything else would reach Redis as an
+            // error of the store, not of the caller.
+            let entry_id =
+                id.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+            if shard >= crate::store::keys::SHARDS || !entry_id {
                 return Err(bad());
             }
             (shard, Some(id.to_string()))
