@@ -341,7 +341,9 @@ impl Engine {
                 .insert(sender);
             if new && self.collect_users.load(Ordering::Acquire) {
                 let month = time::days_to_date(month_start);
-                self.new_users.lock().expect("new users lock").push((tenant.id.clone(), month, sender));
+                let mut waiting = self.new_users.lock().expect("new users lock");
+                waiting.push((tenant.id.clone(), month, sender));
+                self.new_users_waiting.store(true, Ordering::Release);
             }
         }
         if let Some((fp, entry)) = effects.pass_through_entry.take() {

@@ -196,6 +196,9 @@ pub struct Engine {
     /// Under a shared store: platform users (tenant, local month, sender) this replica saw
     /// first, for the store's sets (PL-1). Drained by [`Engine::take_new_users`].
     new_users: Mutex<Vec<(Arc<str>, NaiveDate, Fp)>>,
+    /// Whether `new_users` holds any: read on every event under a shared store, so an
+    /// atomic rather than the mutex. Set and cleared with the mutex held.
+    new_users_waiting: std::sync::atomic::AtomicBool,
     collect_users: std::sync::atomic::AtomicBool,
     /// Whether the near cache may forget entries (a memory ceiling under a shared store).
     /// A retry of a forgotten event is still answered right: its id is not known here,
@@ -312,6 +315,7 @@ impl Engine {
             pass_through: DashMap::default(),
             replies: DashMap::default(),
             new_users: Mutex::new(Vec::new()),
+            new_users_waiting: std::sync::atomic::AtomicBool::new(false),
             collect_users: std::sync::atomic::AtomicBool::new(false),
             evictable: false,
         }
@@ -324,12 +328,14 @@ impl Engine {
 
     /// Whether platform users first seen here wait to be taken.
     pub fn has_new_users(&self) -> bool {
-        !self.new_users.lock().expect("new users lock").is_empty()
+        self.new_users_waiting.load(Ordering::Acquire)
     }
 
     /// Gives back platform users a shared store did not take.
     pub fn requeue_new_users(&self, users: Vec<(Arc<str>, NaiveDate, Fp)>) {
-        self.new_users.lock().expect("new users lock").extend(users);
+        let mut waiting = self.new_users.lock().expect("new users lock");
+        waiting.extend(users);
+        self.new_users_waiting.store(!waiting.is_empty(), Ordering::Release);
     }
 
     /// Under a shared store: collect platform users first seen here, in every mode
@@ -340,7 +346,9 @@ impl Engine {
 
     /// Platform users first seen here under a shared store, since the last call.
     pub fn take_new_users(&self) -> Vec<(Arc<str>, NaiveDate, Fp)> {
-        std::mem::take(&mut *self.new_users.lock().expect("new users lock"))
+        let mut waiting = self.new_users.lock().expect("new users lock");
+        self.new_users_waiting.store(false, Ordering::Release);
+        std::mem::take(&mut *waiting)
     }
 
     /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a

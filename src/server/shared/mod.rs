@@ -142,7 +142,7 @@ impl Daybook {
                 Err(_) => return self.decide_degraded(event, raw, now),
             }
         }
-        let (mut result, wait) = self.decide_reserved(event, now, elsewhere).await;
+        let (mut result, wait) = self.decide_reserved(event, raw, now, elsewhere).await;
         if elsewhere && let Ok(outcome) = &mut result {
             outcome.retry = true;
         }
@@ -167,7 +167,7 @@ impl Daybook {
 
     /// Rates an event whose id is reserved: the near cache first, then a claim if it
     /// would move its shared entry (or `ask_store`: the store may remember it).
-    async fn decide_reserved(&self, event: &pb::Event, now: Instant, ask_store: bool) -> Decided {
+    async fn decide_reserved(&self, event: &pb::Event, raw: RawEvent, now: Instant, ask_store: bool) -> Decided {
         let shared = self.shared();
 
         // The near cache: a repeat is committed and journaled here. An event that would
@@ -181,7 +181,7 @@ impl Daybook {
         let claim = loop {
             let stripe = self.stripe_at(stripe_index);
             let mut records = Vec::new();
-            let near = self.engine().ingest_shared(RawEvent::from(event.clone()), Some(now), ask_store, &mut records);
+            let near = self.engine().ingest_shared(raw.clone(), Some(now), ask_store, &mut records);
             match near.rated {
                 Rated::Claim(claim) if lane.is_some() => break claim,
                 Rated::Claim(_) => {
@@ -216,7 +216,6 @@ impl Daybook {
             }
         };
 
-        let raw = RawEvent::from(event.clone());
         match self.settle(event, &raw, Some(now), claim).await {
             Ok(Settled::Applied(claim) | Settled::Unchanged(claim)) => self.commit(event, raw, now, &claim).await,
             Ok(Settled::Done(result)) => (*result, 0),
