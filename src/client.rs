@@ -50,6 +50,14 @@ pub async fn ingest(
                 pb::IngestFunctionInvocationsRequest { tenant_id, event_id, event_time, function_invocations: Some(f) };
             client.ingest_function_invocations(request).await?.into_inner().outcome
         }
+        Some(Kind::Outcome(o)) => {
+            let request = pb::IngestOutcomeRequest { tenant_id, event_id, event_time, outcome: Some(o) };
+            client.ingest_outcome(request).await?.into_inner().outcome
+        }
+        Some(Kind::Void(v)) => {
+            let request = pb::IngestVoidRequest { tenant_id, event_id, event_time, void: Some(v) };
+            client.ingest_void(request).await?.into_inner().outcome
+        }
         Some(Kind::Message(m)) => {
             let request = pb::IngestMessageRequest { tenant_id, event_id, event_time, message: Some(m) };
             client.ingest_message(request).await?.into_inner().outcome

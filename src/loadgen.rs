@@ -221,6 +221,7 @@ pub async fn create_tenant(target: &str, tenant: &str) -> anyhow::Result<()> {
             settings: Some(pb::Settings { time_zone: Some("UTC".into()), ..Default::default() }),
             changes: vec![],
             plan: None,
+            meters: vec![],
         }),
     };
     match pb::tenant_service_client::TenantServiceClient::new(channel).create_tenant(request).await {
@@ -460,6 +461,17 @@ impl pb::ingest_service_server::IngestService for EmptyIngest {
         Ok(Response::new(Default::default()))
     }
 
+    async fn ingest_outcome(
+        &self,
+        _: Request<pb::IngestOutcomeRequest>,
+    ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn ingest_void(&self, _: Request<pb::IngestVoidRequest>) -> Result<Response<pb::IngestVoidResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
     type IngestBatchStream =
         std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
 
@@ -536,6 +548,17 @@ impl pb::ingest_service_server::IngestService for NaiveIngest {
         &self,
         _: Request<pb::IngestFunctionInvocationsRequest>,
     ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
+        Err(Status::unimplemented("the naive design meters messages only"))
+    }
+
+    async fn ingest_outcome(
+        &self,
+        _: Request<pb::IngestOutcomeRequest>,
+    ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
+        Err(Status::unimplemented("the naive design meters messages only"))
+    }
+
+    async fn ingest_void(&self, _: Request<pb::IngestVoidRequest>) -> Result<Response<pb::IngestVoidResponse>, Status> {
         Err(Status::unimplemented("the naive design meters messages only"))
     }
 

@@ -143,7 +143,7 @@ pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String>
         for s in engine.statements(&id).expect("tenant exists") {
             t.statements.push(StatementSummary {
                 period: s.period.clone(),
-                interactions: s.totals.interactions,
+                interactions: s.dars,
                 credits: s.totals.credits().normalize(),
                 overage: s.overage.iter().map(|(c, a)| (c.to_string(), a.normalize())).collect(),
                 overage_credits: s.overage_credits.normalize(),

@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use crate::rating::event::{
-    Channel, RawBody, RawCobrowse, RawConversation, RawEnum, RawEvent, RawMessage, RawMoney, SenderRole,
+    Channel, RawBody, RawCobrowse, RawConversation, RawEnum, RawEvent, RawMessage, RawMoney, RawOutcome, RawVoid,
+    SenderRole,
 };
 use crate::rating::money::parse_decimal;
 use crate::rating::settings::TenantSpec;
@@ -29,14 +30,30 @@ pub struct Scenario {
     pub refused_changes: Vec<RefusedChange>,
     pub events: Vec<RawEvent>,
     pub expect: Map<String, Value>,
-    /// The scenario-format features of RULEBOOK part two (MS, EV, OUT, COR) it uses,
-    /// which daybook does not implement yet; empty when it can run.
-    pub unsupported: Vec<&'static str>,
+    /// The scenario-format features of RULEBOOK part two (MS, EV, OUT, COR) it uses: a
+    /// target that does not serve them yet reports the scenario as unsupported.
+    pub part_two: Vec<&'static str>,
 }
 
 /// An interaction as the scenario format names it: `consumer`, `period`, and the key's
-/// `integration` or `conversation` when the meter keys on them.
+/// `integration` or `conversation` when the meter keys on them; with several meters its
+/// `meter`, and an outcome's `outcome_type`.
 pub type InteractionView = BTreeMap<String, String>;
+
+/// The interactions of a tenant: those that stand, and those voided (COR-2).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub standing: Vec<InteractionView>,
+    pub voided: Vec<InteractionView>,
+}
+
+/// One meter's figures as the scenario format names them (MS-3).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MeterView {
+    pub interactions: i64,
+    pub units: u64,
+    pub credits: Decimal,
+}
 
 /// A statement as the scenario format names its fields.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,7 +72,10 @@ pub trait Target {
     fn create_tenant(&mut self, spec: &TenantSpec) -> Result<(), String>;
     /// Sends one event; `Err` carries the gRPC code name of a refusal.
     fn ingest(&mut self, event: RawEvent, now: Option<Instant>) -> Result<(), String>;
-    fn interactions(&mut self, tenant: &str) -> Result<Vec<InteractionView>, String>;
+    /// `with_meter`: name each interaction's meter (the tenant has or gains `meters`).
+    fn interactions(&mut self, tenant: &str, with_meter: bool) -> Result<Listing, String>;
+    /// Per meter id: its interactions, units and credits over all time (MS-3).
+    fn meters(&mut self, tenant: &str) -> Result<BTreeMap<String, MeterView>, String>;
     /// Total credits and pass-through per currency over all time.
     fn usage(&mut self, tenant: &str) -> Result<(Decimal, BTreeMap<String, Decimal>), String>;
     fn statement(&mut self, tenant: &str, period: &str) -> Result<StatementView, String>;
@@ -85,9 +105,10 @@ pub struct Tally {
 }
 
 /// The features of RULEBOOK part two a scenario uses (several meters, event and outcome
-/// meters, corrections), found from the format's keys alone. daybook implements none of
-/// them yet (issue 16): such a scenario is reported as unsupported rather than run, so
-/// that a runner's caller decides whether that fails its run.
+/// meters, corrections), found from the format's keys alone. The engine rates them; a
+/// target that cannot serve them yet (a live server in Redis mode, or the gRPC runner
+/// until the API reads them back) reports such a scenario as unsupported rather than
+/// run, so that the runner's caller decides whether that fails its run.
 pub fn part_two_features(scenario: &Value) -> Vec<&'static str> {
     let mut found = Vec::new();
     let tenant = &scenario["tenant"];
@@ -130,18 +151,7 @@ impl Scenario {
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        let unsupported = part_two_features(value);
-        if !unsupported.is_empty() {
-            let tenant = TenantSpec {
-                id: String::new(),
-                meter: crate::rating::meter::MeterKind::Dar,
-                initial: Default::default(),
-                changes: Vec::new(),
-                plan: None,
-            };
-            let (refused_changes, events, expect) = (Vec::new(), Vec::new(), Map::new());
-            return Ok(Scenario { name, rules, now: None, tenant, refused_changes, events, expect, unsupported });
-        }
+        let part_two = part_two_features(value);
         let now = match obj.get("now").and_then(Value::as_str) {
             Some(s) => Some(time::parse_instant(s).map_err(|e| format!("`now`: {e}"))?),
             None => None,
@@ -155,7 +165,7 @@ impl Scenario {
             }
         }
         let expect = obj.get("expect").and_then(Value::as_object).cloned().unwrap_or_default();
-        Ok(Scenario { name, rules, now, tenant, refused_changes, events, expect, unsupported })
+        Ok(Scenario { name, rules, now, tenant, refused_changes, events, expect, part_two })
     }
 
     /// Runs the scenario and compares every expectation.
@@ -176,12 +186,38 @@ impl Scenario {
         }
 
         let mut diffs = Vec::new();
-        let interactions = target.interactions(tenant)?;
-        if let Some(expected) = self.expect.get("interactions") {
-            let expected: BTreeSet<InteractionView> =
-                expected.as_array().ok_or("`interactions` must be a list")?.iter().map(string_map).collect();
-            let actual: BTreeSet<InteractionView> = interactions.iter().cloned().collect();
-            set_diff("interactions", &expected, &actual, &mut diffs);
+        let with_meter =
+            !self.tenant.meters.is_empty() || self.tenant.changes.iter().any(|c| c.patch.add_meter.is_some());
+        let listing = target.interactions(tenant, with_meter)?;
+        let interactions = &listing.standing;
+        for (key, actual) in [("interactions", &listing.standing), ("voided", &listing.voided)] {
+            if let Some(expected) = self.expect.get(key) {
+                let expected: BTreeSet<InteractionView> =
+                    expected.as_array().ok_or(format!("`{key}` must be a list"))?.iter().map(string_map).collect();
+                let actual: BTreeSet<InteractionView> = actual.iter().cloned().collect();
+                set_diff(key, &expected, &actual, &mut diffs);
+            }
+        }
+        if let Some(expected) = self.expect.get("meters") {
+            let actual = target.meters(tenant)?;
+            for (id, want) in expected.as_object().ok_or("`meters` must be an object")? {
+                let have = actual.get(id).copied().unwrap_or_default();
+                if let Some(n) = want.get("interactions") {
+                    let n = n.as_i64().ok_or("`meters.*.interactions` must be a number")?;
+                    if n != have.interactions {
+                        diffs.push(format!("meters.{id}.interactions: expected {n}, got {}", have.interactions));
+                    }
+                }
+                if let Some(n) = want.get("units") {
+                    let n = n.as_u64().ok_or("`meters.*.units` must be a number")?;
+                    if n != have.units {
+                        diffs.push(format!("meters.{id}.units: expected {n}, got {}", have.units));
+                    }
+                }
+                if let Some(c) = want.get("credits") {
+                    decimal_diff(&format!("meters.{id}.credits"), c, have.credits, &mut diffs)?;
+                }
+            }
         }
         if let Some(expected) = self.expect.get("interaction_count") {
             let expected = expected.as_u64().ok_or("`interaction_count` must be a number")?;
@@ -299,6 +335,27 @@ pub fn raw_event(tenant: &str, event: &Value) -> RawEvent {
             established: event.get("established").and_then(Value::as_bool).unwrap_or(false),
         }),
         "function_invocations" => RawBody::FunctionInvocations { count: event.get("count").and_then(Value::as_i64) },
+        "outcome" => RawBody::Outcome(RawOutcome {
+            consumer_id: s("consumer"),
+            conversation_id: s("conversation"),
+            outcome_type: s("outcome_type"),
+            revoked: event.get("revoked").and_then(Value::as_bool).unwrap_or(false),
+        }),
+        "void" => {
+            // Absent and empty selectors differ (COR-4): only present ones are passed.
+            let given = |name: &str| event.get(name).map(|v| v.as_str().unwrap_or_default().to_string());
+            RawBody::Void(RawVoid {
+                from: s("from"),
+                to: s("to"),
+                reason: s("reason"),
+                meter: given("meter"),
+                consumer_id: given("consumer"),
+                conversation_id: given("conversation"),
+                integration_id: given("integration"),
+                outcome_type: given("outcome_type"),
+                by: None,
+            })
+        }
         other => RawBody::Unknown(other.to_string()),
     };
     RawEvent { tenant_id: tenant.to_string(), event_id: s("id"), event_time: s("at"), body }
@@ -439,10 +496,6 @@ pub fn run_files(
         let label = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let (name, verdict) = match Scenario::load(file) {
             Err(e) => (label, Verdict::Fail(vec![e])),
-            Ok(scenario) if !scenario.unsupported.is_empty() => {
-                let why = format!("not implemented yet (issue 16): {}", scenario.unsupported.join(", "));
-                (scenario.name, Verdict::Unsupported(why))
-            }
             Ok(scenario) => {
                 let verdict = match target_for(&scenario) {
                     Err(verdict) => verdict,
@@ -506,8 +559,14 @@ impl EngineTarget {
 }
 
 /// The scenario view of an interaction.
-pub fn interaction_view(i: &crate::rating::outcome::Interaction) -> InteractionView {
+pub fn interaction_view(i: &crate::rating::outcome::Interaction, with_meter: bool) -> InteractionView {
     let mut view = BTreeMap::new();
+    if with_meter {
+        view.insert("meter".to_string(), i.meter_id.to_string());
+    }
+    if let Some(t) = &i.outcome_type {
+        view.insert("outcome_type".to_string(), t.clone());
+    }
     view.insert("consumer".to_string(), i.key.consumer.clone());
     view.insert("period".to_string(), i.period.label.clone());
     if let Some(c) = &i.key.conversation {
@@ -522,7 +581,7 @@ pub fn interaction_view(i: &crate::rating::outcome::Interaction) -> InteractionV
 /// The scenario view of a statement.
 pub fn statement_view(s: &crate::rating::ledger::Statement) -> StatementView {
     StatementView {
-        dars: s.totals.interactions,
+        dars: s.dars,
         credits: s.totals.credits(),
         overage: s.overage.iter().map(|(c, a)| (c.to_string(), a)).collect(),
         overage_credits: s.overage_credits,
@@ -540,14 +599,44 @@ impl Target for EngineTarget {
         self.engine.ingest(event, now, &mut self.records).map(|_| ()).map_err(|r| r.code.name().to_string())
     }
 
-    fn interactions(&mut self, tenant: &str) -> Result<Vec<InteractionView>, String> {
-        Ok(self
-            .records
+    fn interactions(&mut self, tenant: &str, with_meter: bool) -> Result<Listing, String> {
+        use crate::rating::RecordBody;
+        // The records in order: interactions start (some voided from the start), are
+        // withdrawn when their billed outcome moves (OUT-4), or voided later (COR-2).
+        let mut standing: BTreeMap<crate::rating::ids::RecordId, (InteractionView, bool)> = BTreeMap::new();
+        for r in self.records.iter().filter(|r| &*r.tenant == tenant) {
+            match &r.body {
+                RecordBody::Interaction(i) => {
+                    standing.insert(i.id, (interaction_view(i, with_meter), i.voided_by.is_some()));
+                }
+                RecordBody::Withdrawn(w) if w.voided => {
+                    if let Some(entry) = standing.get_mut(&w.interaction_id) {
+                        entry.1 = true;
+                    }
+                }
+                RecordBody::Withdrawn(w) => {
+                    standing.remove(&w.interaction_id);
+                }
+                _ => {}
+            }
+        }
+        let mut listing = Listing::default();
+        for (view, voided) in standing.into_values() {
+            if voided { listing.voided.push(view) } else { listing.standing.push(view) }
+        }
+        Ok(listing)
+    }
+
+    fn meters(&mut self, tenant: &str) -> Result<BTreeMap<String, MeterView>, String> {
+        let t = self.engine.tenant(tenant).ok_or("unknown tenant")?;
+        let totals = self.engine.usage(tenant, None, None).ok_or("unknown tenant")?;
+        Ok(t.meters
             .iter()
-            .filter(|r| &*r.tenant == tenant)
-            .filter_map(|r| match &r.body {
-                crate::rating::RecordBody::Interaction(i) => Some(interaction_view(i)),
-                _ => None,
+            .map(|m| {
+                let figures = totals.meter(&t, m.index);
+                let view =
+                    MeterView { interactions: figures.interactions, units: figures.units, credits: figures.credits };
+                (m.id.to_string(), view)
             })
             .collect())
     }
@@ -615,6 +704,10 @@ impl GrpcTarget {
 
     /// The verdict for a scenario this target cannot run.
     pub fn skip_reason(scenario: &Scenario) -> Option<Verdict> {
+        if !scenario.part_two.is_empty() {
+            let why = format!("not served over gRPC yet (issue 16): {}", scenario.part_two.join(", "));
+            return Some(Verdict::Unsupported(why));
+        }
         scenario.now.map(|_| Verdict::Skip("has `now`: the server's clock judges lateness in --server mode".into()))
     }
 }
@@ -659,7 +752,7 @@ impl Target for GrpcTarget {
         result.map(|_| ()).map_err(|s| status_code(&s))
     }
 
-    fn interactions(&mut self, _tenant: &str) -> Result<Vec<InteractionView>, String> {
+    fn interactions(&mut self, _tenant: &str, _with_meter: bool) -> Result<Listing, String> {
         use crate::api::pb::{ListInteractionsRequest, usage_service_client::UsageServiceClient};
         let mut client = UsageServiceClient::new(self.channel());
         let mut out = Vec::new();
@@ -686,10 +779,14 @@ impl Target for GrpcTarget {
                 out.push(view);
             }
             if page.next_page_token.is_empty() {
-                return Ok(out);
+                return Ok(Listing { standing: out, voided: Vec::new() });
             }
             token = page.next_page_token;
         }
+    }
+
+    fn meters(&mut self, _tenant: &str) -> Result<BTreeMap<String, MeterView>, String> {
+        Err("per-meter usage is not served over gRPC yet (issue 16)".into())
     }
 
     fn usage(&mut self, _tenant: &str) -> Result<(Decimal, BTreeMap<String, Decimal>), String> {

@@ -18,7 +18,8 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::rating::meter::MeterKind;
+use crate::rating::event::{Channel, SenderRole};
+use crate::rating::meter::{EventType, Filter, MeterDef, MeterKind};
 use crate::rating::money::{Currency, Money, parse_decimal};
 use crate::rating::plan::{CommitmentPlan, Plan, StarterPlan, TopUp};
 use crate::rating::settings::{SettingError, SettingValue, SettingsChange, SettingsPatch, TenantSpec};
@@ -35,7 +36,7 @@ pub struct RefusedChange {
 /// anything else invalid refuses the tenant.
 pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange>), SettingError> {
     let obj = value.as_object().ok_or_else(|| SettingError::new("tenant", "expected a table"))?;
-    only_keys(obj, "", &["id", "time_zone", "meter", "settings", "changes", "plan"])?;
+    only_keys(obj, "", &["id", "time_zone", "meter", "meters", "settings", "changes", "plan"])?;
     let id = text(obj, "id")?.ok_or_else(|| SettingError::new("id", "is required"))?;
     // The engine's rule, checked here so that a file it would refuse is refused as a file
     // (found by fuzzing: `--check-config` passed, and start-up then failed).
@@ -43,6 +44,20 @@ pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange
     let meter_name = text(obj, "meter")?.unwrap_or_else(|| "dar".into());
     let meter =
         MeterKind::parse(&meter_name).ok_or_else(|| SettingError::new("meter", "expected dar, cycle or mau"))?;
+    if !meter.is_interaction() {
+        return Err(SettingError::new("meter", "expected dar, cycle or mau (other presets go in `meters`)"));
+    }
+    let meters = match obj.get("meters") {
+        None => Vec::new(),
+        Some(_) if obj.contains_key("meter") => {
+            return Err(SettingError::new("meters", "give either `meter` or `meters`, not both (MS-1)"));
+        }
+        Some(Value::Array(list)) if list.is_empty() => {
+            return Err(SettingError::new("meters", "a tenant has one to eight meters (MS-1)"));
+        }
+        Some(Value::Array(list)) => list.iter().map(|m| meter_from(m, "meters")).collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(SettingError::new("meters", "expected a list of meter definitions")),
+    };
     let mut initial = SettingsPatch::default();
     let zone = text(obj, "time_zone")?.ok_or_else(|| SettingError::new("time_zone", "is required"))?;
     initial.set("time_zone", &SettingValue::Text(zone))?;
@@ -64,7 +79,101 @@ pub fn tenant_from_value(value: &Value) -> Result<(TenantSpec, Vec<RefusedChange
         }
     }
     let plan = obj.get("plan").map(plan_from).transpose()?;
-    Ok((TenantSpec { id, meter, initial, changes, plan }, refused))
+    let mut spec = TenantSpec { id, meter, meters, initial, changes, plan };
+    for (id, error) in spec.admit_meter_changes() {
+        match id {
+            None => return Err(error),
+            id => refused.push(RefusedChange { id, error }),
+        }
+    }
+    Ok((spec, refused))
+}
+
+/// A meter definition (MS-1): `id`, `preset`, `filter` and the preset's settings.
+pub fn meter_from(value: &Value, setting: &str) -> Result<MeterDef, SettingError> {
+    let err = |reason: String| SettingError::new(setting, reason);
+    let obj = value.as_object().ok_or_else(|| err("expected a meter definition (a table)".into()))?;
+    let known: &[&str] = match obj.get("preset").and_then(Value::as_str) {
+        Some("event") => &["id", "preset", "filter", "allowance", "units_per_credit", "rounding"],
+        Some("outcome") => &["id", "preset", "filter", "prices", "revocation_window"],
+        _ => &["id", "preset", "filter"],
+    };
+    only_keys(obj, &format!("{setting}."), known)?;
+    let id = text(obj, "id")?.ok_or_else(|| err("a meter needs an `id`".into()))?;
+    let preset = text(obj, "preset")?.ok_or_else(|| err(format!("meter `{id}` needs a `preset`")))?;
+    let kind = MeterKind::parse(&preset)
+        .ok_or_else(|| err(format!("meter `{id}`: unknown preset `{preset}` (dar, cycle, mau, event, outcome)")))?;
+    let mut def = MeterDef::single(kind);
+    def.id = id.clone();
+    if let Some(filter) = obj.get("filter") {
+        def.filter = filter_from(filter, setting, &id)?;
+    }
+    let whole = |name: &str, min: u64| -> Result<Option<u64>, SettingError> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n >= min)
+                .map(Some)
+                .ok_or_else(|| err(format!("meter `{id}`: `{name}` is a whole number >= {min} (EV-2)"))),
+        }
+    };
+    if let Some(n) = whole("allowance", 0)? {
+        def.units.allowance = n;
+    }
+    if let Some(n) = whole("units_per_credit", 1)? {
+        def.units.units_per_credit = n;
+    }
+    if let Some(r) = text(obj, "rounding")? {
+        let mut patch = SettingsPatch::default();
+        patch
+            .set("functions_rounding", &SettingValue::Text(r))
+            .map_err(|e| err(format!("meter `{id}`: rounding: {}", e.reason)))?;
+        def.units.rounding = patch.functions_rounding.expect("set");
+    }
+    if let Some(prices) = obj.get("prices") {
+        let prices = prices.as_object().ok_or_else(|| err(format!("meter `{id}`: `prices` maps types to credits")))?;
+        for (kind, price) in prices {
+            def.outcomes.prices.insert(kind.clone(), decimal_value(price, &format!("{setting}.prices"))?);
+        }
+    }
+    if let Some(w) = text(obj, "revocation_window")? {
+        let mut patch = SettingsPatch::default();
+        patch
+            .set("lateness_horizon", &SettingValue::Text(w))
+            .map_err(|e| err(format!("meter `{id}`: revocation_window: {}", e.reason)))?;
+        def.outcomes.revocation_window = patch.lateness_horizon.expect("set");
+    }
+    Ok(def)
+}
+
+fn filter_from(value: &Value, setting: &str, id: &str) -> Result<Filter, SettingError> {
+    let err = |reason: String| SettingError::new(setting, format!("meter `{id}`: filter: {reason}"));
+    let obj = value.as_object().ok_or_else(|| err("expected a table".into()))?;
+    only_keys(obj, &format!("{setting}.filter."), &["event_types", "sender_roles", "channels", "integrations"])?;
+    fn list<T>(
+        obj: &Map<String, Value>,
+        name: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        err: &dyn Fn(String) -> SettingError,
+    ) -> Result<Option<Vec<T>>, SettingError> {
+        let Some(v) = obj.get(name) else { return Ok(None) };
+        let items = v.as_array().ok_or_else(|| err(format!("`{name}` is a list")))?;
+        if items.is_empty() {
+            return Err(err(format!("`{name}` must not be an empty list (MS-2)")));
+        }
+        items
+            .iter()
+            .map(|i| i.as_str().and_then(&parse).ok_or_else(|| err(format!("`{name}`: unknown value {i}"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+    Ok(Filter {
+        event_types: list(obj, "event_types", EventType::parse, &err)?,
+        sender_roles: list(obj, "sender_roles", SenderRole::parse, &err)?,
+        channels: list(obj, "channels", Channel::parse, &err)?,
+        integrations: list(obj, "integrations", |s| (!s.is_empty()).then(|| s.to_string()), &err)?,
+    })
 }
 
 fn change_from(value: &Value) -> Result<SettingsChange, (Option<String>, SettingError)> {
@@ -79,7 +188,11 @@ fn change_from(value: &Value) -> Result<SettingsChange, (Option<String>, Setting
         .and_then(Value::as_object)
         .ok_or_else(|| fail(SettingError::new("set", "expected a table of settings")))?;
     let mut patch = SettingsPatch::default();
-    patch_from(set, &mut patch).map_err(fail)?;
+    let mut plain = set.clone();
+    if let Some(def) = plain.remove("add_meter") {
+        patch.add_meter = Some(meter_from(&def, "add_meter").map_err(fail)?);
+    }
+    patch_from(&plain, &mut patch).map_err(fail)?;
     Ok(SettingsChange { id, at, patch })
 }
 
@@ -103,7 +216,7 @@ pub fn patch_from(settings: &Map<String, Value>, patch: &mut SettingsPatch) -> R
 fn plan_from(value: &Value) -> Result<Plan, SettingError> {
     let obj = value.as_object().ok_or_else(|| SettingError::new("plan", "expected a table"))?;
     let keys: &[&str] = match obj.get("kind").and_then(Value::as_str) {
-        Some("starter") => &["kind", "alerts", "included", "block_size", "max_platform_users", "block_price"],
+        Some("starter") => &["kind", "alerts", "included", "block_size", "max_platform_users", "block_price", "meter"],
         Some("commitment") => &["kind", "alerts", "term_start", "term_end", "credits", "overage_price", "top_ups"],
         _ => &["kind", "alerts"],
     };
@@ -120,7 +233,7 @@ fn plan_from(value: &Value) -> Result<Plan, SettingError> {
     }
     match text(obj, "kind")?.as_deref() {
         Some("starter") => {
-            let mut plan = StarterPlan { alerts, ..StarterPlan::default() };
+            let mut plan = StarterPlan { alerts, meter: text(obj, "meter")?, ..StarterPlan::default() };
             if let Some(n) = obj.get("included") {
                 plan.included =
                     n.as_u64().ok_or_else(|| SettingError::new("plan.included", "expected a whole number"))?;

@@ -12,10 +12,11 @@ use rust_decimal::Decimal;
 
 use crate::rating::credits::LineKind;
 use crate::rating::event::{
-    Channel, FieldViolation, RawBody, RawCobrowse, RawConversation, RawEnum, RawEvent, RawMessage, RawMoney, SenderRole,
+    Channel, FieldViolation, RawBody, RawCobrowse, RawConversation, RawEnum, RawEvent, RawMessage, RawMoney,
+    RawOutcome, RawVoid, SenderRole,
 };
 use crate::rating::ledger::{BUCKET_KINDS, Statement, Totals};
-use crate::rating::meter::MeterKind;
+use crate::rating::meter::{MeterDef, MeterKind};
 use crate::rating::money::{Amounts, Currency, Money, parse_decimal};
 use crate::rating::outcome::{
     Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, NotBillableReason, Outcome, PassThroughCharge,
@@ -133,6 +134,29 @@ fn cobrowse_in(c: pb::CobrowseEvent) -> RawBody {
     })
 }
 
+pub fn outcome_in(o: pb::OutcomeEvent) -> RawBody {
+    RawBody::Outcome(RawOutcome {
+        consumer_id: o.consumer_id,
+        conversation_id: o.conversation_id,
+        outcome_type: o.outcome_type,
+        revoked: o.revoked,
+    })
+}
+
+pub fn void_in(v: pb::VoidEvent) -> RawBody {
+    RawBody::Void(RawVoid {
+        from: v.from,
+        to: v.to,
+        reason: v.reason,
+        meter: v.meter,
+        consumer_id: v.consumer_id,
+        conversation_id: v.conversation_id,
+        integration_id: v.integration_id,
+        outcome_type: v.outcome_type,
+        by: None,
+    })
+}
+
 impl From<pb::Event> for RawEvent {
     fn from(e: pb::Event) -> Self {
         use pb::event::Kind;
@@ -141,6 +165,8 @@ impl From<pb::Event> for RawEvent {
             Some(Kind::ConversationOpened(o)) => conversation_in(o),
             Some(Kind::Cobrowse(c)) => cobrowse_in(c),
             Some(Kind::FunctionInvocations(f)) => RawBody::FunctionInvocations { count: Some(f.count) },
+            Some(Kind::Outcome(o)) => outcome_in(o),
+            Some(Kind::Void(v)) => void_in(v),
             None => RawBody::default(),
         };
         RawEvent { tenant_id: e.tenant_id, event_id: e.event_id, event_time: e.event_time, body }
@@ -194,6 +220,22 @@ pub fn event_out(e: &RawEvent) -> pb::Event {
         RawBody::FunctionInvocations { count } => {
             Some(Kind::FunctionInvocations(pb::FunctionInvocationsEvent { count: count.unwrap_or(0) }))
         }
+        RawBody::Outcome(o) => Some(Kind::Outcome(pb::OutcomeEvent {
+            consumer_id: o.consumer_id.clone(),
+            conversation_id: o.conversation_id.clone(),
+            outcome_type: o.outcome_type.clone(),
+            revoked: o.revoked,
+        })),
+        RawBody::Void(v) => Some(Kind::Void(pb::VoidEvent {
+            from: v.from.clone(),
+            to: v.to.clone(),
+            reason: v.reason.clone(),
+            meter: v.meter.clone(),
+            consumer_id: v.consumer_id.clone(),
+            conversation_id: v.conversation_id.clone(),
+            integration_id: v.integration_id.clone(),
+            outcome_type: v.outcome_type.clone(),
+        })),
         RawBody::Unknown(_) => None,
     };
     pb::Event { tenant_id: e.tenant_id.clone(), event_id: e.event_id.clone(), event_time: e.event_time.clone(), kind }
@@ -238,6 +280,8 @@ fn line_kind_out(k: LineKind) -> i32 {
         LineKind::PerformanceOptimizer => pb::LineKind::PerformanceOptimizer,
         LineKind::Cobrowse => pb::LineKind::Cobrowse,
         LineKind::Functions => pb::LineKind::Functions,
+        LineKind::Outcome => pb::LineKind::Outcome,
+        LineKind::Units => pb::LineKind::Units,
     }) as i32
 }
 
@@ -246,6 +290,8 @@ pub fn meter_out(m: MeterKind) -> i32 {
         MeterKind::Dar => pb::Meter::Dar,
         MeterKind::Cycle => pb::Meter::Cycle,
         MeterKind::Mau => pb::Meter::Mau,
+        MeterKind::Event => pb::Meter::Event,
+        MeterKind::Outcome => pb::Meter::Outcome,
     }) as i32
 }
 
@@ -260,6 +306,7 @@ pub fn line_out(l: &CreditLine) -> pb::CreditLine {
         period: Some(period_out(&l.period)),
         event_id: l.event_id.clone(),
         reverses_line_id: l.reverses.map(|r| r.to_string()).unwrap_or_default(),
+        meter_id: l.meter.as_deref().unwrap_or_default().to_string(),
     }
 }
 
@@ -277,6 +324,9 @@ pub fn interaction_out(i: &Interaction) -> pb::Interaction {
         rule: i.rule.to_string(),
         lines: i.lines.iter().map(line_out).collect(),
         event_id: i.event_id.clone(),
+        meter_id: i.meter_id.to_string(),
+        outcome_type: i.outcome_type.clone().unwrap_or_default(),
+        voided_by: i.voided_by.clone().unwrap_or_default(),
     }
 }
 
@@ -371,6 +421,23 @@ pub fn accepted_event_to_raw(tenant: &str, e: &crate::rating::event::Event) -> R
             established: c.established,
         }),
         Body::FunctionInvocations { count } => RawBody::FunctionInvocations { count: Some(*count as i64) },
+        Body::Outcome(o) => RawBody::Outcome(RawOutcome {
+            consumer_id: o.consumer.clone(),
+            conversation_id: o.conversation.clone(),
+            outcome_type: o.outcome_type.clone(),
+            revoked: o.revoked,
+        }),
+        Body::Void(v) => RawBody::Void(RawVoid {
+            from: v.from.to_string(),
+            to: v.to.to_string(),
+            reason: v.reason.clone(),
+            meter: v.meter.clone(),
+            consumer_id: v.consumer.clone(),
+            conversation_id: v.conversation.clone(),
+            integration_id: v.integration.clone(),
+            outcome_type: v.outcome_type.clone(),
+            by: v.by.clone(),
+        }),
     };
     RawEvent { tenant_id: tenant.to_string(), event_id: e.event_id.clone(), event_time: e.at.to_rfc3339(), body }
 }
@@ -384,6 +451,14 @@ pub fn record_out(r: &Record, cursor: String) -> pb::Record {
         RecordBody::PassThrough(p) => Body::PassThrough(pass_through_out(p)),
         RecordBody::Alert(a) => Body::Alert(alert_out(a)),
         RecordBody::DeadLetter(d) => Body::DeadLetter(dead_letter_out(&r.tenant, d)),
+        RecordBody::Withdrawn(w) => Body::Withdrawal(pb::Withdrawal {
+            withdrawal_id: w.id.to_string(),
+            interaction_id: w.interaction_id.to_string(),
+            period: Some(period_out(&w.period)),
+            event_id: w.event_id.clone(),
+            voided: w.voided,
+        }),
+        RecordBody::Void(v) => Body::Void(void_audit_out(v)),
     };
     pb::Record {
         cursor,
@@ -394,6 +469,26 @@ pub fn record_out(r: &Record, cursor: String) -> pb::Record {
     }
 }
 
+fn void_audit_out(v: &crate::rating::outcome::VoidRecord) -> pb::VoidAudit {
+    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+    pb::VoidAudit {
+        void_id: v.id.to_string(),
+        event_id: v.event_id.clone(),
+        event_time: v.at.to_rfc3339(),
+        arrived_time: v.arrived.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        made_by: opt(&v.void.by),
+        reason: v.void.reason.clone(),
+        from: v.void.from.to_string(),
+        to: v.void.to.to_string(),
+        meter: opt(&v.void.meter),
+        consumer_id: opt(&v.void.consumer),
+        conversation_id: opt(&v.void.conversation),
+        integration_id: opt(&v.void.integration),
+        outcome_type: opt(&v.void.outcome_type),
+        selected_interaction_ids: v.selected.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
 fn not_billable_out(r: NotBillableReason) -> i32 {
     (match r {
         NotBillableReason::SystemMessage => pb::NotBillableReason::SystemMessage,
@@ -401,6 +496,9 @@ fn not_billable_out(r: NotBillableReason) -> i32 {
         NotBillableReason::CobrowseNotEstablished => pb::NotBillableReason::CobrowseNotEstablished,
         NotBillableReason::CobrowseSessionCounted => pb::NotBillableReason::CobrowseSessionCounted,
         NotBillableReason::FunctionsFreeTier => pb::NotBillableReason::FunctionsFreeTier,
+        NotBillableReason::NotMetered => pb::NotBillableReason::NotMetered,
+        NotBillableReason::OutcomeNotBilled => pb::NotBillableReason::OutcomeNotBilled,
+        NotBillableReason::Correction => pb::NotBillableReason::Correction,
     }) as i32
 }
 
@@ -486,12 +584,31 @@ fn credits_by_kind(t: &Totals) -> Vec<pb::CreditsByKind> {
         .collect()
 }
 
-pub fn usage_out(t: &Totals) -> pb::Usage {
+pub fn usage_out(t: &Totals, tenant: Option<&crate::rating::Tenant>) -> pb::Usage {
+    let meters = tenant
+        .map(|tenant| {
+            tenant
+                .meters
+                .iter()
+                .map(|m| {
+                    let figures = t.meter(tenant, m.index);
+                    pb::MeterUsage {
+                        meter_id: m.id.to_string(),
+                        preset: meter_out(m.kind()),
+                        interactions: figures.interactions,
+                        units: figures.units,
+                        credits: figures.credits.normalize().to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     pb::Usage {
         interactions: t.interactions,
         credits: t.credits().normalize().to_string(),
         credits_by_kind: credits_by_kind(t),
         pass_through: amounts_out(&t.pass_through),
+        meters,
     }
 }
 
@@ -499,7 +616,7 @@ pub fn statement_out(s: &Statement) -> pb::Statement {
     let d = |d: Decimal| d.normalize().to_string();
     pb::Statement {
         period: s.period.clone(),
-        dars: s.totals.interactions,
+        dars: s.dars,
         credits: d(s.totals.credits()),
         credits_by_kind: credits_by_kind(&s.totals),
         overage: amounts_out(&s.overage),

@@ -67,8 +67,95 @@ pub fn settings_in(s: &pb::Settings, prefix: &str) -> Result<SettingsPatch, Vec<
             }
         }
     }
+    if let Some(r) = &s.retire_meter {
+        set("retire_meter", text(r));
+    }
     violations.extend(bad_enums);
+    if let Some(def) = &s.add_meter {
+        match meter_in(def, &format!("{prefix}.add_meter")) {
+            Ok(def) => patch.add_meter = Some(def),
+            Err(e) => violations.push(e),
+        }
+    }
     if violations.is_empty() { Ok(patch) } else { Err(violations) }
+}
+
+/// A meter definition (MS-1), read through the one parser the tenants file and the
+/// scenario format use: the proto is turned into that JSON shape first.
+pub fn meter_in(m: &pb::MeterDefinition, field: &str) -> Result<MeterDef, FieldViolation> {
+    let preset = match pb::Meter::try_from(m.preset) {
+        Ok(pb::Meter::Dar) => "dar",
+        Ok(pb::Meter::Cycle) => "cycle",
+        Ok(pb::Meter::Mau) => "mau",
+        Ok(pb::Meter::Event) => "event",
+        Ok(pb::Meter::Outcome) => "outcome",
+        _ => return Err(FieldViolation::new(format!("{field}.preset"), "one of METER_DAR .. METER_OUTCOME")),
+    };
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), m.meter_id.clone().into());
+    obj.insert("preset".into(), preset.into());
+    if let Some(f) = &m.filter {
+        let mut filter = serde_json::Map::new();
+        for (name, list) in [
+            ("event_types", &f.event_types),
+            ("sender_roles", &f.sender_roles),
+            ("channels", &f.channels),
+            ("integrations", &f.integrations),
+        ] {
+            if let Some(list) = list {
+                filter.insert(name.into(), list.values.clone().into());
+            }
+        }
+        obj.insert("filter".into(), filter.into());
+    }
+    if let Some(n) = m.allowance {
+        obj.insert("allowance".into(), n.into());
+    }
+    if let Some(n) = m.units_per_credit {
+        obj.insert("units_per_credit".into(), n.into());
+    }
+    match m.rounding {
+        0 => {}
+        1 => drop(obj.insert("rounding".into(), "pro_rata".into())),
+        2 => drop(obj.insert("rounding".into(), "ceil_block".into())),
+        3 => drop(obj.insert("rounding".into(), "floor_block".into())),
+        n => return Err(FieldViolation::new(format!("{field}.rounding"), format!("unknown value {n}"))),
+    }
+    if !m.prices.is_empty() {
+        let prices: serde_json::Map<String, serde_json::Value> =
+            m.prices.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        obj.insert("prices".into(), prices.into());
+    }
+    if let Some(w) = &m.revocation_window {
+        obj.insert("revocation_window".into(), w.clone().into());
+    }
+    crate::tenants::meter_from(&serde_json::Value::Object(obj), field)
+        .map_err(|e| FieldViolation::new(e.setting, e.reason))
+}
+
+pub fn meter_def_out(d: &MeterDef) -> pb::MeterDefinition {
+    let names = |v: Vec<&str>| Some(pb::Values { values: v.into_iter().map(str::to_string).collect() });
+    let f = &d.filter;
+    pb::MeterDefinition {
+        meter_id: d.id.clone(),
+        preset: meter_out(d.kind),
+        filter: Some(pb::MeterFilter {
+            event_types: f.event_types.as_ref().and_then(|l| names(l.iter().map(|t| t.name()).collect())),
+            sender_roles: f.sender_roles.as_ref().and_then(|l| names(l.iter().map(|t| t.name()).collect())),
+            channels: f.channels.as_ref().and_then(|l| names(l.iter().map(|t| t.name()).collect())),
+            integrations: f.integrations.as_ref().and_then(|l| names(l.iter().map(String::as_str).collect())),
+        }),
+        allowance: (d.kind == MeterKind::Event).then_some(d.units.allowance),
+        units_per_credit: (d.kind == MeterKind::Event).then_some(d.units.units_per_credit),
+        rounding: match (d.kind, d.units.rounding) {
+            (MeterKind::Event, Rounding::ProRata) => 1,
+            (MeterKind::Event, Rounding::CeilBlock) => 2,
+            (MeterKind::Event, Rounding::FloorBlock) => 3,
+            _ => 0,
+        },
+        prices: d.outcomes.prices.iter().map(|(k, v)| (k.clone(), v.normalize().to_string())).collect(),
+        revocation_window: (d.kind == MeterKind::Outcome).then(|| time::format_duration(d.outcomes.revocation_window)),
+    }
 }
 
 pub fn settings_out(p: &SettingsPatch) -> pb::Settings {
@@ -107,6 +194,8 @@ pub fn settings_out(p: &SettingsPatch) -> pb::Settings {
             Some(FeatureAttribution::AnyEvent) => 1,
             Some(FeatureAttribution::FirstEvent) => 2,
         },
+        add_meter: p.add_meter.as_ref().map(meter_def_out),
+        retire_meter: p.retire_meter.clone(),
     }
 }
 
@@ -195,6 +284,7 @@ pub fn plan_in(p: &pb::Plan, field: &str) -> Result<Option<Plan>, Vec<FieldViola
                     .unwrap_or(d.block_price),
                 max_platform_users: s.max_platform_users.unwrap_or(d.max_platform_users),
                 alerts: alerts(&s.alert_thresholds, &mut v),
+                meter: s.meter.clone(),
             }))
         }
         Some(pb::plan::Kind::Commitment(c)) => {
@@ -244,6 +334,7 @@ pub fn plan_out(p: &Option<Plan>) -> Option<pb::Plan> {
             block_price: Some(money_out(&s.block_price)),
             max_platform_users: Some(s.max_platform_users),
             alert_thresholds: s.alerts.iter().map(d).collect(),
+            meter: s.meter.clone(),
         }),
         Plan::Commitment(c) => pb::plan::Kind::Commitment(pb::CommitmentPlan {
             term_start: c.term_start.to_string(),
@@ -267,11 +358,22 @@ pub fn tenant_in(t: &pb::Tenant) -> Result<TenantSpec, Vec<FieldViolation>> {
         Ok(pb::Meter::Dar) => MeterKind::Dar,
         Ok(pb::Meter::Cycle) => MeterKind::Cycle,
         Ok(pb::Meter::Mau) => MeterKind::Mau,
+        Ok(pb::Meter::Unspecified) if !t.meters.is_empty() => MeterKind::Dar,
         _ => {
-            v.push(FieldViolation::new("tenant.meter", "one of METER_DAR, METER_CYCLE, METER_MAU"));
+            v.push(FieldViolation::new(
+                "tenant.meter",
+                "one of METER_DAR, METER_CYCLE, METER_MAU (other presets go in `meters`)",
+            ));
             MeterKind::Dar
         }
     };
+    let mut meters = Vec::new();
+    for (i, m) in t.meters.iter().enumerate() {
+        match meter_in(m, &format!("tenant.meters[{i}]")) {
+            Ok(m) => meters.push(m),
+            Err(e) => v.push(e),
+        }
+    }
     let initial = match &t.settings {
         Some(s) => settings_in(s, "tenant.settings").unwrap_or_else(|e| {
             v.extend(e);
@@ -296,7 +398,17 @@ pub fn tenant_in(t: &pb::Tenant) -> Result<TenantSpec, Vec<FieldViolation>> {
         }),
         None => None,
     };
-    if v.is_empty() { Ok(TenantSpec { id: t.tenant_id.clone(), meter, initial, changes, plan }) } else { Err(v) }
+    if !v.is_empty() {
+        return Err(v);
+    }
+    let mut spec = TenantSpec { id: t.tenant_id.clone(), meter, meters, initial, changes, plan };
+    // The API takes a tenant whole: a meter change it would refuse refuses the request.
+    let refused: Vec<FieldViolation> = spec
+        .admit_meter_changes()
+        .into_iter()
+        .map(|(_, e)| FieldViolation::new(format!("tenant.{}", e.setting), e.reason))
+        .collect();
+    if refused.is_empty() { Ok(spec) } else { Err(refused) }
 }
 
 pub fn tenant_out(spec: &TenantSpec) -> pb::Tenant {
@@ -306,5 +418,6 @@ pub fn tenant_out(spec: &TenantSpec) -> pb::Tenant {
         settings: Some(settings_out(&spec.initial)),
         changes: spec.changes.iter().map(change_out).collect(),
         plan: plan_out(&spec.plan),
+        meters: spec.meters.iter().map(meter_def_out).collect(),
     }
 }

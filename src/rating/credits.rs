@@ -13,6 +13,10 @@ pub enum LineKind {
     PerformanceOptimizer,
     Cobrowse,
     Functions,
+    /// An outcome meter's billed outcome (OUT-2).
+    Outcome,
+    /// An event meter's units beyond its allowance (EV-2).
+    Units,
 }
 
 impl LineKind {
@@ -24,6 +28,8 @@ impl LineKind {
             LineKind::PerformanceOptimizer => "performance_optimizer",
             LineKind::Cobrowse => "cobrowse",
             LineKind::Functions => "functions",
+            LineKind::Outcome => "outcome",
+            LineKind::Units => "units",
         }
     }
 }

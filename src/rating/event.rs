@@ -2,9 +2,12 @@
 //! between them (T-6). Field paths in violations are the proto field paths, so a caller
 //! of any transport sees the same names.
 
+use chrono::NaiveDate;
+
 use super::ids::{Fingerprinter, Fp, domain};
-use super::meter::MeterSpec;
+use super::meter::{EventType, MeterKind, MeterSpec, Seen};
 use super::money::{Currency, Money, parse_decimal};
+use super::settings::Tenant;
 use super::time::{self, Instant};
 
 /// Size caps on every string of an event (stated in the proto docs).
@@ -99,6 +102,8 @@ pub enum RawBody {
     FunctionInvocations {
         count: Option<i64>,
     },
+    Outcome(RawOutcome),
+    Void(RawVoid),
     /// No body, or one of a type daybook does not meter (typing indicators, read and
     /// delivery receipts). Carries the type's name when the transport had one.
     Unknown(String),
@@ -146,6 +151,32 @@ pub struct RawCobrowse {
     pub established: bool,
 }
 
+/// An AI agent's outcome in a conversation (OUT).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawOutcome {
+    pub consumer_id: String,
+    pub conversation_id: String,
+    pub outcome_type: String,
+    pub revoked: bool,
+}
+
+/// A correction (COR). Optional selectors keep absent apart from empty: an empty one is
+/// refused, never read as "any" (COR-4).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawVoid {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub meter: Option<String>,
+    pub consumer_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub integration_id: Option<String>,
+    pub outcome_type: Option<String>,
+    /// Who made it (the caller's credential, stamped by the server): audit only, not part
+    /// of the payload (T-2).
+    pub by: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawMoney {
     pub amount: String,
@@ -166,6 +197,74 @@ pub enum Body {
     ConversationOpened(Conversation),
     Cobrowse(Cobrowse),
     FunctionInvocations { count: u64 },
+    Outcome(OutcomeReport),
+    Void(Void),
+}
+
+/// OUT: an outcome (or, `revoked`, the revocation of earlier ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeReport {
+    pub consumer: String,
+    pub conversation: String,
+    pub outcome_type: String,
+    pub revoked: bool,
+}
+
+/// COR: what a void selects, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Void {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub reason: String,
+    pub meter: Option<String>,
+    pub consumer: Option<String>,
+    pub conversation: Option<String>,
+    pub integration: Option<String>,
+    pub outcome_type: Option<String>,
+    pub by: Option<String>,
+}
+
+/// What validation asks of the tenant's meters (T-6, OUT-2, COR-4).
+pub trait Meters {
+    /// Whether a meter keyed by integration sees this event (T-6: then it must carry one).
+    fn needs_integration(&self, at: Instant, seen: &Seen<'_>) -> bool;
+    /// OUT-2: `None` when no outcome meter sees the outcome; else whether one that sees it
+    /// prices its type.
+    fn prices_outcome(&self, at: Instant, outcome_type: &str) -> Option<bool>;
+    /// Whether the tenant ever defined a meter of this id.
+    fn knows_meter(&self, id: &str) -> bool;
+}
+
+/// A single interaction meter (part one's tenants, and unit tests).
+impl Meters for MeterSpec {
+    fn needs_integration(&self, _: Instant, _: &Seen<'_>) -> bool {
+        MeterSpec::needs_integration(self)
+    }
+
+    fn prices_outcome(&self, _: Instant, _: &str) -> Option<bool> {
+        None
+    }
+
+    fn knows_meter(&self, id: &str) -> bool {
+        id == self.kind.name()
+    }
+}
+
+impl Meters for Tenant {
+    fn needs_integration(&self, at: Instant, seen: &Seen<'_>) -> bool {
+        self.meters.iter().any(|m| m.spec.needs_integration() && m.kind().is_interaction() && m.sees(at, seen))
+    }
+
+    fn prices_outcome(&self, at: Instant, outcome_type: &str) -> Option<bool> {
+        let seen = Seen { event_type: EventType::Outcome, sender: None, channel: None, integration: None };
+        let mut seeing = self.meters.iter().filter(|m| m.kind() == MeterKind::Outcome && m.sees(at, &seen)).peekable();
+        seeing.peek()?;
+        Some(seeing.any(|m| m.def.outcomes.prices.contains_key(outcome_type)))
+    }
+
+    fn knows_meter(&self, id: &str) -> bool {
+        self.meter_named(id).is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,9 +362,10 @@ impl Checker {
 const SENDERS: &str = "consumer, agent, bot, proactive, system";
 const CHANNELS: &str = "web, sms, whatsapp, facebook, email, apple, other";
 
-/// Validates a raw event for a tenant of `meter` (T-6). All violations are reported at
-/// once. The tenant id is checked by the caller, which needs it to find the meter.
-pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViolation>> {
+/// Validates a raw event for a tenant of these `meters` (T-6). All violations are
+/// reported at once. The tenant id is checked by the caller, which needs it to find the
+/// meters.
+pub fn validate<M: Meters + ?Sized>(raw: RawEvent, meters: &M) -> Result<Event, Vec<FieldViolation>> {
     let mut c = Checker { violations: Vec::new() };
     if raw.event_id.is_empty() {
         c.violation("event_id", "is required");
@@ -286,7 +386,10 @@ pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViol
             }
         }
     };
-    let needs_integration = meter.needs_integration();
+    let needs_integration = |event_type, sender, channel: Option<Channel>| {
+        let seen = Seen { event_type, sender, channel, integration: None };
+        at.is_some_and(|at| meters.needs_integration(at, &seen))
+    };
     let body = match raw.body {
         RawBody::Message(m) => {
             let sender = c.enumerated("message.sender_role", &m.sender_role, SENDERS);
@@ -298,7 +401,7 @@ pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViol
             };
             let sender_id = c.optional("message.sender_id", m.sender_id);
             let channel = c.enumerated("message.channel", &m.channel, CHANNELS);
-            let integration = if needs_integration {
+            let integration = if m.integration_id.is_empty() && needs_integration(EventType::Message, sender, channel) {
                 Some(c.required("message.integration_id", m.integration_id))
             } else {
                 c.optional("message.integration_id", m.integration_id)
@@ -321,11 +424,12 @@ pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViol
             let consumer = c.required("conversation_opened.consumer_id", o.consumer_id);
             let conversation = c.required("conversation_opened.conversation_id", o.conversation_id);
             let channel = c.enumerated("conversation_opened.channel", &o.channel, CHANNELS);
-            let integration = if needs_integration {
-                Some(c.required("conversation_opened.integration_id", o.integration_id))
-            } else {
-                c.optional("conversation_opened.integration_id", o.integration_id)
-            };
+            let integration =
+                if o.integration_id.is_empty() && needs_integration(EventType::ConversationOpened, None, channel) {
+                    Some(c.required("conversation_opened.integration_id", o.integration_id))
+                } else {
+                    c.optional("conversation_opened.integration_id", o.integration_id)
+                };
             channel
                 .map(|channel| Body::ConversationOpened(Conversation { consumer, conversation, channel, integration }))
         }
@@ -346,12 +450,31 @@ pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViol
             }
             Some(n) => Some(Body::FunctionInvocations { count: n as u64 }),
         },
+        RawBody::Outcome(o) => {
+            let consumer = c.required("outcome.consumer_id", o.consumer_id);
+            let conversation = c.required("outcome.conversation_id", o.conversation_id);
+            let outcome_type = c.required("outcome.outcome_type", o.outcome_type);
+            if outcome_type.chars().count() > 64 {
+                c.violation("outcome.outcome_type", "longer than 64 characters");
+            }
+            if let Some(at) = at
+                && !outcome_type.is_empty()
+                && meters.prices_outcome(at, &outcome_type) == Some(false)
+            {
+                c.violation(
+                    "outcome.outcome_type",
+                    format!("no outcome meter that sees it prices `{outcome_type}` (OUT-2)"),
+                );
+            }
+            Some(Body::Outcome(OutcomeReport { consumer, conversation, outcome_type, revoked: o.revoked }))
+        }
+        RawBody::Void(v) => c.void(v, meters),
         RawBody::Unknown(name) => {
             let what =
                 if name.is_empty() { "no event kind set".to_string() } else { format!("unknown event type `{name}`") };
             c.violation(
                 "kind",
-                format!("{what}: one of message, conversation_opened, cobrowse, function_invocations (typing indicators and receipts are not metered)"),
+                format!("{what}: one of message, conversation_opened, cobrowse, function_invocations, outcome, void (typing indicators and receipts are not metered)"),
             );
             None
         }
@@ -362,7 +485,66 @@ pub fn validate(raw: RawEvent, meter: &MeterSpec) -> Result<Event, Vec<FieldViol
     }
 }
 
+/// COR: at most this many days from `from` to `to`.
+pub const MAX_VOID_DAYS: i64 = 400;
+
 impl Checker {
+    fn void<M: Meters + ?Sized>(&mut self, v: RawVoid, meters: &M) -> Option<Body> {
+        let mut date = |field: &str, text: &str| match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            Ok(d) if text.len() == 10 => Some(d),
+            _ if text.is_empty() => {
+                self.violation(field, "is required (a local date YYYY-MM-DD)");
+                None
+            }
+            _ => {
+                self.violation(field, format!("`{text}` is not a date YYYY-MM-DD"));
+                None
+            }
+        };
+        let (from, to) = (date("void.from", &v.from), date("void.to", &v.to));
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                self.violation("void.to", "is before `from`");
+            } else if (t - f).num_days() > MAX_VOID_DAYS {
+                self.violation("void.to", format!("more than {MAX_VOID_DAYS} days after `from`"));
+            }
+        }
+        let reason = self.required("void.reason", v.reason);
+        if reason.chars().count() > 256 {
+            self.violation("void.reason", "longer than 256 characters");
+        }
+        let mut selector = |field: &str, value: Option<String>| {
+            let value = value?;
+            self.check_text(field, &value);
+            if value.is_empty() {
+                self.violation(field, "is given empty: leave it out to select any (COR-4)");
+            }
+            Some(value)
+        };
+        let meter = selector("void.meter", v.meter);
+        let consumer = selector("void.consumer_id", v.consumer_id);
+        let conversation = selector("void.conversation_id", v.conversation_id);
+        let integration = selector("void.integration_id", v.integration_id);
+        let outcome_type = selector("void.outcome_type", v.outcome_type);
+        if let Some(m) = &meter
+            && !m.is_empty()
+            && !meters.knows_meter(m)
+        {
+            self.violation("void.meter", format!("`{m}` is not a meter of the tenant"));
+        }
+        Some(Body::Void(Void {
+            from: from?,
+            to: to?,
+            reason,
+            meter,
+            consumer,
+            conversation,
+            integration,
+            outcome_type,
+            by: v.by.filter(|b| !b.is_empty()),
+        }))
+    }
+
     fn required_len(&mut self, field: &str, value: String) -> String {
         if value.len() > MAX_ID_BYTES {
             self.violation(field, format!("longer than {MAX_ID_BYTES} bytes"));
@@ -397,7 +579,8 @@ impl Event {
             Body::Message(m) => Some(&m.consumer),
             Body::ConversationOpened(o) => Some(&o.consumer),
             Body::Cobrowse(b) => Some(&b.consumer),
-            Body::FunctionInvocations { .. } => None,
+            Body::Outcome(o) => Some(&o.consumer),
+            Body::FunctionInvocations { .. } | Body::Void(_) => None,
         }
     }
 
@@ -437,6 +620,19 @@ impl Event {
                 b.u64(3).str(&c.consumer).str(&c.conversation).str(&c.session).u64(u64::from(c.established)).finish()
             }
             Body::FunctionInvocations { count } => b.u64(4).u64(*count).finish(),
+            // An absent `revoked` and `false` are one payload (OUT).
+            Body::Outcome(o) => {
+                b.u64(5).str(&o.consumer).str(&o.conversation).str(&o.outcome_type).u64(u64::from(o.revoked)).finish()
+            }
+            Body::Void(v) => {
+                let present = |s: &Option<String>| (u64::from(s.is_some()), opt(s).to_string());
+                let mut b = b.u64(6).str(&v.from.to_string()).str(&v.to.to_string()).str(&v.reason);
+                for s in [&v.meter, &v.consumer, &v.conversation, &v.integration, &v.outcome_type] {
+                    let (is, text) = present(s);
+                    b = b.u64(is).str(&text);
+                }
+                b.finish()
+            }
         }
     }
 }

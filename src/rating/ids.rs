@@ -150,6 +150,8 @@ pub mod domain {
     pub const PLATFORM_USER: u8 = 5;
     pub const PAYLOAD: u8 = 6;
     pub const CONSUMER: u8 = 7;
+    pub const UNITS: u8 = 8;
+    pub const OUTCOME: u8 = 9;
 }
 
 /// A deterministic 128-bit id, shown as 32 lowercase hex digits.

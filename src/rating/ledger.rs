@@ -13,10 +13,12 @@ use super::plan::Plan;
 use super::settings::Tenant;
 use super::time;
 
-/// Credit buckets: the six interaction line slots, co-browse, Functions.
-pub const BUCKETS: usize = 8;
+/// Credit buckets: the six interaction line slots, co-browse, Functions, outcomes, units.
+pub const BUCKETS: usize = 10;
 pub const COBROWSE_BUCKET: usize = 6;
 pub const FUNCTIONS_BUCKET: usize = 7;
+pub const OUTCOME_BUCKET: usize = 8;
+pub const UNITS_BUCKET: usize = 9;
 
 /// The (kind, applies_to) of each bucket, for reporting.
 pub const BUCKET_KINDS: [(LineKind, Option<LineKind>); BUCKETS] = [
@@ -28,14 +30,42 @@ pub const BUCKET_KINDS: [(LineKind, Option<LineKind>); BUCKETS] = [
     (LineKind::GenerativeAi, Some(LineKind::PerformanceOptimizer)),
     (LineKind::Cobrowse, None),
     (LineKind::Functions, None),
+    (LineKind::Outcome, None),
+    (LineKind::Units, None),
 ];
 
 /// Usage totals over some dates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
+    /// Interactions of every meter, net of voids (COR-2).
     pub interactions: u64,
     pub credits: [Decimal; BUCKETS],
     pub pass_through: Amounts,
+    /// Per meter (by its index), for tenants with several meters or other presets than
+    /// one interaction meter (MS-3). Empty for a single-meter tenant, whose one meter's
+    /// figures are the totals themselves ([`Totals::meter`]).
+    pub meters: BTreeMap<u8, MeterTotals>,
+}
+
+/// One meter's figures (MS-3): interactions net of voids, units (EV-1), credits net of
+/// reversals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MeterTotals {
+    pub interactions: i64,
+    pub units: u64,
+    pub credits: Decimal,
+}
+
+impl MeterTotals {
+    fn add(&mut self, other: &MeterTotals) {
+        self.interactions += other.interactions;
+        self.units += other.units;
+        self.credits += other.credits;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.interactions == 0 && self.units == 0 && self.credits.is_zero()
+    }
 }
 
 impl Totals {
@@ -45,6 +75,30 @@ impl Totals {
             *a += *b;
         }
         self.pass_through.add_all(&other.pass_through);
+        for (m, t) in &other.meters {
+            self.meters.entry(*m).or_default().add(t);
+        }
+    }
+
+    /// One meter's figures. A single-meter tenant keeps no breakdown: its meter's are the
+    /// interactions and the interaction lines' credits.
+    pub fn meter(&self, tenant: &Tenant, index: u8) -> MeterTotals {
+        if tenant.single_meter() {
+            return MeterTotals {
+                interactions: self.interactions as i64,
+                units: 0,
+                credits: self.credits[..COBROWSE_BUCKET].iter().copied().sum(),
+            };
+        }
+        self.meters.get(&index).copied().unwrap_or_default()
+    }
+
+    /// The interactions a statement's `dars` and a Starter plan count (MS-5).
+    pub fn counted(&self, tenant: &Tenant) -> u64 {
+        match tenant.counted_meter {
+            Some(m) => self.meter(tenant, m).interactions.max(0) as u64,
+            None => 0,
+        }
     }
 
     pub fn credits(&self) -> Decimal {
@@ -56,6 +110,7 @@ impl Totals {
         self.interactions == 0
             && self.credits.iter().all(Decimal::is_zero)
             && self.pass_through.iter().all(|(_, a)| a.is_zero())
+            && self.meters.values().all(MeterTotals::is_empty)
     }
 }
 
@@ -81,12 +136,7 @@ pub struct Frozen {
 
 impl Frozen {
     pub fn add(&mut self, date: NaiveDate, entry: Entry) {
-        let totals = self.days.entry(date).or_default();
-        match entry {
-            Entry::Interaction => totals.interactions += 1,
-            Entry::Credits(bucket, amount) => totals.credits[bucket] += amount,
-            Entry::PassThrough(currency, amount) => totals.pass_through.add(currency, amount),
-        }
+        self.days.entry(date).or_default().apply(entry);
     }
 }
 
@@ -94,8 +144,24 @@ impl Frozen {
 #[derive(Debug, Clone, Copy)]
 pub enum Entry {
     Interaction,
+    /// An interaction voided or withdrawn (COR-2, OUT-4): it no longer counts.
+    Uncount,
     Credits(usize, Decimal),
     PassThrough(Currency, Decimal),
+    /// A meter's share (MS-3), for tenants that keep a breakdown.
+    Meter(u8, MeterTotals),
+}
+
+impl Totals {
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Interaction => self.interactions += 1,
+            Entry::Uncount => self.interactions = self.interactions.saturating_sub(1),
+            Entry::Credits(bucket, amount) => self.credits[bucket] += amount,
+            Entry::PassThrough(currency, amount) => self.pass_through.add(currency, amount),
+            Entry::Meter(m, t) => self.meters.entry(m).or_default().add(&t),
+        }
+    }
 }
 
 impl Ledger {
@@ -127,11 +193,7 @@ impl Ledger {
         }
         let month = time::first_of_month(date);
         for totals in [self.days.entry(date).or_default(), self.months.entry(month).or_default()] {
-            match entry {
-                Entry::Interaction => totals.interactions += 1,
-                Entry::Credits(bucket, amount) => totals.credits[bucket] += amount,
-                Entry::PassThrough(currency, amount) => totals.pass_through.add(currency, amount),
-            }
+            totals.apply(entry);
         }
     }
 
@@ -173,6 +235,9 @@ impl Ledger {
 pub struct Statement {
     pub period: String,
     pub totals: Totals,
+    /// The interactions of the meter a Starter plan counts, or of the tenant's first
+    /// `dar`, `cycle` or `mau` meter (MS-5), net of voids.
+    pub dars: u64,
     pub overage: Amounts,
     pub overage_credits: Decimal,
     pub expired_credits: Decimal,
@@ -224,14 +289,16 @@ pub fn statement(
     let label = period.label();
     let mut s = Statement { period: label.clone(), ..Statement::default() };
     s.alerts = ledger.alerts.iter().filter(|a| a.period == label).cloned().collect();
+    let counted = |s: &mut Statement| s.dars = s.totals.counted(tenant);
     match period {
         StatementPeriod::Month(month) => {
             s.totals = ledger.month(*month);
+            counted(&mut s);
             s.platform_users = platform_users(*month);
             if let Some(Plan::Starter(plan)) = tenant.plan() {
                 // PL-1: included interactions, then blocks of overage.
                 s.included = plan.included;
-                s.overage_interactions = s.totals.interactions.saturating_sub(plan.included);
+                s.overage_interactions = s.totals.counted(tenant).saturating_sub(plan.included);
                 let billed = blocks(s.overage_interactions, plan.block_size, tenant.overage_rounding(*month));
                 s.overage.add(plan.block_price.currency, billed * plan.block_price.amount);
                 s.platform_users_over_limit = s.platform_users > plan.max_platform_users;
@@ -239,6 +306,7 @@ pub fn statement(
         }
         StatementPeriod::Term(start, end) => {
             s.totals = ledger.usage(Some(*start), Some(*end));
+            counted(&mut s);
             if let Some(Plan::Commitment(plan)) = tenant.plan() {
                 // PL-2: the commitment is drawn first, then top-ups bought within the term;
                 // beyond both is overage; what is left expires with the term.
@@ -281,7 +349,7 @@ pub fn alert_usage(tenant: &Tenant, ledger: &Ledger, date: NaiveDate) -> Option<
     match tenant.plan()? {
         Plan::Starter(plan) if !plan.alerts.is_empty() => {
             let month = time::first_of_month(date);
-            let usage = Decimal::from(ledger.month(month).interactions);
+            let usage = Decimal::from(ledger.month(month).counted(tenant));
             Some((StatementPeriod::Month(month), usage, Decimal::from(plan.included)))
         }
         Plan::Commitment(plan) if !plan.alerts.is_empty() && plan.contains(date) => {

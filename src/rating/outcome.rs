@@ -22,6 +22,13 @@ pub enum NotBillableReason {
     CobrowseNotEstablished,
     CobrowseSessionCounted,
     FunctionsFreeTier,
+    /// No meter in force sees the event (MS-2), or it only counted units within an event
+    /// meter's allowance (EV-2).
+    NotMetered,
+    /// An outcome that is not the billed occurrence, or a revocation (OUT-1, OUT-3).
+    OutcomeNotBilled,
+    /// A correction: it bills nothing itself (COR).
+    Correction,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +123,14 @@ pub struct Interaction {
     pub id: RecordId,
     pub tenant: Arc<str>,
     pub meter: MeterKind,
+    /// The meter's id (MS-3).
+    pub meter_id: Arc<str>,
     pub key: InteractionKey,
+    /// An outcome meter's interactions: the outcome type (OUT-1).
+    pub outcome_type: Option<String>,
+    /// The void that selected it when it started (COR-2): it counts in no total and has no
+    /// lines.
+    pub voided_by: Option<String>,
     pub period: PeriodInfo,
     pub rule: &'static str,
     pub lines: Vec<CreditLine>,
@@ -132,8 +146,13 @@ pub struct CreditLine {
     pub credits: Decimal,
     pub rule: &'static str,
     pub period: PeriodInfo,
+    /// The event that brought the line; for a reversal, the event that withdrew it (a
+    /// void, a revocation, an earlier event).
     pub event_id: String,
     pub reverses: Option<RecordId>,
+    /// The meter whose interaction or units the line prices (MS-3); `None` for tenant
+    /// charges (co-browse, Functions: MS-4).
+    pub meter: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +182,31 @@ pub struct DeadLetter {
     pub event: Event,
 }
 
+/// An interaction that no longer stands (OUT-4: its billed occurrence moved) or that a
+/// void selected after it started (COR-2). Its lines are withdrawn by reversal lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Withdrawal {
+    pub id: RecordId,
+    pub interaction_id: RecordId,
+    pub period: PeriodInfo,
+    /// The event that withdrew it: a void's id, a revocation's, an earlier occurrence's.
+    pub event_id: String,
+    /// Voided (COR-2: it stays listed, marked with the void) rather than replaced (OUT-4).
+    pub voided: bool,
+}
+
+/// A correction, as accepted: who made it, when, why, and what it selected on arrival
+/// (COR). Interactions it selects later are marked when they start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoidRecord {
+    pub id: RecordId,
+    pub event_id: String,
+    pub at: Instant,
+    pub arrived: Option<Instant>,
+    pub void: super::event::Void,
+    pub selected: Vec<RecordId>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordBody {
     Interaction(Interaction),
@@ -170,6 +214,8 @@ pub enum RecordBody {
     PassThrough(PassThroughCharge),
     Alert(Alert),
     DeadLetter(DeadLetter),
+    Withdrawn(Withdrawal),
+    Void(VoidRecord),
 }
 
 /// One emitted record.
@@ -188,6 +234,8 @@ impl Record {
             RecordBody::PassThrough(p) => p.id,
             RecordBody::Alert(a) => a.id,
             RecordBody::DeadLetter(d) => d.id,
+            RecordBody::Withdrawn(w) => w.id,
+            RecordBody::Void(v) => v.id,
         }
     }
 }

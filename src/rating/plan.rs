@@ -22,6 +22,9 @@ pub struct StarterPlan {
     pub max_platform_users: u64,
     /// PL-3 thresholds, fractions of `included`.
     pub alerts: Vec<Decimal>,
+    /// MS-5: the meter whose interactions the plan counts (default: the first `dar`,
+    /// `cycle` or `mau` meter).
+    pub meter: Option<String>,
 }
 
 impl Default for StarterPlan {
@@ -32,6 +35,7 @@ impl Default for StarterPlan {
             block_price: Money::new(Decimal::from(39), Currency::USD),
             max_platform_users: 10,
             alerts: Vec::new(),
+            meter: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use chrono::{NaiveDate, TimeDelta};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
-use super::meter::{MeterKind, MeterSpec, Window};
+use super::meter::{Meter, MeterDef, MeterKind, MeterSpec, Window};
 use super::money::parse_decimal;
 use super::plan::Plan;
 use super::time::{self, Instant};
@@ -164,6 +164,10 @@ pub struct SettingsPatch {
     pub overage_rounding: Option<Rounding>,
     pub gai_multiplies_addons: Option<bool>,
     pub feature_attribution: Option<FeatureAttribution>,
+    /// MS-6: a meter added by this change (a whole definition with a new id).
+    pub add_meter: Option<MeterDef>,
+    /// MS-6: the id of a meter this change retires.
+    pub retire_meter: Option<String>,
 }
 
 /// A setting value as read from a file (JSON scenario, TOML tenants file).
@@ -289,6 +293,8 @@ impl SettingsPatch {
                 })
             }
             "meter" => return Err(err("a tenant's meter never changes (T-5)")),
+            "retire_meter" => self.retire_meter = Some(as_text()?.to_string()),
+            "add_meter" => return Err(err("expected a meter definition (a table)")),
             _ => return Err(err("unknown setting")),
         }
         Ok(())
@@ -310,7 +316,11 @@ impl SettingsPatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantSpec {
     pub id: String,
+    /// The preset of a tenant defined with one `meter` (MS-1). Ignored when `meters` is
+    /// given.
     pub meter: MeterKind,
+    /// The meters in force from the beginning (MS-1); empty: the one meter `meter`.
+    pub meters: Vec<MeterDef>,
     /// Must set `time_zone`.
     pub initial: SettingsPatch,
     /// Sorted by instant when compiled; equal instants apply in the given order.
@@ -418,19 +428,44 @@ pub struct Tenant {
     pub id: Arc<str>,
     /// Dense index for compact state entries; stable for the life of the engine.
     pub index: u32,
+    /// The first meter's description (what a single-meter tenant counts by).
     pub meter: &'static MeterSpec,
+    /// Every meter ever defined, by index: the initial ones, then those added (MS-6).
+    pub meters: Vec<Meter>,
+    /// The meter a statement's `dars` and a Starter plan count (MS-5), if any.
+    pub counted_meter: Option<u8>,
     pub spec: TenantSpec,
     instant: Vec<(Instant, Settings)>,
     anchors: DatedTimeline<u32>,
-    relationship: DatedTimeline<Relationship>,
-    attribution: DatedTimeline<FeatureAttribution>,
-    gai_multiplies_addons: DatedTimeline<bool>,
+    /// Per window (see [`window_slot`]): structural settings by the first local date of
+    /// the period of that window they start in (T-5, MS-6).
+    structures: [StructureTimelines; 3],
     functions_rounding: DatedTimeline<Rounding>,
     overage_rounding: DatedTimeline<Rounding>,
     /// Whether `proactive_outbound_day = retroactive` is ever in force, so that reply
     /// bookkeeping (DAR-5) is kept only for tenants that need it.
     pub any_retroactive: bool,
 }
+
+#[derive(Debug, Clone)]
+struct StructureTimelines {
+    relationship: DatedTimeline<Relationship>,
+    attribution: DatedTimeline<FeatureAttribution>,
+    gai_multiplies_addons: DatedTimeline<bool>,
+}
+
+fn window_slot(window: Window) -> usize {
+    match window {
+        Window::LocalDay => 0,
+        Window::LocalMonth => 1,
+        Window::BillingCycle => 2,
+    }
+}
+
+const WINDOWS: [Window; 3] = [Window::LocalDay, Window::LocalMonth, Window::BillingCycle];
+
+/// The most meters a tenant has in force (MS-1).
+pub const MAX_METERS: usize = 8;
 
 /// Why a tenant spec was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -451,7 +486,10 @@ impl Tenant {
     pub fn compile(spec: TenantSpec, index: u32) -> Result<Tenant, TenantError> {
         validate_tenant_id(&spec.id).map_err(TenantError::BadId)?;
         let zone = spec.initial.time_zone.ok_or(TenantError::NoZone)?;
-        let meter = spec.meter.spec();
+        let defs = spec.initial_meters();
+        check_meters(&defs, &spec.changes).map_err(|(_, e)| TenantError::Setting(e))?;
+        let meter = defs[0].kind.spec();
+        let counted_meter = counted_meter(&spec, &defs)?;
         let mut base = Settings::defaults(zone);
         base.apply(&spec.initial);
         if let Some(Plan::Commitment(c)) = &spec.plan
@@ -463,15 +501,32 @@ impl Tenant {
         let mut changes = spec.changes.clone();
         changes.sort_by_key(|c| c.at);
 
+        let timelines = StructureTimelines {
+            relationship: DatedTimeline::new(base.relationship),
+            attribution: DatedTimeline::new(base.feature_attribution),
+            gai_multiplies_addons: DatedTimeline::new(base.gai_multiplies_addons),
+        };
+        let meters = defs
+            .into_iter()
+            .enumerate()
+            .map(|(i, def)| Meter {
+                index: i as u8,
+                id: Arc::from(def.id.as_str()),
+                spec: def.kind.spec(),
+                def,
+                from: None,
+                until: None,
+            })
+            .collect();
         let mut tenant = Tenant {
             id: Arc::from(spec.id.as_str()),
             index,
             meter,
+            meters,
+            counted_meter,
             instant: vec![(Instant::MIN_UTC, base.clone())],
             anchors: DatedTimeline::new(base.cycle_anchor_day),
-            relationship: DatedTimeline::new(base.relationship),
-            attribution: DatedTimeline::new(base.feature_attribution),
-            gai_multiplies_addons: DatedTimeline::new(base.gai_multiplies_addons),
+            structures: [timelines.clone(), timelines.clone(), timelines],
             functions_rounding: DatedTimeline::new(base.functions_rounding),
             overage_rounding: DatedTimeline::new(base.overage_rounding),
             any_retroactive: base.proactive_outbound_day == ProactiveOutboundDay::Retroactive,
@@ -490,8 +545,32 @@ impl Tenant {
             if change.patch.structural() {
                 tenant.schedule_structural(change);
             }
+            tenant.schedule_meter_change(change);
         }
         Ok(tenant)
+    }
+
+    /// MS-6: an added meter sees events from the start of its first period that begins at
+    /// or after the change; a retired one stops seeing them there.
+    fn schedule_meter_change(&mut self, change: &SettingsChange) {
+        if let Some(def) = &change.patch.add_meter {
+            let from = self.first_period_start_at_or_after(change.at, def.kind.window());
+            let zone = self.zone_at(change.at);
+            self.meters.push(Meter {
+                index: self.meters.len() as u8,
+                id: Arc::from(def.id.as_str()),
+                spec: def.kind.spec(),
+                def: def.clone(),
+                from: Some(time::start_of_local_date(from, zone)),
+                until: None,
+            });
+        }
+        if let Some(id) = &change.patch.retire_meter {
+            let Some(i) = self.meters.iter().position(|m| &*m.id == id.as_str()) else { return };
+            let from = self.first_period_start_at_or_after(change.at, self.meters[i].window());
+            let zone = self.zone_at(change.at);
+            self.meters[i].until = Some(time::start_of_local_date(from, zone));
+        }
     }
 
     fn schedule_structural(&mut self, change: &SettingsChange) {
@@ -501,15 +580,20 @@ impl Tenant {
             let from = self.first_period_start_at_or_after(change.at, Window::BillingCycle);
             self.anchors.push(from, anchor);
         }
-        let meter_from = self.first_period_start_at_or_after(change.at, self.meter.window);
-        if let Some(v) = p.relationship {
-            self.relationship.push(meter_from, v);
-        }
-        if let Some(v) = p.feature_attribution {
-            self.attribution.push(meter_from, v);
-        }
-        if let Some(v) = p.gai_multiplies_addons {
-            self.gai_multiplies_addons.push(meter_from, v);
+        // Each meter's structure switches at its own next period start (MS-6): one timeline
+        // per window.
+        for window in WINDOWS {
+            let from = self.first_period_start_at_or_after(change.at, window);
+            let t = &mut self.structures[window_slot(window)];
+            if let Some(v) = p.relationship {
+                t.relationship.push(from, v);
+            }
+            if let Some(v) = p.feature_attribution {
+                t.attribution.push(from, v);
+            }
+            if let Some(v) = p.gai_multiplies_addons {
+                t.gai_multiplies_addons.push(from, v);
+            }
         }
         let month_from = self.first_period_start_at_or_after(change.at, Window::LocalMonth);
         if let Some(v) = p.functions_rounding {
@@ -570,13 +654,41 @@ impl Tenant {
         Period { window, start_date, end_date, zone }
     }
 
-    /// Structural settings of the meter's period starting on `start_date`.
+    /// Structural settings of the first meter's period starting on `start_date`.
     pub fn structure(&self, start_date: NaiveDate) -> Structure {
+        self.structure_in(self.meter.window, start_date)
+    }
+
+    /// Structural settings of a period of `window` starting on `start_date`.
+    pub fn structure_in(&self, window: Window, start_date: NaiveDate) -> Structure {
+        let t = &self.structures[window_slot(window)];
         Structure {
-            relationship: self.relationship.at(start_date),
-            feature_attribution: self.attribution.at(start_date),
-            gai_multiplies_addons: self.gai_multiplies_addons.at(start_date),
+            relationship: t.relationship.at(start_date),
+            feature_attribution: t.attribution.at(start_date),
+            gai_multiplies_addons: t.gai_multiplies_addons.at(start_date),
         }
+    }
+
+    /// The meter of a dense index.
+    pub fn meter_at(&self, index: u8) -> &Meter {
+        &self.meters[usize::from(index).min(self.meters.len() - 1)]
+    }
+
+    /// The meter of an id, if the tenant ever defined it.
+    pub fn meter_named(&self, id: &str) -> Option<&Meter> {
+        self.meters.iter().find(|m| &*m.id == id)
+    }
+
+    /// Whether the tenant is the single-meter shape of part one: one interaction meter,
+    /// never changed. Its books need no per-meter breakdown.
+    pub fn single_meter(&self) -> bool {
+        self.meters.len() == 1 && self.meters[0].kind().is_interaction()
+    }
+
+    /// The first meter in force at an instant (T-3: a co-browse event is judged by its
+    /// period).
+    pub fn first_meter_at(&self, at: Instant) -> Option<&Meter> {
+        self.meters.iter().find(|m| m.in_force(at))
     }
 
     /// CR-8 rounding for the local month starting on `month_start`.
@@ -596,6 +708,129 @@ impl Tenant {
     /// The zone in force at an instant.
     pub fn zone_at(&self, at: Instant) -> Tz {
         self.settings_at(at).time_zone
+    }
+}
+
+impl TenantSpec {
+    /// The meters in force from the beginning (MS-1).
+    pub fn initial_meters(&self) -> Vec<MeterDef> {
+        if self.meters.is_empty() { vec![MeterDef::single(self.meter)] } else { self.meters.clone() }
+    }
+
+    /// MS-6: drops the changes that would add a meter with a used id, retire an unknown or
+    /// retired meter, or leave no meter or more than eight, judged in instant order each
+    /// against those accepted before it. Returns the refused changes with why.
+    pub fn admit_meter_changes(&mut self) -> Vec<(Option<String>, SettingError)> {
+        let mut refused = Vec::new();
+        let defs = self.initial_meters();
+        loop {
+            match check_meters(&defs, &self.changes) {
+                Ok(()) => return refused,
+                Err((None, e)) => {
+                    refused.push((None, e));
+                    return refused;
+                }
+                Err((Some(i), e)) => {
+                    let change = self.changes.remove(i);
+                    refused.push((change.id, e));
+                }
+            }
+        }
+    }
+}
+
+/// Checks the initial meters and the meter changes (MS-1, MS-2, MS-6). On error: the index
+/// in `changes` of the first refused change (`None`: the initial meters are wrong).
+fn check_meters(defs: &[MeterDef], changes: &[SettingsChange]) -> Result<(), (Option<usize>, SettingError)> {
+    if defs.is_empty() {
+        return Err((None, SettingError::new("meters", "a tenant has at least one meter (MS-1)")));
+    }
+    if defs.len() > MAX_METERS {
+        return Err((None, SettingError::new("meters", "a tenant has at most eight meters in force (MS-1)")));
+    }
+    let mut ever: Vec<&str> = Vec::new();
+    for def in defs {
+        check_def(def, "meters").map_err(|e| (None, e))?;
+        if ever.contains(&def.id.as_str()) {
+            return Err((None, SettingError::new("meters", format!("meter id `{}` is used twice (MS-1)", def.id))));
+        }
+        ever.push(&def.id);
+    }
+    let mut in_force: Vec<&str> = ever.clone();
+    let mut order: Vec<usize> = (0..changes.len()).collect();
+    order.sort_by_key(|&i| changes[i].at);
+    for i in order {
+        let p = &changes[i].patch;
+        if let Some(def) = &p.add_meter {
+            check_def(def, "add_meter").map_err(|e| (Some(i), e))?;
+            if ever.contains(&def.id.as_str()) {
+                let e = SettingError::new("add_meter", format!("meter id `{}` is already used (MS-6)", def.id));
+                return Err((Some(i), e));
+            }
+            ever.push(&def.id);
+            in_force.push(&def.id);
+        }
+        if let Some(id) = &p.retire_meter {
+            let Some(at) = in_force.iter().position(|m| m == id) else {
+                let e = SettingError::new("retire_meter", format!("no meter `{id}` in force to retire (MS-6)"));
+                return Err((Some(i), e));
+            };
+            in_force.remove(at);
+        }
+        if in_force.is_empty() {
+            return Err((Some(i), SettingError::new("retire_meter", "a tenant keeps at least one meter (MS-6)")));
+        }
+        if in_force.len() > MAX_METERS {
+            return Err((Some(i), SettingError::new("add_meter", "a tenant has at most eight meters in force (MS-6)")));
+        }
+    }
+    Ok(())
+}
+
+fn check_def(def: &MeterDef, setting: &str) -> Result<(), SettingError> {
+    let err = |reason: String| SettingError::new(setting, reason);
+    MeterDef::check_id(&def.id).map_err(err)?;
+    let f = &def.filter;
+    let empty = [
+        f.event_types.as_ref().is_some_and(Vec::is_empty),
+        f.sender_roles.as_ref().is_some_and(Vec::is_empty),
+        f.channels.as_ref().is_some_and(Vec::is_empty),
+        f.integrations.as_ref().is_some_and(Vec::is_empty),
+    ];
+    if empty.iter().any(|e| *e) {
+        return Err(err(format!("meter `{}`: a filter's list must not be empty (MS-2)", def.id)));
+    }
+    if def.units.units_per_credit == 0 {
+        return Err(err(format!("meter `{}`: units_per_credit is at least 1 (EV-2)", def.id)));
+    }
+    if def.outcomes.prices.values().any(|p| p.is_sign_negative() && !p.is_zero()) {
+        return Err(err(format!("meter `{}`: an outcome price must not be negative (OUT-2)", def.id)));
+    }
+    if def.outcomes.prices.keys().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(err(format!("meter `{}`: an outcome type is 1 to 64 characters (OUT-2)", def.id)));
+    }
+    Ok(())
+}
+
+/// MS-5: the meter a Starter plan counts (named, or the first `dar`, `cycle` or `mau`
+/// meter), which is also the one a statement's `dars` count.
+fn counted_meter(spec: &TenantSpec, defs: &[MeterDef]) -> Result<Option<u8>, TenantError> {
+    let mut all: Vec<&MeterDef> = defs.iter().collect();
+    let mut added: Vec<&SettingsChange> = spec.changes.iter().filter(|c| c.patch.add_meter.is_some()).collect();
+    added.sort_by_key(|c| c.at);
+    all.extend(added.iter().filter_map(|c| c.patch.add_meter.as_ref()));
+    let first = all.iter().position(|d| d.kind.is_interaction()).map(|i| i as u8);
+    let Some(Plan::Starter(plan)) = &spec.plan else { return Ok(first) };
+    match &plan.meter {
+        Some(id) => match all.iter().position(|d| &d.id == id) {
+            Some(i) if all[i].kind.is_interaction() => Ok(Some(i as u8)),
+            Some(_) => Err(TenantError::Plan(format!("meter `{id}` is not a dar, cycle or mau meter (MS-5)"))),
+            None => Err(TenantError::Plan(format!("meter `{id}` is not a meter of the tenant (MS-5)"))),
+        },
+        None if first.is_none() => {
+            Err(TenantError::Plan("a Starter plan needs a dar, cycle or mau meter to count (MS-5)".into()))
+        }
+        None => Ok(first),
     }
 }
 
@@ -637,7 +872,11 @@ mod tests {
                 SettingsChange { id: None, at: parse_instant(at).unwrap(), patch: p }
             })
             .collect();
-        Tenant::compile(TenantSpec { id: "t".into(), meter, initial: patch, changes, plan: None }, 0).unwrap()
+        Tenant::compile(
+            TenantSpec { id: "t".into(), meter, meters: Vec::new(), initial: patch, changes, plan: None },
+            0,
+        )
+        .unwrap()
     }
 
     fn date(s: &str) -> NaiveDate {

@@ -100,7 +100,7 @@ impl Shared {
                 out.extend_from_slice(&e.first_tie.to_le_bytes());
                 out.push(e.any.0);
                 out.push(e.first.0);
-                out.extend_from_slice(&e.generation.to_le_bytes());
+                out.extend_from_slice(&(u16::from(e.generation) | u16::from(e.meter) << 8).to_le_bytes());
             }
             Shared::Cobrowse(Some(c)) => {
                 out.push(2);
@@ -159,7 +159,8 @@ impl Shared {
                     first_tie: u32_at(9)?,
                     any: Features(bytes[13]),
                     first: Features(bytes[14]),
-                    generation: u16::from_le_bytes(take(15, 2)?.try_into().ok()?),
+                    generation: bytes[15],
+                    meter: bytes[16],
                 })))
             }
             Place::Cobrowse if bytes.len() >= 13 && bytes[0] == 2 => {
@@ -188,6 +189,11 @@ pub fn encode_ledger(entries: &[(NaiveDate, Entry)]) -> Vec<u8> {
         out.extend_from_slice(&time::date_to_days(*date).to_le_bytes());
         match entry {
             Entry::Interaction => out.push(0),
+            // Never under a shared store: tenants with several meters, outcomes or voids
+            // are refused there (`server::core::shareable`).
+            Entry::Uncount | Entry::Meter(..) => {
+                out.truncate(out.len() - 4);
+            }
             Entry::Credits(bucket, amount) => {
                 out.push(1);
                 out.push(*bucket as u8);
@@ -242,7 +248,7 @@ mod tests {
     fn values_round_trip_without_the_tenant_index() {
         let d: NaiveDate = "2025-06-10".parse().unwrap();
         let at = time::parse_instant("2025-06-10T10:00:00.123Z").unwrap();
-        let e = InteractionEntry { generation: 3, ..InteractionEntry::contribution(7, d, at, 99, Features(5)) };
+        let e = InteractionEntry { generation: 3, ..InteractionEntry::contribution(7, 0, d, at, 99, Features(5)) };
         let place = Place::Interaction { period_start: d };
         let bytes = Shared::Interaction(Some(e)).encode();
         assert_eq!(Shared::decode(place, &bytes, 7, ""), Some(Shared::Interaction(Some(e))));

@@ -11,16 +11,23 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use super::credits::LineKind;
+use super::engine::{Catalogued, Source, VoidRule};
+use super::event::Void;
 use super::ids::{Fp, RecordId};
 use super::ledger::{Frozen, Totals};
 use super::meter::MeterKind;
+use super::meter::Window;
 use super::money::{Currency, Money};
 use super::outcome::{
     Alert, CreditLine, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome, PassThroughCharge,
     PeriodInfo,
 };
 use super::settings::Features;
-use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog};
+use super::settings::Period;
+use super::state::{
+    Billed, CobrowseEntry, FunctionsEntry, InteractionEntry, Occurrence, Outbound, OutcomeState, PassThroughEntry,
+    ReplyLog,
+};
 use super::time::{self, Instant};
 
 /// Writes primitives, keeping a CRC of everything written. Fields gather in a buffer
@@ -136,13 +143,28 @@ pub struct Reader<R: Read> {
     len: usize,
     hashed: usize,
     crc: crc32fast::Hasher,
+    /// The version of what is read (its magic says): fields added later are read only
+    /// from versions that have them.
+    pub version: u8,
 }
+
+/// The version [`Writer`]s of this build write: 3 added meters (MS), outcomes (OUT) and
+/// corrections (COR).
+pub const VERSION: u8 = 3;
 
 pub type ReadResult<T> = Result<T, String>;
 
 impl<R: Read> Reader<R> {
     pub fn new(input: R) -> Self {
-        Reader { input, buf: vec![0; CHUNK], pos: 0, len: 0, hashed: 0, crc: crc32fast::Hasher::new() }
+        Reader {
+            input,
+            buf: vec![0; CHUNK],
+            pos: 0,
+            len: 0,
+            hashed: 0,
+            crc: crc32fast::Hasher::new(),
+            version: VERSION,
+        }
     }
 
     /// Hashes what was consumed and reads the next chunk.
@@ -265,20 +287,23 @@ impl<R: Read> Reader<R> {
 const RULES: &[&str] = &[
     "DAR-1", "DAR-2", "DAR-3", "DAR-4", "DAR-5", "DAR-6", "CYC-1", "CYC-2", "CYC-3", "CYC-4", "CYC-5", "CYC-6",
     "MAU-1", "CR-1", "CR-2", "CR-3", "CR-4", "CR-5", "CR-6", "CR-7", "CR-8", "CR-9", "PL-1", "PL-2", "PL-3", "PL-4",
-    "T-1", "T-2", "T-3", "T-4", "T-5", "T-6", "",
+    "T-1", "T-2", "T-3", "T-4", "T-5", "T-6", "", "MS-1", "MS-2", "MS-3", "MS-4", "MS-5", "MS-6", "EV-1", "EV-2",
+    "OUT-1", "OUT-2", "OUT-3", "OUT-4", "COR-1", "COR-2", "COR-3", "COR-4",
 ];
 
 fn rule(name: &str) -> ReadResult<&'static str> {
     RULES.iter().find(|r| **r == name).copied().ok_or_else(|| format!("unknown rule `{name}`"))
 }
 
-const KINDS: [LineKind; 6] = [
+const KINDS: [LineKind; 8] = [
     LineKind::Base,
     LineKind::GenerativeAi,
     LineKind::IntentListening,
     LineKind::PerformanceOptimizer,
     LineKind::Cobrowse,
     LineKind::Functions,
+    LineKind::Outcome,
+    LineKind::Units,
 ];
 
 fn kind_code(k: LineKind) -> u8 {
@@ -312,7 +337,8 @@ fn line_out<W: Write>(w: &mut Writer<W>, l: &CreditLine) -> std::io::Result<()> 
     w.str(l.rule)?;
     period_out(w, &l.period)?;
     w.str(&l.event_id)?;
-    w.opt_id(l.reverses)
+    w.opt_id(l.reverses)?;
+    w.opt_str(l.meter.as_deref())
 }
 
 fn line_in<R: Read>(r: &mut Reader<R>) -> ReadResult<CreditLine> {
@@ -333,15 +359,19 @@ fn line_in<R: Read>(r: &mut Reader<R>) -> ReadResult<CreditLine> {
         period: period_in(r)?,
         event_id: r.str()?,
         reverses: r.opt_id()?,
+        meter: if r.version >= 3 { r.opt_str()?.map(|m| Arc::from(m.as_str())) } else { None },
     })
 }
 
-const REASONS: [NotBillableReason; 5] = [
+const REASONS: [NotBillableReason; 8] = [
     NotBillableReason::SystemMessage,
     NotBillableReason::ProactiveAwaitingReply,
     NotBillableReason::CobrowseNotEstablished,
     NotBillableReason::CobrowseSessionCounted,
     NotBillableReason::FunctionsFreeTier,
+    NotBillableReason::NotMetered,
+    NotBillableReason::OutcomeNotBilled,
+    NotBillableReason::Correction,
 ];
 
 /// A whole outcome (only the rare ones that cannot be re-derived are stored whole).
@@ -371,6 +401,9 @@ pub fn outcome_out<W: Write>(w: &mut Writer<W>, o: &Outcome) -> std::io::Result<
             line_out(w, l)?;
         }
         w.str(&i.event_id)?;
+        w.str(&i.meter_id)?;
+        w.opt_str(i.outcome_type.as_deref())?;
+        w.opt_str(i.voided_by.as_deref())?;
     }
     w.u32(o.counted_in.len() as u32)?;
     for id in &o.counted_in {
@@ -415,7 +448,25 @@ pub fn outcome_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Outcome> {
         for _ in 0..r.u32()? {
             lines.push(line_in(r)?);
         }
-        interactions.push(Interaction { id, tenant, meter, key, period, rule: rule_name, lines, event_id: r.str()? });
+        let event_id = r.str()?;
+        let (meter_id, outcome_type, voided_by) = if r.version >= 3 {
+            (Arc::from(r.str()?.as_str()), r.opt_str()?, r.opt_str()?)
+        } else {
+            (Arc::from(meter.name()), None, None)
+        };
+        interactions.push(Interaction {
+            id,
+            tenant,
+            meter,
+            meter_id,
+            key,
+            outcome_type,
+            voided_by,
+            period,
+            rule: rule_name,
+            lines,
+            event_id,
+        });
     }
     let mut counted_in = Vec::new();
     for _ in 0..r.u32()? {
@@ -450,18 +501,24 @@ pub fn interaction_entry_out<W: Write>(w: &mut Writer<W>, e: &InteractionEntry) 
     w.u32(e.first_tie)?;
     w.u8(e.any.0)?;
     w.u8(e.first.0)?;
-    w.u32(u32::from(e.generation))
+    // The meter rides above the generation's 16 bits: snapshots written before meters
+    // read back as meter 0.
+    w.u32(u32::from(e.generation) | u32::from(e.meter) << 16)
 }
 
 pub fn interaction_entry_in<R: Read>(r: &mut Reader<R>) -> ReadResult<InteractionEntry> {
+    let (tenant, period_start, first_ms, first_tie) = (r.u32()?, r.u32()? as i32, r.u32()?, r.u32()?);
+    let (any, first) = (Features(r.u8()?), Features(r.u8()?));
+    let packed = r.u32()?;
     Ok(InteractionEntry {
-        tenant: r.u32()?,
-        period_start: r.u32()? as i32,
-        first_ms: r.u32()?,
-        first_tie: r.u32()?,
-        any: Features(r.u8()?),
-        first: Features(r.u8()?),
-        generation: r.u32()? as u16,
+        tenant,
+        period_start,
+        first_ms,
+        first_tie,
+        any,
+        first,
+        generation: (packed & 0xff) as u8,
+        meter: (packed >> 16) as u8,
     })
 }
 
@@ -543,7 +600,7 @@ pub fn replies_out<W: Write>(w: &mut Writer<W>, e: &ReplyLog) -> std::io::Result
         w.instant(*at)?;
         w.str(conversation)?;
     }
-    Ok(())
+    w.u8(e.meter)
 }
 
 pub fn replies_in<R: Read>(r: &mut Reader<R>) -> ReadResult<ReplyLog> {
@@ -563,7 +620,8 @@ pub fn replies_in<R: Read>(r: &mut Reader<R>) -> ReadResult<ReplyLog> {
     for _ in 0..r.u32()? {
         replies.push((r.instant()?, r.str()?));
     }
-    Ok(ReplyLog { tenant, consumer, outbounds, replies })
+    let meter = if r.version >= 3 { r.u8()? } else { 0 };
+    Ok(ReplyLog { tenant, meter, consumer, outbounds, replies })
 }
 
 pub fn alert_out<W: Write>(w: &mut Writer<W>, a: &Alert) -> std::io::Result<()> {
@@ -601,6 +659,13 @@ pub fn frozen_out<W: Write>(w: &mut Writer<W>, f: &Frozen) -> std::io::Result<()
             w.str(currency.as_str())?;
             w.decimal(amount)?;
         }
+        w.u32(totals.meters.len() as u32)?;
+        for (meter, t) in &totals.meters {
+            w.u8(*meter)?;
+            w.i64(t.interactions)?;
+            w.u64(t.units)?;
+            w.decimal(t.credits)?;
+        }
     }
     w.u32(f.users.len() as u32)?;
     for (month, count) in &f.users {
@@ -615,12 +680,21 @@ pub fn frozen_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Frozen> {
     for _ in 0..r.u32()? {
         let date = date_in(r)?;
         let mut totals = Totals { interactions: r.u64()?, ..Totals::default() };
-        for c in totals.credits.iter_mut() {
+        // Version 2 had the eight buckets before outcomes and units.
+        let buckets = if r.version >= 3 { totals.credits.len() } else { 8 };
+        for c in totals.credits.iter_mut().take(buckets) {
             *c = r.decimal()?;
         }
         for _ in 0..r.u32()? {
             let currency = Currency::parse(&r.str()?).ok_or("bad currency")?;
             totals.pass_through.add(currency, r.decimal()?);
+        }
+        if r.version >= 3 {
+            for _ in 0..r.u32()? {
+                let meter = r.u8()?;
+                let t = super::ledger::MeterTotals { interactions: r.i64()?, units: r.u64()?, credits: r.decimal()? };
+                totals.meters.insert(meter, t);
+            }
         }
         f.days.insert(date, totals);
     }
@@ -683,4 +757,160 @@ mod tests {
         }
         assert!(read(&bytes[..bytes.len() - 1]).is_err(), "a truncated snapshot is refused");
     }
+}
+
+fn opt_instant_out<W: Write>(w: &mut Writer<W>, t: Option<Instant>) -> std::io::Result<()> {
+    match t {
+        None => w.u8(0),
+        Some(t) => {
+            w.u8(1)?;
+            w.instant(t)
+        }
+    }
+}
+
+fn opt_instant_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Option<Instant>> {
+    Ok(if r.u8()? == 1 { Some(r.instant()?) } else { None })
+}
+
+pub fn outcome_state_out<W: Write>(w: &mut Writer<W>, e: &OutcomeState) -> std::io::Result<()> {
+    w.u32(e.tenant)?;
+    w.u8(e.meter)?;
+    w.str(&e.conversation)?;
+    w.str(&e.outcome_type)?;
+    w.u32(e.occurrences.len() as u32)?;
+    for o in &e.occurrences {
+        w.instant(o.at)?;
+        w.str(&o.event_id)?;
+        w.str(&o.consumer)?;
+        w.u8(u8::from(o.cancelled))?;
+    }
+    w.u32(e.revocations.len() as u32)?;
+    for r in &e.revocations {
+        w.instant(*r)?;
+    }
+    match &e.billed {
+        None => w.u8(0)?,
+        Some(b) => {
+            w.u8(1)?;
+            w.str(&b.event_id)?;
+            w.str(&b.consumer)?;
+            w.instant(b.at)?;
+            w.id(b.interaction)?;
+            w.opt_id(b.line)?;
+            w.decimal(b.credits)?;
+        }
+    }
+    w.u32(e.generation)
+}
+
+pub fn outcome_state_in<R: Read>(r: &mut Reader<R>) -> ReadResult<OutcomeState> {
+    let (tenant, meter, conversation, outcome_type) = (r.u32()?, r.u8()?, r.str()?, r.str()?);
+    let mut occurrences = Vec::new();
+    for _ in 0..r.u32()? {
+        let (at, event_id, consumer, cancelled) = (r.instant()?, r.str()?, r.str()?, r.u8()? == 1);
+        occurrences.push(Occurrence { at, event_id, consumer, cancelled });
+    }
+    let mut revocations = Vec::new();
+    for _ in 0..r.u32()? {
+        revocations.push(r.instant()?);
+    }
+    let billed = if r.u8()? == 1 {
+        Some(Billed {
+            event_id: r.str()?,
+            consumer: r.str()?,
+            at: r.instant()?,
+            interaction: r.id()?,
+            line: r.opt_id()?,
+            credits: r.decimal()?,
+        })
+    } else {
+        None
+    };
+    Ok(OutcomeState {
+        tenant,
+        meter,
+        conversation,
+        outcome_type,
+        occurrences,
+        revocations,
+        billed,
+        generation: r.u32()?,
+    })
+}
+
+pub fn void_rule_out<W: Write>(w: &mut Writer<W>, v: &VoidRule) -> std::io::Result<()> {
+    w.str(&v.event_id)?;
+    w.u32(time::date_to_days(v.void.from) as u32)?;
+    w.u32(time::date_to_days(v.void.to) as u32)?;
+    w.str(&v.void.reason)?;
+    for s in
+        [&v.void.meter, &v.void.consumer, &v.void.conversation, &v.void.integration, &v.void.outcome_type, &v.void.by]
+    {
+        w.opt_str(s.as_deref())?;
+    }
+    opt_instant_out(w, v.arrived)
+}
+
+pub fn void_rule_in<R: Read>(r: &mut Reader<R>) -> ReadResult<VoidRule> {
+    let event_id = r.str()?;
+    let (from, to) = (date_in(r)?, date_in(r)?);
+    let reason = r.str()?;
+    let void = Void {
+        from,
+        to,
+        reason,
+        meter: r.opt_str()?,
+        consumer: r.opt_str()?,
+        conversation: r.opt_str()?,
+        integration: r.opt_str()?,
+        outcome_type: r.opt_str()?,
+        by: r.opt_str()?,
+    };
+    Ok(VoidRule { event_id, void, arrived: opt_instant_in(r)? })
+}
+
+const WINDOWS: [Window; 3] = [Window::LocalDay, Window::LocalMonth, Window::BillingCycle];
+
+pub fn catalogued_out<W: Write>(w: &mut Writer<W>, c: &Catalogued) -> std::io::Result<()> {
+    w.id(c.id)?;
+    w.fp(c.state)?;
+    w.u8(c.meter)?;
+    w.u8(WINDOWS.iter().position(|x| *x == c.period.window).expect("every window") as u8)?;
+    w.u32(time::date_to_days(c.period.start_date) as u32)?;
+    w.u32(time::date_to_days(c.period.end_date) as u32)?;
+    w.str(c.period.zone.name())?;
+    w.str(&c.key.consumer)?;
+    w.opt_str(c.key.conversation.as_deref())?;
+    w.opt_str(c.key.integration.as_deref())?;
+    w.opt_str(c.outcome_type.as_deref())?;
+    w.u8(match c.source {
+        Source::Hot => 0,
+        Source::Outcome => 1,
+    })?;
+    w.opt_str(c.voided_by.as_deref())
+}
+
+pub fn catalogued_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Catalogued> {
+    let (id, state, meter) = (r.id()?, r.fp()?, r.u8()?);
+    let window = *WINDOWS.get(r.u8()? as usize).ok_or("unknown window")?;
+    let (start_date, end_date) = (date_in(r)?, date_in(r)?);
+    let zone: Tz = r.str()?.parse().map_err(|_| "unknown zone".to_string())?;
+    let key = InteractionKey { consumer: r.str()?, conversation: r.opt_str()?, integration: r.opt_str()? };
+    let outcome_type = r.opt_str()?;
+    let source = match r.u8()? {
+        0 => Source::Hot,
+        1 => Source::Outcome,
+        n => return Err(format!("unknown source {n}")),
+    };
+    Ok(Catalogued {
+        id,
+        state,
+        meter,
+        period: Period { window, start_date, end_date, zone },
+        key,
+        outcome_type,
+        source,
+        voided_by: r.opt_str()?,
+    })
 }

@@ -28,7 +28,9 @@ pub struct InteractionEntry {
     /// Features of the first qualifying event (CR-6, first_event).
     pub first: Features,
     /// Bumped when first-event lines are replaced, so that replacement line ids are new.
-    pub generation: u16,
+    pub generation: u8,
+    /// The meter's dense index within its tenant (MS-1): 0 for a single-meter tenant.
+    pub meter: u8,
 }
 
 impl InteractionEntry {
@@ -38,7 +40,14 @@ impl InteractionEntry {
         (period_start - TimeDelta::days(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc()
     }
 
-    pub fn contribution(tenant: u32, period_start: NaiveDate, at: Instant, tie: u32, features: Features) -> Self {
+    pub fn contribution(
+        tenant: u32,
+        meter: u8,
+        period_start: NaiveDate,
+        at: Instant,
+        tie: u32,
+        features: Features,
+    ) -> Self {
         let offset = (time::to_millis(at) - time::to_millis(Self::epoch(period_start))).clamp(0, i64::from(u32::MAX));
         InteractionEntry {
             tenant,
@@ -48,6 +57,7 @@ impl InteractionEntry {
             any: features,
             first: features,
             generation: 0,
+            meter,
         }
     }
 
@@ -141,6 +151,8 @@ pub struct Outbound {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyLog {
     pub tenant: u32,
+    /// The meter whose outbounds and replies these are (MS-3).
+    pub meter: u8,
     pub consumer: String,
     pub outbounds: Vec<Outbound>,
     /// Consumer messages: instant and conversation, sorted by instant.
@@ -176,9 +188,9 @@ mod tests {
     fn t_1_interaction_join_is_a_semilattice() {
         let d: NaiveDate = "2025-06-10".parse().unwrap();
         let at = |s: &str| time::parse_instant(s).unwrap();
-        let a = InteractionEntry::contribution(0, d, at("2025-06-10T10:00:00Z"), 5, Features(1));
-        let b = InteractionEntry::contribution(0, d, at("2025-06-10T09:00:00Z"), 9, Features(2));
-        let c = InteractionEntry::contribution(0, d, at("2025-06-10T09:00:00Z"), 3, Features(4));
+        let a = InteractionEntry::contribution(0, 0, d, at("2025-06-10T10:00:00Z"), 5, Features(1));
+        let b = InteractionEntry::contribution(0, 0, d, at("2025-06-10T09:00:00Z"), 9, Features(2));
+        let c = InteractionEntry::contribution(0, 0, d, at("2025-06-10T09:00:00Z"), 3, Features(4));
         assert_eq!(a.join(b), b.join(a));
         assert_eq!(a.join(b).join(c), a.join(b.join(c)));
         assert_eq!(a.join(a), a);
@@ -186,4 +198,61 @@ mod tests {
         assert_eq!(all.any, Features(7));
         assert_eq!(all.first, Features(4), "earliest instant, then lowest tie-break");
     }
+}
+
+/// An event meter's units in one local month (EV-1). Credits are a pure function of the
+/// count (EV-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitsEntry {
+    pub tenant: u32,
+    pub meter: u8,
+    pub month_start: i32,
+    pub count: u64,
+}
+
+/// One outcome event of a (meter, conversation, outcome type) (OUT-1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occurrence {
+    pub at: Instant,
+    pub event_id: String,
+    pub consumer: String,
+    /// Cancelled by a revocation (OUT-3); never undone.
+    pub cancelled: bool,
+}
+
+impl Occurrence {
+    /// OUT-1: earliest by event time, equal instants by the smaller event id as bytes.
+    pub fn order_key(&self) -> (Instant, &[u8]) {
+        (self.at, self.event_id.as_bytes())
+    }
+}
+
+/// The occurrence an outcome meter bills, and its line (OUT-2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Billed {
+    pub event_id: String,
+    pub consumer: String,
+    pub at: Instant,
+    pub interaction: super::ids::RecordId,
+    /// Its line, while it stands: `None` once withdrawn by a void (or never added, when a
+    /// void selected it from the start).
+    pub line: Option<super::ids::RecordId>,
+    pub credits: Decimal,
+}
+
+/// An outcome meter's state for one (conversation, outcome type): every occurrence and
+/// revocation seen, and the occurrence billed (OUT-1..OUT-4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeState {
+    pub tenant: u32,
+    pub meter: u8,
+    pub conversation: String,
+    pub outcome_type: String,
+    pub occurrences: Vec<Occurrence>,
+    /// Revocation instants (OUT-3).
+    pub revocations: Vec<Instant>,
+    pub billed: Option<Billed>,
+    /// Bumped on every change of the billed occurrence, so that each billing's line id
+    /// is new (a withdrawn line is never billed again under its id).
+    pub generation: u32,
 }

@@ -662,7 +662,9 @@ pub(super) fn stripe_of(event: &pb::Event) -> usize {
         Some(Kind::Message(m)) => &m.consumer_id,
         Some(Kind::ConversationOpened(o)) => &o.consumer_id,
         Some(Kind::Cobrowse(c)) => &c.session_id,
-        Some(Kind::FunctionInvocations(_)) | None => "",
+        // An outcome's state is its conversation's (OUT-1), whoever the consumer.
+        Some(Kind::Outcome(o)) => &o.conversation_id,
+        Some(Kind::FunctionInvocations(_)) | Some(Kind::Void(_)) | None => "",
     };
     // FNV-1a: fast, and a caller who aims its keys at one stripe only slows itself.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -683,6 +685,13 @@ pub fn shareable(spec: &TenantSpec) -> Result<(), String> {
         return Err(
             "proactive_outbound_day = retroactive (DAR-5) is not supported with a shared Redis store yet".into()
         );
+    }
+    // Several meters, event and outcome meters keep state the shared store does not hold
+    // yet (MS, EV, OUT); voids are refused there for the same reason (COR).
+    let meters = spec.initial_meters();
+    let single = meters.len() == 1 && meters[0].kind.is_interaction();
+    if !single || spec.changes.iter().any(|c| c.patch.add_meter.is_some() || c.patch.retire_meter.is_some()) {
+        return Err("several meters, event meters and outcome meters (MS, EV, OUT) are not supported with a shared Redis store yet".into());
     }
     Ok(())
 }

@@ -132,6 +132,10 @@ fn authorize_ingest(who: &Caller, event: &pb::Event) -> Result<(), Status> {
     if event.tenant_id.is_empty() {
         return Ok(());
     }
+    // A void corrects the books: it needs the tenant's manage scope, not ingest (COR).
+    if let Some(pb::event::Kind::Void(_)) = event.kind {
+        return who.require(Access::Manage, &event.tenant_id);
+    }
     who.require(Access::Ingest, &event.tenant_id)
 }
 
@@ -187,6 +191,34 @@ impl pb::ingest_service_server::IngestService for Services {
         let kind = Some(pb::event::Kind::FunctionInvocations(body));
         let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
+    }
+
+    async fn ingest_outcome(
+        &self,
+        request: Request<pb::IngestOutcomeRequest>,
+    ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let Some(body) = r.outcome else {
+            return Err(api::invalid_argument(vec![FieldViolation::new("outcome", "is required")]));
+        };
+        let kind = Some(pb::event::Kind::Outcome(body));
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestOutcomeResponse { outcome: Some(outcome) }))
+    }
+
+    async fn ingest_void(
+        &self,
+        request: Request<pb::IngestVoidRequest>,
+    ) -> Result<Response<pb::IngestVoidResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let Some(body) = r.void else {
+            return Err(api::invalid_argument(vec![FieldViolation::new("void", "is required")]));
+        };
+        let kind = Some(pb::event::Kind::Void(body));
+        let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
+        Ok(Response::new(pb::IngestVoidResponse { outcome: Some(outcome) }))
     }
 
     type IngestBatchStream = Pin<Box<dyn Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
@@ -286,7 +318,8 @@ impl pb::usage_service_server::UsageService for Services {
         } else {
             self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists")
         };
-        Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals)) }))
+        let tenant = self.daybook.engine().tenant(&r.tenant_id);
+        Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals, tenant.as_deref())) }))
     }
 
     async fn get_statement(
@@ -378,12 +411,19 @@ impl pb::usage_service_server::UsageService for Services {
                     if record.tenant_id != tenant {
                         continue;
                     }
-                    if let Some(pb::record::Body::Interaction(i)) = record.body {
+                    if let Some(pb::record::Body::Interaction(mut i)) = record.body {
                         if interactions.len() == page_size {
                             break 'pages;
                         }
-                        interactions.push(i);
                         last = cursor;
+                        // As it stands now: voided since (COR-2), or no longer billed (OUT-4).
+                        let id = crate::rating::ids::RecordId::parse(&i.interaction_id);
+                        match id.and_then(|id| daybook.engine().interaction_change(&tenant, id)) {
+                            Some(None) => continue,
+                            Some(Some(void)) => i.voided_by = void,
+                            None => {}
+                        }
+                        interactions.push(i);
                     }
                 }
             }

@@ -136,6 +136,9 @@ pub(super) fn operations(
             Entry::Interaction => totals.interactions += 1,
             Entry::Credits(bucket, amount) => totals.credits[*bucket] += *amount,
             Entry::PassThrough(currency, amount) => totals.pass_through.add(*currency, *amount),
+            // Never under a shared store: tenants with several meters, outcomes or voids
+            // are refused there (`server::core::shareable`).
+            Entry::Uncount | Entry::Meter(..) => {}
         }
     }
     let (mut key_names, mut ops) = (Vec::new(), Vec::new());

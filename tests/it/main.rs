@@ -9,6 +9,7 @@ mod redis_store;
 mod replay;
 mod replicas;
 mod rules;
+mod rules_part_two;
 mod scenarios;
 mod security;
 mod server;

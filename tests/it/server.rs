@@ -158,6 +158,7 @@ pub fn tenant(id: &str, zone: &str, meter: pb::Meter) -> pb::Tenant {
                 ..Default::default()
             })),
         }),
+        meters: vec![],
     }
 }
 

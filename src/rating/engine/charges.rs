@@ -158,6 +158,7 @@ impl Engine {
             period: PeriodInfo::from(&month),
             event_id: event.event_id.clone(),
             reverses: None,
+            meter: None,
         };
         fx.add_line(tenant, month.start_date, FUNCTIONS_BUCKET, line);
         Disposition::Charged
@@ -218,6 +219,7 @@ pub(super) fn cobrowse_line(tenant: &Tenant, entry: &CobrowseEntry) -> (CreditLi
         period: PeriodInfo::from(&period),
         event_id: entry.first_event_id.clone(),
         reverses: None,
+        meter: None,
     };
     (line, period.start_date)
 }

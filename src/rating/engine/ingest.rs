@@ -39,7 +39,7 @@ impl Engine {
     pub fn identify(&self, raw: &RawEvent, now: Option<Instant>) -> Option<Identity> {
         let slot = self.slot(&raw.tenant_id)?;
         let tenant = slot.config();
-        let event = event::validate(raw.clone(), tenant.meter).ok()?;
+        let event = event::validate(raw.clone(), &*tenant).ok()?;
         if let Some(now) = now {
             self.check_time(&tenant, &event, now, slot.closed_before.load(Ordering::Acquire)).ok()?;
         }
@@ -140,7 +140,7 @@ impl Engine {
             Some(tenant) => tenant,
             None => return Some(Err(unknown_tenant(&raw.tenant_id))),
         };
-        let event = match event::validate(raw, tenant.meter) {
+        let event = match event::validate(raw, &*tenant) {
             Ok(event) => event,
             Err(violations) => return Some(Err(Refusal::invalid(violations))),
         };
@@ -196,9 +196,20 @@ impl Engine {
         let Some(slot) = tenants.get(raw.tenant_id.as_str()) else {
             return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
         };
+        if let RawBody::Void(_) = raw.body {
+            // A correction takes its tenant alone (COR); shared stores do not meter them.
+            return match mode {
+                Mode::Live => Rated::Done(self.ingest_void(slot, raw, now, records)),
+                _ => Rated::Done(Err(Refusal::new(
+                    Code::FailedPrecondition,
+                    "COR-1",
+                    "voids are not supported with a shared Redis store yet",
+                ))),
+            };
+        }
         let config = slot.config.read().expect("tenant lock");
         let tenant: &Tenant = &config;
-        let event = match event::validate(raw, tenant.meter) {
+        let event = match event::validate(raw, tenant) {
             Ok(event) => event,
             Err(violations) => return Rated::Done(Err(Refusal::invalid(violations))),
         };
@@ -229,7 +240,14 @@ impl Engine {
             return Rated::Done(Err(refusal));
         }
 
-        let mut effects = Effects { mode, now, closed_before: Some(closed_before), ..Effects::default() };
+        let voids = slot
+            .has_voids
+            .load(Ordering::Acquire)
+            .then(|| slot.corrections.lock().expect("corrections lock").voids.clone());
+        // A retry re-rated from its prior would not see the voids: keep its outcome whole.
+        let keep_whole = voids.is_some();
+        let mut effects =
+            Effects { mode, now, closed_before: Some(closed_before), voids, keep_whole, ..Effects::default() };
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         out.entry = effects.shared.as_ref().map(|t| t.entry);
@@ -254,6 +272,7 @@ impl Engine {
             )));
         }
         self.commit_sets(tenant, &mut effects);
+        self.commit_catalogue(slot, &mut effects);
 
         // What the shared store needs to emit the records of an event that changed
         // nothing shared (most events emit none: nothing to copy).
@@ -353,7 +372,7 @@ impl Engine {
 
     /// Adds a committed event's aggregate entries to its tenant's ledger and judges the
     /// usage alerts they reach (PL-3), or restores those it raised when replayed.
-    fn commit_ledger(
+    pub(super) fn commit_ledger(
         &self,
         tenant: &Tenant,
         slot: &TenantSlot,
@@ -401,6 +420,8 @@ impl Engine {
             }
             Body::Cobrowse(c) => self.rate_cobrowse(tenant, event, c, tie, fx),
             Body::FunctionInvocations { count } => self.rate_functions(tenant, event, *count, event_fp, fx),
+            Body::Outcome(o) => self.rate_outcome(tenant, event, o, fx),
+            Body::Void(_) => unreachable!("voids are rated by ingest_void"),
         }
     }
 
@@ -446,6 +467,22 @@ impl Engine {
                 ),
             ));
         }
+        if let Body::Void(v) = &event.body {
+            // COR-4: refused when the local date `to` itself closed before it arrived.
+            let to_end = time::start_of_local_date(v.to.succ_opt().unwrap_or(v.to), settings.time_zone);
+            if to_end + settings.lateness_horizon < now {
+                return Err(Refusal::new(
+                    Code::FailedPrecondition,
+                    "COR-4",
+                    format!(
+                        "too late: the void's last date {} ended more than lateness_horizon ({}) ago; nothing it names is open",
+                        v.to,
+                        time::format_duration(settings.lateness_horizon)
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         // The period ends after the event, so an event within the horizon of its own
         // instant (and after any closed period) is never late; only others need their
         // period computed.
@@ -454,10 +491,7 @@ impl Engine {
         if within_horizon && at_ms >= closed_before {
             return Ok(());
         }
-        let period = match event.body {
-            Body::FunctionInvocations { .. } => tenant.period_in(Window::LocalMonth, event.at),
-            _ => tenant.period(event.at),
-        };
+        let period = lateness_period(tenant, event);
         if !within_horizon && period.end() + settings.lateness_horizon < now {
             return Err(Refusal::new(
                 Code::FailedPrecondition,
@@ -485,6 +519,42 @@ impl Engine {
     }
 }
 
+/// T-3 with several meters: the period an event is judged late by. An event is late when
+/// its period in any meter that sees it is, so the earliest-ending one counts; an outcome
+/// only by event and outcome meters (local months), a co-browse event by the tenant's
+/// first meter in force, Functions and an event no meter sees by the local month.
+fn lateness_period(tenant: &Tenant, event: &Event) -> Period {
+    let month = || tenant.period_in(Window::LocalMonth, event.at);
+    let seen = match &event.body {
+        Body::Message(m) => Seen {
+            event_type: EventType::Message,
+            sender: Some(m.sender),
+            channel: Some(m.channel),
+            integration: m.integration.as_deref(),
+        },
+        Body::ConversationOpened(o) => Seen {
+            event_type: EventType::ConversationOpened,
+            sender: None,
+            channel: Some(o.channel),
+            integration: o.integration.as_deref(),
+        },
+        Body::Cobrowse(_) => {
+            return match tenant.first_meter_at(event.at) {
+                Some(m) => tenant.period_in(m.window(), event.at),
+                None => month(),
+            };
+        }
+        Body::Outcome(_) | Body::FunctionInvocations { .. } | Body::Void(_) => return month(),
+    };
+    tenant
+        .meters
+        .iter()
+        .filter(|m| m.sees(event.at, &seen))
+        .map(|m| tenant.period_in(m.window(), event.at))
+        .min_by_key(|p| p.end_date)
+        .unwrap_or_else(month)
+}
+
 fn unknown_tenant(id: &str) -> Refusal {
     if let Err(reason) = crate::rating::settings::validate_tenant_id(id) {
         return Refusal::invalid(vec![event::FieldViolation::new("tenant_id", reason)]);
@@ -492,7 +562,7 @@ fn unknown_tenant(id: &str) -> Refusal {
     Refusal::new(Code::NotFound, "T-6", format!("unknown tenant `{id}`"))
 }
 
-fn dead_letter(tenant: &Tenant, event: Event, refusal: &Refusal) -> Record {
+pub(super) fn dead_letter(tenant: &Tenant, event: Event, refusal: &Refusal) -> Record {
     let id = RecordId::of(&[
         b"dead_letter",
         tenant.id.as_bytes(),

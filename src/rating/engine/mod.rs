@@ -14,21 +14,27 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use rust_decimal::Decimal;
 
 use super::credits::{self, LineKind, LineSet, interaction_lines};
-use super::event::{self, Body, Event, RawEvent, SenderRole};
+use super::event::{self, Body, Event, RawBody, RawEvent, SenderRole};
 use super::ids::{Fingerprinter, Fp, FpBuildHasher, HotKey, RecordId, domain};
-use super::ledger::{self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, Statement, StatementPeriod, Totals};
-use super::meter::{KeyField, ProactivePolicy, Window};
+use super::ledger::{
+    self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, OUTCOME_BUCKET, Statement, StatementPeriod, Totals,
+    UNITS_BUCKET,
+};
+use super::meter::{EventType, KeyField, Meter, MeterKind, ProactivePolicy, Seen, Window};
 use super::money::Money;
 use super::outcome::{
     Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
-    PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal,
+    PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal, VoidRecord, Withdrawal,
 };
 use super::settings::{
     FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
     TenantSpec,
 };
 use super::shared::{Claim, Place, Shared};
-use super::state::{CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, PassThroughEntry, ReplyLog, UsersEntry};
+use super::state::{
+    CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, OutcomeState, PassThroughEntry, ReplyLog, UnitsEntry,
+    UsersEntry,
+};
 use super::time::{self, Instant};
 
 /// Engine configuration.
@@ -57,6 +63,10 @@ pub struct TenantSlot {
     /// ([`Engine::close_periods`]); `i64::MIN` while nothing is. Events of a closed
     /// period are refused as too late (T-3), whatever the horizon says since.
     closed_before: AtomicI64,
+    /// Voids and the interactions they may select (COR). Events read the voids only once
+    /// the tenant has any.
+    corrections: Mutex<Corrections>,
+    has_voids: std::sync::atomic::AtomicBool,
 }
 
 impl TenantSlot {
@@ -193,6 +203,11 @@ pub struct Engine {
     pass_through: DashMap<Fp, PassThroughEntry, FpBuildHasher>,
     /// (tenant, consumer) -> outbounds and replies, only for retroactive tenants (DAR-5).
     replies: DashMap<Fp, ReplyLog, FpBuildHasher>,
+    /// (tenant, event meter, local month) -> units (EV-1).
+    units: DashMap<Fp, UnitsEntry, FpBuildHasher>,
+    /// (tenant, outcome meter, conversation, outcome type) -> occurrences, revocations and
+    /// the billed one (OUT-1..OUT-4).
+    outcomes: DashMap<Fp, OutcomeState, FpBuildHasher>,
     /// Under a shared store: platform users (tenant, local month, sender) this replica saw
     /// first, for the store's sets (PL-1). Drained by [`Engine::take_new_users`].
     new_users: Mutex<Vec<(Arc<str>, NaiveDate, Fp)>>,
@@ -209,6 +224,7 @@ pub struct Engine {
 /// The key fields and period of one interaction, before it is fingerprinted.
 struct Touch<'a> {
     tenant: &'a Tenant,
+    meter: &'a Meter,
     consumer: &'a str,
     conversation: Option<&'a str>,
     integration: Option<&'a str>,
@@ -299,6 +315,12 @@ struct Effects {
     pass_through: Option<PassThroughCharge>,
     ledger: Vec<(NaiveDate, Entry)>,
     records: Vec<Record>,
+    /// The tenant's voids while it has any (COR-1), read once per event.
+    voids: Option<Arc<Vec<VoidRule>>>,
+    /// Interactions this event started, and states whose interaction it withdrew, for
+    /// the catalogue voids select from.
+    catalogued: Vec<Catalogued>,
+    uncatalogued: Vec<RecordId>,
 }
 
 impl Engine {
@@ -314,6 +336,8 @@ impl Engine {
             users: DashMap::default(),
             pass_through: DashMap::default(),
             replies: DashMap::default(),
+            units: DashMap::default(),
+            outcomes: DashMap::default(),
             new_users: Mutex::new(Vec::new()),
             new_users_waiting: std::sync::atomic::AtomicBool::new(false),
             collect_users: std::sync::atomic::AtomicBool::new(false),
@@ -374,6 +398,8 @@ impl Engine {
             config: RwLock::new(compiled.clone()),
             ledger: Mutex::new(Ledger::default()),
             closed_before: AtomicI64::new(i64::MIN),
+            corrections: Mutex::new(Corrections::default()),
+            has_voids: std::sync::atomic::AtomicBool::new(false),
         });
         by_index.push(slot.clone());
         self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
@@ -422,16 +448,22 @@ impl Effects {
 
 mod books;
 mod charges;
+mod corrections;
 mod ingest;
 mod interactions;
+mod meters;
 mod persist;
 mod upkeep;
+
+pub use corrections::{Catalogued, Corrections, Source, VoidRule};
 
 pub use persist::StateImage;
 pub use upkeep::Pruned;
 
 use books::raise_alerts;
 use charges::cobrowse_line;
+use corrections::Selected;
+use ingest::dead_letter;
 use upkeep::{PERIOD_SLACK_DAYS, utc_day};
 
 #[cfg(test)]

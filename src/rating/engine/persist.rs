@@ -7,7 +7,9 @@ use crate::rating::ledger::Frozen;
 use crate::rating::outcome::Alert;
 use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
 
-const MAGIC: &[u8] = b"daybook-engine-state-2";
+const MAGIC: &[u8] = b"daybook-engine-state-3";
+/// Before meters, outcomes and corrections: read without them.
+const MAGIC_V2: &[u8] = b"daybook-engine-state-2";
 
 fn prior_out<W: Write>(w: &mut Writer<W>, p: &Prior) -> std::io::Result<()> {
     match p {
@@ -63,6 +65,8 @@ pub struct StateImage {
     users: Vec<(Fp, UsersEntry)>,
     pass_through: Vec<(Fp, PassThroughEntry)>,
     replies: Vec<(Fp, ReplyLog)>,
+    units: Vec<(Fp, UnitsEntry)>,
+    outcomes: Vec<(Fp, OutcomeState)>,
 }
 
 struct TenantImage {
@@ -70,6 +74,9 @@ struct TenantImage {
     alerts: Vec<Alert>,
     frozen: Frozen,
     closed_before: i64,
+    voids: Arc<Vec<VoidRule>>,
+    catalogue: Vec<Catalogued>,
+    changed: Vec<(RecordId, Option<String>)>,
 }
 
 /// Copies a map into `out`, reusing its allocation.
@@ -155,7 +162,38 @@ impl StateImage {
             w.fp(*key)?;
             codec::replies_out(w, e)?;
         }
-        w.u8(0)
+        w.u8(0)?;
+        for (key, e) in &self.units {
+            w.u8(1)?;
+            w.fp(*key)?;
+            w.u32(e.tenant)?;
+            w.u8(e.meter)?;
+            w.u32(e.month_start as u32)?;
+            w.u64(e.count)?;
+        }
+        w.u8(0)?;
+        for (key, e) in &self.outcomes {
+            w.u8(1)?;
+            w.fp(*key)?;
+            codec::outcome_state_out(w, e)?;
+        }
+        w.u8(0)?;
+        for t in &self.tenants {
+            w.u32(t.voids.len() as u32)?;
+            for v in t.voids.iter() {
+                codec::void_rule_out(w, v)?;
+            }
+            w.u32(t.catalogue.len() as u32)?;
+            for c in &t.catalogue {
+                codec::catalogued_out(w, c)?;
+            }
+            w.u32(t.changed.len() as u32)?;
+            for (id, void) in &t.changed {
+                w.id(*id)?;
+                w.opt_str(void.as_deref())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -179,11 +217,15 @@ impl Engine {
         image.tenants.clear();
         image.tenants.extend(slots.iter().map(|slot| {
             let ledger = slot.ledger.lock().expect("ledger lock");
+            let corrections = slot.corrections.lock().expect("corrections lock");
             TenantImage {
                 id: slot.config().id.clone(),
                 alerts: ledger.alerts.clone(),
                 frozen: ledger.frozen.clone(),
                 closed_before: slot.closed_before.load(Ordering::Acquire),
+                voids: corrections.voids.clone(),
+                catalogue: corrections.catalogue.values().cloned().collect(),
+                changed: corrections.changed.iter().map(|(k, v)| (*k, v.clone())).collect(),
             }
         }));
         copy(&self.events, &mut image.events);
@@ -193,6 +235,8 @@ impl Engine {
         copy(&self.users, &mut image.users);
         copy(&self.pass_through, &mut image.pass_through);
         copy(&self.replies, &mut image.replies);
+        copy(&self.units, &mut image.units);
+        copy(&self.outcomes, &mut image.outcomes);
     }
 
     /// Writes the state (see [`Engine::image`]).
@@ -207,8 +251,10 @@ impl Engine {
     /// replay would drop its events.
     pub fn read_state<R: Read>(&self, mut reader: Reader<R>) -> ReadResult<()> {
         let r = &mut reader;
-        if r.bytes(MAGIC.len())? != MAGIC {
-            return Err("not an engine state".into());
+        match r.bytes(MAGIC.len())?.as_slice() {
+            m if m == MAGIC => r.version = codec::VERSION,
+            m if m == MAGIC_V2 => r.version = 2,
+            _ => return Err("not an engine state".into()),
         }
         let mut table = Vec::new();
         let mut saved = Vec::new();
@@ -284,8 +330,48 @@ impl Engine {
                 self.replies.insert(key, ReplyLog { tenant: t, ..e });
             }
         }
+        let mut corrections = Vec::new();
+        if r.version >= 3 {
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = UnitsEntry { tenant: r.u32()?, meter: r.u8()?, month_start: r.u32()? as i32, count: r.u64()? };
+                if let Some(t) = remap(e.tenant) {
+                    self.units.insert(key, UnitsEntry { tenant: t, ..e });
+                }
+            }
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let e = codec::outcome_state_in(r)?;
+                if let Some(t) = remap(e.tenant) {
+                    self.outcomes.insert(key, OutcomeState { tenant: t, ..e });
+                }
+            }
+            for _ in 0..saved.len() {
+                let mut voids = Vec::new();
+                for _ in 0..r.u32()? {
+                    voids.push(codec::void_rule_in(r)?);
+                }
+                let mut catalogue = HashMap::new();
+                for _ in 0..r.u32()? {
+                    let c = codec::catalogued_in(r)?;
+                    catalogue.insert(c.id, c);
+                }
+                let mut changed = HashMap::new();
+                for _ in 0..r.u32()? {
+                    let id = r.id()?;
+                    changed.insert(id, r.opt_str()?);
+                }
+                corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed });
+            }
+        }
         // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
         reader.finish()?;
+        for ((id, ..), c) in saved.iter().zip(corrections) {
+            if let Some(slot) = self.slot(id) {
+                slot.has_voids.store(!c.voids.is_empty(), Ordering::Release);
+                *slot.corrections.lock().expect("corrections lock") = c;
+            }
+        }
         for (id, alerts, frozen, closed_before) in saved {
             if let Some(slot) = self.slot(&id) {
                 let mut ledger = slot.ledger.lock().expect("ledger lock");

@@ -103,6 +103,7 @@ impl Engine {
         for e in other.replies.iter() {
             let mut mine = self.replies.entry(*e.key()).or_insert_with(|| ReplyLog {
                 tenant: tenant_of(e.tenant),
+                meter: e.meter,
                 consumer: e.consumer.clone(),
                 ..ReplyLog::default()
             });
@@ -129,7 +130,8 @@ impl Engine {
                 let reply = log.replies.iter().find(|(t, _)| outbound.at <= *t && *t <= outbound.at + outbound.window);
                 if let Some((_, conversation)) = reply {
                     let mut fx = Effects::default();
-                    self.charge_outbound(&tenant, &consumer, outbound, &conversation.clone(), &mut fx);
+                    let meter = tenant.meter_at(log.meter);
+                    self.charge_outbound(&tenant, meter, &consumer, outbound, &conversation.clone(), &mut fx);
                     records.append(&mut fx.records);
                 }
             }
@@ -149,9 +151,23 @@ impl Engine {
             })
             .collect();
         let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
+        let voided = voided_interactions(&slots);
         for e in self.interactions.iter() {
+            if voided[e.tenant as usize].contains(&e.key().fp()) {
+                continue;
+            }
             let ledger = &mut fresh[e.tenant as usize];
             interaction_entries(&tenants[e.tenant as usize], e.value(), |date, entry| ledger.add(date, entry));
+        }
+        for e in self.units.iter() {
+            for (date, entry) in units_entries(&tenants[e.tenant as usize], e.value()) {
+                fresh[e.tenant as usize].add(date, entry);
+            }
+        }
+        for e in self.outcomes.iter() {
+            for (date, entry) in outcome_entries(&tenants[e.tenant as usize], e.value()) {
+                fresh[e.tenant as usize].add(date, entry);
+            }
         }
         for e in self.cobrowse.iter() {
             let (date, entry) = cobrowse_entry(&tenants[e.tenant as usize], e.value());
@@ -218,16 +234,54 @@ impl Engine {
         };
         let old_day =
             |tenant: u32, day: i32| closed(tenant, time::days_to_date(day) + TimeDelta::days(PERIOD_SLACK_DAYS));
-        self.interactions.retain(|_, e| {
+        let voided = voided_interactions(&slots);
+        self.interactions.retain(|key, e| {
             let tenant = &tenants[e.tenant as usize];
-            let end = tenant.period_of_date(tenant.meter.window, e.period_start_date(), chrono_tz::UTC).end_date;
+            let window = tenant.meter_at(e.meter).window();
+            let end = tenant.period_of_date(window, e.period_start_date(), chrono_tz::UTC).end_date;
             if !closed(e.tenant, end) {
                 return true;
             }
-            interaction_entries(tenant, e, |date, entry| ledgers[e.tenant as usize].frozen.add(date, entry));
+            if !voided[e.tenant as usize].contains(&key.fp()) {
+                interaction_entries(tenant, e, |date, entry| ledgers[e.tenant as usize].frozen.add(date, entry));
+            }
             pruned.interactions += 1;
             false
         });
+        self.units.retain(|_, e| {
+            if !closed(e.tenant, time::first_of_next_month(time::days_to_date(e.month_start))) {
+                return true;
+            }
+            for (date, entry) in units_entries(&tenants[e.tenant as usize], e) {
+                ledgers[e.tenant as usize].frozen.add(date, entry);
+            }
+            pruned.other += 1;
+            false
+        });
+        self.outcomes.retain(|_, e| {
+            // Kept while a revocation could still reach an open occurrence, or a late
+            // earlier occurrence arrive: until every month it touches is closed.
+            let last = e.occurrences.iter().map(|o| o.at).chain(e.revocations.iter().copied()).max();
+            if last.is_some_and(|at| !old_day(e.tenant, utc_day(at))) {
+                return true;
+            }
+            for (date, entry) in outcome_entries(&tenants[e.tenant as usize], e) {
+                ledgers[e.tenant as usize].frozen.add(date, entry);
+            }
+            pruned.other += 1;
+            false
+        });
+        for (i, slot) in slots.iter().enumerate() {
+            if cutoffs[i].is_none() {
+                continue;
+            }
+            let tenant = &tenants[i];
+            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            corrections.catalogue.retain(|_, c| {
+                let end = tenant.period_of_date(c.period.window, c.period.start_date, chrono_tz::UTC).end_date;
+                !closed(i as u32, end)
+            });
+        }
         self.cobrowse.retain(|_, e| {
             if !old_day(e.tenant, utc_day(e.first_at)) {
                 return true;
@@ -289,7 +343,7 @@ impl Engine {
         let tenants: Vec<Arc<Tenant>> = self.by_index.read().expect("index lock").iter().map(|s| s.config()).collect();
         for e in self.interactions.iter() {
             let tenant = &tenants[e.tenant as usize];
-            let structure = tenant.structure(e.period_start_date());
+            let structure = tenant.structure_in(tenant.meter_at(e.meter).window(), e.period_start_date());
             let features = match structure.feature_attribution {
                 FeatureAttribution::AnyEvent => e.any,
                 FeatureAttribution::FirstEvent => e.first,
@@ -313,25 +367,68 @@ impl Engine {
         for e in self.pass_through.iter() {
             out.push(format!("p {:?} {} {}", e.key(), e.currency, e.charge));
         }
+        for e in self.units.iter() {
+            out.push(format!("n {:?} {}", e.key(), e.count));
+        }
+        for e in self.outcomes.iter() {
+            let billed = e.billed.as_ref().map(|b| (&b.event_id, b.line.is_some()));
+            out.push(format!("o {:?} {:?}", e.key(), billed));
+        }
         out.sort();
         out
     }
 }
 
-/// The line of a co-browse session as its first established event prices and dates it.
 /// What an interaction contributes to the aggregates: one interaction and its lines, on
 /// its period's first date.
 fn interaction_entries(tenant: &Tenant, e: &InteractionEntry, mut add: impl FnMut(NaiveDate, Entry)) {
     let date = e.period_start_date();
-    let structure = tenant.structure(date);
-    let features = match structure.feature_attribution {
-        FeatureAttribution::AnyEvent => e.any,
-        FeatureAttribution::FirstEvent => e.first,
-    };
+    let structure = tenant.structure_in(tenant.meter_at(e.meter).window(), date);
     add(date, Entry::Interaction);
-    for s in interaction_lines(features, structure.gai_multiplies_addons).lines() {
+    let mut credits = Decimal::ZERO;
+    for s in interactions::lines_of(&structure, e).lines() {
         add(date, Entry::Credits(s.slot as usize, s.credits));
+        credits += s.credits;
     }
+    if !tenant.single_meter() {
+        add(date, Entry::Meter(e.meter, ledger::MeterTotals { interactions: 1, units: 0, credits }));
+    }
+}
+
+/// An event meter's month: its units and the credits they come to (EV-2).
+fn units_entries(tenant: &Tenant, e: &UnitsEntry) -> Vec<(NaiveDate, Entry)> {
+    let month = time::days_to_date(e.month_start);
+    let credits = tenant.meter_at(e.meter).def.units.credits(e.count);
+    let meter = ledger::MeterTotals { interactions: 0, units: e.count, credits };
+    vec![(month, Entry::Credits(UNITS_BUCKET, credits)), (month, Entry::Meter(e.meter, meter))]
+}
+
+/// An outcome meter's billed occurrence, while its line stands (OUT-2, COR-2).
+fn outcome_entries(tenant: &Tenant, e: &OutcomeState) -> Vec<(NaiveDate, Entry)> {
+    let Some(billed) = e.billed.as_ref().filter(|b| b.line.is_some()) else { return Vec::new() };
+    let date = tenant.period_in(Window::LocalMonth, billed.at).start_date;
+    let meter = ledger::MeterTotals { interactions: 1, units: 0, credits: billed.credits };
+    vec![
+        (date, Entry::Interaction),
+        (date, Entry::Credits(OUTCOME_BUCKET, billed.credits)),
+        (date, Entry::Meter(e.meter, meter)),
+    ]
+}
+
+/// Per tenant index: the hot keys of interactions a void withdrew (COR-2).
+fn voided_interactions(slots: &[Arc<TenantSlot>]) -> Vec<std::collections::HashSet<Fp>> {
+    slots
+        .iter()
+        .map(|slot| {
+            let corrections = slot.corrections.lock().expect("corrections lock");
+            corrections
+                .catalogue
+                .values()
+                .filter(|c| c.voided_by.is_some() && c.source == Source::Hot)
+                .map(|c| c.state)
+                .collect()
+        })
+        .collect()
 }
 
 fn cobrowse_entry(tenant: &Tenant, e: &CobrowseEntry) -> (NaiveDate, Entry) {

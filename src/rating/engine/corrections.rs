@@ -1,0 +1,313 @@
+//! Corrections (COR-1..COR-4): voids, and the catalogue of standing interactions they
+//! select from. A void is rated alone: no other event of its tenant is rated meanwhile,
+//! so "before it arrived" and "after" are each one side of it.
+
+use super::*;
+use crate::rating::event::Void;
+
+/// A void as accepted, with the instant it arrived (COR-4 leaves alone what was already
+/// past its horizon then).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoidRule {
+    pub event_id: String,
+    pub void: Void,
+    pub arrived: Option<Instant>,
+}
+
+/// The fields a void selects on (COR-1): an interaction's meter, its period's first local
+/// date, and the fields it lists.
+pub(super) struct Selected<'a> {
+    pub meter: &'a str,
+    pub start: NaiveDate,
+    pub consumer: Option<&'a str>,
+    pub conversation: Option<&'a str>,
+    pub integration: Option<&'a str>,
+    pub outcome_type: Option<&'a str>,
+}
+
+impl VoidRule {
+    /// COR-1: the period's first date within [from, to], and every selector given equal
+    /// to a field the interaction lists.
+    pub(super) fn selects(&self, s: &Selected<'_>) -> bool {
+        let v = &self.void;
+        let field = |wanted: &Option<String>, has: Option<&str>| match wanted {
+            None => true,
+            Some(w) => has == Some(w.as_str()),
+        };
+        v.from <= s.start
+            && s.start <= v.to
+            && field(&v.meter, Some(s.meter))
+            && field(&v.consumer, s.consumer)
+            && field(&v.conversation, s.conversation)
+            && field(&v.integration, s.integration)
+            && field(&v.outcome_type, s.outcome_type)
+    }
+}
+
+/// Where a catalogued interaction's lines are read from when a void withdraws them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The hot interaction map (DAR, CYC, MAU): lines are a function of the entry.
+    Hot,
+    /// An outcome meter's state: the billed occurrence's line.
+    Outcome,
+}
+
+/// An interaction that stands, as a void needs to find it: what it lists and where its
+/// lines are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalogued {
+    pub id: RecordId,
+    /// The state that holds it: its hot key, or its outcome state's.
+    pub state: Fp,
+    pub meter: u8,
+    pub period: Period,
+    pub key: InteractionKey,
+    pub outcome_type: Option<String>,
+    pub source: Source,
+    pub voided_by: Option<String>,
+}
+
+impl Catalogued {
+    pub(super) fn of(i: &Interaction, state: Fp, meter: u8, period: Period, source: Source) -> Self {
+        Catalogued {
+            id: i.id,
+            state,
+            meter,
+            period,
+            key: i.key.clone(),
+            outcome_type: i.outcome_type.clone(),
+            source,
+            voided_by: i.voided_by.clone(),
+        }
+    }
+
+    fn selected_by(&self, tenant: &Tenant, void: &VoidRule) -> bool {
+        let meter = tenant.meter_at(self.meter);
+        void.selects(&Selected {
+            meter: &meter.id,
+            start: self.period.start_date,
+            consumer: Some(&self.key.consumer),
+            conversation: self.key.conversation.as_deref(),
+            integration: self.key.integration.as_deref(),
+            outcome_type: self.outcome_type.as_deref(),
+        })
+    }
+}
+
+/// A tenant's voids and standing interactions.
+#[derive(Debug, Default)]
+pub struct Corrections {
+    pub voids: Arc<Vec<VoidRule>>,
+    /// Interactions of open periods, by id: what a void can still select.
+    pub catalogue: HashMap<RecordId, Catalogued>,
+    /// Interactions that no longer stand as they started: voided later (the void's id,
+    /// COR-2) or withdrawn (`None`, OUT-4). Listings read it; it only grows with voids
+    /// and outcomes.
+    pub changed: HashMap<RecordId, Option<String>>,
+}
+
+impl Effects {
+    /// The void that selects an interaction, if any (COR-1). Voids only accumulate, and
+    /// none arrives while another event of the tenant is rated.
+    pub(super) fn void_selecting(&self, selected: &Selected<'_>) -> Option<String> {
+        self.voids.as_ref()?.iter().find(|v| v.selects(selected)).map(|v| v.event_id.clone())
+    }
+
+    /// Remembers a new interaction for the voids to come (committed with the event). Only
+    /// in embedded mode: a shared store refuses voids, and its near cache forgets.
+    pub(super) fn catalogue(&mut self, entry: Catalogued) {
+        if matches!(self.mode, Mode::Live) {
+            self.catalogued.push(entry);
+        }
+    }
+
+    /// A meter's share of a change, for tenants that keep a per-meter breakdown (MS-3).
+    pub(super) fn meter_entry(
+        &mut self,
+        tenant: &Tenant,
+        date: NaiveDate,
+        meter: u8,
+        interactions: i64,
+        units: u64,
+        credits: Decimal,
+    ) {
+        if !tenant.single_meter() {
+            let totals = ledger::MeterTotals { interactions, units, credits };
+            self.ledger.push((date, Entry::Meter(meter, totals)));
+        }
+    }
+}
+
+impl Engine {
+    /// Rates a void (COR): refuses it when nothing it names is open (COR-4), else records
+    /// it, withdraws the lines of every standing interaction it selects whose period is
+    /// still open, and marks them. Takes its tenant exclusively.
+    pub(super) fn ingest_void(
+        &self,
+        slot: &TenantSlot,
+        raw: RawEvent,
+        now: Option<Instant>,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome, Refusal> {
+        let config = slot.config.write().expect("tenant lock");
+        let tenant: &Tenant = &config;
+        let event = event::validate(raw, tenant).map_err(Refusal::invalid)?;
+        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
+        let payload = event.payload_fp(&self.fingerprinter).0;
+        if let Some(seen) = self.events.get(&event_fp).map(|e| e.clone()) {
+            return self.answer_retry(tenant, event, event_fp, seen, payload);
+        }
+        let closed_before = slot.closed_before.load(Ordering::Acquire);
+        if let Some(now) = now
+            && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
+        {
+            if refusal.code == Code::FailedPrecondition {
+                records.push(dead_letter(tenant, event, &refusal));
+            }
+            return Err(refusal);
+        }
+        let Body::Void(void) = &event.body else { unreachable!("only voids") };
+        let rule = VoidRule { event_id: event.event_id.clone(), void: void.clone(), arrived: now };
+        let mut fx = Effects { now, closed_before: Some(closed_before), ..Effects::default() };
+        let mut selected = Vec::new();
+        {
+            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            let mut voids = (*corrections.voids).clone();
+            voids.push(rule.clone());
+            corrections.voids = Arc::new(voids);
+            slot.has_voids.store(true, Ordering::Release);
+            let corrections = &mut *corrections;
+            for entry in corrections.catalogue.values_mut() {
+                if entry.voided_by.is_some() || !entry.selected_by(tenant, &rule) || self.is_final(tenant, entry, &fx) {
+                    continue;
+                }
+                entry.voided_by = Some(rule.event_id.clone());
+                selected.push(entry.id);
+                corrections.changed.insert(entry.id, Some(rule.event_id.clone()));
+                self.withdraw(tenant, entry, &event.event_id, true, &mut fx);
+            }
+        }
+        let id = RecordId::of(&[b"void", tenant.id.as_bytes(), event.event_id.as_bytes()]);
+        fx.records.push(Record {
+            tenant: tenant.id.clone(),
+            rule: "COR-1",
+            body: RecordBody::Void(VoidRecord {
+                id,
+                event_id: event.event_id.clone(),
+                at: event.at,
+                arrived: now,
+                void: void.clone(),
+                selected,
+            }),
+        });
+        self.commit_ledger(tenant, slot, &event.event_id, None, &mut fx);
+        let mut emitted = std::mem::take(&mut fx.records);
+        let outcome = fx.outcome(event.event_id.clone(), Disposition::NotBillable(NotBillableReason::Correction));
+        self.events.insert(
+            event_fp,
+            EventEntry {
+                payload,
+                tenant: tenant.index,
+                day: utc_day(event.at),
+                outcome: StoredOutcome::Full(Arc::new(outcome.clone())),
+            },
+        );
+        records.append(&mut emitted);
+        Ok(outcome)
+    }
+
+    /// COR-4 (T-3): an interaction whose period is past its lateness horizon when the void
+    /// arrives is final.
+    fn is_final(&self, tenant: &Tenant, entry: &Catalogued, fx: &Effects) -> bool {
+        let end = entry.period.end();
+        let horizon = tenant.settings_at(entry.period.start()).lateness_horizon;
+        fx.now.is_some_and(|now| end + horizon < now) || fx.closed_before.is_some_and(|c| time::to_millis(end) <= c)
+    }
+
+    /// Withdraws a standing interaction's lines by reversal lines naming them and the
+    /// event that withdrew it, and uncounts it (COR-2, OUT-4). A line is withdrawn once:
+    /// an outcome's line is forgotten as it is withdrawn.
+    pub(super) fn withdraw(
+        &self,
+        tenant: &Tenant,
+        entry: &Catalogued,
+        by: &str,
+        voided: bool,
+        fx: &mut Effects,
+    ) {
+        let meter = tenant.meter_at(entry.meter);
+        let info = PeriodInfo::from(&entry.period);
+        let date = entry.period.start_date;
+        let mut reversals = Vec::new();
+        match entry.source {
+            Source::Hot => {
+                if let Some(e) = self.interactions.get(&entry.state.into()).map(|e| *e) {
+                    let structure = tenant.structure_in(meter.window(), date);
+                    for slot in interactions::lines_of(&structure, &e).lines() {
+                        let l = interactions::interaction_line(entry.id, meter, slot, e.generation, true, &info, by);
+                        reversals.push((l, slot.slot as usize));
+                    }
+                }
+            }
+            Source::Outcome => {
+                if let Some(mut o) = self.outcomes.get_mut(&entry.state)
+                    && let Some(billed) = o.billed.as_mut()
+                    && let Some(line) = billed.line.take()
+                {
+                    reversals.push((
+                        meters::outcome_reversal(entry.id, line, billed.credits, meter, &info, by),
+                        OUTCOME_BUCKET,
+                    ));
+                }
+            }
+        }
+        let credits: Decimal = reversals.iter().map(|(l, _)| l.credits).sum();
+        for (l, bucket) in reversals {
+            fx.ledger.push((date, Entry::Credits(bucket, l.credits)));
+            fx.records.push(Record { tenant: tenant.id.clone(), rule: "COR-2", body: RecordBody::Line(l.clone()) });
+            fx.lines.push(l);
+        }
+        if entry.voided_by.is_none() || voided {
+            fx.ledger.push((date, Entry::Uncount));
+            fx.meter_entry(tenant, date, entry.meter, -1, 0, credits);
+        }
+        let id = RecordId::of(&[b"withdrawn", &entry.id.0, by.as_bytes()]);
+        fx.records.push(Record {
+            tenant: tenant.id.clone(),
+            rule: if voided { "COR-2" } else { "OUT-4" },
+            body: RecordBody::Withdrawn(Withdrawal {
+                id,
+                interaction_id: entry.id,
+                period: info,
+                event_id: by.to_string(),
+                voided,
+            }),
+        });
+    }
+
+    /// Adds a committed event's new interactions to its tenant's catalogue, and takes out
+    /// those it withdrew (OUT-4).
+    pub(super) fn commit_catalogue(&self, slot: &TenantSlot, fx: &mut Effects) {
+        if fx.catalogued.is_empty() && fx.uncatalogued.is_empty() {
+            return;
+        }
+        let mut corrections = slot.corrections.lock().expect("corrections lock");
+        for id in fx.uncatalogued.drain(..) {
+            corrections.catalogue.remove(&id);
+            corrections.changed.insert(id, None);
+        }
+        for entry in fx.catalogued.drain(..) {
+            corrections.catalogue.insert(entry.id, entry);
+        }
+    }
+
+    /// Whether an interaction still stands as it started: `None` when it stands, `Some(None)`
+    /// when it was withdrawn (OUT-4), `Some(Some(void))` when a void selected it later
+    /// (COR-2).
+    pub fn interaction_change(&self, tenant: &str, id: RecordId) -> Option<Option<String>> {
+        let slot = self.slot(tenant)?;
+        let corrections = slot.corrections.lock().expect("corrections lock");
+        corrections.changed.get(&id).cloned()
+    }
+}
