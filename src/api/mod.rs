@@ -153,7 +153,7 @@ pub fn void_in(v: pb::VoidEvent) -> RawBody {
         conversation_id: v.conversation_id,
         integration_id: v.integration_id,
         outcome_type: v.outcome_type,
-        by: None,
+        by: Some(v.made_by).filter(|b| !b.is_empty()),
     })
 }
 
@@ -235,6 +235,7 @@ pub fn event_out(e: &RawEvent) -> pb::Event {
             conversation_id: v.conversation_id.clone(),
             integration_id: v.integration_id.clone(),
             outcome_type: v.outcome_type.clone(),
+            made_by: v.by.clone().unwrap_or_default(),
         })),
         RawBody::Unknown(_) => None,
     };
@@ -550,6 +551,7 @@ pub fn refusal_status(r: &Refusal) -> tonic::Status {
         Code::FailedPrecondition => tonic::Code::FailedPrecondition,
         Code::OutOfRange => tonic::Code::OutOfRange,
         Code::NotFound => tonic::Code::NotFound,
+        Code::Unimplemented => tonic::Code::Unimplemented,
     };
     let mut details = ErrorDetails::new();
     for v in &r.violations {
@@ -561,6 +563,7 @@ pub fn refusal_status(r: &Refusal) -> tonic::Status {
         Code::FailedPrecondition => "EVENT_TOO_LATE",
         Code::OutOfRange => "EVENT_IN_FUTURE",
         Code::NotFound => "TENANT_NOT_FOUND",
+        Code::Unimplemented => "NOT_SERVED_IN_THIS_MODE",
     };
     details.set_error_info(reason, "daybook", [("rule".to_string(), r.rule.to_string())]);
     tonic::Status::with_error_details(code, r.reason.clone(), details)

@@ -2,7 +2,8 @@
 
 use rust_decimal::Decimal;
 
-use super::settings::{Features, Rounding};
+use super::settings::Features;
+use super::terms::Rounding;
 
 /// The kind of a credit line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

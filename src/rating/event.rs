@@ -8,82 +8,13 @@ use super::ids::{Fingerprinter, Fp, domain};
 use super::meter::{EventType, MeterKind, MeterSpec, Seen};
 use super::money::{Currency, Money, parse_decimal};
 use super::settings::Tenant;
+pub use super::terms::{Channel, SenderRole};
 use super::time::{self, Instant};
 
 /// Size caps on every string of an event (stated in the proto docs).
 pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_TENANT_ID_BYTES: usize = 128;
 pub const MAX_TIMESTAMP_BYTES: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SenderRole {
-    Consumer,
-    Agent,
-    Bot,
-    Proactive,
-    System,
-}
-
-impl SenderRole {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "consumer" => SenderRole::Consumer,
-            "agent" => SenderRole::Agent,
-            "bot" => SenderRole::Bot,
-            "proactive" => SenderRole::Proactive,
-            "system" => SenderRole::System,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SenderRole::Consumer => "consumer",
-            SenderRole::Agent => "agent",
-            SenderRole::Bot => "bot",
-            SenderRole::Proactive => "proactive",
-            SenderRole::System => "system",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Web,
-    Sms,
-    Whatsapp,
-    Facebook,
-    Email,
-    Apple,
-    Other,
-}
-
-impl Channel {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "web" => Channel::Web,
-            "sms" => Channel::Sms,
-            "whatsapp" => Channel::Whatsapp,
-            "facebook" => Channel::Facebook,
-            "email" => Channel::Email,
-            "apple" => Channel::Apple,
-            "other" => Channel::Other,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Channel::Web => "web",
-            Channel::Sms => "sms",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Facebook => "facebook",
-            Channel::Email => "email",
-            Channel::Apple => "apple",
-            Channel::Other => "other",
-        }
-    }
-}
 
 /// An event as a transport delivered it: every field still unchecked.
 #[derive(Debug, Clone, Default, PartialEq)]

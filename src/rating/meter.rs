@@ -10,8 +10,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
 
-use super::event::{Channel, SenderRole};
-use super::settings::Rounding;
+use super::terms::{Channel, Rounding, SenderRole};
 use super::time::Instant;
 
 /// The window an interaction belongs to.

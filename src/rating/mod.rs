@@ -16,6 +16,7 @@ pub mod settings;
 pub mod shared;
 pub mod snapshot;
 pub mod state;
+pub mod terms;
 pub mod time;
 
 pub use engine::{Engine, EngineConfig};

@@ -60,6 +60,8 @@ pub enum Code {
     FailedPrecondition,
     OutOfRange,
     NotFound,
+    /// Not served in this mode (a void under a shared Redis store, for now).
+    Unimplemented,
 }
 
 impl Code {
@@ -70,6 +72,7 @@ impl Code {
             Code::FailedPrecondition => "FAILED_PRECONDITION",
             Code::OutOfRange => "OUT_OF_RANGE",
             Code::NotFound => "NOT_FOUND",
+            Code::Unimplemented => "UNIMPLEMENTED",
         }
     }
 }

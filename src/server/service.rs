@@ -54,9 +54,10 @@ impl Services {
         Ok(())
     }
 
-    async fn ingest_one(&self, who: &Caller, event: pb::Event) -> Result<pb::EventOutcome, Status> {
+    async fn ingest_one(&self, who: &Caller, mut event: pb::Event) -> Result<pb::EventOutcome, Status> {
         self.unavailable_if_draining()?;
         authorize_ingest(who, &event)?;
+        stamp_void(who, &mut event);
         let tenant = event.tenant_id.clone();
         let (result, wait) =
             if self.daybook.is_shared() { self.daybook.ingest_shared(event).await } else { self.daybook.ingest(event) };
@@ -137,6 +138,14 @@ fn authorize_ingest(who: &Caller, event: &pb::Event) -> Result<(), Status> {
         return who.require(Access::Manage, &event.tenant_id);
     }
     who.require(Access::Ingest, &event.tenant_id)
+}
+
+/// A void's audit names who made it: the caller's credential, never what the caller says
+/// (COR). Stamped before the event is journaled, so a replay keeps it.
+fn stamp_void(who: &Caller, event: &mut pb::Event) {
+    if let Some(pb::event::Kind::Void(v)) = &mut event.kind {
+        v.made_by = who.id.clone();
+    }
 }
 
 fn event_of(tenant_id: String, event_id: String, event_time: String, kind: Option<pb::event::Kind>) -> pb::Event {
@@ -262,6 +271,8 @@ impl pb::ingest_service_server::IngestService for Services {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
+                let mut batch = batch;
+                batch.events.iter_mut().for_each(|e| stamp_void(&who, e));
                 let ids: Vec<(String, String)> =
                     batch.events.iter().map(|e| (e.tenant_id.clone(), e.event_id.clone())).collect();
                 let results = if this.daybook.is_shared() {

@@ -211,7 +211,8 @@ async fn kill_9_then_resend_everything_gives_exactly_the_offline_totals() {
     for e in events {
         offline.ingest(RawEvent::from(e), None, &mut Vec::new()).unwrap();
     }
-    let expected = daybook::api::usage_out(&offline.usage("acme", None, None).unwrap());
+    let expected =
+        daybook::api::usage_out(&offline.usage("acme", None, None).unwrap(), offline.tenant("acme").as_deref());
     assert_eq!(usage, expected);
     assert!(usage.interactions > 1000);
 }

@@ -5,6 +5,7 @@ mod hostile;
 mod memory;
 mod polyglot;
 mod properties;
+mod properties_part_two;
 mod redis_store;
 mod replay;
 mod replicas;

@@ -206,7 +206,7 @@ pub async fn settle(servers: &[Server]) {
 /// hold each record once and each of its interactions exactly once.
 async fn assert_matches(offline: &Engine, servers: &[Server], redis: &impl Backing, label: &str) {
     for tenant in TENANT_IDS {
-        let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap());
+        let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap(), offline.tenant(tenant).as_deref());
         let statements: Vec<pb::Statement> =
             offline.statements(tenant).unwrap().iter().map(api::statement_out).map(judged_alerts).collect();
         for s in servers {

@@ -228,14 +228,7 @@ impl Engine {
     /// Withdraws a standing interaction's lines by reversal lines naming them and the
     /// event that withdrew it, and uncounts it (COR-2, OUT-4). A line is withdrawn once:
     /// an outcome's line is forgotten as it is withdrawn.
-    pub(super) fn withdraw(
-        &self,
-        tenant: &Tenant,
-        entry: &Catalogued,
-        by: &str,
-        voided: bool,
-        fx: &mut Effects,
-    ) {
+    pub(super) fn withdraw(&self, tenant: &Tenant, entry: &Catalogued, by: &str, voided: bool, fx: &mut Effects) {
         let meter = tenant.meter_at(entry.meter);
         let info = PeriodInfo::from(&entry.period);
         let date = entry.period.start_date;

@@ -201,7 +201,7 @@ impl Engine {
             return match mode {
                 Mode::Live => Rated::Done(self.ingest_void(slot, raw, now, records)),
                 _ => Rated::Done(Err(Refusal::new(
-                    Code::FailedPrecondition,
+                    Code::Unimplemented,
                     "COR-1",
                     "voids are not supported with a shared Redis store yet",
                 ))),

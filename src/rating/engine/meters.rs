@@ -160,54 +160,46 @@ impl Engine {
         }
         // OUT-4: the billed occurrence moved. Withdraw the old billing...
         if let Some(old) = state.billed.take() {
-            let period = tenant.period_in(Window::LocalMonth, old.at);
-            let entry = self.outcome_catalogued(key, meter, state, &old, period, None);
-            let voided_before = old.line.is_none();
-            let date = period.start_date;
-            let info = PeriodInfo::from(&period);
-            if let Some(line) = old.line {
-                let l = outcome_reversal(old.interaction, line, old.credits, meter, &info, &event.event_id);
-                fx.ledger.push((date, Entry::Credits(OUTCOME_BUCKET, l.credits)));
-                fx.records.push(Record { tenant: tenant.id.clone(), rule: "OUT-4", body: RecordBody::Line(l.clone()) });
-                fx.lines.push(l);
-            }
-            if !voided_before {
-                fx.ledger.push((date, Entry::Uncount));
-                fx.meter_entry(tenant, date, meter.index, -1, 0, -old.credits);
-            }
-            let id = RecordId::of(&[b"withdrawn", &entry.id.0, event.event_id.as_bytes()]);
-            fx.records.push(Record {
-                tenant: tenant.id.clone(),
-                rule: "OUT-4",
-                body: RecordBody::Withdrawn(Withdrawal {
-                    id,
-                    interaction_id: entry.id,
-                    period: info,
-                    event_id: event.event_id.clone(),
-                    voided: false,
-                }),
-            });
-            fx.uncatalogued.push(entry.id);
+            self.withdraw_billing(tenant, meter, key, state, old, &event.event_id, fx);
         }
         // ...and bill the new one, in its own month (a void may select it: COR-1).
-        let Some(next) = next else { return false };
+        match next {
+            Some(next) => self.bill_occurrence(tenant, meter, key, state, next, price, fx),
+            None => false,
+        }
+    }
+
+    /// OUT-1, OUT-2: bills an occurrence: a new interaction in its own month with one line
+    /// at the type's price, or without it when a void selects it (COR-2).
+    #[allow(clippy::too_many_arguments, reason = "the parts of one outcome state, taken apart once")]
+    fn bill_occurrence(
+        &self,
+        tenant: &Tenant,
+        meter: &Meter,
+        key: Fp,
+        state: &mut OutcomeState,
+        next: Occurrence,
+        price: Decimal,
+        fx: &mut Effects,
+    ) -> bool {
+        let (conversation, outcome_type) = (state.conversation.clone(), state.outcome_type.clone());
         state.generation += 1;
         let period = tenant.period_in(Window::LocalMonth, next.at);
         let interaction = RecordId::of(&[
             b"outcome",
             tenant.id.as_bytes(),
             meter.id.as_bytes(),
-            o.conversation.as_bytes(),
-            o.outcome_type.as_bytes(),
+            conversation.as_bytes(),
+            outcome_type.as_bytes(),
             next.event_id.as_bytes(),
         ]);
         let voided_by = fx.void_selecting(&Selected {
             meter: &meter.id,
             start: period.start_date,
             consumer: Some(&next.consumer),
-            conversation: Some(&o.conversation),
+            conversation: Some(&conversation),
             integration: None,
-            outcome_type: Some(&o.outcome_type),
+            outcome_type: Some(&outcome_type),
         });
         let info = PeriodInfo::from(&period);
         let line_id = RecordId::of(&[b"line", &interaction.0, &state.generation.to_le_bytes()]);
@@ -247,7 +239,7 @@ impl Engine {
             meter: MeterKind::Outcome,
             meter_id: meter.id.clone(),
             key: record.key.clone(),
-            outcome_type: Some(o.outcome_type.clone()),
+            outcome_type: Some(outcome_type.clone()),
             voided_by,
             period: info,
             rule: "OUT-1",
@@ -264,6 +256,48 @@ impl Engine {
         fx.lines.extend(lines);
         fx.interactions.push(interaction);
         true
+    }
+
+    /// OUT-4: withdraws a billing whose occurrence no longer is the billed one: the
+    /// reversal of its line (unless a void withdrew it already), and the interaction
+    /// uncounted and no longer listed.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one outcome state, taken apart once")]
+    fn withdraw_billing(
+        &self,
+        tenant: &Tenant,
+        meter: &Meter,
+        key: Fp,
+        state: &OutcomeState,
+        old: Billed,
+        by: &str,
+        fx: &mut Effects,
+    ) {
+        let period = tenant.period_in(Window::LocalMonth, old.at);
+        let entry = self.outcome_catalogued(key, meter, state, &old, period, None);
+        let date = period.start_date;
+        let info = PeriodInfo::from(&period);
+        // Voided, it has no line: withdrawn and uncounted by its void (COR-2).
+        if let Some(line) = old.line {
+            let l = outcome_reversal(old.interaction, line, old.credits, meter, &info, by);
+            fx.ledger.push((date, Entry::Credits(OUTCOME_BUCKET, l.credits)));
+            fx.records.push(Record { tenant: tenant.id.clone(), rule: "OUT-4", body: RecordBody::Line(l.clone()) });
+            fx.lines.push(l);
+            fx.ledger.push((date, Entry::Uncount));
+            fx.meter_entry(tenant, date, meter.index, -1, 0, -old.credits);
+        }
+        let id = RecordId::of(&[b"withdrawn", &entry.id.0, by.as_bytes()]);
+        fx.records.push(Record {
+            tenant: tenant.id.clone(),
+            rule: "OUT-4",
+            body: RecordBody::Withdrawn(Withdrawal {
+                id,
+                interaction_id: entry.id,
+                period: info,
+                event_id: by.to_string(),
+                voided: false,
+            }),
+        });
+        fx.uncatalogued.push(entry.id);
     }
 
     fn outcome_catalogued(

@@ -244,6 +244,49 @@ impl Engine {
         self.image().write(w)
     }
 
+    /// Version 3's sections: event meters' months, outcome states, and each tenant's
+    /// voids and catalogue (in the order of the tenant table).
+    fn read_part_two<R: Read>(
+        &self,
+        r: &mut Reader<R>,
+        remap: &dyn Fn(u32) -> Option<u32>,
+        tenants: usize,
+    ) -> ReadResult<Vec<Corrections>> {
+        let mut corrections = Vec::new();
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = UnitsEntry { tenant: r.u32()?, meter: r.u8()?, month_start: r.u32()? as i32, count: r.u64()? };
+            if let Some(t) = remap(e.tenant) {
+                self.units.insert(key, UnitsEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::outcome_state_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.outcomes.insert(key, OutcomeState { tenant: t, ..e });
+            }
+        }
+        for _ in 0..tenants {
+            let mut voids = Vec::new();
+            for _ in 0..r.u32()? {
+                voids.push(codec::void_rule_in(r)?);
+            }
+            let mut catalogue = HashMap::new();
+            for _ in 0..r.u32()? {
+                let c = codec::catalogued_in(r)?;
+                catalogue.insert(c.id, c);
+            }
+            let mut changed = HashMap::new();
+            for _ in 0..r.u32()? {
+                let id = r.id()?;
+                changed.insert(id, r.opt_str()?);
+            }
+            corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed });
+        }
+        Ok(corrections)
+    }
+
     /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
     /// engine whose tenants (with the same fingerprint key) are already defined, then
     /// rebuilds the aggregates. On an error the engine holds part of the state and must
@@ -330,40 +373,7 @@ impl Engine {
                 self.replies.insert(key, ReplyLog { tenant: t, ..e });
             }
         }
-        let mut corrections = Vec::new();
-        if r.version >= 3 {
-            while r.u8()? == 1 {
-                let key = r.fp()?;
-                let e = UnitsEntry { tenant: r.u32()?, meter: r.u8()?, month_start: r.u32()? as i32, count: r.u64()? };
-                if let Some(t) = remap(e.tenant) {
-                    self.units.insert(key, UnitsEntry { tenant: t, ..e });
-                }
-            }
-            while r.u8()? == 1 {
-                let key = r.fp()?;
-                let e = codec::outcome_state_in(r)?;
-                if let Some(t) = remap(e.tenant) {
-                    self.outcomes.insert(key, OutcomeState { tenant: t, ..e });
-                }
-            }
-            for _ in 0..saved.len() {
-                let mut voids = Vec::new();
-                for _ in 0..r.u32()? {
-                    voids.push(codec::void_rule_in(r)?);
-                }
-                let mut catalogue = HashMap::new();
-                for _ in 0..r.u32()? {
-                    let c = codec::catalogued_in(r)?;
-                    catalogue.insert(c.id, c);
-                }
-                let mut changed = HashMap::new();
-                for _ in 0..r.u32()? {
-                    let id = r.id()?;
-                    changed.insert(id, r.opt_str()?);
-                }
-                corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed });
-            }
-        }
+        let corrections = if r.version >= 3 { self.read_part_two(r, &remap, saved.len())? } else { Vec::new() };
         // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
         reader.finish()?;
         for ((id, ..), c) in saved.iter().zip(corrections) {

@@ -248,40 +248,7 @@ impl Engine {
             pruned.interactions += 1;
             false
         });
-        self.units.retain(|_, e| {
-            if !closed(e.tenant, time::first_of_next_month(time::days_to_date(e.month_start))) {
-                return true;
-            }
-            for (date, entry) in units_entries(&tenants[e.tenant as usize], e) {
-                ledgers[e.tenant as usize].frozen.add(date, entry);
-            }
-            pruned.other += 1;
-            false
-        });
-        self.outcomes.retain(|_, e| {
-            // Kept while a revocation could still reach an open occurrence, or a late
-            // earlier occurrence arrive: until every month it touches is closed.
-            let last = e.occurrences.iter().map(|o| o.at).chain(e.revocations.iter().copied()).max();
-            if last.is_some_and(|at| !old_day(e.tenant, utc_day(at))) {
-                return true;
-            }
-            for (date, entry) in outcome_entries(&tenants[e.tenant as usize], e) {
-                ledgers[e.tenant as usize].frozen.add(date, entry);
-            }
-            pruned.other += 1;
-            false
-        });
-        for (i, slot) in slots.iter().enumerate() {
-            if cutoffs[i].is_none() {
-                continue;
-            }
-            let tenant = &tenants[i];
-            let mut corrections = slot.corrections.lock().expect("corrections lock");
-            corrections.catalogue.retain(|_, c| {
-                let end = tenant.period_of_date(c.period.window, c.period.start_date, chrono_tz::UTC).end_date;
-                !closed(i as u32, end)
-            });
-        }
+        self.close_meters_and_corrections(&slots, &tenants, &mut ledgers, &closed, &old_day, &mut pruned);
         self.cobrowse.retain(|_, e| {
             if !old_day(e.tenant, utc_day(e.first_at)) {
                 return true;
@@ -334,6 +301,51 @@ impl Engine {
             keep
         });
         pruned
+    }
+
+    /// [`Engine::close_periods`] for event meters' months, outcome states and the
+    /// catalogue voids select from.
+    fn close_meters_and_corrections(
+        &self,
+        slots: &[Arc<TenantSlot>],
+        tenants: &[Arc<Tenant>],
+        ledgers: &mut [std::sync::MutexGuard<'_, Ledger>],
+        closed: &dyn Fn(u32, NaiveDate) -> bool,
+        old_day: &dyn Fn(u32, i32) -> bool,
+        pruned: &mut Pruned,
+    ) {
+        self.units.retain(|_, e| {
+            if !closed(e.tenant, time::first_of_next_month(time::days_to_date(e.month_start))) {
+                return true;
+            }
+            for (date, entry) in units_entries(&tenants[e.tenant as usize], e) {
+                ledgers[e.tenant as usize].frozen.add(date, entry);
+            }
+            pruned.other += 1;
+            false
+        });
+        self.outcomes.retain(|_, e| {
+            // Kept while a revocation could still reach an open occurrence, or a late
+            // earlier occurrence arrive: until every month it touches is closed.
+            let last = e.occurrences.iter().map(|o| o.at).chain(e.revocations.iter().copied()).max();
+            if last.is_some_and(|at| !old_day(e.tenant, utc_day(at))) {
+                return true;
+            }
+            for (date, entry) in outcome_entries(&tenants[e.tenant as usize], e) {
+                ledgers[e.tenant as usize].frozen.add(date, entry);
+            }
+            pruned.other += 1;
+            false
+        });
+        // A tenant whose cutoff did not move has nothing closed (`closed` says no).
+        for (i, slot) in slots.iter().enumerate() {
+            let tenant = &tenants[i];
+            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            corrections.catalogue.retain(|_, c| {
+                let end = tenant.period_of_date(c.period.window, c.period.start_date, chrono_tz::UTC).end_date;
+                !closed(i as u32, end)
+            });
+        }
     }
 
     /// A digest of the whole billing state, for comparing engines: interactions with their

@@ -180,8 +180,13 @@ impl Scenario {
         }
         for event in &self.events {
             let id = event.event_id.clone();
-            if let Err(code) = target.ingest(event.clone(), self.now) {
-                rejected.insert((id, code));
+            match target.ingest(event.clone(), self.now) {
+                Ok(()) => {}
+                // The target does not serve this event: not a refusal by the rules.
+                Err(code) if code.starts_with(UNSUPPORTED) => return Err(code),
+                Err(code) => {
+                    rejected.insert((id, code));
+                }
             }
         }
 
@@ -483,6 +488,10 @@ pub fn scenario_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// A target's error that means "this target does not serve what the scenario uses"
+/// (a tenant a shared Redis store refuses), not a wrong answer.
+pub const UNSUPPORTED: &str = "UNSUPPORTED: ";
+
 /// Runs every scenario file, printing `PASS name`, `FAIL name: ...`, `SKIP name: ...` or
 /// `UNSUPPORTED name: ...` per scenario and `N passed, M failed` (`, K skipped` when any
 /// was skipped or unsupported) last.
@@ -502,7 +511,10 @@ pub fn run_files(
                     Ok(mut target) => match scenario.run(target.as_mut()) {
                         Ok(diffs) if diffs.is_empty() => Verdict::Pass,
                         Ok(diffs) => Verdict::Fail(diffs),
-                        Err(e) => Verdict::Fail(vec![e]),
+                        Err(e) => match e.strip_prefix(UNSUPPORTED) {
+                            Some(why) => Verdict::Unsupported(why.to_string()),
+                            None => Verdict::Fail(vec![e]),
+                        },
                     },
                 };
                 (scenario.name, verdict)
@@ -658,188 +670,5 @@ impl Target for EngineTarget {
     }
 }
 
-/// Runs scenarios against a live daybook over gRPC: a fresh tenant per scenario, created
-/// through the tenants API, expectations read back through the query RPCs. The server's
-/// clock judges lateness, so scenarios with `now` are skipped, and the tenant's
-/// `lateness_horizon` and `max_clock_skew` are widened to cover the scenario's dates.
-///
-/// Given several replicas of one meter (Redis mode), each event goes to one of them at
-/// random (and each query too): every replica must answer as one engine would.
-pub struct GrpcTarget {
-    runtime: tokio::runtime::Runtime,
-    replicas: Vec<tonic::transport::Channel>,
-    /// Picks the replica of each call.
-    split: crate::loadgen::Rng,
-    /// Scenario tenant id -> the fresh id used on the server.
-    tenant: String,
-}
-
-impl GrpcTarget {
-    /// Connects to `addr` (`HOST:PORT`, `http://HOST:PORT` or `unix:PATH`).
-    pub fn connect(addr: &str) -> Result<GrpcTarget, String> {
-        GrpcTarget::connect_replicas(&[addr.to_string()], 1)
-    }
-
-    /// Connects to every replica of one meter; `seed` picks the random split.
-    pub fn connect_replicas(addrs: &[String], seed: u64) -> Result<GrpcTarget, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let mut replicas = Vec::new();
-        for addr in addrs {
-            let channel =
-                runtime.block_on(crate::client::connect(addr)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-            replicas.push(channel);
-        }
-        if replicas.is_empty() {
-            return Err("no server to connect to".into());
-        }
-        Ok(GrpcTarget { runtime, replicas, split: crate::loadgen::Rng(seed | 1), tenant: String::new() })
-    }
-
-    /// The replica of the next call.
-    fn channel(&mut self) -> tonic::transport::Channel {
-        let n = self.replicas.len();
-        let pick = (self.split.unit() * n as f64) as usize;
-        self.replicas[pick.min(n - 1)].clone()
-    }
-
-    /// The verdict for a scenario this target cannot run.
-    pub fn skip_reason(scenario: &Scenario) -> Option<Verdict> {
-        if !scenario.part_two.is_empty() {
-            let why = format!("not served over gRPC yet (issue 16): {}", scenario.part_two.join(", "));
-            return Some(Verdict::Unsupported(why));
-        }
-        scenario.now.map(|_| Verdict::Skip("has `now`: the server's clock judges lateness in --server mode".into()))
-    }
-}
-
-fn status_code(status: &tonic::Status) -> String {
-    format!("{:?}", status.code()).chars().fold(String::new(), |mut out, c| {
-        if c.is_uppercase() && !out.is_empty() {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-        out
-    })
-}
-
-impl Target for GrpcTarget {
-    fn create_tenant(&mut self, spec: &TenantSpec) -> Result<(), String> {
-        use crate::api::pb::tenant_service_client::TenantServiceClient;
-        let mut spec = spec.clone();
-        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        spec.id = format!("{}-{unique:x}", spec.id);
-        let wide = chrono::TimeDelta::days(36_500);
-        spec.initial.lateness_horizon = Some(wide);
-        spec.initial.max_clock_skew = Some(wide);
-        for change in &mut spec.changes {
-            change.patch.lateness_horizon = None;
-            change.patch.max_clock_skew = None;
-        }
-        self.tenant = spec.id.clone();
-        let request = crate::api::pb::CreateTenantRequest { tenant: Some(crate::api::tenant_out(&spec)) };
-        let mut client = TenantServiceClient::new(self.channel());
-        self.runtime
-            .block_on(client.create_tenant(request))
-            .map(|_| ())
-            .map_err(|s| format!("CreateTenant: {}", s.message()))
-    }
-
-    fn ingest(&mut self, event: RawEvent, _now: Option<Instant>) -> Result<(), String> {
-        use crate::api::pb::ingest_service_client::IngestServiceClient;
-        let mut client = IngestServiceClient::new(self.channel());
-        let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
-        let result = self.runtime.block_on(crate::client::ingest(&mut client, e));
-        result.map(|_| ()).map_err(|s| status_code(&s))
-    }
-
-    fn interactions(&mut self, _tenant: &str, _with_meter: bool) -> Result<Listing, String> {
-        use crate::api::pb::{ListInteractionsRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel());
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
-            let request =
-                ListInteractionsRequest { tenant_id: self.tenant.clone(), page_size: 1000, page_token: token };
-            let page = self
-                .runtime
-                .block_on(client.list_interactions(request))
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
-            for i in page.interactions {
-                let key = i.key.unwrap_or_default();
-                let mut view = BTreeMap::new();
-                view.insert("consumer".to_string(), key.consumer_id);
-                view.insert("period".to_string(), i.period.map(|p| p.label).unwrap_or_default());
-                if !key.conversation_id.is_empty() {
-                    view.insert("conversation".to_string(), key.conversation_id);
-                }
-                if !key.integration_id.is_empty() {
-                    view.insert("integration".to_string(), key.integration_id);
-                }
-                out.push(view);
-            }
-            if page.next_page_token.is_empty() {
-                return Ok(Listing { standing: out, voided: Vec::new() });
-            }
-            token = page.next_page_token;
-        }
-    }
-
-    fn meters(&mut self, _tenant: &str) -> Result<BTreeMap<String, MeterView>, String> {
-        Err("per-meter usage is not served over gRPC yet (issue 16)".into())
-    }
-
-    fn usage(&mut self, _tenant: &str) -> Result<(Decimal, BTreeMap<String, Decimal>), String> {
-        use crate::api::pb::{GetUsageRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel());
-        let request = GetUsageRequest { tenant_id: self.tenant.clone(), ..Default::default() };
-        let usage = self
-            .runtime
-            .block_on(client.get_usage(request))
-            .map_err(|s| s.message().to_string())?
-            .into_inner()
-            .usage
-            .unwrap_or_default();
-        let pass_through =
-            usage.pass_through.iter().map(|m| (m.currency.clone(), m.amount.parse().unwrap_or_default())).collect();
-        Ok((usage.credits.parse().map_err(|_| "credits is not a decimal".to_string())?, pass_through))
-    }
-
-    fn statement(&mut self, _tenant: &str, period: &str) -> Result<StatementView, String> {
-        use crate::api::pb::{GetStatementRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel());
-        let request = GetStatementRequest { tenant_id: self.tenant.clone(), period: period.to_string() };
-        let s = self
-            .runtime
-            .block_on(client.get_statement(request))
-            .map_err(|s| s.message().to_string())?
-            .into_inner()
-            .statement
-            .unwrap_or_default();
-        let d = |t: &str| t.parse::<Decimal>().unwrap_or_default();
-        Ok(StatementView {
-            dars: s.dars,
-            credits: d(&s.credits),
-            overage: s.overage.iter().map(|m| (m.currency.clone(), d(&m.amount))).collect(),
-            overage_credits: d(&s.overage_credits),
-            expired_credits: d(&s.expired_credits),
-            platform_users_over_limit: s.platform_users_over_limit,
-        })
-    }
-
-    fn alerts(&mut self, _tenant: &str) -> Result<Vec<(String, Decimal)>, String> {
-        use crate::api::pb::{ListStatementsRequest, usage_service_client::UsageServiceClient};
-        let mut client = UsageServiceClient::new(self.channel());
-        let request = ListStatementsRequest { tenant_id: self.tenant.clone() };
-        let statements = self
-            .runtime
-            .block_on(client.list_statements(request))
-            .map_err(|s| s.message().to_string())?
-            .into_inner()
-            .statements;
-        Ok(statements
-            .iter()
-            .flat_map(|s| s.alerts.iter().map(|a| (a.period.clone(), a.threshold.parse().unwrap_or_default())))
-            .collect())
-    }
-}
+mod grpc;
+pub use grpc::GrpcTarget;
