@@ -76,7 +76,17 @@ impl Totals {
         }
         self.pass_through.add_all(&other.pass_through);
         for (m, t) in &other.meters {
-            self.meters.entry(*m).or_default().add(t);
+            self.add_meter(*m, t);
+        }
+    }
+
+    /// A meter whose figures come back to nothing is dropped, as a date with nothing
+    /// owed is: the breakdown is the same whichever way it was added up.
+    fn add_meter(&mut self, meter: u8, t: &MeterTotals) {
+        let mine = self.meters.entry(meter).or_default();
+        mine.add(t);
+        if mine.is_empty() {
+            self.meters.remove(&meter);
         }
     }
 
@@ -159,7 +169,7 @@ impl Totals {
             Entry::Uncount => self.interactions = self.interactions.saturating_sub(1),
             Entry::Credits(bucket, amount) => self.credits[bucket] += amount,
             Entry::PassThrough(currency, amount) => self.pass_through.add(currency, amount),
-            Entry::Meter(m, t) => self.meters.entry(m).or_default().add(&t),
+            Entry::Meter(m, t) => self.add_meter(m, &t),
         }
     }
 }

@@ -65,15 +65,23 @@ fn event_strategy() -> impl Strategy<Value = Value> {
                         "conversation": conversation, "channel": if flag { "web" } else { "sms" },
                         "integration": if flag { "web-1" } else { "sms-1" }})
                 }
-                5 => json!({"at": at, "type": "conversation_opened", "consumer": consumer, "conversation": conversation,
-                            "channel": "web", "integration": "web-1"}),
+                5 => {
+                    json!({"at": at, "type": "conversation_opened", "consumer": consumer, "conversation": conversation,
+                            "channel": "web", "integration": "web-1"})
+                }
                 6..=8 => json!({"at": at, "type": "outcome", "consumer": consumer, "conversation": conversation,
                                 "outcome_type": if pick == 0 { "handoff" } else { "resolution" }}),
                 9 | 10 => json!({"at": at, "type": "outcome", "consumer": consumer, "conversation": conversation,
                                  "outcome_type": "resolution", "revoked": true}),
                 _ => {
-                    let (from, to) = [("2025-06-29", "2025-06-29"), ("2025-06-30", "2025-07-01"), ("2025-06-01", "2025-06-30"), ("2025-06-29", "2025-07-31")][pick as usize];
-                    let mut v = json!({"at": "2025-07-02T00:00:00Z", "type": "void", "from": from, "to": to, "reason": "test"});
+                    let (from, to) = [
+                        ("2025-06-29", "2025-06-29"),
+                        ("2025-06-30", "2025-07-01"),
+                        ("2025-06-01", "2025-06-30"),
+                        ("2025-06-29", "2025-07-31"),
+                    ][pick as usize];
+                    let mut v =
+                        json!({"at": "2025-07-02T00:00:00Z", "type": "void", "from": from, "to": to, "reason": "test"});
                     match sender {
                         0 => v["consumer"] = json!(consumer),
                         1 => v["meter"] = json!("fin"),
@@ -132,13 +140,8 @@ fn observe(t: &mut EngineTarget) -> Observed {
     listing.standing.sort();
     listing.voided.sort();
     let usage = t.engine().usage("acme", None, None).unwrap();
-    let statements = t
-        .engine()
-        .statements("acme")
-        .unwrap()
-        .into_iter()
-        .map(|s| Statement { alerts: Vec::new(), ..s })
-        .collect();
+    let statements =
+        t.engine().statements("acme").unwrap().into_iter().map(|s| Statement { alerts: Vec::new(), ..s }).collect();
     Observed {
         standing: listing.standing,
         voided: listing.voided,

@@ -178,10 +178,15 @@ impl Engine {
             corrections.voids = Arc::new(voids);
             slot.has_voids.store(true, Ordering::Release);
             let corrections = &mut *corrections;
-            for entry in corrections.catalogue.values_mut() {
-                if entry.voided_by.is_some() || !entry.selected_by(tenant, &rule) || self.is_final(tenant, entry, &fx) {
-                    continue;
-                }
+            // In the order of their periods, then ids: the same lines in the same order on
+            // every replay and after a restart.
+            let mut chosen: Vec<&mut Catalogued> = corrections
+                .catalogue
+                .values_mut()
+                .filter(|e| e.voided_by.is_none() && e.selected_by(tenant, &rule) && !self.is_final(tenant, e, &fx))
+                .collect();
+            chosen.sort_by_key(|e| (e.period.start_date, e.id));
+            for entry in chosen {
                 entry.voided_by = Some(rule.event_id.clone());
                 selected.push(entry.id);
                 corrections.changed.insert(entry.id, Some(rule.event_id.clone()));

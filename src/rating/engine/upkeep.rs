@@ -437,7 +437,8 @@ fn voided_interactions(slots: &[Arc<TenantSlot>]) -> Vec<std::collections::HashS
                 .catalogue
                 .values()
                 .filter(|c| c.voided_by.is_some() && c.source == Source::Hot)
-                .map(|c| c.state)
+                // As the hot map keys it (its [`HotKey`] keeps 96 of the 128 bits).
+                .map(|c| HotKey::from(c.state).fp())
                 .collect()
         })
         .collect()
