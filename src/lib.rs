@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod detail;
 pub mod fuzz_targets;
 pub mod loadgen;
 pub mod logging;

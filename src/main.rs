@@ -127,6 +127,32 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// Explain one interaction of a live daybook for a dispute: its lines with their rules
+    /// and the events that brought them, reversals, voids, window and settings.
+    Explain {
+        /// The daybook (HOST:PORT or unix:PATH). A token, if needed, from DAYBOOK_TOKEN.
+        #[arg(long)]
+        server: String,
+        tenant: String,
+        interaction_id: String,
+    },
+    /// Export every credit line of a statement period (reversals included) from a live
+    /// daybook: the rows sum to the statement's credits.
+    Export {
+        /// The daybook (HOST:PORT or unix:PATH). A token, if needed, from DAYBOOK_TOKEN.
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        tenant: String,
+        /// "2025-06", or "2025-01-01/2025-12-31" for a commitment term.
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: daybook::detail::Format,
+        /// Where the rows go (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Rate an event log (JSONL, proto3 JSON of daybook.v1.Event) offline: write the
     /// emitted records as JSONL and print a per-tenant summary.
     Replay {
@@ -192,23 +218,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { flags, check_config } => serve(flags, check_config),
         Command::Scenarios { paths, server, allow_unsupported } => run_scenarios(paths, server, allow_unsupported),
-        Command::Token { action: TokenAction::New { id } } => {
-            let (token, hash) = daybook::server::auth::new_token();
-            println!("# give the caller this token (it is not stored anywhere):");
-            println!("#   {token}");
-            println!("[[credential]]\nid = {id:?}\ntoken_sha256 = \"{hash}\"\ningest = []\nread = []\nmanage = []");
-            ExitCode::SUCCESS
-        }
-        Command::Token { action: TokenAction::Hash } => {
-            let mut token = String::new();
-            if std::io::Read::read_to_string(&mut std::io::stdin(), &mut token).is_err() {
-                tracing::error!("daybook token hash: standard input is not text");
-                return ExitCode::from(66);
-            }
-            println!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
-            ExitCode::SUCCESS
-        }
+        Command::Token { action } => token(action),
         Command::Journal { action } => journal(action),
+        Command::Explain { server, tenant, interaction_id } => detail(|rt| {
+            rt.block_on(daybook::detail::explain(&server, &tenant, &interaction_id, &mut std::io::stdout()))
+        }),
+        Command::Export { server, tenant, period, format, out } => export(&server, &tenant, &period, format, out),
         Command::Bench {
             server,
             concurrency,
@@ -292,6 +307,27 @@ fn main() -> ExitCode {
                     ExitCode::from(66)
                 }
             }
+        }
+    }
+}
+
+fn token(action: TokenAction) -> ExitCode {
+    match action {
+        TokenAction::New { id } => {
+            let (token, hash) = daybook::server::auth::new_token();
+            println!("# give the caller this token (it is not stored anywhere):");
+            println!("#   {token}");
+            println!("[[credential]]\nid = {id:?}\ntoken_sha256 = \"{hash}\"\ningest = []\nread = []\nmanage = []");
+            ExitCode::SUCCESS
+        }
+        TokenAction::Hash => {
+            let mut token = String::new();
+            if std::io::Read::read_to_string(&mut std::io::stdin(), &mut token).is_err() {
+                tracing::error!("daybook token hash: standard input is not text");
+                return ExitCode::from(66);
+            }
+            println!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
+            ExitCode::SUCCESS
         }
     }
 }
@@ -400,6 +436,37 @@ fn journal(action: JournalAction) -> ExitCode {
                 ExitCode::from(66)
             }
         },
+    }
+}
+
+fn export(server: &str, tenant: &str, period: &str, format: daybook::detail::Format, out: Option<PathBuf>) -> ExitCode {
+    detail(|rt| {
+        let mut sink: Box<dyn std::io::Write> = match &out {
+            Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+            None => Box::new(std::io::stdout()),
+        };
+        let (rows, sum) = rt.block_on(daybook::detail::export(server, tenant, period, format, &mut sink))?;
+        sink.flush()?;
+        tracing::info!("exported {rows} lines summing to {} credits", sum.normalize());
+        Ok(())
+    })
+}
+
+/// Runs a client command of the detail (explain, export) on a runtime of its own.
+fn detail(run: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&runtime) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

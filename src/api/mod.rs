@@ -32,7 +32,9 @@ use crate::rating::time;
 /// Generated from `proto/daybook/v1`.
 mod tenants;
 
-pub use tenants::{change_in, change_out, plan_in, plan_out, settings_in, settings_out, tenant_in, tenant_out};
+pub use tenants::{
+    change_in, change_out, meter_def_out, meter_in, plan_in, plan_out, settings_in, settings_out, tenant_in, tenant_out,
+};
 
 pub mod pb {
     tonic::include_proto!("daybook.v1");

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod core;
+mod detail;
 pub mod journal;
 pub mod records;
 pub mod recovery;

@@ -319,6 +319,42 @@ fn date_in(text: &str, field: &str) -> Result<Option<chrono::NaiveDate>, Status>
 
 #[tonic::async_trait]
 impl pb::usage_service_server::UsageService for Services {
+    async fn explain_interaction(
+        &self,
+        request: Request<pb::ExplainInteractionRequest>,
+    ) -> Result<Response<pb::ExplainInteractionResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let tenant = self.tenant(&who, Access::Read, &r.tenant_id).await?;
+        let Some(target) = r.target else {
+            let field = FieldViolation::new("target", "give interaction_id, or selector with meter, key and period");
+            return Err(api::invalid_argument(vec![field]));
+        };
+        Ok(Response::new(super::detail::explain(&self.daybook, &tenant, target).await?))
+    }
+
+    type ExportLinesStream = Pin<Box<dyn Stream<Item = Result<pb::ExportLinesResponse, Status>> + Send>>;
+
+    async fn export_lines(
+        &self,
+        request: Request<pb::ExportLinesRequest>,
+    ) -> Result<Response<Self::ExportLinesStream>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        self.tenant(&who, Access::Read, &r.tenant_id).await?;
+        let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
+            api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let daybook = self.daybook.clone();
+        tokio::spawn(async move {
+            if let Err(status) = super::detail::export(&daybook, &r.tenant_id, &period, 1000, tx.clone()).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn get_usage(&self, request: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();

@@ -1,6 +1,7 @@
 //! The integration tests: one binary (it links once, which matters on a 2-core machine).
 
 mod crash;
+mod detail;
 mod hostile;
 mod memory;
 mod polyglot;

@@ -8,7 +8,53 @@ use super::server::Harness;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_runs_a_conversation() {
     let dir = tempfile::tempdir().unwrap();
-    let stubs = dir.path().join("stubs");
+    let stubs = generate_stubs(dir.path());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Harness::start(&data, "2025-06-20T12:00:00Z", Config::default()).await;
+    let addr = server.tcp.to_string();
+    let script = format!("{root}/tests/python/conversation.py");
+    let stubs_arg = stubs.display().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(script).arg(stubs_arg).arg(addr).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("python client: conversation checked"), "{text}");
+    server.stop().await;
+}
+
+/// RULEBOOK part two from Python: a dar meter and an outcome meter, a revoked outcome and
+/// a voided consumer; per-meter usage and the export checked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_client_runs_meters_outcomes_and_a_void() {
+    let dir = tempfile::tempdir().unwrap();
+    let stubs = generate_stubs(dir.path());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Harness::start(&data, "2025-06-25T12:00:00Z", Config::default()).await;
+    let addr = server.tcp.to_string();
+    let script = format!("{}/tests/python/meters.py", env!("CARGO_MANIFEST_DIR"));
+    let stubs_arg = stubs.display().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(script).arg(stubs_arg).arg(addr).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("python client: meters checked"), "{text}");
+    server.stop().await;
+}
+
+/// Python stubs generated from `proto/` by grpcio-tools (installed by `scripts/test`).
+fn generate_stubs(dir: &std::path::Path) -> std::path::PathBuf {
+    let stubs = dir.join("stubs");
     std::fs::create_dir_all(&stubs).unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     let protos: Vec<String> = std::fs::read_dir(format!("{root}/proto/daybook/v1"))
@@ -28,21 +74,5 @@ async fn python_grpcio_client_runs_a_conversation() {
         "grpcio-tools must be installed (scripts/test installs it): {}",
         String::from_utf8_lossy(&generated.stderr)
     );
-
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = Harness::start(&data, "2025-06-20T12:00:00Z", Config::default()).await;
-    let addr = server.tcp.to_string();
-    let script = format!("{root}/tests/python/conversation.py");
-    let stubs_arg = stubs.display().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).arg(stubs_arg).arg(addr).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{text}");
-    assert!(text.contains("python client: conversation checked"), "{text}");
-    server.stop().await;
+    stubs
 }

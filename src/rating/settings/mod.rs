@@ -103,6 +103,30 @@ impl Settings {
         }
     }
 
+    /// Every setting as a patch that sets it (to report the settings in force).
+    pub fn as_patch(&self) -> SettingsPatch {
+        SettingsPatch {
+            time_zone: Some(self.time_zone),
+            generative_ai: Some(self.features.has(Features::GENERATIVE_AI)),
+            intent_listening: Some(self.features.has(Features::INTENT_LISTENING)),
+            performance_optimizer: Some(self.features.has(Features::PERFORMANCE_OPTIMIZER)),
+            relationship: Some(self.relationship),
+            proactive_outbound_day: Some(self.proactive_outbound_day),
+            proactive_reply_window: Some(self.proactive_reply_window),
+            lateness_horizon: Some(self.lateness_horizon),
+            max_clock_skew: Some(self.max_clock_skew),
+            proactive_requires_reply: Some(self.proactive_requires_reply),
+            cycle_anchor_day: Some(self.cycle_anchor_day),
+            cobrowse_credits: Some(self.cobrowse_credits),
+            functions_rounding: Some(self.functions_rounding),
+            overage_rounding: Some(self.overage_rounding),
+            gai_multiplies_addons: Some(self.gai_multiplies_addons),
+            feature_attribution: Some(self.feature_attribution),
+            add_meter: None,
+            retire_meter: None,
+        }
+    }
+
     pub fn apply(&mut self, patch: &SettingsPatch) {
         let p = patch;
         if let Some(v) = p.time_zone {
