@@ -152,6 +152,7 @@ pub mod domain {
     pub const CONSUMER: u8 = 7;
     pub const UNITS: u8 = 8;
     pub const OUTCOME: u8 = 9;
+    pub const FIELD: u8 = 10;
 }
 
 /// A deterministic 128-bit id, shown as 32 lowercase hex digits.

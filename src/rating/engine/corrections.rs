@@ -53,45 +53,84 @@ pub enum Source {
     Outcome,
 }
 
-/// An interaction that stands, as a void needs to find it: what it lists and where its
-/// lines are.
+/// An interaction of an open period, as a void needs to find it: compact (every
+/// relationship-day has one), so its fields are kept as keyed fingerprints, which is all
+/// a void's equality test needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalogued {
     pub id: RecordId,
     /// The state that holds it: its hot key, or its outcome state's.
     pub state: Fp,
+    /// Fingerprints of its consumer, conversation, integration and outcome type (0: the
+    /// interaction does not list that field).
+    pub fields: [u64; 4],
+    /// Its period's first local date (days from the common era).
+    pub start: i32,
     pub meter: u8,
-    pub period: Period,
-    pub key: InteractionKey,
-    pub outcome_type: Option<String>,
     pub source: Source,
-    pub voided_by: Option<String>,
 }
 
-impl Catalogued {
-    pub(super) fn of(i: &Interaction, state: Fp, meter: u8, period: Period, source: Source) -> Self {
+/// The fields a catalogued interaction lists, before they are fingerprinted.
+pub(super) struct Listed<'a> {
+    pub consumer: &'a str,
+    pub conversation: Option<&'a str>,
+    pub integration: Option<&'a str>,
+    pub outcome_type: Option<&'a str>,
+}
+
+impl Engine {
+    fn field_fp(&self, value: &str) -> u64 {
+        // Never 0, which stands for "not listed".
+        self.fingerprinter.start(domain::FIELD).str(value).finish().0 | 1
+    }
+
+    pub(super) fn catalogued(
+        &self,
+        id: RecordId,
+        state: Fp,
+        meter: u8,
+        start: NaiveDate,
+        source: Source,
+        listed: Listed<'_>,
+    ) -> Catalogued {
+        let opt = |v: Option<&str>| v.map_or(0, |v| self.field_fp(v));
         Catalogued {
-            id: i.id,
+            id,
             state,
+            fields: [
+                self.field_fp(listed.consumer),
+                opt(listed.conversation),
+                opt(listed.integration),
+                opt(listed.outcome_type),
+            ],
+            start: time::date_to_days(start),
             meter,
-            period,
-            key: i.key.clone(),
-            outcome_type: i.outcome_type.clone(),
             source,
-            voided_by: i.voided_by.clone(),
         }
     }
 
-    fn selected_by(&self, tenant: &Tenant, void: &VoidRule) -> bool {
-        let meter = tenant.meter_at(self.meter);
-        void.selects(&Selected {
-            meter: &meter.id,
-            start: self.period.start_date,
-            consumer: Some(&self.key.consumer),
-            conversation: self.key.conversation.as_deref(),
-            integration: self.key.integration.as_deref(),
-            outcome_type: self.outcome_type.as_deref(),
-        })
+    /// COR-1 on a catalogued interaction: its period's first date within [from, to], and
+    /// every selector given equal to a field it lists.
+    fn selects(&self, tenant: &Tenant, rule: &VoidRule, c: &Catalogued) -> bool {
+        let v = &rule.void;
+        let start = time::days_to_date(c.start);
+        let meter_ok = v.meter.as_ref().is_none_or(|m| &*tenant.meter_at(c.meter).id == m.as_str());
+        let field_ok =
+            |wanted: &Option<String>, has: u64| wanted.as_ref().is_none_or(|w| has != 0 && has == self.field_fp(w));
+        v.from <= start
+            && start <= v.to
+            && meter_ok
+            && field_ok(&v.consumer, c.fields[0])
+            && field_ok(&v.conversation, c.fields[1])
+            && field_ok(&v.integration, c.fields[2])
+            && field_ok(&v.outcome_type, c.fields[3])
+    }
+
+    /// The period of a catalogued interaction, in the zone in force at its start.
+    fn catalogued_period(tenant: &Tenant, c: &Catalogued) -> Period {
+        let start = time::days_to_date(c.start);
+        let zone = tenant.zone_at(time::start_of_local_date(start, chrono_tz::UTC));
+        tenant.period_of_date(tenant.meter_at(c.meter).window(), start, zone)
     }
 }
 
@@ -99,11 +138,11 @@ impl Catalogued {
 #[derive(Debug, Default)]
 pub struct Corrections {
     pub voids: Arc<Vec<VoidRule>>,
-    /// Interactions of open periods, by id: what a void can still select.
-    pub catalogue: HashMap<RecordId, Catalogued>,
-    /// Interactions that no longer stand as they started: voided later (the void's id,
-    /// COR-2) or withdrawn (`None`, OUT-4). Listings read it; it only grows with voids
-    /// and outcomes.
+    /// Interactions of open periods: what a void can still select.
+    pub catalogue: Vec<Catalogued>,
+    /// Interactions that no longer stand as they started: voided (the void's id, COR-2)
+    /// or withdrawn (`None`, OUT-4). Voids skip them; listings read it. It only grows
+    /// with voids and outcomes.
     pub changed: HashMap<RecordId, Option<String>>,
 }
 
@@ -114,11 +153,12 @@ impl Effects {
         self.voids.as_ref()?.iter().find(|v| v.selects(selected)).map(|v| v.event_id.clone())
     }
 
-    /// Remembers a new interaction for the voids to come (committed with the event). Only
-    /// in embedded mode: a shared store refuses voids, and its near cache forgets.
-    pub(super) fn catalogue(&mut self, entry: Catalogued) {
+    /// Remembers a new interaction for the voids to come (committed with the event), with
+    /// the void that selected it from the start. Only in embedded mode: a shared store
+    /// refuses voids, and its near cache forgets.
+    pub(super) fn catalogue(&mut self, entry: Catalogued, voided_by: Option<String>) {
         if matches!(self.mode, Mode::Live) {
-            self.catalogued.push(entry);
+            self.catalogued.push((entry, voided_by));
         }
     }
 
@@ -180,17 +220,18 @@ impl Engine {
             let corrections = &mut *corrections;
             // In the order of their periods, then ids: the same lines in the same order on
             // every replay and after a restart.
-            let mut chosen: Vec<&mut Catalogued> = corrections
+            let mut chosen: Vec<Catalogued> = corrections
                 .catalogue
-                .values_mut()
-                .filter(|e| e.voided_by.is_none() && e.selected_by(tenant, &rule) && !self.is_final(tenant, e, &fx))
+                .iter()
+                .filter(|c| !corrections.changed.contains_key(&c.id) && self.selects(tenant, &rule, c))
+                .filter(|c| !self.is_final(tenant, &Self::catalogued_period(tenant, c), &fx))
+                .cloned()
                 .collect();
-            chosen.sort_by_key(|e| (e.period.start_date, e.id));
+            chosen.sort_by_key(|c| (c.start, c.id));
             for entry in chosen {
-                entry.voided_by = Some(rule.event_id.clone());
                 selected.push(entry.id);
                 corrections.changed.insert(entry.id, Some(rule.event_id.clone()));
-                self.withdraw(tenant, entry, &event.event_id, true, &mut fx);
+                self.withdraw(tenant, &entry, &event.event_id, &mut fx);
             }
         }
         let id = RecordId::of(&[b"void", tenant.id.as_bytes(), event.event_id.as_bytes()]);
@@ -224,19 +265,20 @@ impl Engine {
 
     /// COR-4 (T-3): an interaction whose period is past its lateness horizon when the void
     /// arrives is final.
-    fn is_final(&self, tenant: &Tenant, entry: &Catalogued, fx: &Effects) -> bool {
-        let end = entry.period.end();
-        let horizon = tenant.settings_at(entry.period.start()).lateness_horizon;
+    fn is_final(&self, tenant: &Tenant, period: &Period, fx: &Effects) -> bool {
+        let end = period.end();
+        let horizon = tenant.settings_at(period.start()).lateness_horizon;
         fx.now.is_some_and(|now| end + horizon < now) || fx.closed_before.is_some_and(|c| time::to_millis(end) <= c)
     }
 
-    /// Withdraws a standing interaction's lines by reversal lines naming them and the
-    /// event that withdrew it, and uncounts it (COR-2, OUT-4). A line is withdrawn once:
-    /// an outcome's line is forgotten as it is withdrawn.
-    pub(super) fn withdraw(&self, tenant: &Tenant, entry: &Catalogued, by: &str, voided: bool, fx: &mut Effects) {
+    /// Voids a standing interaction: its lines withdrawn by reversal lines naming them and
+    /// the void, and it is uncounted (COR-2). A line is withdrawn once: an outcome's line
+    /// is forgotten as it is withdrawn.
+    fn withdraw(&self, tenant: &Tenant, entry: &Catalogued, by: &str, fx: &mut Effects) {
         let meter = tenant.meter_at(entry.meter);
-        let info = PeriodInfo::from(&entry.period);
-        let date = entry.period.start_date;
+        let period = Self::catalogued_period(tenant, entry);
+        let info = PeriodInfo::from(&period);
+        let date = period.start_date;
         let mut reversals = Vec::new();
         match entry.source {
             Source::Hot => {
@@ -266,20 +308,18 @@ impl Engine {
             fx.records.push(Record { tenant: tenant.id.clone(), rule: "COR-2", body: RecordBody::Line(l.clone()) });
             fx.lines.push(l);
         }
-        if entry.voided_by.is_none() || voided {
-            fx.ledger.push((date, Entry::Uncount));
-            fx.meter_entry(tenant, date, entry.meter, -1, 0, credits);
-        }
+        fx.ledger.push((date, Entry::Uncount));
+        fx.meter_entry(tenant, date, entry.meter, -1, 0, credits);
         let id = RecordId::of(&[b"withdrawn", &entry.id.0, by.as_bytes()]);
         fx.records.push(Record {
             tenant: tenant.id.clone(),
-            rule: if voided { "COR-2" } else { "OUT-4" },
+            rule: "COR-2",
             body: RecordBody::Withdrawn(Withdrawal {
                 id,
                 interaction_id: entry.id,
                 period: info,
                 event_id: by.to_string(),
-                voided,
+                voided: true,
             }),
         });
     }
@@ -292,11 +332,13 @@ impl Engine {
         }
         let mut corrections = slot.corrections.lock().expect("corrections lock");
         for id in fx.uncatalogued.drain(..) {
-            corrections.catalogue.remove(&id);
             corrections.changed.insert(id, None);
         }
-        for entry in fx.catalogued.drain(..) {
-            corrections.catalogue.insert(entry.id, entry);
+        for (entry, voided_by) in fx.catalogued.drain(..) {
+            if let Some(void) = voided_by {
+                corrections.changed.insert(entry.id, Some(void));
+            }
+            corrections.catalogue.push(entry);
         }
     }
 

@@ -445,7 +445,14 @@ impl Engine {
                     event_id: touch.event_id.to_string(),
                 };
                 let state = self.interaction_fp(tenant, meter.index, key, period.start_date);
-                fx.catalogue(Catalogued::of(&interaction, state, meter.index, *period, Source::Hot));
+                let listed = Listed {
+                    consumer: key.consumer,
+                    conversation: key.conversation,
+                    integration: key.integration,
+                    outcome_type: None,
+                };
+                let entry = self.catalogued(id, state, meter.index, period.start_date, Source::Hot, listed);
+                fx.catalogue(entry, voided_by.clone());
                 fx.records.push(Record {
                     tenant: tenant.id.clone(),
                     rule: touch.rule,

@@ -192,6 +192,9 @@ impl Engine {
             conversation.as_bytes(),
             outcome_type.as_bytes(),
             next.event_id.as_bytes(),
+            // Each billing is an interaction of its own: an occurrence billed again after
+            // an earlier one was revoked is not the billing that was withdrawn (OUT-4).
+            &state.generation.to_le_bytes(),
         ]);
         let voided_by = fx.void_selecting(&Selected {
             meter: &meter.id,
@@ -232,13 +235,23 @@ impl Engine {
             line: voided_by.is_none().then_some(line_id),
             credits: price,
         };
-        let record = self.outcome_catalogued(key, meter, state, &billed, period, voided_by.clone());
+        let listed = Listed {
+            consumer: &billed.consumer,
+            conversation: Some(&conversation),
+            integration: None,
+            outcome_type: Some(&outcome_type),
+        };
+        let record = self.catalogued(billed.interaction, key, meter.index, period.start_date, Source::Outcome, listed);
         let interaction = Interaction {
             id: interaction,
             tenant: tenant.id.clone(),
             meter: MeterKind::Outcome,
             meter_id: meter.id.clone(),
-            key: record.key.clone(),
+            key: InteractionKey {
+                consumer: billed.consumer.clone(),
+                conversation: Some(conversation.clone()),
+                integration: None,
+            },
             outcome_type: Some(outcome_type.clone()),
             voided_by,
             period: info,
@@ -247,7 +260,7 @@ impl Engine {
             event_id: next.event_id.clone(),
         };
         state.billed = Some(billed);
-        fx.catalogue(record);
+        fx.catalogue(record, interaction.voided_by.clone());
         fx.records.push(Record {
             tenant: tenant.id.clone(),
             rule: "OUT-1",
@@ -273,7 +286,7 @@ impl Engine {
         fx: &mut Effects,
     ) {
         let period = tenant.period_in(Window::LocalMonth, old.at);
-        let entry = self.outcome_catalogued(key, meter, state, &old, period, None);
+        let _ = (key, state);
         let date = period.start_date;
         let info = PeriodInfo::from(&period);
         // Voided, it has no line: withdrawn and uncounted by its void (COR-2).
@@ -285,44 +298,19 @@ impl Engine {
             fx.ledger.push((date, Entry::Uncount));
             fx.meter_entry(tenant, date, meter.index, -1, 0, -old.credits);
         }
-        let id = RecordId::of(&[b"withdrawn", &entry.id.0, by.as_bytes()]);
+        let id = RecordId::of(&[b"withdrawn", &old.interaction.0, by.as_bytes()]);
         fx.records.push(Record {
             tenant: tenant.id.clone(),
             rule: "OUT-4",
             body: RecordBody::Withdrawn(Withdrawal {
                 id,
-                interaction_id: entry.id,
+                interaction_id: old.interaction,
                 period: info,
                 event_id: by.to_string(),
                 voided: false,
             }),
         });
-        fx.uncatalogued.push(entry.id);
-    }
-
-    fn outcome_catalogued(
-        &self,
-        state_key: Fp,
-        meter: &Meter,
-        state: &OutcomeState,
-        billed: &Billed,
-        period: Period,
-        voided_by: Option<String>,
-    ) -> Catalogued {
-        Catalogued {
-            id: billed.interaction,
-            state: state_key,
-            meter: meter.index,
-            period,
-            key: InteractionKey {
-                consumer: billed.consumer.clone(),
-                conversation: Some(state.conversation.clone()),
-                integration: None,
-            },
-            outcome_type: Some(state.outcome_type.clone()),
-            source: Source::Outcome,
-            voided_by,
-        }
+        fx.uncatalogued.push(old.interaction);
     }
 
     /// OUT-3 (T-3): an outcome whose month is past its lateness horizon is final.

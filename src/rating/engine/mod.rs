@@ -319,7 +319,7 @@ struct Effects {
     voids: Option<Arc<Vec<VoidRule>>>,
     /// Interactions this event started, and states whose interaction it withdrew, for
     /// the catalogue voids select from.
-    catalogued: Vec<Catalogued>,
+    catalogued: Vec<(Catalogued, Option<String>)>,
     uncatalogued: Vec<RecordId>,
 }
 
@@ -462,7 +462,7 @@ pub use upkeep::Pruned;
 
 use books::raise_alerts;
 use charges::cobrowse_line;
-use corrections::Selected;
+use corrections::{Listed, Selected};
 use ingest::dead_letter;
 use upkeep::{PERIOD_SLACK_DAYS, utc_day};
 

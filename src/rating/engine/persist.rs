@@ -224,7 +224,7 @@ impl Engine {
                 frozen: ledger.frozen.clone(),
                 closed_before: slot.closed_before.load(Ordering::Acquire),
                 voids: corrections.voids.clone(),
-                catalogue: corrections.catalogue.values().cloned().collect(),
+                catalogue: corrections.catalogue.clone(),
                 changed: corrections.changed.iter().map(|(k, v)| (*k, v.clone())).collect(),
             }
         }));
@@ -272,10 +272,9 @@ impl Engine {
             for _ in 0..r.u32()? {
                 voids.push(codec::void_rule_in(r)?);
             }
-            let mut catalogue = HashMap::new();
+            let mut catalogue = Vec::new();
             for _ in 0..r.u32()? {
-                let c = codec::catalogued_in(r)?;
-                catalogue.insert(c.id, c);
+                catalogue.push(codec::catalogued_in(r)?);
             }
             let mut changed = HashMap::new();
             for _ in 0..r.u32()? {

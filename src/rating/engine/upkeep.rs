@@ -341,8 +341,10 @@ impl Engine {
         for (i, slot) in slots.iter().enumerate() {
             let tenant = &tenants[i];
             let mut corrections = slot.corrections.lock().expect("corrections lock");
-            corrections.catalogue.retain(|_, c| {
-                let end = tenant.period_of_date(c.period.window, c.period.start_date, chrono_tz::UTC).end_date;
+            // Closed books are left alone by voids (COR-4); listings keep what changed.
+            corrections.catalogue.retain(|c| {
+                let start = time::days_to_date(c.start);
+                let end = tenant.period_of_date(tenant.meter_at(c.meter).window(), start, chrono_tz::UTC).end_date;
                 !closed(i as u32, end)
             });
         }
@@ -435,8 +437,8 @@ fn voided_interactions(slots: &[Arc<TenantSlot>]) -> Vec<std::collections::HashS
             let corrections = slot.corrections.lock().expect("corrections lock");
             corrections
                 .catalogue
-                .values()
-                .filter(|c| c.voided_by.is_some() && c.source == Source::Hot)
+                .iter()
+                .filter(|c| c.source == Source::Hot && matches!(corrections.changed.get(&c.id), Some(Some(_))))
                 // As the hot map keys it (its [`HotKey`] keeps 96 of the 128 bits).
                 .map(|c| HotKey::from(c.state).fp())
                 .collect()

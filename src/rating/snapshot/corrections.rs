@@ -3,13 +3,8 @@
 
 use std::io::{Read, Write};
 
-use chrono_tz::Tz;
-
 use super::super::engine::{Catalogued, Source, VoidRule};
 use super::super::event::Void;
-use super::super::meter::Window;
-use super::super::outcome::InteractionKey;
-use super::super::settings::Period;
 use super::super::state::{Billed, Occurrence, OutcomeState};
 use super::super::time::{self, Instant};
 use super::{ReadResult, Reader, Writer, date_in};
@@ -125,47 +120,29 @@ pub fn void_rule_in<R: Read>(r: &mut Reader<R>) -> ReadResult<VoidRule> {
     Ok(VoidRule { event_id, void, arrived: opt_instant_in(r)? })
 }
 
-const WINDOWS: [Window; 3] = [Window::LocalDay, Window::LocalMonth, Window::BillingCycle];
-
 pub fn catalogued_out<W: Write>(w: &mut Writer<W>, c: &Catalogued) -> std::io::Result<()> {
     w.id(c.id)?;
     w.fp(c.state)?;
+    for f in c.fields {
+        w.u64(f)?;
+    }
+    w.u32(c.start as u32)?;
     w.u8(c.meter)?;
-    w.u8(WINDOWS.iter().position(|x| *x == c.period.window).expect("every window") as u8)?;
-    w.u32(time::date_to_days(c.period.start_date) as u32)?;
-    w.u32(time::date_to_days(c.period.end_date) as u32)?;
-    w.str(c.period.zone.name())?;
-    w.str(&c.key.consumer)?;
-    w.opt_str(c.key.conversation.as_deref())?;
-    w.opt_str(c.key.integration.as_deref())?;
-    w.opt_str(c.outcome_type.as_deref())?;
     w.u8(match c.source {
         Source::Hot => 0,
         Source::Outcome => 1,
-    })?;
-    w.opt_str(c.voided_by.as_deref())
+    })
 }
 
 pub fn catalogued_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Catalogued> {
-    let (id, state, meter) = (r.id()?, r.fp()?, r.u8()?);
-    let window = *WINDOWS.get(r.u8()? as usize).ok_or("unknown window")?;
-    let (start_date, end_date) = (date_in(r)?, date_in(r)?);
-    let zone: Tz = r.str()?.parse().map_err(|_| "unknown zone".to_string())?;
-    let key = InteractionKey { consumer: r.str()?, conversation: r.opt_str()?, integration: r.opt_str()? };
-    let outcome_type = r.opt_str()?;
+    let (id, state) = (r.id()?, r.fp()?);
+    let fields = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+    let start = date_in(r)?;
+    let meter = r.u8()?;
     let source = match r.u8()? {
         0 => Source::Hot,
         1 => Source::Outcome,
         n => return Err(format!("unknown source {n}")),
     };
-    Ok(Catalogued {
-        id,
-        state,
-        meter,
-        period: Period { window, start_date, end_date, zone },
-        key,
-        outcome_type,
-        source,
-        voided_by: r.opt_str()?,
-    })
+    Ok(Catalogued { id, state, fields, start: time::date_to_days(start), meter, source })
 }
