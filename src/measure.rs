@@ -65,7 +65,8 @@ pub struct MemoryRun {
 /// Rates `n` first touches (each a new relationship-day), then `n` repeats of them the same
 /// day, and reads the resident set after each phase.
 pub fn memory_run(n: u64) -> anyhow::Result<MemoryRun> {
-    let engine = Engine::new(EngineConfig::default());
+    // As the server holds state: no catalogue for voids until a tenant's first void.
+    let engine = Engine::new(EngineConfig { catalogue_on_first_void: true, ..EngineConfig::default() });
     for spec in parse_tenants_toml(TENANTS).map_err(anyhow::Error::msg)? {
         engine.put_tenant(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -160,7 +160,9 @@ impl Daybook {
         };
         let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
         let fresh = || -> Result<Engine, JournalError> {
-            let config = EngineConfig { fingerprint_key: key };
+            // The journal holds every record: a tenant's catalogue for voids is built from
+            // it at its first void (`Daybook::prepare_void`), not kept for every tenant.
+            let config = EngineConfig { fingerprint_key: key, catalogue_on_first_void: true };
             let engine = match &budget {
                 Some(_) => Engine::with_eviction(config),
                 None => Engine::new(config),
@@ -274,6 +276,31 @@ impl Daybook {
             out.push((result, wait));
         }
         out
+    }
+
+    /// Before a tenant's first void (COR): builds the catalogue the void selects from out
+    /// of the journal, which holds every record, with nothing rated meanwhile and every
+    /// appended entry on disk. A tenant that never voids keeps no catalogue.
+    pub fn prepare_void(&self, tenant: &str) -> Result<(), std::io::Error> {
+        if self.is_shared() || !self.engine.needs_catalogue(tenant) {
+            return Ok(());
+        }
+        let _all = self.exclusive();
+        if !self.engine.needs_catalogue(tenant) {
+            return Ok(());
+        }
+        let appended = self.journal.appended();
+        while self.journal.durable() < appended {
+            if self.journal.failed() {
+                return Err(std::io::Error::other("the journal failed a write"));
+            }
+            self.journal.flush_here();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let standing = super::standing::from_journal(self.journal.dir(), tenant, appended)?;
+        tracing::info!(tenant, interactions = standing.len(), "catalogue for voids built from the journal");
+        self.engine.seed_catalogue(tenant, standing);
+        Ok(())
     }
 
     /// Journals an entry with its records, which carry their cursors from the start.

@@ -12,6 +12,7 @@ pub mod records;
 pub mod recovery;
 pub mod service;
 pub mod shared;
+mod standing;
 pub mod telemetry;
 pub mod tls;
 

@@ -101,6 +101,16 @@ pub(super) fn replay_journal(
             }
             Some(EntryKind::Event(e)) => {
                 let Ok(event) = pb::Event::decode(e.event.as_slice()) else { return };
+                // A tenant's first void found its catalogue built from the journal before
+                // it: build it again, from the entries before this one.
+                if let Some(pb::event::Kind::Void(_)) = event.kind
+                    && engine.needs_catalogue(&event.tenant_id)
+                {
+                    match super::standing::from_journal(dir, &event.tenant_id, entry.seq.saturating_sub(1)) {
+                        Ok(standing) => engine.seed_catalogue(&event.tenant_id, standing),
+                        Err(e) => tracing::error!("replaying a void: cannot read the journal: {e}"),
+                    }
+                }
                 let now = e.now_nanos.map(chrono::DateTime::from_timestamp_nanos);
                 // Which event raised an alert depends on the order of events of other
                 // keys, which only the journal's records remember: restore them as raised.

@@ -58,6 +58,7 @@ impl Services {
         self.unavailable_if_draining()?;
         authorize_ingest(who, &event)?;
         stamp_void(who, &mut event);
+        self.prepare_voids(std::slice::from_ref(&event)).await?;
         let tenant = event.tenant_id.clone();
         let (result, wait) =
             if self.daybook.is_shared() { self.daybook.ingest_shared(event).await } else { self.daybook.ingest(event) };
@@ -69,6 +70,23 @@ impl Services {
             Ok(outcome) => Ok(api::outcome_out(&outcome)),
             Err(refusal) => Err(api::refusal_status(&refusal)),
         }
+    }
+
+    /// A tenant's first void needs its catalogue, built from the journal off the async
+    /// threads (`Daybook::prepare_void`).
+    async fn prepare_voids(&self, events: &[pb::Event]) -> Result<(), Status> {
+        for e in events {
+            if let Some(pb::event::Kind::Void(_)) = e.kind
+                && self.daybook.engine().needs_catalogue(&e.tenant_id)
+            {
+                let (daybook, tenant) = (self.daybook.clone(), e.tenant_id.clone());
+                tokio::task::spawn_blocking(move || daybook.prepare_void(&tenant))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::unavailable(format!("cannot read the journal to void: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn tenant_status(r: TenantRefusal) -> Status {
@@ -273,6 +291,10 @@ impl pb::ingest_service_server::IngestService for Services {
                 }
                 let mut batch = batch;
                 batch.events.iter_mut().for_each(|e| stamp_void(&who, e));
+                if let Err(status) = this.prepare_voids(&batch.events).await {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
                 let ids: Vec<(String, String)> =
                     batch.events.iter().map(|e| (e.tenant_id.clone(), e.event_id.clone())).collect();
                 let results = if this.daybook.is_shared() {

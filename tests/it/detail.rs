@@ -214,3 +214,66 @@ async fn export_rows_sum_to_every_statement_and_explain_names_each_lines_rule_ev
     assert_eq!(sum, june.credits.parse::<Decimal>().unwrap());
     server.stop().await;
 }
+
+/// Nothing of part two is lost on a restart: the books, the listing (voids included) and
+/// every retry's answer are the same after the server restarts from its snapshot and
+/// journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meters_outcomes_and_voids_survive_a_restart_with_their_retry_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), "2025-07-05T00:00:00Z", Config::default()).await;
+    let channel = server.tcp_channel().await;
+    create(&channel, tenant()).await;
+    let mut ingest = pb::ingest_service_client::IngestServiceClient::new(channel.clone());
+    let mut answers = Vec::new();
+    for e in events() {
+        let event = daybook::api::event_out(&daybook::scenario::raw_event("acme", &e));
+        answers.push((event.clone(), daybook::client::ingest(&mut ingest, event).await.map_err(|s| s.code())));
+    }
+    let books = |channel: tonic::transport::Channel| async move {
+        let mut client = UsageServiceClient::new(channel);
+        let usage = client.get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() });
+        let usage = usage.await.unwrap().into_inner().usage.unwrap();
+        let listing = client
+            .list_interactions(pb::ListInteractionsRequest {
+                tenant_id: "acme".into(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .interactions;
+        (usage, listing)
+    };
+    let before = books(channel.clone()).await;
+    assert!(before.1.iter().any(|i| !i.voided_by.is_empty()), "the stream voids some interactions");
+    drop((ingest, channel));
+    server.stop().await;
+
+    let server = Harness::start(dir.path(), "2025-07-05T00:00:00Z", Config::default()).await;
+    let channel = server.tcp_channel().await;
+    assert_eq!(books(channel.clone()).await, before);
+    let mut ingest = pb::ingest_service_client::IngestServiceClient::new(channel.clone());
+    for (event, original) in answers {
+        let again = daybook::client::ingest(&mut ingest, event).await.map_err(|s| s.code());
+        match (original, again) {
+            (Ok(first), Ok(retry)) => {
+                assert!(retry.retry, "{}", first.event_id);
+                assert_eq!(pb::EventOutcome { retry: false, ..retry }, first);
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("{a:?} then {b:?}"),
+        }
+    }
+    assert_eq!(books(channel.clone()).await, before, "retries change nothing");
+    drop((ingest, channel));
+    server.stop().await;
+
+    // Without the snapshot the whole journal is replayed: the first void's catalogue is
+    // built again from the entries before it, and every void selects what it did.
+    std::fs::remove_file(dir.path().join("snapshot.bin")).unwrap();
+    let server = Harness::start(dir.path(), "2025-07-05T00:00:00Z", Config::default()).await;
+    assert_eq!(books(server.tcp_channel().await).await, before);
+    server.stop().await;
+}

@@ -144,6 +144,26 @@ pub struct Corrections {
     /// or withdrawn (`None`, OUT-4). Voids skip them; listings read it. It only grows
     /// with voids and outcomes.
     pub changed: HashMap<RecordId, Option<String>>,
+    /// The catalogue was built from the tenant's records ([`Engine::seed_catalogue`]).
+    pub seeded: bool,
+}
+
+/// An interaction as its records show it, to seed a catalogue from
+/// ([`Engine::seed_catalogue`]).
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub id: RecordId,
+    pub meter_id: String,
+    pub consumer: String,
+    pub conversation: Option<String>,
+    pub integration: Option<String>,
+    pub outcome_type: Option<String>,
+    /// Its period's first local date.
+    pub start: NaiveDate,
+    /// Voided from the start, or later; `None` as it started.
+    pub voided_by: Option<String>,
+    /// No longer billed (OUT-4).
+    pub withdrawn: bool,
 }
 
 impl Effects {
@@ -157,7 +177,7 @@ impl Effects {
     /// the void that selected it from the start. Only in embedded mode: a shared store
     /// refuses voids, and its near cache forgets.
     pub(super) fn catalogue(&mut self, entry: Catalogued, voided_by: Option<String>) {
-        if matches!(self.mode, Mode::Live) {
+        if matches!(self.mode, Mode::Live) && self.cataloguing {
             self.catalogued.push((entry, voided_by));
         }
     }
@@ -340,6 +360,57 @@ impl Engine {
             }
             corrections.catalogue.push(entry);
         }
+    }
+
+    /// Whether the tenant's catalogue must be seeded before its first void is rated
+    /// ([`EngineConfig::catalogue_on_first_void`]).
+    pub fn needs_catalogue(&self, tenant: &str) -> bool {
+        self.slot(tenant).is_some_and(|s| !s.cataloguing.load(Ordering::Acquire))
+    }
+
+    /// Builds a tenant's catalogue from the interactions its records show, and catalogues
+    /// every new one from then on. Call with no event of the tenant being rated, and
+    /// every record of its accepted events at hand (the server holds its ordering stripes
+    /// and reads its journal).
+    pub fn seed_catalogue(&self, tenant_id: &str, standing: Vec<Standing>) {
+        let Some(slot) = self.slot(tenant_id) else { return };
+        let tenant = slot.config();
+        let mut corrections = slot.corrections.lock().expect("corrections lock");
+        for s in standing {
+            let Some(meter) = tenant.meter_named(&s.meter_id) else { continue };
+            if s.withdrawn {
+                corrections.changed.insert(s.id, None);
+                continue;
+            }
+            let (state, source) = match meter.kind() {
+                MeterKind::Outcome => {
+                    let (conversation, kind) =
+                        (s.conversation.as_deref().unwrap_or(""), s.outcome_type.as_deref().unwrap_or(""));
+                    (self.outcome_key(&tenant, meter.index, conversation, kind), Source::Outcome)
+                }
+                _ => {
+                    let key = KeyRef {
+                        consumer: &s.consumer,
+                        conversation: s.conversation.as_deref(),
+                        integration: s.integration.as_deref(),
+                    };
+                    (self.interaction_fp(&tenant, meter.index, &key, s.start), Source::Hot)
+                }
+            };
+            let listed = Listed {
+                consumer: &s.consumer,
+                conversation: s.conversation.as_deref(),
+                integration: s.integration.as_deref(),
+                outcome_type: s.outcome_type.as_deref(),
+            };
+            let entry = self.catalogued(s.id, state, meter.index, s.start, source, listed);
+            if let Some(void) = s.voided_by {
+                corrections.changed.insert(s.id, Some(void));
+            }
+            corrections.catalogue.push(entry);
+        }
+        corrections.seeded = true;
+        slot.cataloguing.store(true, Ordering::Release);
     }
 
     /// Whether an interaction still stands as it started: `None` when it stands, `Some(None)`

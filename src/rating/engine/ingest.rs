@@ -197,15 +197,7 @@ impl Engine {
             return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
         };
         if let RawBody::Void(_) = raw.body {
-            // A correction takes its tenant alone (COR); shared stores do not meter them.
-            return match mode {
-                Mode::Live => Rated::Done(self.ingest_void(slot, raw, now, records)),
-                _ => Rated::Done(Err(Refusal::new(
-                    Code::Unimplemented,
-                    "COR-1",
-                    "voids are not supported with a shared Redis store yet",
-                ))),
-            };
+            return self.void_in_mode(slot, raw, now, mode, records);
         }
         let config = slot.config.read().expect("tenant lock");
         let tenant: &Tenant = &config;
@@ -240,14 +232,7 @@ impl Engine {
             return Rated::Done(Err(refusal));
         }
 
-        let voids = slot
-            .has_voids
-            .load(Ordering::Acquire)
-            .then(|| slot.corrections.lock().expect("corrections lock").voids.clone());
-        // A retry re-rated from its prior would not see the voids: keep its outcome whole.
-        let keep_whole = voids.is_some();
-        let mut effects =
-            Effects { mode, now, closed_before: Some(closed_before), voids, keep_whole, ..Effects::default() };
+        let mut effects = Self::effects(slot, mode, now, closed_before);
         let disposition = self.rate(tenant, &event, event_fp, &mut effects);
 
         out.entry = effects.shared.as_ref().map(|t| t.entry);
@@ -297,6 +282,43 @@ impl Engine {
         });
         records.append(&mut emitted);
         Rated::Done(Ok(outcome))
+    }
+
+    /// A correction takes its tenant alone (COR); shared stores do not meter them yet.
+    fn void_in_mode(
+        &self,
+        slot: &TenantSlot,
+        raw: RawEvent,
+        now: Option<Instant>,
+        mode: Mode,
+        records: &mut Vec<Record>,
+    ) -> Rated {
+        match mode {
+            Mode::Live => Rated::Done(self.ingest_void(slot, raw, now, records)),
+            _ => Rated::Done(Err(Refusal::new(
+                Code::Unimplemented,
+                "COR-1",
+                "voids are not supported with a shared Redis store yet",
+            ))),
+        }
+    }
+
+    /// What an event gathers while rated starts from its tenant's voids and catalogue.
+    fn effects(slot: &TenantSlot, mode: Mode, now: Option<Instant>, closed_before: i64) -> Effects {
+        let voids = slot
+            .has_voids
+            .load(Ordering::Acquire)
+            .then(|| slot.corrections.lock().expect("corrections lock").voids.clone());
+        Effects {
+            mode,
+            now,
+            closed_before: Some(closed_before),
+            // A retry re-rated from its prior would not see the voids: keep it whole.
+            keep_whole: voids.is_some(),
+            voids,
+            cataloguing: slot.cataloguing.load(Ordering::Acquire),
+            ..Effects::default()
+        }
     }
 
     /// The claim of an event that would move its shared entry (or that must ask the store):

@@ -110,14 +110,7 @@ impl Engine {
         price: Decimal,
         fx: &mut Effects,
     ) -> bool {
-        let key = self
-            .fingerprinter
-            .start(domain::OUTCOME)
-            .str(&tenant.id)
-            .u64(u64::from(meter.index))
-            .str(&o.conversation)
-            .str(&o.outcome_type)
-            .finish();
+        let key = self.outcome_key(tenant, meter.index, &o.conversation, &o.outcome_type);
         let window = meter.def.outcomes.revocation_window;
         let mut state = self.outcomes.entry(key).or_insert_with(|| OutcomeState {
             tenant: tenant.index,
@@ -311,6 +304,12 @@ impl Engine {
             }),
         });
         fx.uncatalogued.push(old.interaction);
+    }
+
+    /// The key of an outcome meter's state for one (conversation, outcome type).
+    pub(super) fn outcome_key(&self, tenant: &Tenant, meter: u8, conversation: &str, outcome_type: &str) -> Fp {
+        let b = self.fingerprinter.start(domain::OUTCOME).str(&tenant.id).u64(u64::from(meter));
+        b.str(conversation).str(outcome_type).finish()
     }
 
     /// OUT-3 (T-3): an outcome whose month is past its lateness horizon is final.

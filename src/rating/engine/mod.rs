@@ -42,11 +42,17 @@ use super::time::{self, Instant};
 pub struct EngineConfig {
     /// Key of the hot-state fingerprints. Replicas that share state share it.
     pub fingerprint_key: [u8; 16],
+    /// Keep no catalogue of interactions for voids (COR) until a tenant's first void,
+    /// whose caller then builds it from the tenant's records
+    /// ([`Engine::seed_catalogue`]): the server, whose journal holds every record, so
+    /// that tenants that never void pay nothing for voids. Off: every interaction is
+    /// catalogued from the start (the scenario runner, replay, tests).
+    pub catalogue_on_first_void: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { fingerprint_key: *b"daybook-default!" }
+        EngineConfig { fingerprint_key: *b"daybook-default!", catalogue_on_first_void: false }
     }
 }
 
@@ -67,6 +73,9 @@ pub struct TenantSlot {
     /// the tenant has any.
     corrections: Mutex<Corrections>,
     has_voids: std::sync::atomic::AtomicBool,
+    /// Whether new interactions are catalogued for voids: from the start, or once the
+    /// catalogue was seeded ([`EngineConfig::catalogue_on_first_void`]).
+    cataloguing: std::sync::atomic::AtomicBool,
 }
 
 impl TenantSlot {
@@ -219,6 +228,7 @@ pub struct Engine {
     /// A retry of a forgotten event is still answered right: its id is not known here,
     /// so the shared store's reservation finds it and the store answers it.
     evictable: bool,
+    catalogue_on_first_void: bool,
 }
 
 /// The key fields and period of one interaction, before it is fingerprinted.
@@ -317,6 +327,8 @@ struct Effects {
     records: Vec<Record>,
     /// The tenant's voids while it has any (COR-1), read once per event.
     voids: Option<Arc<Vec<VoidRule>>>,
+    /// Whether the tenant's new interactions are catalogued for voids.
+    cataloguing: bool,
     /// Interactions this event started, and states whose interaction it withdrew, for
     /// the catalogue voids select from.
     catalogued: Vec<(Catalogued, Option<String>)>,
@@ -342,6 +354,7 @@ impl Engine {
             new_users_waiting: std::sync::atomic::AtomicBool::new(false),
             collect_users: std::sync::atomic::AtomicBool::new(false),
             evictable: false,
+            catalogue_on_first_void: config.catalogue_on_first_void,
         }
     }
 
@@ -400,6 +413,7 @@ impl Engine {
             closed_before: AtomicI64::new(i64::MIN),
             corrections: Mutex::new(Corrections::default()),
             has_voids: std::sync::atomic::AtomicBool::new(false),
+            cataloguing: std::sync::atomic::AtomicBool::new(!self.catalogue_on_first_void),
         });
         by_index.push(slot.clone());
         self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
@@ -455,7 +469,7 @@ mod meters;
 mod persist;
 mod upkeep;
 
-pub use corrections::{Catalogued, Corrections, Source, VoidRule};
+pub use corrections::{Catalogued, Corrections, Source, Standing, VoidRule};
 
 pub use persist::StateImage;
 pub use upkeep::Pruned;

@@ -77,6 +77,7 @@ struct TenantImage {
     voids: Arc<Vec<VoidRule>>,
     catalogue: Vec<Catalogued>,
     changed: Vec<(RecordId, Option<String>)>,
+    seeded: bool,
 }
 
 /// Copies a map into `out`, reusing its allocation.
@@ -192,6 +193,7 @@ impl StateImage {
                 w.id(*id)?;
                 w.opt_str(void.as_deref())?;
             }
+            w.u8(u8::from(t.seeded))?;
         }
         Ok(())
     }
@@ -226,6 +228,7 @@ impl Engine {
                 voids: corrections.voids.clone(),
                 catalogue: corrections.catalogue.clone(),
                 changed: corrections.changed.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                seeded: corrections.seeded,
             }
         }));
         copy(&self.events, &mut image.events);
@@ -281,7 +284,8 @@ impl Engine {
                 let id = r.id()?;
                 changed.insert(id, r.opt_str()?);
             }
-            corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed });
+            let seeded = r.u8()? == 1;
+            corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed, seeded });
         }
         Ok(corrections)
     }
@@ -378,6 +382,9 @@ impl Engine {
         for ((id, ..), c) in saved.iter().zip(corrections) {
             if let Some(slot) = self.slot(id) {
                 slot.has_voids.store(!c.voids.is_empty(), Ordering::Release);
+                if c.seeded {
+                    slot.cataloguing.store(true, Ordering::Release);
+                }
                 *slot.corrections.lock().expect("corrections lock") = c;
             }
         }
