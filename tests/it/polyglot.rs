@@ -7,38 +7,28 @@ use super::server::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_runs_a_conversation() {
-    let dir = tempfile::tempdir().unwrap();
-    let stubs = generate_stubs(dir.path());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = Harness::start(&data, "2025-06-20T12:00:00Z", Config::default()).await;
-    let addr = server.tcp.to_string();
-    let script = format!("{root}/tests/python/conversation.py");
-    let stubs_arg = stubs.display().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).arg(stubs_arg).arg(addr).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{text}");
+    let text = run_script("conversation.py", "2025-06-20T12:00:00Z").await;
     assert!(text.contains("python client: conversation checked"), "{text}");
-    server.stop().await;
 }
 
 /// RULEBOOK part two from Python: a dar meter and an outcome meter, a revoked outcome and
 /// a voided consumer; per-meter usage and the export checked there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_runs_meters_outcomes_and_a_void() {
+    let text = run_script("meters.py", "2025-06-25T12:00:00Z").await;
+    assert!(text.contains("python client: meters checked"), "{text}");
+}
+
+/// Runs `tests/python/SCRIPT STUBS ADDR` against a fresh server whose clock reads `now`;
+/// returns what it printed, having checked that it succeeded.
+async fn run_script(script: &str, now: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stubs = generate_stubs(dir.path());
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let server = Harness::start(&data, "2025-06-25T12:00:00Z", Config::default()).await;
+    let server = Harness::start(&data, now, Config::default()).await;
     let addr = server.tcp.to_string();
-    let script = format!("{}/tests/python/meters.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let stubs_arg = stubs.display().to_string();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3").arg(script).arg(stubs_arg).arg(addr).output()
@@ -48,8 +38,8 @@ async fn python_grpcio_client_runs_meters_outcomes_and_a_void() {
     .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("python client: meters checked"), "{text}");
     server.stop().await;
+    text
 }
 
 /// Python stubs generated from `proto/` by grpcio-tools (installed by `scripts/test`).

@@ -193,7 +193,7 @@ fn single(tenant: &Value, events: &[Value]) -> Observed {
     incremental
 }
 
-fn shuffled(events: &[Value], seed: u64) -> Vec<Value> {
+pub(super) fn shuffled(events: &[Value], seed: u64) -> Vec<Value> {
     let mut out = events.to_vec();
     let mut state = seed | 1;
     for i in (1..out.len()).rev() {
@@ -205,7 +205,7 @@ fn shuffled(events: &[Value], seed: u64) -> Vec<Value> {
     out
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config { cases: 1000, failure_persistence: None, ..Config::default() }
 }
 

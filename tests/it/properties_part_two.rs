@@ -13,8 +13,9 @@ use daybook::rating::ledger::Statement;
 use daybook::scenario::{EngineTarget, InteractionView, MeterView, Target, raw_event};
 use daybook::tenants::tenant_from_value;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
 use serde_json::{Value, json};
+
+use super::properties::{config, shuffled};
 
 fn tenant_strategy() -> impl Strategy<Value = Value> {
     (
@@ -165,22 +166,6 @@ fn single(tenant: &Value, events: &[Value]) -> Observed {
         "aggregates rebuilt from state differ from the incremental ones"
     );
     incremental
-}
-
-fn shuffled(events: &[Value], seed: u64) -> Vec<Value> {
-    let mut out = events.to_vec();
-    let mut state = seed | 1;
-    for i in (1..out.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    out
-}
-
-fn config() -> Config {
-    Config { cases: 1000, failure_persistence: None, ..Config::default() }
 }
 
 proptest! {

@@ -9,7 +9,7 @@ use daybook::tenants::tenant_from_value;
 use serde_json::{Value, json};
 
 /// Runs a scenario on a fresh engine and fails with its differences.
-fn check(scenario: Value) {
+pub(super) fn check(scenario: Value) {
     let scenario = Scenario::from_value(&scenario).expect("scenario loads");
     let diffs = scenario.run(&mut EngineTarget::default()).expect("scenario runs");
     assert!(diffs.is_empty(), "{}: {}", scenario.name, diffs.join("; "));
@@ -19,12 +19,12 @@ fn tenant(zone: &str, meter: &str, settings: Value) -> Value {
     json!({"id": "acme", "time_zone": zone, "meter": meter, "settings": settings})
 }
 
-fn msg(id: &str, at: &str, sender: &str, consumer: &str, conversation: &str) -> Value {
+pub(super) fn msg(id: &str, at: &str, sender: &str, consumer: &str, conversation: &str) -> Value {
     json!({"id": id, "at": at, "type": "message", "sender": sender, "consumer": consumer,
            "conversation": conversation, "channel": "web", "integration": "web-1"})
 }
 
-fn with(mut event: Value, extra: Value) -> Value {
+pub(super) fn with(mut event: Value, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
             event.as_object_mut().unwrap().remove(k);
@@ -35,7 +35,7 @@ fn with(mut event: Value, extra: Value) -> Value {
     event
 }
 
-fn scenario(name: &str, tenant: Value, events: Vec<Value>, expect: Value) -> Value {
+pub(super) fn scenario(name: &str, tenant: Value, events: Vec<Value>, expect: Value) -> Value {
     json!({"name": name, "rules": [], "tenant": tenant, "events": events, "expect": expect})
 }
 
@@ -44,13 +44,13 @@ fn day(consumer: &str, period: &str) -> Value {
 }
 
 /// An engine with one tenant, for tests that look at outcomes.
-fn engine_with(tenant: Value) -> Engine {
+pub(super) fn engine_with(tenant: Value) -> Engine {
     let engine = Engine::new(EngineConfig::default());
     engine.put_tenant(tenant_from_value(&tenant).unwrap().0).unwrap();
     engine
 }
 
-fn raw(event: Value) -> RawEvent {
+pub(super) fn raw(event: Value) -> RawEvent {
     raw_event("acme", &event)
 }
 

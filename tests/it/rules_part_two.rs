@@ -4,39 +4,14 @@
 //! Test names start with the rule id.
 
 use daybook::rating::outcome::{Code, Disposition, NotBillableReason};
-use daybook::rating::{Engine, EngineConfig, RawEvent, Record, RecordBody};
-use daybook::scenario::{EngineTarget, Scenario, raw_event};
+use daybook::rating::{Record, RecordBody};
 use daybook::tenants::tenant_from_value;
 use serde_json::{Value, json};
 
-fn check(scenario: Value) {
-    let scenario = Scenario::from_value(&scenario).expect("scenario loads");
-    let diffs = scenario.run(&mut EngineTarget::default()).expect("scenario runs");
-    assert!(diffs.is_empty(), "{}: {}", scenario.name, diffs.join("; "));
-}
-
-fn scenario(name: &str, tenant: Value, events: Vec<Value>, expect: Value) -> Value {
-    json!({"name": name, "rules": [], "tenant": tenant, "events": events, "expect": expect})
-}
+use super::rules::{check, engine_with, msg, raw, scenario, with};
 
 fn metered(zone: &str, meters: Value) -> Value {
     json!({"id": "acme", "time_zone": zone, "meters": meters})
-}
-
-fn msg(id: &str, at: &str, sender: &str, consumer: &str, conversation: &str) -> Value {
-    json!({"id": id, "at": at, "type": "message", "sender": sender, "consumer": consumer,
-           "conversation": conversation, "channel": "web", "integration": "web-1"})
-}
-
-fn with(mut event: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            event.as_object_mut().unwrap().remove(k);
-        } else {
-            event[k] = v.clone();
-        }
-    }
-    event
 }
 
 fn outcome(id: &str, at: &str, consumer: &str, conversation: &str, kind: &str) -> Value {
@@ -50,16 +25,6 @@ fn revoke(id: &str, at: &str, conversation: &str, kind: &str) -> Value {
 
 fn void(id: &str, at: &str, from: &str, to: &str, extra: Value) -> Value {
     with(json!({"id": id, "at": at, "type": "void", "from": from, "to": to, "reason": "test traffic"}), extra)
-}
-
-fn engine_with(tenant: Value) -> Engine {
-    let engine = Engine::new(EngineConfig::default());
-    engine.put_tenant(tenant_from_value(&tenant).unwrap().0).unwrap();
-    engine
-}
-
-fn raw(event: Value) -> RawEvent {
-    raw_event("acme", &event)
 }
 
 fn fin(prices: Value) -> Value {
