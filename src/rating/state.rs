@@ -200,14 +200,21 @@ mod tests {
     }
 }
 
-/// An event meter's units in one local month (EV-1). Credits are a pure function of the
-/// count (EV-2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An event meter's units in one local month (EV-1): a set of events (by fingerprint), so
+/// that an event counted on two replicas is counted once after a merge. Credits are a
+/// pure function of the count (EV-2).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitsEntry {
     pub tenant: u32,
     pub meter: u8,
     pub month_start: i32,
-    pub count: u64,
+    pub events: HashSet<u64>,
+}
+
+impl UnitsEntry {
+    pub fn count(&self) -> u64 {
+        self.events.len() as u64
+    }
 }
 
 /// One outcome event of a (meter, conversation, outcome type) (OUT-1).

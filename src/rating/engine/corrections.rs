@@ -111,7 +111,7 @@ impl Engine {
 
     /// COR-1 on a catalogued interaction: its period's first date within [from, to], and
     /// every selector given equal to a field it lists.
-    fn selects(&self, tenant: &Tenant, rule: &VoidRule, c: &Catalogued) -> bool {
+    pub(super) fn selects(&self, tenant: &Tenant, rule: &VoidRule, c: &Catalogued) -> bool {
         let v = &rule.void;
         let start = time::days_to_date(c.start);
         let meter_ok = v.meter.as_ref().is_none_or(|m| &*tenant.meter_at(c.meter).id == m.as_str());

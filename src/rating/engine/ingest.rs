@@ -442,7 +442,7 @@ impl Engine {
             }
             Body::Cobrowse(c) => self.rate_cobrowse(tenant, event, c, tie, fx),
             Body::FunctionInvocations { count } => self.rate_functions(tenant, event, *count, event_fp, fx),
-            Body::Outcome(o) => self.rate_outcome(tenant, event, o, fx),
+            Body::Outcome(o) => self.rate_outcome(tenant, event, event_fp, o, fx),
             Body::Void(_) => unreachable!("voids are rated by ingest_void"),
         }
     }

@@ -51,7 +51,7 @@ impl Engine {
                 MeterKind::Event => {
                     // EV-1: every message but SYSTEM ones is a unit, proactive ones included.
                     if sender != Some(SenderRole::System) {
-                        charged |= self.count_unit(tenant, meter, event, fx);
+                        charged |= self.count_unit(tenant, meter, event, event_fp, fx);
                     }
                 }
                 MeterKind::Outcome => {}

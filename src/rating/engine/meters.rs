@@ -11,7 +11,14 @@ impl Engine {
     /// function of its count, and the n-th unit's line is the difference the n-th unit
     /// makes, so lines and totals are the same whatever the order. Returns whether it
     /// added credits.
-    pub(super) fn count_unit(&self, tenant: &Tenant, meter: &Meter, event: &Event, fx: &mut Effects) -> bool {
+    pub(super) fn count_unit(
+        &self,
+        tenant: &Tenant,
+        meter: &Meter,
+        event: &Event,
+        event_fp: Fp,
+        fx: &mut Effects,
+    ) -> bool {
         let period = tenant.period_in(Window::LocalMonth, event.at);
         let month = period.start_date;
         let key = self
@@ -23,16 +30,16 @@ impl Engine {
             .finish();
         let n = match fx.mode {
             Mode::Live | Mode::Claimed(_) => {
-                let mut entry = self.units.entry(key).or_insert(UnitsEntry {
+                let mut entry = self.units.entry(key).or_insert_with(|| UnitsEntry {
                     tenant: tenant.index,
                     meter: meter.index,
                     month_start: time::date_to_days(month),
-                    count: 0,
+                    events: Default::default(),
                 });
-                entry.count += 1;
-                entry.count
+                entry.events.insert(event_fp.0);
+                entry.count()
             }
-            _ => self.units.get(&key).map_or(1, |e| e.count + 1),
+            _ => self.units.get(&key).map_or(1, |e| e.count() + 1),
         };
         let pricing = &meter.def.units;
         let credits = pricing.credits(n) - pricing.credits(n - 1);
@@ -69,6 +76,7 @@ impl Engine {
         &self,
         tenant: &Tenant,
         event: &Event,
+        event_fp: Fp,
         o: &OutcomeReport,
         fx: &mut Effects,
     ) -> Disposition {
@@ -77,7 +85,7 @@ impl Engine {
         let (mut created, mut charged) = (false, false);
         for meter in tenant.meters.iter().filter(|m| m.sees(event.at, &seen)) {
             match meter.kind() {
-                MeterKind::Event if !o.revoked => charged |= self.count_unit(tenant, meter, event, fx),
+                MeterKind::Event if !o.revoked => charged |= self.count_unit(tenant, meter, event, event_fp, fx),
                 MeterKind::Outcome => {
                     if let Some(price) = meter.def.outcomes.prices.get(&o.outcome_type) {
                         created |= self.rate_outcome_meter(tenant, meter, event, o, *price, fx);

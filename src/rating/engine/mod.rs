@@ -465,6 +465,7 @@ mod charges;
 mod corrections;
 mod ingest;
 mod interactions;
+mod merge;
 mod meters;
 mod persist;
 mod upkeep;

@@ -170,7 +170,10 @@ impl StateImage {
             w.u32(e.tenant)?;
             w.u8(e.meter)?;
             w.u32(e.month_start as u32)?;
-            w.u64(e.count)?;
+            w.u32(e.events.len() as u32)?;
+            for fp in &e.events {
+                w.u64(*fp)?;
+            }
         }
         w.u8(0)?;
         for (key, e) in &self.outcomes {
@@ -258,7 +261,12 @@ impl Engine {
         let mut corrections = Vec::new();
         while r.u8()? == 1 {
             let key = r.fp()?;
-            let e = UnitsEntry { tenant: r.u32()?, meter: r.u8()?, month_start: r.u32()? as i32, count: r.u64()? };
+            let (tenant, meter, month_start) = (r.u32()?, r.u8()?, r.u32()? as i32);
+            let mut events = std::collections::HashSet::new();
+            for _ in 0..r.u32()? {
+                events.insert(r.u64()?);
+            }
+            let e = UnitsEntry { tenant, meter, month_start, events };
             if let Some(t) = remap(e.tenant) {
                 self.units.insert(key, UnitsEntry { tenant: t, ..e });
             }

@@ -120,6 +120,7 @@ impl Engine {
                 }
             }
         }
+        self.merge_part_two(other, &tenant_of);
         // An outbound seen by one replica and its reply by another: charge it now (DAR-5).
         let mut records = Vec::new();
         for mut log in self.replies.iter_mut() {
@@ -382,7 +383,7 @@ impl Engine {
             out.push(format!("p {:?} {} {}", e.key(), e.currency, e.charge));
         }
         for e in self.units.iter() {
-            out.push(format!("n {:?} {}", e.key(), e.count));
+            out.push(format!("n {:?} {}", e.key(), e.count()));
         }
         for e in self.outcomes.iter() {
             let billed = e.billed.as_ref().map(|b| (&b.event_id, b.line.is_some()));
@@ -412,8 +413,8 @@ fn interaction_entries(tenant: &Tenant, e: &InteractionEntry, mut add: impl FnMu
 /// An event meter's month: its units and the credits they come to (EV-2).
 fn units_entries(tenant: &Tenant, e: &UnitsEntry) -> Vec<(NaiveDate, Entry)> {
     let month = time::days_to_date(e.month_start);
-    let credits = tenant.meter_at(e.meter).def.units.credits(e.count);
-    let meter = ledger::MeterTotals { interactions: 0, units: e.count, credits };
+    let credits = tenant.meter_at(e.meter).def.units.credits(e.count());
+    let meter = ledger::MeterTotals { interactions: 0, units: e.count(), credits };
     vec![(month, Entry::Credits(UNITS_BUCKET, credits)), (month, Entry::Meter(e.meter, meter))]
 }
 
