@@ -482,3 +482,16 @@ fn cor_4_closed_books_are_not_reopened() {
     let usage = engine.usage("acme", None, None).unwrap();
     assert_eq!((usage.interactions, usage.credits()), (1, 1.into()));
 }
+
+#[test]
+fn ms_4_a_cobrowse_session_is_dated_in_the_first_meter_in_force() {
+    // T-3 judges a co-browse event by the tenant's first meter in force; its line is dated
+    // in that meter's period: here an outcome meter's local month, not a day.
+    let engine = engine_with(json!({"id": "acme", "time_zone": "UTC",
+        "meters": [fin(json!({"resolution": "1"})), {"id": "days", "preset": "dar"}]}));
+    let cobrowse = json!({"id": "cb", "at": "2025-06-10T10:00:00Z", "type": "cobrowse", "consumer": "c1",
+                          "conversation": "A", "session": "s1", "established": true});
+    let outcome = engine.ingest(raw(cobrowse), None, &mut Vec::new()).unwrap();
+    assert_eq!(outcome.lines[0].period.label, "2025-06");
+    assert_eq!(outcome.lines[0].meter, None, "co-browse belongs to the tenant, not a meter (MS-4)");
+}

@@ -202,7 +202,11 @@ impl Engine {
 }
 
 pub(super) fn cobrowse_line(tenant: &Tenant, entry: &CobrowseEntry) -> (CreditLine, NaiveDate) {
-    let period = tenant.period(entry.first_at);
+    // Dated in the period of the tenant's first meter in force at its first established
+    // event (T-3 judges co-browse events by it): a local month when that is an event or
+    // outcome meter, or when none is in force.
+    let window = tenant.first_meter_at(entry.first_at).map_or(Window::LocalMonth, |m| m.window());
+    let period = tenant.period_in(window, entry.first_at);
     let credits = tenant.settings_at(entry.first_at).cobrowse_credits;
     let line = CreditLine {
         id: RecordId::of(&[
