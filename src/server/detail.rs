@@ -98,34 +98,36 @@ pub(super) async fn explain(
     let mut reversals: Vec<pb::CreditLine> = Vec::new();
     let mut withdrawals = Vec::new();
     let mut voids: Vec<pb::VoidAudit> = Vec::new();
-    let mut first_event: HashMap<String, i64> = HashMap::new();
+    let mut first_at: Option<crate::rating::time::Instant> = None;
     scan(daybook, &tenant.id, |seen| {
-        if let Some((event, _)) = &seen.event {
-            // Event times by id: the first event of the interaction is among them.
-            if let Ok(at) = crate::rating::time::parse_instant(&event.event_time) {
-                first_event.entry(event.event_id.clone()).or_insert(at.timestamp_nanos_opt().unwrap_or_default());
-            }
-        }
+        let event = seen.event.as_ref().map(|(e, _)| e);
         for record in seen.records {
+            // Its lines, reversals and withdrawal come with or after the interaction's own
+            // record: only those of the interaction are kept.
+            let ours = |interaction_id: &str| found.as_ref().is_some_and(|f| f.interaction_id == interaction_id);
             match record.body {
-                Some(pb::record::Body::Interaction(i)) => {
+                Some(pb::record::Body::Interaction(i)) if found.is_none() => {
                     let wanted = match &target {
                         Target::InteractionId(id) => &i.interaction_id == id,
                         Target::Selector(s) => matches(&i, s),
                     };
-                    if wanted && found.is_none() {
+                    if wanted {
+                        // Usually the event that started it is this entry's.
+                        first_at = event
+                            .filter(|e| e.event_id == i.event_id)
+                            .and_then(|e| crate::rating::time::parse_instant(&e.event_time).ok());
                         lines.extend(i.lines.iter().cloned());
                         found = Some(i);
                     }
                 }
-                Some(pb::record::Body::Line(l)) => {
+                Some(pb::record::Body::Line(l)) if ours(&l.interaction_id) => {
                     if l.reverses_line_id.is_empty() {
-                        lines.push(l);
+                        lines.push(l)
                     } else {
-                        reversals.push(l);
+                        reversals.push(l)
                     }
                 }
-                Some(pb::record::Body::Withdrawal(w)) => withdrawals.push(w),
+                Some(pb::record::Body::Withdrawal(w)) if ours(&w.interaction_id) => withdrawals.push(w),
                 Some(pb::record::Body::Void(v)) => voids.push(v),
                 _ => {}
             }
@@ -140,7 +142,6 @@ pub(super) async fn explain(
     {
         interaction.voided_by = void;
     }
-    lines.retain(|l| l.interaction_id == id);
     let explained = lines
         .iter()
         .map(|l| pb::ExplainedLine {
@@ -148,17 +149,24 @@ pub(super) async fn explain(
             reversals: reversals.iter().filter(|r| r.reverses_line_id == l.line_id).cloned().collect(),
         })
         .collect();
-    withdrawals.retain(|w| w.interaction_id == id);
     voids.retain(|v| v.selected_interaction_ids.contains(&id) || v.event_id == interaction.voided_by);
     let period_start = interaction
         .period
         .as_ref()
         .and_then(|p| crate::rating::time::parse_instant(&p.start_time).ok())
         .unwrap_or(crate::rating::time::Instant::MIN_UTC);
-    let first = first_event
-        .get(&interaction.event_id)
-        .map(|n| chrono::DateTime::from_timestamp_nanos(*n))
-        .unwrap_or(period_start);
+    // Not in its own entry (a DAR-5 outbound's day, an outcome billed after a revocation):
+    // looked up once more, by its id.
+    if first_at.is_none() {
+        let wanted = interaction.event_id.clone();
+        scan(daybook, &tenant.id, |seen| {
+            if let Some((e, _)) = seen.event.filter(|(e, _)| e.event_id == wanted) {
+                first_at = first_at.or(crate::rating::time::parse_instant(&e.event_time).ok());
+            }
+        })
+        .await?;
+    }
+    let first = first_at.unwrap_or(period_start);
     let settings = |at| api::settings_out(&tenant.settings_at(at).as_patch());
     Ok(pb::ExplainInteractionResponse {
         meter: tenant.meter_named(&interaction.meter_id).map(|m| api::meter_def_out(&m.def)),

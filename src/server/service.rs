@@ -166,6 +166,12 @@ fn stamp_void(who: &Caller, event: &mut pb::Event) {
     }
 }
 
+/// An event body a unary request must carry: its absence is a missing field (T-6), not an
+/// unknown event type.
+fn required<T>(body: Option<T>, field: &str) -> Result<T, Status> {
+    body.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new(field, "is required")]))
+}
+
 fn event_of(tenant_id: String, event_id: String, event_time: String, kind: Option<pb::event::Kind>) -> pb::Event {
     pb::Event { tenant_id, event_id, event_time, kind }
 }
@@ -212,10 +218,8 @@ impl pb::ingest_service_server::IngestService for Services {
         let who = caller(&request)?;
         let r = request.into_inner();
         // A missing body is a missing count (T-6), not an unknown event type.
-        let Some(body) = r.function_invocations else {
-            return Err(api::invalid_argument(vec![FieldViolation::new("function_invocations", "is required")]));
-        };
-        let kind = Some(pb::event::Kind::FunctionInvocations(body));
+        let kind =
+            Some(pb::event::Kind::FunctionInvocations(required(r.function_invocations, "function_invocations")?));
         let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestFunctionInvocationsResponse { outcome: Some(outcome) }))
     }
@@ -226,10 +230,7 @@ impl pb::ingest_service_server::IngestService for Services {
     ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let Some(body) = r.outcome else {
-            return Err(api::invalid_argument(vec![FieldViolation::new("outcome", "is required")]));
-        };
-        let kind = Some(pb::event::Kind::Outcome(body));
+        let kind = Some(pb::event::Kind::Outcome(required(r.outcome, "outcome")?));
         let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestOutcomeResponse { outcome: Some(outcome) }))
     }
@@ -240,10 +241,7 @@ impl pb::ingest_service_server::IngestService for Services {
     ) -> Result<Response<pb::IngestVoidResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let Some(body) = r.void else {
-            return Err(api::invalid_argument(vec![FieldViolation::new("void", "is required")]));
-        };
-        let kind = Some(pb::event::Kind::Void(body));
+        let kind = Some(pb::event::Kind::Void(required(r.void, "void")?));
         let outcome = self.ingest_one(&who, event_of(r.tenant_id, r.event_id, r.event_time, kind)).await?;
         Ok(Response::new(pb::IngestVoidResponse { outcome: Some(outcome) }))
     }

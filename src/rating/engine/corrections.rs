@@ -177,9 +177,14 @@ impl Effects {
     /// the void that selected it from the start. Only in embedded mode: a shared store
     /// refuses voids, and its near cache forgets.
     pub(super) fn catalogue(&mut self, entry: Catalogued, voided_by: Option<String>) {
-        if matches!(self.mode, Mode::Live) && self.cataloguing {
+        if self.catalogues() {
             self.catalogued.push((entry, voided_by));
         }
+    }
+
+    /// Whether this event's new interactions are catalogued.
+    pub(super) fn catalogues(&self) -> bool {
+        matches!(self.mode, Mode::Live) && self.cataloguing
     }
 
     /// A meter's share of a change, for tenants that keep a per-meter breakdown (MS-3).

@@ -63,7 +63,7 @@ impl Engine {
             }
         }
         fx.prior.get_or_insert(Prior::Interaction(None));
-        if tenant.meters.len() > 1 || !tenant.single_meter() {
+        if !tenant.single_meter() {
             // Several meters, or units: the outcome is kept whole for retries (MS-3).
             fx.keep_whole = true;
         }
@@ -364,7 +364,7 @@ impl Engine {
             return false;
         }
 
-        self.emit_touch(touch, fx, &key, &period, &structure, old, new)
+        self.emit_touch(touch, fx, (fp, &key), &period, &structure, old, new)
     }
 
     /// The hot key of an interaction. The first meter's is part one's, so state written
@@ -393,7 +393,7 @@ impl Engine {
         &self,
         touch: &Touch<'_>,
         fx: &mut Effects,
-        key: &KeyRef<'_>,
+        (state, key): (Fp, &KeyRef<'_>),
         period: &Period,
         structure: &Structure,
         old: Option<InteractionEntry>,
@@ -444,15 +444,18 @@ impl Engine {
                     lines: lines.clone(),
                     event_id: touch.event_id.to_string(),
                 };
-                let state = self.interaction_fp(tenant, meter.index, key, period.start_date);
-                let listed = Listed {
-                    consumer: key.consumer,
-                    conversation: key.conversation,
-                    integration: key.integration,
-                    outcome_type: None,
-                };
-                let entry = self.catalogued(id, state, meter.index, period.start_date, Source::Hot, listed);
-                fx.catalogue(entry, voided_by.clone());
+                // Only a tenant that voids keeps a catalogue: no fingerprints on the hot
+                // path otherwise.
+                if fx.catalogues() {
+                    let listed = Listed {
+                        consumer: key.consumer,
+                        conversation: key.conversation,
+                        integration: key.integration,
+                        outcome_type: None,
+                    };
+                    let entry = self.catalogued(id, state, meter.index, period.start_date, Source::Hot, listed);
+                    fx.catalogue(entry, voided_by.clone());
+                }
                 fx.records.push(Record {
                     tenant: tenant.id.clone(),
                     rule: touch.rule,

@@ -161,7 +161,7 @@ impl Engine {
         }
         // OUT-4: the billed occurrence moved. Withdraw the old billing...
         if let Some(old) = state.billed.take() {
-            self.withdraw_billing(tenant, meter, key, state, old, &event.event_id, fx);
+            self.withdraw_billing(tenant, meter, old, &event.event_id, fx);
         }
         // ...and bill the new one, in its own month (a void may select it: COR-1).
         match next {
@@ -236,13 +236,17 @@ impl Engine {
             line: voided_by.is_none().then_some(line_id),
             credits: price,
         };
-        let listed = Listed {
-            consumer: &billed.consumer,
-            conversation: Some(&conversation),
-            integration: None,
-            outcome_type: Some(&outcome_type),
-        };
-        let record = self.catalogued(billed.interaction, key, meter.index, period.start_date, Source::Outcome, listed);
+        if fx.catalogues() {
+            let listed = Listed {
+                consumer: &billed.consumer,
+                conversation: Some(&conversation),
+                integration: None,
+                outcome_type: Some(&outcome_type),
+            };
+            let entry =
+                self.catalogued(billed.interaction, key, meter.index, period.start_date, Source::Outcome, listed);
+            fx.catalogue(entry, voided_by.clone());
+        }
         let interaction = Interaction {
             id: interaction,
             tenant: tenant.id.clone(),
@@ -261,7 +265,6 @@ impl Engine {
             event_id: next.event_id.clone(),
         };
         state.billed = Some(billed);
-        fx.catalogue(record, interaction.voided_by.clone());
         fx.records.push(Record {
             tenant: tenant.id.clone(),
             rule: "OUT-1",
@@ -275,19 +278,8 @@ impl Engine {
     /// OUT-4: withdraws a billing whose occurrence no longer is the billed one: the
     /// reversal of its line (unless a void withdrew it already), and the interaction
     /// uncounted and no longer listed.
-    #[allow(clippy::too_many_arguments, reason = "the parts of one outcome state, taken apart once")]
-    fn withdraw_billing(
-        &self,
-        tenant: &Tenant,
-        meter: &Meter,
-        key: Fp,
-        state: &OutcomeState,
-        old: Billed,
-        by: &str,
-        fx: &mut Effects,
-    ) {
+    fn withdraw_billing(&self, tenant: &Tenant, meter: &Meter, old: Billed, by: &str, fx: &mut Effects) {
         let period = tenant.period_in(Window::LocalMonth, old.at);
-        let _ = (key, state);
         let date = period.start_date;
         let info = PeriodInfo::from(&period);
         // Voided, it has no line: withdrawn and uncounted by its void (COR-2).
