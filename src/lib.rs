@@ -14,4 +14,5 @@ pub mod replay;
 pub mod scenario;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tenants;

@@ -357,8 +357,12 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
     runtime.block_on(async move {
         let listeners = match daybook::server::Listeners::bind(&config).await {
             Ok(l) => l,
+            Err(e) if e.is::<daybook::server::lock::DataDirInUse>() => {
+                tracing::error!("{e:#}");
+                return ExitCode::from(75);
+            }
             Err(e) => {
-                tracing::error!("cannot bind: {e}");
+                tracing::error!("{e:#}");
                 return ExitCode::from(69);
             }
         };

@@ -154,7 +154,7 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
             result.map_err(|r| anyhow::anyhow!("{}", r.reason))?;
         }
         sent += size;
-        if sent % 1_000_000 == 0 {
+        if sent.is_multiple_of(1_000_000) {
             writeln!(out, "  journaled {sent} events")?;
         }
     }

@@ -220,7 +220,7 @@ impl Progress {
     }
 
     fn tick(&mut self, done: u64, lines: u64) {
-        if !self.enabled || lines % 4096 != 0 {
+        if !self.enabled || !lines.is_multiple_of(4096) {
             return;
         }
         let now = WallInstant::now();

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::rating::event::{Channel, SenderRole};
 use crate::rating::meter::{EventType, Filter, MeterDef, MeterKind};
-use crate::rating::money::{Currency, Money, parse_decimal};
+use crate::rating::money::{Currency, Money, amount_limit_violation, parse_decimal};
 use crate::rating::plan::{CommitmentPlan, Plan, StarterPlan, TopUp};
 use crate::rating::settings::{SettingError, SettingValue, SettingsChange, SettingsPatch, TenantSpec};
 use crate::rating::time;
@@ -314,7 +314,10 @@ fn decimal_value(value: &Value, field: &str) -> Result<Decimal, SettingError> {
         _ => None,
     };
     match parsed {
-        Some(d) if !d.is_sign_negative() || d.is_zero() => Ok(d),
+        Some(d) if !d.is_sign_negative() || d.is_zero() => match amount_limit_violation(d) {
+            Some(why) => Err(SettingError::new(field, why)),
+            None => Ok(d),
+        },
         Some(_) => Err(SettingError::new(field, "must not be negative")),
         None => Err(SettingError::new(field, "expected a decimal string")),
     }

@@ -17,7 +17,7 @@ use crate::rating::event::{
 };
 use crate::rating::ledger::{BUCKET_KINDS, Statement, Totals};
 use crate::rating::meter::{MeterDef, MeterKind};
-use crate::rating::money::{Amounts, Currency, Money, parse_decimal};
+use crate::rating::money::{Amounts, Currency, Money, amount_limit_violation, parse_decimal};
 use crate::rating::outcome::{
     Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, NotBillableReason, Outcome, PassThroughCharge,
     PeriodInfo, Record, RecordBody, Refusal,

@@ -236,7 +236,13 @@ pub fn change_out(c: &SettingsChange) -> pb::SettingsChange {
 
 pub(super) fn decimal_in(text: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Decimal {
     match parse_decimal(text) {
-        Some(d) if !d.is_sign_negative() || d.is_zero() => d,
+        Some(d) if !d.is_sign_negative() || d.is_zero() => match amount_limit_violation(d) {
+            Some(why) => {
+                violations.push(FieldViolation::new(field, why));
+                Decimal::ZERO
+            }
+            None => d,
+        },
         _ => {
             violations.push(FieldViolation::new(field, "expected a non-negative decimal string"));
             Decimal::ZERO

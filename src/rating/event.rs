@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 
 use super::ids::{Fingerprinter, Fp, domain};
 use super::meter::{EventType, MeterKind, MeterSpec, Seen};
-use super::money::{Currency, Money, parse_decimal};
+use super::money::{Currency, MAX_INVOCATIONS_PER_EVENT, Money, amount_limit_violation, parse_decimal};
 use super::settings::Tenant;
 pub use super::terms::{Channel, SenderRole};
 use super::time::{self, Instant};
@@ -379,6 +379,10 @@ pub fn validate<M: Meters + ?Sized>(raw: RawEvent, meters: &M) -> Result<Event, 
                 c.violation("function_invocations.count", "must not be negative");
                 None
             }
+            Some(n) if n as u64 > MAX_INVOCATIONS_PER_EVENT => {
+                c.violation("function_invocations.count", "at most 10^12 invocations in one event");
+                None
+            }
             Some(n) => Some(Body::FunctionInvocations { count: n as u64 }),
         },
         RawBody::Outcome(o) => {
@@ -489,9 +493,15 @@ impl Checker {
                 self.violation(&format!("{field}.amount"), "must not be negative");
                 None
             }
-            Some(a) => Some(a),
+            Some(a) => match amount_limit_violation(a) {
+                Some(why) => {
+                    self.violation(&format!("{field}.amount"), why);
+                    None
+                }
+                None => Some(a),
+            },
             None => {
-                self.violation(&format!("{field}.amount"), "not a decimal string");
+                self.violation(&format!("{field}.amount"), "not a decimal string of at most 28 digits");
                 None
             }
         };
@@ -504,6 +514,18 @@ impl Checker {
 }
 
 impl Event {
+    /// The request field that carries the event's body.
+    pub fn kind_field(&self) -> &'static str {
+        match &self.body {
+            Body::Message(_) => "message",
+            Body::ConversationOpened(_) => "conversation_opened",
+            Body::Cobrowse(_) => "cobrowse",
+            Body::FunctionInvocations { .. } => "function_invocations",
+            Body::Outcome(_) => "outcome",
+            Body::Void(_) => "void",
+        }
+    }
+
     /// The consumer the event is about, if any.
     pub fn consumer(&self) -> Option<&str> {
         match &self.body {
@@ -638,6 +660,27 @@ mod tests {
         assert_eq!(fields(validate(raw, &DAR)), ["kind"]);
         let raw = RawEvent { body: RawBody::FunctionInvocations { count: Some(-1) }, ..message(SenderRole::Consumer) };
         assert_eq!(fields(validate(raw, &DAR)), ["function_invocations.count"]);
+    }
+
+    #[test]
+    fn t_6_amounts_and_counts_beyond_the_limits_are_refused_by_field() {
+        let priced = |amount: &str| {
+            let mut raw = message(SenderRole::Agent);
+            if let RawBody::Message(m) = &mut raw.body {
+                m.provider_price = Some(RawMoney { amount: amount.into(), currency: "USD".into() });
+            }
+            validate(raw, &DAR)
+        };
+        for bad in ["9999999999999999999999999999", "0.0000000000000000000000000001", "1000000000000", "1.00000000001"]
+        {
+            assert_eq!(fields(priced(bad)), ["message.provider_price.amount"], "{bad}");
+        }
+        assert!(priced("999999999999.9999999999").is_ok());
+        assert!(priced("0.1000000000000").is_ok(), "trailing zeros are no digits");
+        let counted =
+            |n: i64| RawEvent { body: RawBody::FunctionInvocations { count: Some(n) }, ..message(SenderRole::Agent) };
+        assert_eq!(fields(validate(counted(i64::MAX), &DAR)), ["function_invocations.count"]);
+        assert!(validate(counted(1_000_000_000_000), &DAR).is_ok());
     }
 
     #[test]

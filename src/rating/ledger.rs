@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::credits::{LineKind, blocks};
-use super::money::{Amounts, Currency};
+use super::money::{Amounts, Currency, PERIOD_TOTAL_LIMIT, exact_add, exact_mul};
 use super::outcome::Alert;
 use super::plan::Plan;
 use super::settings::Tenant;
@@ -45,6 +45,10 @@ pub struct Totals {
     /// one interaction meter (MS-3). Empty for a single-meter tenant, whose one meter's
     /// figures are the totals themselves ([`Totals::meter`]).
     pub meters: BTreeMap<u8, MeterTotals>,
+    /// Some sum went past what a `Decimal` holds exactly (far beyond the documented
+    /// limits: a range of many periods at their limit). The figures are then not a bill:
+    /// queries refuse to answer them rather than round.
+    pub inexact: bool,
 }
 
 /// One meter's figures (MS-3): interactions net of voids, units (EV-1), credits net of
@@ -57,10 +61,21 @@ pub struct MeterTotals {
 }
 
 impl MeterTotals {
-    fn add(&mut self, other: &MeterTotals) {
-        self.interactions += other.interactions;
-        self.units += other.units;
-        self.credits += other.credits;
+    /// Adds exactly; `false` when some figure would not be exact.
+    #[must_use]
+    fn add(&mut self, other: &MeterTotals) -> bool {
+        let (interactions, units, credits) = (
+            self.interactions.checked_add(other.interactions),
+            self.units.checked_add(other.units),
+            exact_add(self.credits, other.credits),
+        );
+        match (interactions, units, credits) {
+            (Some(i), Some(u), Some(c)) => {
+                *self = MeterTotals { interactions: i, units: u, credits: c };
+                true
+            }
+            _ => false,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -70,13 +85,26 @@ impl MeterTotals {
 
 impl Totals {
     pub fn add(&mut self, other: &Totals) {
-        self.interactions += other.interactions;
-        for (a, b) in self.credits.iter_mut().zip(other.credits.iter()) {
-            *a += *b;
+        self.inexact |= other.inexact;
+        match self.interactions.checked_add(other.interactions) {
+            Some(n) => self.interactions = n,
+            None => self.inexact = true,
         }
-        self.pass_through.add_all(&other.pass_through);
+        for (bucket, amount) in other.credits.iter().enumerate() {
+            self.add_credits(bucket, *amount);
+        }
+        if !self.pass_through.add_all(&other.pass_through) {
+            self.inexact = true;
+        }
         for (m, t) in &other.meters {
             self.add_meter(*m, t);
+        }
+    }
+
+    fn add_credits(&mut self, bucket: usize, amount: Decimal) {
+        match exact_add(self.credits[bucket], amount) {
+            Some(sum) => self.credits[bucket] = sum,
+            None => self.inexact = true,
         }
     }
 
@@ -84,7 +112,9 @@ impl Totals {
     /// owed is: the breakdown is the same whichever way it was added up.
     fn add_meter(&mut self, meter: u8, t: &MeterTotals) {
         let mine = self.meters.entry(meter).or_default();
-        mine.add(t);
+        if !mine.add(t) {
+            self.inexact = true;
+        }
         if mine.is_empty() {
             self.meters.remove(&meter);
         }
@@ -111,8 +141,25 @@ impl Totals {
         }
     }
 
+    /// Every bucket's credits. Each bucket is exact ([`Totals::inexact`] says otherwise),
+    /// and ten of them stay within a `Decimal` under the documented limits; past them the
+    /// sum saturates and the totals are marked inexact.
     pub fn credits(&self) -> Decimal {
-        self.credits.iter().copied().sum()
+        self.credits.iter().try_fold(Decimal::ZERO, |sum, c| exact_add(sum, *c)).unwrap_or(Decimal::MAX)
+    }
+
+    /// The sum of every bucket could not be exact.
+    pub fn credits_inexact(&self) -> bool {
+        self.inexact || self.credits.iter().try_fold(Decimal::ZERO, |sum, c| exact_add(sum, *c)).is_none()
+    }
+
+    /// A total past half its limit: a credit bucket past a twentieth (ten buckets make the
+    /// credits), or a currency's pass-through past half.
+    fn near_limit(&self) -> bool {
+        let half = PERIOD_TOTAL_LIMIT / Decimal::TWO;
+        self.inexact
+            || self.credits.iter().any(|c| c.abs() >= half / Decimal::TEN)
+            || self.pass_through.iter().any(|(_, a)| a.abs() >= half)
     }
 
     /// Nothing counted and nothing owed (a reversal can bring a period back to this).
@@ -163,12 +210,17 @@ pub enum Entry {
 }
 
 impl Totals {
-    fn apply(&mut self, entry: Entry) {
+    /// Applies one entry, exactly (or marks the totals inexact).
+    pub fn apply(&mut self, entry: Entry) {
         match entry {
-            Entry::Interaction => self.interactions += 1,
+            Entry::Interaction => self.interactions = self.interactions.saturating_add(1),
             Entry::Uncount => self.interactions = self.interactions.saturating_sub(1),
-            Entry::Credits(bucket, amount) => self.credits[bucket] += amount,
-            Entry::PassThrough(currency, amount) => self.pass_through.add(currency, amount),
+            Entry::Credits(bucket, amount) => self.add_credits(bucket, amount),
+            Entry::PassThrough(currency, amount) => {
+                if !self.pass_through.add(currency, amount) {
+                    self.inexact = true;
+                }
+            }
             Entry::Meter(m, t) => self.add_meter(m, &t),
         }
     }
@@ -193,18 +245,39 @@ impl Ledger {
         self.months.entry(month).or_default().add(totals);
     }
 
-    pub fn add(&mut self, date: NaiveDate, entry: Entry) {
+    /// Adds one entry; `true` when its month's total is now past half a limit, from where
+    /// the engine checks each event against the limits (`Engine::check_limits`).
+    pub fn add(&mut self, date: NaiveDate, entry: Entry) -> bool {
         // Zero amounts change no total; skipping them keeps a period with nothing owed out
         // of the listings whichever way the aggregates were built.
         if let Entry::Credits(_, amount) | Entry::PassThrough(_, amount) = entry
             && amount.is_zero()
         {
-            return;
+            return false;
         }
         let month = time::first_of_month(date);
-        for totals in [self.days.entry(date).or_default(), self.months.entry(month).or_default()] {
-            totals.apply(entry);
+        self.days.entry(date).or_default().apply(entry);
+        let totals = self.months.entry(month).or_default();
+        totals.apply(entry);
+        totals.near_limit()
+    }
+
+    /// Some month's total is past half a limit.
+    pub fn near_limit_anywhere(&self) -> bool {
+        self.months.values().any(Totals::near_limit)
+    }
+
+    /// Which limit an event dated `date` would pass: its pass-through `charge` would take
+    /// the month's total in its currency past [`PERIOD_TOTAL_LIMIT`], or the month's
+    /// credits have reached it.
+    pub fn limit_reached(&self, date: NaiveDate, charge: Option<(Currency, Decimal)>) -> Option<LimitReached> {
+        let month = self.months.get(&time::first_of_month(date))?;
+        if let Some((currency, amount)) = charge
+            && exact_add(month.pass_through.get(currency), amount).is_none_or(|sum| sum > PERIOD_TOTAL_LIMIT)
+        {
+            return Some(LimitReached::PassThrough(currency));
         }
+        (month.credits_inexact() || month.credits() >= PERIOD_TOTAL_LIMIT).then_some(LimitReached::Credits)
     }
 
     /// Totals over local dates `from..=to` (either end open).
@@ -238,6 +311,13 @@ impl Ledger {
     pub fn alert_raised(&self, id: &super::ids::RecordId) -> bool {
         self.alerts.iter().any(|a| a.id == *id)
     }
+}
+
+/// A month's total an event would take past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitReached {
+    PassThrough(Currency),
+    Credits,
 }
 
 /// A plan statement (PL-1, PL-2), with the alerts raised for its period (PL-3).
@@ -310,7 +390,7 @@ pub fn statement(
                 s.included = plan.included;
                 s.overage_interactions = s.totals.counted(tenant).saturating_sub(plan.included);
                 let billed = blocks(s.overage_interactions, plan.block_size, tenant.overage_rounding(*month));
-                s.overage.add(plan.block_price.currency, billed * plan.block_price.amount);
+                owe(&mut s, plan.block_price.currency, billed, plan.block_price.amount);
                 s.platform_users_over_limit = s.platform_users > plan.max_platform_users;
             }
         }
@@ -321,12 +401,13 @@ pub fn statement(
                 // PL-2: the commitment is drawn first, then top-ups bought within the term;
                 // beyond both is overage; what is left expires with the term.
                 let zone_at = |t| tenant.zone_at(t);
-                let top_ups: Decimal = plan
+                let top_ups = plan
                     .top_ups
                     .iter()
                     .filter(|t| plan.contains(time::local_date(t.at, zone_at(t.at))))
-                    .map(|t| t.credits)
-                    .sum();
+                    .try_fold(Decimal::ZERO, |sum, t| exact_add(sum, t.credits));
+                s.totals.inexact |= top_ups.is_none();
+                let top_ups = top_ups.unwrap_or_default();
                 let used = s.totals.credits();
                 s.committed_credits = plan.credits;
                 s.top_up_credits = top_ups;
@@ -334,13 +415,22 @@ pub fn statement(
                 s.drawn_top_ups = (used - s.drawn_committed).min(top_ups).max(Decimal::ZERO);
                 s.overage_credits = (used - plan.credits - top_ups).max(Decimal::ZERO);
                 s.expired_credits = (plan.credits + top_ups - used).max(Decimal::ZERO);
+                let overage = s.overage_credits;
                 for price in &plan.overage_price {
-                    s.overage.add(price.currency, s.overage_credits * price.amount);
+                    owe(&mut s, price.currency, overage, price.amount);
                 }
             }
         }
     }
     s
+}
+
+/// Adds `quantity x price` to a statement's overage, exactly, or marks it inexact.
+fn owe(s: &mut Statement, currency: Currency, quantity: Decimal, price: Decimal) {
+    let added = exact_mul(quantity, price);
+    if !added.is_some_and(|amount| s.overage.add(currency, amount)) {
+        s.totals.inexact = true;
+    }
 }
 
 /// The statement periods of a tenant with usage, oldest first: the commitment term, or

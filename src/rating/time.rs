@@ -6,7 +6,7 @@
 //! 2011-12-30) belongs to no window: the day before it simply ends where the day after it
 //! starts (DAR-2).
 
-use chrono::{DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// An instant on the UTC time line. The offset an event was spelled with never matters.
@@ -40,10 +40,53 @@ pub fn parse_instant(text: &str) -> Result<Instant, TimeError> {
             if !(1900..=2200).contains(&year) {
                 return Err(TimeError::OutOfRange);
             }
-            Ok(t.with_timezone(&Utc))
+            let t = t.with_timezone(&Utc);
+            // chrono reads a second of 60 at any minute as a leap second; only the 27 that
+            // were inserted exist (T-6).
+            if t.nanosecond() >= 1_000_000_000 && !is_leap_second(t) {
+                return Err(TimeError::NoSuchDate);
+            }
+            Ok(t)
         }
         Err(_) => Err(classify_bad_timestamp(text)),
     }
+}
+
+/// The UTC dates that ended with a leap second (23:59:60), from the IERS list; none has
+/// been announced since 2016 (Bulletin C 72, 2026).
+const LEAP_SECOND_DATES: [(i32, u32, u32); 27] = [
+    (1972, 6, 30),
+    (1972, 12, 31),
+    (1973, 12, 31),
+    (1974, 12, 31),
+    (1975, 12, 31),
+    (1976, 12, 31),
+    (1977, 12, 31),
+    (1978, 12, 31),
+    (1979, 12, 31),
+    (1981, 6, 30),
+    (1982, 6, 30),
+    (1983, 6, 30),
+    (1985, 6, 30),
+    (1987, 12, 31),
+    (1989, 12, 31),
+    (1990, 12, 31),
+    (1992, 6, 30),
+    (1993, 6, 30),
+    (1994, 6, 30),
+    (1995, 12, 31),
+    (1997, 6, 30),
+    (1998, 12, 31),
+    (2005, 12, 31),
+    (2008, 12, 31),
+    (2012, 6, 30),
+    (2015, 6, 30),
+    (2016, 12, 31),
+];
+
+/// `t` (read with a second of 60) is one of the leap seconds inserted at 23:59:60 UTC.
+fn is_leap_second(t: Instant) -> bool {
+    (t.hour(), t.minute(), t.second()) == (23, 59, 59) && LEAP_SECOND_DATES.contains(&(t.year(), t.month(), t.day()))
 }
 
 /// The shape every caller actually sends, `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`, parsed
@@ -336,6 +379,17 @@ mod tests {
         assert_eq!(parse_instant("2025-02-30T01:30:00Z"), Err(TimeError::NoSuchDate));
         assert_eq!(parse_instant("yesterday"), Err(TimeError::NotRfc3339));
         assert_eq!(parse_instant("2025-06-10T09:00:00-04:00").unwrap(), at("2025-06-10T13:00:00Z"));
+    }
+
+    #[test]
+    fn t_6_a_second_of_60_exists_only_where_a_leap_second_was_inserted() {
+        assert_eq!(parse_instant("2025-06-10T11:34:60Z"), Err(TimeError::NoSuchDate));
+        assert_eq!(parse_instant("2025-12-31T23:59:60Z"), Err(TimeError::NoSuchDate));
+        assert_eq!(parse_instant("2016-12-31T23:59:60.5+09:00"), Err(TimeError::NoSuchDate));
+        let leap = parse_instant("2016-12-31T23:59:60Z").unwrap();
+        assert!(leap > at("2016-12-31T23:59:59Z") && leap < at("2017-01-01T00:00:00Z"));
+        // The same leap second spelled in another offset.
+        assert_eq!(parse_instant("2017-01-01T08:59:60+09:00"), Ok(leap));
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! Callers on the Unix socket need no token: the socket is owner-only, so reaching it is
 //! the credential. A token presented there is checked and scopes the call all the same.
 
+use crate::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,10 +214,10 @@ impl Credentials {
             if token.is_none() && name.is_none() {
                 return Err(format!("credential[{n}] `{id}`: needs token_sha256 or client_cert_name (or both)"));
             }
-            if let Some(hash) = token {
-                if credentials.tokens.insert(hash, caller.clone()).is_some() {
-                    return Err(format!("{}: the same token hash is given twice", at("token_sha256")));
-                }
+            if let Some(hash) = token
+                && credentials.tokens.insert(hash, caller.clone()).is_some()
+            {
+                return Err(format!("{}: the same token hash is given twice", at("token_sha256")));
             }
             if let Some(name) = name {
                 credentials.certificates.push((ServerName::DnsName(name), caller.clone()));
@@ -330,7 +331,7 @@ impl Auth {
     }
 
     pub fn credentials(&self) -> Arc<Credentials> {
-        self.current.read().expect("credentials lock").0.clone()
+        self.current.read().unpoisoned().0.clone()
     }
 
     /// Who is calling. Order: a bearer token, else a client certificate, else the Unix
@@ -388,13 +389,13 @@ impl Auth {
     pub fn reload(&self) -> Result<Option<usize>, String> {
         let Some(path) = &self.file else { return Ok(None) };
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if self.current.read().expect("credentials lock").1 == text {
+        if self.current.read().unpoisoned().1 == text {
             return Ok(None);
         }
         let credentials =
             Credentials::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("{}: {e}", path.display()))?;
         let n = credentials.len();
-        *self.current.write().expect("credentials lock") = (Arc::new(credentials), text);
+        *self.current.write().unpoisoned() = (Arc::new(credentials), text);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(Some(n))
     }

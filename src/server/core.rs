@@ -8,6 +8,7 @@
 //! rated in parallel. Tenant changes, pruning and snapshots take every stripe. The caller
 //! waits for the journal to be durable before it answers.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -247,7 +248,7 @@ impl Daybook {
         let mut out = Vec::with_capacity(events.len());
         let mut records = Vec::new();
         for (event, bytes) in events.into_iter().zip(encoded) {
-            let _stripe = self.stripes[stripe_of(&event)].lock().expect("stripe lock");
+            let _stripe = self.stripes[stripe_of(&event)].lock().unpoisoned();
             let now = self.now();
             let result = self.engine.ingest(RawEvent::from(event), Some(now), &mut records);
             let kind = match &result {
@@ -324,12 +325,12 @@ impl Daybook {
     /// Ordering stripe number `index` (`stripe_of` an event), for a caller that takes it
     /// more than once.
     pub(super) fn stripe_at(&self, index: usize) -> std::sync::MutexGuard<'_, ()> {
-        self.stripes[index].lock().expect("stripe lock")
+        self.stripes[index].lock().unpoisoned()
     }
 
     /// Every ordering stripe, in index order: nothing is rated while they are held.
     fn exclusive(&self) -> Vec<std::sync::MutexGuard<'_, ()>> {
-        self.stripes.iter().map(|s| s.lock().expect("stripe lock")).collect()
+        self.stripes.iter().map(|s| s.lock().unpoisoned()).collect()
     }
 
     /// Applies a tenant operation made by the credential `by` (embedded mode).
@@ -463,7 +464,7 @@ impl Daybook {
 
     /// Whether the config file defines the tenant.
     pub(super) fn is_file_tenant(&self, tenant_id: &str) -> bool {
-        self.file_tenants.lock().expect("file tenants lock").contains(tenant_id)
+        self.file_tenants.lock().unpoisoned().contains(tenant_id)
     }
 
     fn managed_tenant(&self, tenant_id: &str) -> Result<Arc<Tenant>, TenantRefusal> {
@@ -471,7 +472,7 @@ impl Daybook {
             .engine
             .tenant(tenant_id)
             .ok_or_else(|| TenantRefusal::NotFound(format!("unknown tenant `{tenant_id}`")))?;
-        if self.file_tenants.lock().expect("file tenants lock").contains(tenant_id) {
+        if self.file_tenants.lock().unpoisoned().contains(tenant_id) {
             return Err(TenantRefusal::FailedPrecondition(format!(
                 "tenant `{tenant_id}` is defined by the config file: change it there"
             )));
@@ -504,7 +505,7 @@ impl Daybook {
             let id = spec.id.clone();
             let definition = api::tenant_out(&spec);
             self.engine.put_tenant(spec).map_err(|e| format!("tenant {id}: {e}"))?;
-            self.file_tenants.lock().expect("file tenants lock").insert(id.clone());
+            self.file_tenants.lock().unpoisoned().insert(id.clone());
             // Audited like a change through the API, by `config-file`. Replay skips the
             // entry's definition (the file's tenants are read from the file), and its
             // record stays on the stream.
@@ -573,15 +574,15 @@ impl Daybook {
 
     /// The journal position the last snapshot covers.
     pub fn last_snapshot(&self) -> u64 {
-        *self.last_snapshot.lock().expect("snapshot lock")
+        *self.last_snapshot.lock().unpoisoned()
     }
 
     /// Writes a snapshot of the state after the current last journal entry, so that the
     /// next start replays only what follows. Ingest pauses only while the state is copied
     /// ([`Engine::image`]); encoding and writing happen beside it. Returns the position.
     pub fn write_snapshot(&self, data_dir: &std::path::Path) -> std::io::Result<u64> {
-        let mut last = self.last_snapshot.lock().expect("snapshot lock");
-        let mut image = self.snapshot_image.lock().expect("snapshot image lock");
+        let mut last = self.last_snapshot.lock().unpoisoned();
+        let mut image = self.snapshot_image.lock().unpoisoned();
         let (seq, api_tenants) = {
             let _all = self.exclusive();
             // Under a shared store, a snapshot may not cover an event whose effects have
@@ -596,7 +597,7 @@ impl Daybook {
             }
             let started = std::time::Instant::now();
             let seq = self.journal.appended();
-            let file_tenants = self.file_tenants.lock().expect("file tenants lock").clone();
+            let file_tenants = self.file_tenants.lock().unpoisoned().clone();
             let api_tenants: Vec<Vec<u8>> = self
                 .engine
                 .tenant_ids()

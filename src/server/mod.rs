@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 mod detail;
 pub mod journal;
+pub mod lock;
 pub mod records;
 pub mod recovery;
 pub mod service;
@@ -29,8 +30,12 @@ use crate::api::{FILE_DESCRIPTOR_SET, pb};
 /// The gRPC health service, as served on the API listeners and the probe listener.
 type HealthService = HealthServer<tonic_health::server::HealthService>;
 /// The API's router, every layer in place.
-type GrpcRouter =
-    tonic::transport::server::Router<tower::layer::util::Stack<telemetry::GrpcLayer, tower::layer::util::Identity>>;
+type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>>,
+        tower::layer::util::Stack<telemetry::GrpcLayer, tower::layer::util::Identity>,
+    >,
+>;
 use config::Config;
 use core::{Clock, Daybook};
 use tonic_health::pb::health_server::HealthServer;
@@ -43,29 +48,57 @@ pub struct Listeners {
     /// while a sidecar's API stays on its Unix socket.
     pub grpc_health: Option<TcpListener>,
     pub admin: Option<TcpListener>,
+    /// The data directory, taken before anything is bound ([`Listeners::bind`]); `run`
+    /// takes it itself when it is `None`.
+    pub data_dir_lock: Option<lock::DataDirLock>,
+}
+
+/// An address that could not be bound, with the setting that chose it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} (set by `{key}`: --{flag}, {env} or `{key}` in [server]): {source}")]
+pub struct BindError {
+    pub address: String,
+    pub key: &'static str,
+    pub flag: &'static str,
+    pub env: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl BindError {
+    fn of(key: &'static str, address: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> BindError {
+        let setting = config::KEYS.iter().find(|k| k.name == key);
+        let flag = setting.and_then(|k| k.long()).unwrap_or(key);
+        let env = setting.map(|k| k.env()).unwrap_or_default();
+        let address = address.to_string();
+        move |source| BindError { address, key, flag, env, source }
+    }
 }
 
 impl Listeners {
-    /// Binds what the configuration names. The Unix socket is created owner-only; a stale
-    /// socket file from a previous run is replaced.
-    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    /// Takes the data directory (one process per directory: [`lock::DataDirInUse`]),
+    /// then binds every configured address ([`BindError`] names the setting of one that
+    /// fails). The directory comes first: a second server must not take over the first
+    /// one's Unix socket.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let data_dir_lock = Some(lock::DataDirLock::acquire(&config.data_dir)?);
         let grpc_tcp = match config.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(BindError::of("listen", addr))?),
             None => None,
         };
         let grpc_uds = match &config.uds {
-            Some(path) => Some(bind_uds(path, config.uds_mode)?),
+            Some(path) => Some(bind_uds(path, config.uds_mode).map_err(BindError::of("uds", path.display()))?),
             None => None,
         };
         let grpc_health = match config.health_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(BindError::of("health_listen", addr))?),
             None => None,
         };
         let admin = match config.admin {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(BindError::of("admin", addr))?),
             None => None,
         };
-        Ok(Listeners { grpc_tcp, grpc_uds, grpc_health, admin })
+        Ok(Listeners { grpc_tcp, grpc_uds, grpc_health, admin, data_dir_lock })
     }
 }
 
@@ -102,6 +135,10 @@ pub async fn run(
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     ]);
+    let _data_dir_lock = match listeners.data_dir_lock {
+        Some(held) => held,
+        None => lock::DataDirLock::acquire(&config.data_dir)?,
+    };
     let telemetry = telemetry::Telemetry::new(&config.telemetry, methods)?;
     // Credentials and certificates are read before anything else: a file that does not
     // load stops start-up with its error, rather than serving without it.
@@ -285,6 +322,10 @@ fn router(
     Ok(Server::builder()
         .timeout(config.deadline_ceiling)
         .layer(telemetry::GrpcLayer(telemetry.clone()))
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted::<tonic::body::Body>
+                as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+        ))
         .add_service(health_service.clone())
         .add_service(InterceptedService::new(reflection, authenticate()))
         .add_service(InterceptedService::new(
@@ -303,6 +344,26 @@ fn router(
             pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max),
             authenticate(),
         )))
+}
+
+/// A unary request over `max_message_bytes` is answered before its handler runs, with
+/// OUT_OF_RANGE in the headers of a trailers-only response; this makes it
+/// RESOURCE_EXHAUSTED (`service::oversized_is_resource_exhausted` does it for streams).
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // grpc-message is percent-encoded: its spaces arrive as %20.
+    let message = message.replace("%20", " ");
+    if code.is_some_and(|code| service::is_oversized(code, &message)) {
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", http::HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+        let message = format!("{message} (max_message_bytes)").replace(' ', "%20");
+        if let Ok(value) = http::HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
 }
 
 /// Serves the router on the TCP listener (TLS or plain, with TCP_NODELAY) and the Unix
@@ -439,14 +500,14 @@ async fn connect_shared_store(
                 if let Some(key) = recovery::store_fingerprint_key(&config.data_dir)
                     && let Ok(store) = crate::store::redis::RedisStore::connect_later(redis.clone()).await
                 {
-                    tracing::warn!("redis at {} unreachable ({e}); starting in degraded mode", redis.url);
+                    tracing::warn!("redis at {} unreachable ({e}); starting in degraded mode", redis.shown_url());
                     return Ok((store, key));
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.url);
+                    anyhow::bail!("redis at {} unreachable for 30 s: {e}", redis.shown_url());
                 }
                 if !waited {
-                    tracing::warn!("waiting for redis at {}: {e}", redis.url);
+                    tracing::warn!("waiting for redis at {}: {e}", redis.shown_url());
                     waited = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -270,7 +270,7 @@ impl pb::ingest_service_server::IngestService for Services {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(oversized_is_resource_exhausted(status))).await;
                         break;
                     }
                 };
@@ -385,6 +385,7 @@ impl pb::usage_service_server::UsageService for Services {
         } else {
             self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists")
         };
+        exact(&totals)?;
         let tenant = self.daybook.engine().tenant(&r.tenant_id);
         Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals, tenant.as_deref())) }))
     }
@@ -404,6 +405,7 @@ impl pb::usage_service_server::UsageService for Services {
         } else {
             self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists")
         };
+        exact(&s.totals)?;
         Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
     }
 
@@ -419,6 +421,9 @@ impl pb::usage_service_server::UsageService for Services {
         } else {
             self.daybook.engine().statements(&r.tenant_id).expect("tenant exists")
         };
+        for s in &statements {
+            exact(&s.totals)?;
+        }
         Ok(Response::new(pb::ListStatementsResponse {
             statements: statements.iter().map(api::statement_out).collect(),
         }))
@@ -641,4 +646,30 @@ impl pb::tenant_service_server::TenantService for Services {
         self.daybook.journal.wait(seq).await;
         Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
+}
+
+/// Totals that some sum could not keep exact (far past the documented limits) are not a
+/// bill: the caller is told, never given a rounded figure.
+fn exact(totals: &crate::rating::ledger::Totals) -> Result<(), Status> {
+    if totals.inexact || totals.credits_inexact() {
+        return Err(Status::out_of_range(
+            "these totals are beyond what daybook sums exactly (10^15 a month): ask for fewer dates",
+        ));
+    }
+    Ok(())
+}
+
+/// tonic refuses a message over `max_message_bytes` with OUT_OF_RANGE, which daybook's
+/// callers read as T-4 (an event ahead of the clock). It is RESOURCE_EXHAUSTED, as gRPC's
+/// own status table says for a message larger than the receiver accepts.
+pub(super) fn oversized_is_resource_exhausted(status: Status) -> Status {
+    if is_oversized(status.code() as i32, status.message()) {
+        return Status::resource_exhausted(format!("{} (max_message_bytes)", status.message()));
+    }
+    status
+}
+
+/// tonic's decoder refusing a message for its size (its status and message text).
+pub(super) fn is_oversized(code: i32, message: &str) -> bool {
+    code == tonic::Code::OutOfRange as i32 && message.starts_with("Error, decoded message length too large")
 }

@@ -13,6 +13,7 @@
 //! `Decimal` ledger total, converted to a float only when it is read out; statements and
 //! usage answers never go through it.
 
+use crate::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -200,7 +201,7 @@ impl Telemetry {
                 })
                 .build()
         };
-        let mut gauges = self.gauges.lock().expect("telemetry lock");
+        let mut gauges = self.gauges.lock().unpoisoned();
         gauges.push(gauge("daybook.hot.interactions", "Relationship entries held in memory.", |d| {
             d.hot_interactions() as u64
         }));
@@ -254,7 +255,7 @@ impl Telemetry {
                 }
             })
             .build();
-        *self.credit_gauge.lock().expect("telemetry lock") = Some(credits);
+        *self.credit_gauge.lock().unpoisoned() = Some(credits);
     }
 
     /// Prometheus text exposition of every metric.

@@ -13,6 +13,7 @@
 //! token instead). A verified certificate identifies its caller through the credentials
 //! file's `client_cert_name`.
 
+use crate::sync::Unpoisoned;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -115,17 +116,17 @@ impl Tls {
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().expect("tls lock").0.clone())
+        TlsAcceptor::from(self.current.read().unpoisoned().0.clone())
     }
 
     /// Builds the configuration again if any file changed. `Ok(true)`: rotated.
     pub fn reload(&self) -> Result<bool, String> {
         let contents = self.files.read()?;
-        if self.current.read().expect("tls lock").1 == contents {
+        if self.current.read().unpoisoned().1 == contents {
             return Ok(false);
         }
         let config = self.files.config(&contents)?;
-        *self.current.write().expect("tls lock") = (Arc::new(config), contents);
+        *self.current.write().unpoisoned() = (Arc::new(config), contents);
         Ok(true)
     }
 }

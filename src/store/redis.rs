@@ -22,8 +22,8 @@ use crate::rating::outcome::Record;
 use crate::rating::shared::{self, Claim, Place};
 use crate::rating::time::{self, Instant};
 
-/// How to reach Redis.
-#[derive(Debug, Clone, PartialEq)]
+/// How to reach Redis. Its `Debug` shows the URL without its password.
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
     pub url: String,
     /// The deadline of one call (a script, a read).
@@ -60,7 +60,54 @@ impl RedisTls {
     }
 }
 
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("cool_down", &self.cool_down)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// A Redis URL as it may be logged or shown: a password in its user information (or a
+/// `password=` parameter) is replaced by `***`; the user name, hosts and ports stay.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    // The user information ends at the last `@` (a password may itself hold an `@`).
+    let mut shown = match authority_and_path.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map(|(user, _)| format!("{user}:***")).unwrap_or("***".into());
+            format!("{scheme}://{user}@{hosts}")
+        }
+        None => format!("{scheme}://{authority_and_path}"),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", params.join("&"));
+    }
+    shown
+}
+
 impl RedisConfig {
+    /// The URL without its password, for logs and errors.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     pub fn new(url: &str) -> Self {
         RedisConfig {
             url: url.to_string(),
@@ -74,7 +121,8 @@ impl RedisConfig {
     pub fn validate(&self) -> Result<(), String> {
         let nodes = self.nodes()?;
         for node in &nodes {
-            redis::Client::open(node.as_str()).map_err(|e| format!("redis URL `{node}`: {e}"))?;
+            redis::Client::open(node.as_str())
+                .map_err(|e| format!("redis URL `{}`: {}", redact_url(node), redact_url(&e.to_string())))?;
         }
         Ok(())
     }
@@ -101,7 +149,7 @@ impl RedisConfig {
         } else {
             Err(format!(
                 "redis URL `{}`: expected redis://host:port (rediss:// for TLS) or redis+cluster://host:port,...",
-                self.url
+                self.shown_url()
             ))
         }
     }
@@ -678,4 +726,27 @@ fn utc_day(at: Instant) -> i32 {
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_password_is_never_shown() {
+        for (url, shown) in [
+            ("redis://:s3cret@cache:6379", "redis://:***@cache:6379"),
+            ("rediss://billing:s3cret@cache:6380/0", "rediss://billing:***@cache:6380/0"),
+            ("redis+cluster://u:s3c@ret@a:1,b:2", "redis+cluster://u:***@a:1,b:2"),
+            ("redis://s3cret@cache:6379", "redis://***@cache:6379"),
+            ("redis://cache:6379?password=s3cret&db=1", "redis://cache:6379?password=***&db=1"),
+            ("redis://cache:6379", "redis://cache:6379"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let config = RedisConfig::new("redis://:s3cret@cache:6379");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let bad = RedisConfig::new("redis+cluster://:s3cret@").validate().unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
+    }
 }

@@ -133,9 +133,7 @@ pub(super) fn operations(
     for (date, entry) in ledger {
         let totals = by_date.entry(*date).or_default();
         match entry {
-            Entry::Interaction => totals.interactions += 1,
-            Entry::Credits(bucket, amount) => totals.credits[*bucket] += *amount,
-            Entry::PassThrough(currency, amount) => totals.pass_through.add(*currency, *amount),
+            Entry::Interaction | Entry::Credits(..) | Entry::PassThrough(..) => totals.apply(*entry),
             // Never under a shared store: tenants with several meters, outcomes or voids
             // are refused there (`server::core::shareable`).
             Entry::Uncount | Entry::Meter(..) => {}
@@ -176,7 +174,9 @@ pub(super) fn totals_of(fields: &[(String, String)]) -> Option<Totals> {
                 totals.credits[bucket] = Decimal::from_str_exact(value).ok()?;
             }
             ("p", currency) => {
-                totals.pass_through.add(Currency::parse(currency)?, Decimal::from_str_exact(value).ok()?)
+                if !totals.pass_through.add(Currency::parse(currency)?, Decimal::from_str_exact(value).ok()?) {
+                    return None;
+                }
             }
             _ => return None,
         }

@@ -3,7 +3,9 @@
 mod crash;
 mod detail;
 mod hostile;
+mod limits;
 mod memory;
+mod operator;
 mod polyglot;
 mod properties;
 mod properties_part_two;

@@ -178,7 +178,7 @@ async fn every_rpc(who: &Who, tenant: &str, n: usize) -> Vec<(&'static str, Code
     let change = pb::SettingsChange {
         change_id: id("change"),
         effective_from: "2025-06-21T00:00:00Z".into(),
-        settings: Some(pb::Settings { intent_listening: Some(n % 2 == 0), ..Default::default() }),
+        settings: Some(pb::Settings { intent_listening: Some(n.is_multiple_of(2)), ..Default::default() }),
     };
     let r = tenants
         .change_settings(who.request(pb::ChangeSettingsRequest { tenant_id: tenant.into(), change: Some(change) }));

@@ -49,6 +49,7 @@ impl Harness {
             grpc_uds: Some(bind_uds(&uds, config.uds_mode).unwrap()),
             grpc_health: Some(health),
             admin: Some(admin),
+            data_dir_lock: None,
         };
         let config = Config { data_dir: data_dir.to_path_buf(), grace_period: Duration::from_secs(5), ..config };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,7 +6,7 @@ impl Engine {
     /// Usage over local dates `from..=to`.
     pub fn usage(&self, tenant_id: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Option<Totals> {
         let slot = self.slot(tenant_id)?;
-        let ledger = slot.ledger.lock().expect("ledger lock");
+        let ledger = slot.ledger.lock().unpoisoned();
         Some(ledger.usage(from, to))
     }
 
@@ -14,7 +14,7 @@ impl Engine {
     pub fn statement(&self, tenant_id: &str, period: &StatementPeriod) -> Option<Statement> {
         let slot = self.slot(tenant_id)?;
         let tenant = slot.config();
-        let ledger = slot.ledger.lock().expect("ledger lock");
+        let ledger = slot.ledger.lock().unpoisoned();
         Some(ledger::statement(&tenant, &ledger, period, |month| self.platform_users(&tenant, &ledger, month)))
     }
 
@@ -22,7 +22,7 @@ impl Engine {
     pub fn statements(&self, tenant_id: &str) -> Option<Vec<Statement>> {
         let slot = self.slot(tenant_id)?;
         let tenant = slot.config();
-        let ledger = slot.ledger.lock().expect("ledger lock");
+        let ledger = slot.ledger.lock().unpoisoned();
         let periods = ledger::statement_periods(&tenant, &ledger);
         Some(
             periods

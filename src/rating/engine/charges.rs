@@ -78,6 +78,11 @@ impl Engine {
         Disposition::Charged
     }
 
+    /// The key of a tenant's Functions month.
+    pub(super) fn functions_key(&self, tenant: &Tenant, month_start: NaiveDate) -> Fp {
+        self.fingerprinter.start(domain::FUNCTIONS).str(&tenant.id).i64(time::date_to_days(month_start).into()).finish()
+    }
+
     /// CR-8: credits owed for the month's total, minus what earlier events of the month
     /// already owed. Deltas telescope, so their sum is the month's credits in any order.
     pub(super) fn rate_functions(
@@ -89,12 +94,7 @@ impl Engine {
         fx: &mut Effects,
     ) -> Disposition {
         let month = tenant.period_in(Window::LocalMonth, event.at);
-        let key = self
-            .fingerprinter
-            .start(domain::FUNCTIONS)
-            .str(&tenant.id)
-            .i64(time::date_to_days(month.start_date).into())
-            .finish();
+        let key = self.functions_key(tenant, month.start_date);
         let rounding = tenant.functions_rounding(month.start_date);
         let local_entry = || {
             self.functions.entry(key).or_insert_with(|| FunctionsEntry {

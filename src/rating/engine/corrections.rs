@@ -215,7 +215,7 @@ impl Engine {
         now: Option<Instant>,
         records: &mut Vec<Record>,
     ) -> Result<Outcome, Refusal> {
-        let config = slot.config.write().expect("tenant lock");
+        let config = slot.config.write().unpoisoned();
         let tenant: &Tenant = &config;
         let event = event::validate(raw, tenant).map_err(Refusal::invalid)?;
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
@@ -237,7 +237,7 @@ impl Engine {
         let mut fx = Effects { now, closed_before: Some(closed_before), ..Effects::default() };
         let mut selected = Vec::new();
         {
-            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            let mut corrections = slot.corrections.lock().unpoisoned();
             let mut voids = (*corrections.voids).clone();
             voids.push(rule.clone());
             corrections.voids = Arc::new(voids);
@@ -355,7 +355,7 @@ impl Engine {
         if fx.catalogued.is_empty() && fx.uncatalogued.is_empty() {
             return;
         }
-        let mut corrections = slot.corrections.lock().expect("corrections lock");
+        let mut corrections = slot.corrections.lock().unpoisoned();
         for id in fx.uncatalogued.drain(..) {
             corrections.changed.insert(id, None);
         }
@@ -380,7 +380,7 @@ impl Engine {
     pub fn seed_catalogue(&self, tenant_id: &str, standing: Vec<Standing>) {
         let Some(slot) = self.slot(tenant_id) else { return };
         let tenant = slot.config();
-        let mut corrections = slot.corrections.lock().expect("corrections lock");
+        let mut corrections = slot.corrections.lock().unpoisoned();
         for s in standing {
             let Some(meter) = tenant.meter_named(&s.meter_id) else { continue };
             if s.withdrawn {
@@ -423,7 +423,7 @@ impl Engine {
     /// (COR-2).
     pub fn interaction_change(&self, tenant: &str, id: RecordId) -> Option<Option<String>> {
         let slot = self.slot(tenant)?;
-        let corrections = slot.corrections.lock().expect("corrections lock");
+        let corrections = slot.corrections.lock().unpoisoned();
         corrections.changed.get(&id).cloned()
     }
 }

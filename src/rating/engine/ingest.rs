@@ -3,6 +3,9 @@
 //! of the rating modes (live, retry, and the shared store's guarded, probe and claimed).
 
 use super::*;
+use crate::rating::event::FieldViolation;
+use crate::rating::ledger::LimitReached;
+use crate::rating::money::MAX_INVOCATIONS_PER_MONTH;
 
 impl Engine {
     /// Rates one event. `now` is the arrival instant that lateness (T-3) and clock skew
@@ -192,14 +195,14 @@ impl Engine {
     ) -> Rated {
         // Read guards, held for this one event: no reference counting on the hot path, and a
         // settings change waits for in-flight events instead of racing them.
-        let tenants = self.tenants.read().expect("tenants lock");
+        let tenants = self.tenants.read().unpoisoned();
         let Some(slot) = tenants.get(raw.tenant_id.as_str()) else {
             return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
         };
         if let RawBody::Void(_) = raw.body {
             return self.void_in_mode(slot, raw, now, mode, records);
         }
-        let config = slot.config.read().expect("tenant lock");
+        let config = slot.config.read().unpoisoned();
         let tenant: &Tenant = &config;
         let event = match event::validate(raw, tenant) {
             Ok(event) => event,
@@ -229,6 +232,10 @@ impl Engine {
             if refusal.code == Code::FailedPrecondition && mode.commits() {
                 records.push(dead_letter(tenant, event, &refusal));
             }
+            return Rated::Done(Err(refusal));
+        }
+
+        if let Err(refusal) = self.check_limits(tenant, slot, &event) {
             return Rated::Done(Err(refusal));
         }
 
@@ -305,10 +312,7 @@ impl Engine {
 
     /// What an event gathers while rated starts from its tenant's voids and catalogue.
     fn effects(slot: &TenantSlot, mode: Mode, now: Option<Instant>, closed_before: i64) -> Effects {
-        let voids = slot
-            .has_voids
-            .load(Ordering::Acquire)
-            .then(|| slot.corrections.lock().expect("corrections lock").voids.clone());
+        let voids = slot.has_voids.load(Ordering::Acquire).then(|| slot.corrections.lock().unpoisoned().voids.clone());
         Effects {
             mode,
             now,
@@ -382,7 +386,7 @@ impl Engine {
                 .insert(sender);
             if new && self.collect_users.load(Ordering::Acquire) {
                 let month = time::days_to_date(month_start);
-                let mut waiting = self.new_users.lock().expect("new users lock");
+                let mut waiting = self.new_users.lock().unpoisoned();
                 waiting.push((tenant.id.clone(), month, sender));
                 self.new_users_waiting.store(true, Ordering::Release);
             }
@@ -405,10 +409,12 @@ impl Engine {
         if effects.ledger.is_empty() {
             return;
         }
-        let mut ledger = slot.ledger.lock().expect("ledger lock");
+        let mut ledger = slot.ledger.lock().unpoisoned();
         let mut dates: Vec<NaiveDate> = Vec::with_capacity(effects.ledger.len());
         for (date, entry) in effects.ledger.drain(..) {
-            ledger.add(date, entry);
+            if ledger.add(date, entry) {
+                slot.near_limit.store(true, Ordering::Release);
+            }
             if !dates.contains(&date) {
                 dates.push(date);
             }
@@ -429,6 +435,44 @@ impl Engine {
                     raise_alerts(tenant, &mut ledger, date, event_id, &mut effects.records);
                 }
             }
+        }
+    }
+
+    /// Refuses an event that would take one of its month's totals past its limit (T-6,
+    /// `money::PERIOD_TOTAL_LIMIT`, `MAX_INVOCATIONS_PER_MONTH`), before it changes
+    /// anything. Functions counts are judged exactly (a tenant's Functions events are
+    /// rated one at a time); credits and pass-through only once a month is past half a
+    /// limit, where events in flight beside this one can overshoot it by at most their own
+    /// amounts, far within what a `Decimal` holds exactly.
+    pub(super) fn check_limits(&self, tenant: &Tenant, slot: &TenantSlot, event: &Event) -> Result<(), Refusal> {
+        let refuse = |field: &str, why: String| Err(Refusal::invalid(vec![FieldViolation::new(field, why)]));
+        if let Body::FunctionInvocations { count } = event.body {
+            let month = tenant.period_in(Window::LocalMonth, event.at);
+            let key = self.functions_key(tenant, month.start_date);
+            let total = self.functions.get(&key).map(|e| e.total().max(e.shared_total)).unwrap_or(0);
+            if total.saturating_add(count) > MAX_INVOCATIONS_PER_MONTH {
+                return refuse("function_invocations.count", "would take the month's invocations past 10^15".into());
+            }
+        }
+        if !slot.near_limit.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let settings = tenant.settings_at(event.at);
+        let date = time::local_date(event.at, settings.time_zone);
+        let charge = match &event.body {
+            Body::Message(m) => m.price.map(|p| (p.currency, credits::pass_through(p.amount))),
+            _ => None,
+        };
+        let ledger = slot.ledger.lock().unpoisoned();
+        match ledger.limit_reached(date, charge) {
+            Some(LimitReached::PassThrough(currency)) => refuse(
+                "message.provider_price.amount",
+                format!("would take the month's pass-through in {currency} past its limit of 10^15"),
+            ),
+            Some(LimitReached::Credits) => {
+                refuse(event.kind_field(), "the month's credits have reached their limit of 10^15".into())
+            }
+            None => Ok(()),
         }
     }
 

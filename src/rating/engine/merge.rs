@@ -40,11 +40,11 @@ impl Engine {
                 }
             }
         }
-        let theirs_slots = other.by_index.read().expect("index lock").clone();
+        let theirs_slots = other.by_index.read().unpoisoned().clone();
         for slot in theirs_slots {
             let Some(ours) = self.slot(&slot.config().id) else { continue };
-            let theirs = slot.corrections.lock().expect("corrections lock");
-            let mut mine = ours.corrections.lock().expect("corrections lock");
+            let theirs = slot.corrections.lock().unpoisoned();
+            let mut mine = ours.corrections.lock().unpoisoned();
             let mut voids = (*mine.voids).clone();
             for v in theirs.voids.iter() {
                 if !voids.iter().any(|m| m.event_id == v.event_id) {
@@ -74,7 +74,7 @@ impl Engine {
     /// covered by a revocation: a merge judges no lateness) and whether a void selects it,
     /// and every catalogued interaction a void selects.
     fn settle_merged(&self) {
-        let slots = self.by_index.read().expect("index lock").clone();
+        let slots = self.by_index.read().unpoisoned().clone();
         let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
         for mut e in self.outcomes.iter_mut() {
             let key = *e.key();
@@ -109,7 +109,7 @@ impl Engine {
         }
         for (i, slot) in slots.iter().enumerate() {
             let tenant = &tenants[i];
-            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            let mut corrections = slot.corrections.lock().unpoisoned();
             let corrections = &mut *corrections;
             for rule in corrections.voids.iter() {
                 for c in corrections.catalogue.iter().filter(|c| c.source == Source::Hot) {

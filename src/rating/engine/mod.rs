@@ -4,6 +4,7 @@
 //! many threads at once: every map is sharded, the only per-tenant lock guards the
 //! aggregates, and only first touches and new lines take it.
 
+use crate::sync::Unpoisoned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -73,6 +74,10 @@ pub struct TenantSlot {
     /// the tenant has any.
     corrections: Mutex<Corrections>,
     has_voids: std::sync::atomic::AtomicBool,
+    /// Some month's total is past half a limit: from then on each event is checked
+    /// against the limits under the ledger lock (`Engine::check_limits`); until then no
+    /// event can reach one, and none pays for the check.
+    near_limit: std::sync::atomic::AtomicBool,
     /// Whether new interactions are catalogued for voids: from the start, or once the
     /// catalogue was seeded ([`EngineConfig::catalogue_on_first_void`]).
     cataloguing: std::sync::atomic::AtomicBool,
@@ -80,7 +85,7 @@ pub struct TenantSlot {
 
 impl TenantSlot {
     pub fn config(&self) -> Arc<Tenant> {
-        self.config.read().expect("tenant lock").clone()
+        self.config.read().unpoisoned().clone()
     }
 }
 
@@ -370,7 +375,7 @@ impl Engine {
 
     /// Gives back platform users a shared store did not take.
     pub fn requeue_new_users(&self, users: Vec<(Arc<str>, NaiveDate, Fp)>) {
-        let mut waiting = self.new_users.lock().expect("new users lock");
+        let mut waiting = self.new_users.lock().unpoisoned();
         waiting.extend(users);
         self.new_users_waiting.store(!waiting.is_empty(), Ordering::Release);
     }
@@ -383,7 +388,7 @@ impl Engine {
 
     /// Platform users first seen here under a shared store, since the last call.
     pub fn take_new_users(&self) -> Vec<(Arc<str>, NaiveDate, Fp)> {
-        let mut waiting = self.new_users.lock().expect("new users lock");
+        let mut waiting = self.new_users.lock().unpoisoned();
         self.new_users_waiting.store(false, Ordering::Release);
         std::mem::take(&mut *waiting)
     }
@@ -391,7 +396,7 @@ impl Engine {
     /// Creates or replaces a tenant. A replaced tenant keeps its state and aggregates; a
     /// tenant's meter never changes (T-5).
     pub fn put_tenant(&self, spec: TenantSpec) -> Result<Arc<Tenant>, TenantError> {
-        let existing = self.tenants.read().expect("tenants lock").get(spec.id.as_str()).cloned();
+        let existing = self.tenants.read().unpoisoned().get(spec.id.as_str()).cloned();
         if let Some(slot) = existing {
             let old = slot.config();
             if old.meter.kind != spec.meter {
@@ -401,10 +406,10 @@ impl Engine {
                 )));
             }
             let compiled = Arc::new(Tenant::compile(spec, old.index)?);
-            *slot.config.write().expect("tenant lock") = compiled.clone();
+            *slot.config.write().unpoisoned() = compiled.clone();
             return Ok(compiled);
         }
-        let mut by_index = self.by_index.write().expect("index lock");
+        let mut by_index = self.by_index.write().unpoisoned();
         let index = by_index.len() as u32;
         let compiled = Arc::new(Tenant::compile(spec, index)?);
         let slot = Arc::new(TenantSlot {
@@ -413,15 +418,16 @@ impl Engine {
             closed_before: AtomicI64::new(i64::MIN),
             corrections: Mutex::new(Corrections::default()),
             has_voids: std::sync::atomic::AtomicBool::new(false),
+            near_limit: std::sync::atomic::AtomicBool::new(false),
             cataloguing: std::sync::atomic::AtomicBool::new(!self.catalogue_on_first_void),
         });
         by_index.push(slot.clone());
-        self.tenants.write().expect("tenants lock").insert(compiled.id.clone(), slot);
+        self.tenants.write().unpoisoned().insert(compiled.id.clone(), slot);
         Ok(compiled)
     }
 
     fn slot(&self, id: &str) -> Option<Arc<TenantSlot>> {
-        self.tenants.read().expect("tenants lock").get(id).cloned()
+        self.tenants.read().unpoisoned().get(id).cloned()
     }
 
     pub fn tenant(&self, id: &str) -> Option<Arc<Tenant>> {
@@ -429,7 +435,7 @@ impl Engine {
     }
 
     pub fn tenant_ids(&self) -> Vec<Arc<str>> {
-        let mut ids: Vec<_> = self.tenants.read().expect("tenants lock").keys().cloned().collect();
+        let mut ids: Vec<_> = self.tenants.read().unpoisoned().keys().cloned().collect();
         ids.sort();
         ids
     }

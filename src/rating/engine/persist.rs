@@ -218,11 +218,11 @@ impl Engine {
     /// each time, and the allocator's arenas keep what it frees (measured: a 256 MiB
     /// process grew by 50 MiB over 20 snapshots).
     pub fn image_into(&self, image: &mut StateImage) {
-        let slots = self.by_index.read().expect("index lock").clone();
+        let slots = self.by_index.read().unpoisoned().clone();
         image.tenants.clear();
         image.tenants.extend(slots.iter().map(|slot| {
-            let ledger = slot.ledger.lock().expect("ledger lock");
-            let corrections = slot.corrections.lock().expect("corrections lock");
+            let ledger = slot.ledger.lock().unpoisoned();
+            let corrections = slot.corrections.lock().unpoisoned();
             TenantImage {
                 id: slot.config().id.clone(),
                 alerts: ledger.alerts.clone(),
@@ -393,12 +393,12 @@ impl Engine {
                 if c.seeded {
                     slot.cataloguing.store(true, Ordering::Release);
                 }
-                *slot.corrections.lock().expect("corrections lock") = c;
+                *slot.corrections.lock().unpoisoned() = c;
             }
         }
         for (id, alerts, frozen, closed_before) in saved {
             if let Some(slot) = self.slot(&id) {
-                let mut ledger = slot.ledger.lock().expect("ledger lock");
+                let mut ledger = slot.ledger.lock().unpoisoned();
                 ledger.alerts = alerts;
                 ledger.frozen = frozen;
                 slot.closed_before.store(closed_before, Ordering::Release);

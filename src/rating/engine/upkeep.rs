@@ -124,7 +124,7 @@ impl Engine {
         // An outbound seen by one replica and its reply by another: charge it now (DAR-5).
         let mut records = Vec::new();
         for mut log in self.replies.iter_mut() {
-            let tenant = self.by_index.read().expect("index lock")[log.tenant as usize].config();
+            let tenant = self.by_index.read().unpoisoned()[log.tenant as usize].config();
             let log = &mut *log;
             let consumer = log.consumer.clone();
             for outbound in log.outbounds.iter_mut().filter(|o| o.charged_to.is_none()) {
@@ -143,11 +143,11 @@ impl Engine {
     /// Recomputes every tenant's aggregates from state (after a merge). Alerts already
     /// raised are kept; thresholds the merged usage reaches are raised too.
     pub fn rebuild_ledgers(&self) {
-        let slots = self.by_index.read().expect("index lock").clone();
+        let slots = self.by_index.read().unpoisoned().clone();
         let mut fresh: Vec<Ledger> = slots
             .iter()
             .map(|s| {
-                let old = s.ledger.lock().expect("ledger lock");
+                let old = s.ledger.lock().unpoisoned();
                 Ledger::rebuild_base(old.alerts.clone(), old.frozen.clone())
             })
             .collect();
@@ -158,7 +158,9 @@ impl Engine {
                 continue;
             }
             let ledger = &mut fresh[e.tenant as usize];
-            interaction_entries(&tenants[e.tenant as usize], e.value(), |date, entry| ledger.add(date, entry));
+            interaction_entries(&tenants[e.tenant as usize], e.value(), |date, entry| {
+                ledger.add(date, entry);
+            });
         }
         for e in self.units.iter() {
             for (date, entry) in units_entries(&tenants[e.tenant as usize], e.value()) {
@@ -188,7 +190,8 @@ impl Engine {
             for date in dates {
                 raise_alerts(tenant, &mut ledger, date, "", &mut sink);
             }
-            *slot.ledger.lock().expect("ledger lock") = ledger;
+            slot.near_limit.store(ledger.near_limit_anywhere(), Ordering::Release);
+            *slot.ledger.lock().unpoisoned() = ledger;
         }
     }
 
@@ -211,7 +214,7 @@ impl Engine {
     /// prunes at the same points. Call it with no event being rated (the server holds its
     /// ordering stripes). Closes whole UTC days only, so calling it often costs a check.
     pub fn close_periods(&self, now: Instant) -> Pruned {
-        let slots = self.by_index.read().expect("index lock").clone();
+        let slots = self.by_index.read().unpoisoned().clone();
         // Per tenant index: the new cutoff date, when it moved.
         let mut cutoffs: Vec<Option<NaiveDate>> = vec![None; slots.len()];
         for (i, slot) in slots.iter().enumerate() {
@@ -226,7 +229,7 @@ impl Engine {
             return pruned;
         }
         let tenants: Vec<Arc<Tenant>> = slots.iter().map(|s| s.config()).collect();
-        let mut ledgers: Vec<_> = slots.iter().map(|s| s.ledger.lock().expect("ledger lock")).collect();
+        let mut ledgers: Vec<_> = slots.iter().map(|s| s.ledger.lock().unpoisoned()).collect();
         // A period is closed when its last local date ends a whole day before the cutoff's
         // UTC midnight (local midnights are within 14 hours of UTC). Other state is kept
         // for as long as any period of its event may still be open: 33 days after it.
@@ -341,7 +344,7 @@ impl Engine {
         // A tenant whose cutoff did not move has nothing closed (`closed` says no).
         for (i, slot) in slots.iter().enumerate() {
             let tenant = &tenants[i];
-            let mut corrections = slot.corrections.lock().expect("corrections lock");
+            let mut corrections = slot.corrections.lock().unpoisoned();
             // Closed books are left alone by voids (COR-4); listings keep what changed.
             corrections.catalogue.retain(|c| {
                 let start = time::days_to_date(c.start);
@@ -355,7 +358,7 @@ impl Engine {
     /// lines, co-browse sessions, Functions months, platform users, pass-through.
     pub fn state_digest(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let tenants: Vec<Arc<Tenant>> = self.by_index.read().expect("index lock").iter().map(|s| s.config()).collect();
+        let tenants: Vec<Arc<Tenant>> = self.by_index.read().unpoisoned().iter().map(|s| s.config()).collect();
         for e in self.interactions.iter() {
             let tenant = &tenants[e.tenant as usize];
             let structure = tenant.structure_in(tenant.meter_at(e.meter).window(), e.period_start_date());
@@ -435,7 +438,7 @@ fn voided_interactions(slots: &[Arc<TenantSlot>]) -> Vec<std::collections::HashS
     slots
         .iter()
         .map(|slot| {
-            let corrections = slot.corrections.lock().expect("corrections lock");
+            let corrections = slot.corrections.lock().unpoisoned();
             corrections
                 .catalogue
                 .iter()

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use super::meter::{Meter, MeterDef, MeterKind, MeterSpec, Window};
-use super::money::parse_decimal;
+use super::money::{self, parse_decimal};
 use super::plan::Plan;
 pub use super::terms::Rounding;
 use super::time::{self, Instant};
@@ -296,6 +296,9 @@ impl SettingsPatch {
                 .ok_or_else(|| err("expected a decimal string"))?;
                 if amount.is_sign_negative() && !amount.is_zero() {
                     return Err(err("must not be negative"));
+                }
+                if let Some(why) = money::amount_limit_violation(amount) {
+                    return Err(err(&why));
                 }
                 self.cobrowse_credits = Some(amount);
             }

@@ -685,7 +685,9 @@ pub fn frozen_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Frozen> {
         }
         for _ in 0..r.u32()? {
             let currency = Currency::parse(&r.str()?).ok_or("bad currency")?;
-            totals.pass_through.add(currency, r.decimal()?);
+            if !totals.pass_through.add(currency, r.decimal()?) {
+                return Err("a pass-through total beyond exact decimals".into());
+            }
         }
         if r.version >= 3 {
             for _ in 0..r.u32()? {

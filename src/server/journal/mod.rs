@@ -12,6 +12,7 @@
 //! and wait until the flusher has written (and, with `Durability::Fsync`, fdatasync'ed)
 //! past their frame. An RPC answers only then.
 
+use crate::sync::Unpoisoned;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -377,7 +378,7 @@ impl<P: Send + 'static> Journal<P> {
     /// ordering stripe of what the entry changes, so that journal order is rating order
     /// for every key.
     pub fn append(&self, mut entry: Entry, carried: impl FnOnce(u64) -> Option<P>) -> u64 {
-        let mut p = self.pending.lock().expect("journal lock");
+        let mut p = self.pending.lock().unpoisoned();
         p.appended += 1;
         entry.seq = p.appended;
         let bytes = frame(&entry);
@@ -408,7 +409,7 @@ impl<P: Send + 'static> Journal<P> {
                 return;
             }
             drop(output);
-            if self.pending.lock().expect("journal lock").buf.is_empty() {
+            if self.pending.lock().unpoisoned().buf.is_empty() {
                 return;
             }
         }
@@ -421,7 +422,7 @@ impl<P: Send + 'static> Journal<P> {
             return false;
         }
         let (buf, upto, records) = {
-            let mut p = self.pending.lock().expect("journal lock");
+            let mut p = self.pending.lock().unpoisoned();
             if p.buf.is_empty() {
                 return false;
             }
@@ -449,7 +450,7 @@ impl<P: Send + 'static> Journal<P> {
 
     /// The sequence number of the last appended entry.
     pub fn appended(&self) -> u64 {
-        self.pending.lock().expect("journal lock").appended
+        self.pending.lock().unpoisoned().appended
     }
 
     /// Waits until every entry up to `seq` is durable.
@@ -483,7 +484,7 @@ impl<P: Send + 'static> Journal<P> {
     pub async fn close(&self) {
         let last = self.appended();
         self.wait(last).await;
-        self.pending.lock().expect("journal lock").closed = true;
+        self.pending.lock().unpoisoned().closed = true;
         self.wake.notify_one();
     }
 
@@ -492,7 +493,7 @@ impl<P: Send + 'static> Journal<P> {
     fn flush_loop(&self) {
         loop {
             {
-                let mut p = self.pending.lock().expect("journal lock");
+                let mut p = self.pending.lock().unpoisoned();
                 while p.buf.is_empty() && !p.closed {
                     p = self.wake.wait_timeout(p, Duration::from_millis(50)).expect("journal lock").0;
                 }
@@ -500,7 +501,7 @@ impl<P: Send + 'static> Journal<P> {
                     return;
                 }
             }
-            let mut output = self.output.lock().expect("journal output lock");
+            let mut output = self.output.lock().unpoisoned();
             self.write_pending(&mut output);
             if self.failed() {
                 return;

@@ -14,6 +14,7 @@
 //! deterministic ids, and the shared aggregates are exact. The local journal keeps pending
 //! events across a restart until a `Shipped` entry says the store has them.
 
+use crate::sync::Unpoisoned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -292,7 +293,7 @@ impl Daybook {
     /// Emits a journaled event's records to the store; on success it no longer waits.
     async fn emit_pending(&self, seq: u64, emission: &Emission<'_>) {
         if self.emit(emission).await.is_ok() {
-            self.shared().pending.lock().expect("pending lock").remove(&seq);
+            self.shared().pending.lock().unpoisoned().remove(&seq);
         }
     }
 
@@ -351,7 +352,7 @@ impl Daybook {
                 let seq = self.append(kind, records);
                 if pending {
                     let p = Pending { event: event.clone(), now: Some(now) };
-                    self.shared().pending.lock().expect("pending lock").insert(seq, p);
+                    self.shared().pending.lock().unpoisoned().insert(seq, p);
                 }
                 (seq, seq)
             }
@@ -371,14 +372,14 @@ impl Daybook {
         let Some(shared) = &self.shared else { return 0 };
         let mut sent = 0;
         loop {
-            let next = shared.pending.lock().expect("pending lock").iter().next().map(|(s, p)| (*s, p.clone()));
+            let next = shared.pending.lock().unpoisoned().iter().next().map(|(s, p)| (*s, p.clone()));
             let Some((seq, pending)) = next else { break };
             let result = self.resend(&pending).await;
             shared.note(&result);
             if result.is_err() {
                 break;
             }
-            shared.pending.lock().expect("pending lock").remove(&seq);
+            shared.pending.lock().unpoisoned().remove(&seq);
             sent += 1;
         }
         sent
@@ -438,7 +439,7 @@ impl Daybook {
     pub fn note_shipped(&self) {
         let Some(shared) = &self.shared else { return };
         let _all_journal_order = self.journal.appended();
-        let first_pending = shared.pending.lock().expect("pending lock").keys().next().copied();
+        let first_pending = shared.pending.lock().unpoisoned().keys().next().copied();
         let upto = match first_pending {
             Some(seq) => seq - 1,
             None => self.journal.appended(),
@@ -670,11 +671,11 @@ impl Daybook {
                 NextSpec::Spec(new) => *new,
             };
             super::core::shareable(&new).map_err(TenantRefusal::FailedPrecondition)?;
-            let expected = self.shared().tenants.lock().expect("tenants lock").get(&id).cloned().unwrap_or_default();
+            let expected = self.shared().tenants.lock().unpoisoned().get(&id).cloned().unwrap_or_default();
             let bytes = api::tenant_out(&new).encode_to_vec();
             match self.shared().store.put_tenant(&id, &expected, &bytes).await.map_err(unavailable)? {
                 None => {
-                    self.shared().tenants.lock().expect("tenants lock").insert(id.clone(), bytes);
+                    self.shared().tenants.lock().unpoisoned().insert(id.clone(), bytes);
                     let (audit, applied) = {
                         let _all = self.all_stripes();
                         let audit = self.audit(&op, &new, by);
@@ -717,7 +718,7 @@ impl Daybook {
 
     fn learn_tenant(&self, id: &str, bytes: Vec<u8>) {
         let shared = self.shared();
-        if shared.tenants.lock().expect("tenants lock").get(id) == Some(&bytes) {
+        if shared.tenants.lock().unpoisoned().get(id) == Some(&bytes) {
             return;
         }
         let spec = match pb::Tenant::decode(bytes.as_slice()).ok().and_then(|t| api::tenant_in(&t).ok()) {
@@ -739,7 +740,7 @@ impl Daybook {
                 return;
             }
         }
-        shared.tenants.lock().expect("tenants lock").insert(id.to_string(), bytes);
+        shared.tenants.lock().unpoisoned().insert(id.to_string(), bytes);
     }
 }
 

@@ -3,6 +3,7 @@
 //! tenant definitions it last held. The state owner holds it; the protocol that uses it
 //! is the parent module.
 
+use crate::sync::Unpoisoned;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ impl SharedState {
 
     /// Events whose shared effects are not yet known to be in the store.
     pub fn pending(&self) -> usize {
-        self.pending.lock().expect("pending lock").len()
+        self.pending.lock().unpoisoned().len()
     }
 
     /// Whether decisions are currently made without the store.
