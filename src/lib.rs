@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod detail;
 pub mod fuzz_targets;

@@ -173,6 +173,10 @@ enum Command {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Exit 0 even when some lines were not valid events (by default such a run
+        /// exits 65, after its summary).
+        #[arg(long)]
+        allow_bad_lines: bool,
     },
 }
 
@@ -203,6 +207,11 @@ enum TokenAction {
     Hash,
 }
 
+/// A line on standard output; a closed pipe ends the process quietly (`cli::say`).
+macro_rules! out {
+    ($($arg:tt)*) => { daybook::cli::say(format_args!($($arg)*)) };
+}
+
 fn main() -> ExitCode {
     let log_format = std::env::var("DAYBOOK_LOG_FORMAT").ok();
     let log_level = std::env::var("DAYBOOK_LOG").ok();
@@ -214,7 +223,15 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to standard output with success; a usage error is 64
+        // (EX_USAGE), not clap's 2.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(daybook::cli::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.command {
         Command::Serve { flags, check_config } => serve(flags, check_config),
         Command::Scenarios { paths, server, allow_unsupported } => run_scenarios(paths, server, allow_unsupported),
@@ -283,7 +300,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { tenants, events, out, now, summary_json, quiet } => {
+        Command::Replay { tenants, events, out, now, summary_json, quiet, allow_bad_lines } => {
             let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
                 Ok(now) => now,
                 Err(e) => {
@@ -300,8 +317,15 @@ fn main() -> ExitCode {
                     } else {
                         daybook::replay::print_summary(&summary, &mut std::io::stderr())
                     };
-                    if result.is_err() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                    match result {
+                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+                        // Bad lines were reported in the summary; they make the run a data
+                        // error unless the caller accepts them.
+                        _ if summary.bad_lines > 0 && !allow_bad_lines => ExitCode::from(daybook::cli::DATA_ERROR),
+                        _ => ExitCode::SUCCESS,
+                    }
                 }
+                Err(e) if daybook::cli::closed_pipe(&e) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("daybook replay: {e}");
                     ExitCode::from(66)
@@ -315,9 +339,9 @@ fn token(action: TokenAction) -> ExitCode {
     match action {
         TokenAction::New { id } => {
             let (token, hash) = daybook::server::auth::new_token();
-            println!("# give the caller this token (it is not stored anywhere):");
-            println!("#   {token}");
-            println!("[[credential]]\nid = {id:?}\ntoken_sha256 = \"{hash}\"\ningest = []\nread = []\nmanage = []");
+            out!("# give the caller this token (it is not stored anywhere):");
+            out!("#   {token}");
+            out!("[[credential]]\nid = {id:?}\ntoken_sha256 = \"{hash}\"\ningest = []\nread = []\nmanage = []");
             ExitCode::SUCCESS
         }
         TokenAction::Hash => {
@@ -326,7 +350,7 @@ fn token(action: TokenAction) -> ExitCode {
                 tracing::error!("daybook token hash: standard input is not text");
                 return ExitCode::from(66);
             }
-            println!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
+            out!("{}", daybook::server::auth::hex(&daybook::server::auth::sha256(token.trim().as_bytes())));
             ExitCode::SUCCESS
         }
     }
@@ -344,7 +368,13 @@ fn serve(flags: daybook::server::config::Flags, check_only: bool) -> ExitCode {
         }
     };
     if check_only {
-        println!("configuration is valid: {} tenant(s)", config.tenants.len());
+        // The files the configuration names are part of it: a credentials file or a
+        // certificate that does not load fails the check, not the start.
+        if let Err(e) = daybook::server::load_credentials(&config) {
+            tracing::error!("bad configuration: {e:#}");
+            return ExitCode::from(daybook::cli::USAGE);
+        }
+        out!("configuration is valid: {} tenant(s)", config.tenants.len());
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -410,10 +440,28 @@ async fn shutdown_signal() {
 
 fn journal(action: JournalAction) -> ExitCode {
     use daybook::server::journal;
+    let data_dir = match &action {
+        JournalAction::Verify { data_dir } | JournalAction::Repair { data_dir } => data_dir.clone(),
+    };
+    if !data_dir.join("journal").is_dir() {
+        tracing::error!("daybook journal: no journal in {} (is --data-dir right?)", data_dir.display());
+        return ExitCode::from(daybook::cli::NO_INPUT);
+    }
+    // Repair rewrites segments: never under a running server.
+    let _held = match &action {
+        JournalAction::Repair { data_dir } => match daybook::server::lock::DataDirLock::acquire(data_dir) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::error!("daybook journal repair: {e:#}");
+                return ExitCode::from(daybook::cli::TEMP_FAIL);
+            }
+        },
+        JournalAction::Verify { .. } => None,
+    };
     match action {
         JournalAction::Verify { data_dir } => match journal::verify(&data_dir.join("journal")) {
             Ok(report) => {
-                println!(
+                out!(
                     "{} segment(s), {} record(s), seq {}..{}",
                     report.segments,
                     report.frames,
@@ -421,7 +469,7 @@ fn journal(action: JournalAction) -> ExitCode {
                     report.last_seq.unwrap_or(0)
                 );
                 for d in &report.damage {
-                    println!("damaged: {} at byte {}: {}", d.segment.display(), d.offset, d.reason);
+                    out!("damaged: {} at byte {}: {}", d.segment.display(), d.offset, d.reason);
                 }
                 if report.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
             }
@@ -432,7 +480,7 @@ fn journal(action: JournalAction) -> ExitCode {
         },
         JournalAction::Repair { data_dir } => match journal::repair(&data_dir.join("journal")) {
             Ok((kept, dropped)) => {
-                println!("kept {kept} intact record(s); dropped {dropped} damaged region(s)");
+                out!("kept {kept} intact record(s); dropped {dropped} damaged region(s)");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -467,6 +515,7 @@ fn detail(run: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>) -> E
     };
     match run(&runtime) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if daybook::cli::closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
@@ -587,7 +636,7 @@ fn bench(
                     _ => anyhow::bail!("--redis-rtt-ms needs a TCP redis:// URL"),
                 };
                 let proxy = proxy_runtime.block_on(daybook::loadgen::delaying_proxy(upstream, redis_rtt / 2))?;
-                println!("daybook bench: Redis reached through a proxy adding {redis_rtt:?} per round trip");
+                out!("daybook bench: Redis reached through a proxy adding {redis_rtt:?} per round trip");
                 Some(format!("redis://{proxy}/"))
             }
             other => other,
@@ -626,7 +675,7 @@ fn bench(
             options.processes.push((floor.addr.clone(), floor.process.id()));
             children.push(floor);
         }
-        println!(
+        out!(
             "daybook bench: {} cores, {} s per run, {} consumers (Zipf), target {}{}",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             options.duration.as_secs(),
@@ -654,11 +703,11 @@ fn bench(
 fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memory_run: Option<u64>) -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         if let Some(n) = memory_run {
-            println!("{}", serde_json::to_string(&daybook::measure::memory_run(n)?)?);
+            out!("{}", serde_json::to_string(&daybook::measure::memory_run(n)?)?);
             return Ok(());
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        println!("daybook bench-state: {cores} cores");
+        out!("daybook bench-state: {cores} cores");
         for n in memory.into_iter().filter(|n| *n > 0) {
             let exe = std::env::current_exe()?;
             let child =
@@ -667,7 +716,7 @@ fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memor
                 anyhow::bail!("memory run of {n}: {}", String::from_utf8_lossy(&child.stderr));
             }
             let run: daybook::measure::MemoryRun = serde_json::from_slice(&child.stdout)?;
-            println!(
+            out!(
                 "memory   {:>10} relationship-days: {:>6.1} bytes per relationship-day, {:>6.1} per event id \
                  ({:>6.1} per first touch with its id), RSS {:.0} MiB",
                 run.relationship_days,
@@ -683,7 +732,7 @@ fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memor
                 None => (tempfile_dir()?, true),
             };
             let run = daybook::measure::recovery_run(recovery, &dir, &mut std::io::stdout())?;
-            println!(
+            out!(
                 "recovery {:>10} events: journal {:.0} MiB written in {:.1} s; start from the journal alone {:.2} s, \
                  from a snapshot {:.2} s",
                 run.events,

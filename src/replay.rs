@@ -62,18 +62,19 @@ pub struct StatementSummary {
     pub alerts: Vec<String>,
 }
 
-pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String> {
+pub fn run(options: &Options, report: &mut dyn Write) -> anyhow::Result<Summary> {
     let tenants_text =
-        std::fs::read_to_string(&options.tenants).map_err(|e| format!("{}: {e}", options.tenants.display()))?;
-    let specs =
-        crate::tenants::parse_tenants_toml(&tenants_text).map_err(|e| format!("{}: {e}", options.tenants.display()))?;
+        std::fs::read_to_string(&options.tenants).map_err(|e| anyhow::anyhow!("{}: {e}", options.tenants.display()))?;
+    let specs = crate::tenants::parse_tenants_toml(&tenants_text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", options.tenants.display()))?;
     let engine = Engine::new(EngineConfig::default());
     for spec in specs {
         let id = spec.id.clone();
-        engine.put_tenant(spec).map_err(|e| format!("tenant {id}: {e}"))?;
+        engine.put_tenant(spec).map_err(|e| anyhow::anyhow!("tenant {id}: {e}"))?;
     }
 
-    let input = std::fs::File::open(&options.events).map_err(|e| format!("{}: {e}", options.events.display()))?;
+    let input =
+        std::fs::File::open(&options.events).map_err(|e| anyhow::anyhow!("{}: {e}", options.events.display()))?;
     let total_bytes = input.metadata().map(|m| m.len()).unwrap_or(0);
     let input = std::io::BufReader::with_capacity(1 << 20, input);
     let mut out: Box<dyn Write> = if options.out.as_os_str() == "-" {
@@ -81,7 +82,7 @@ pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String>
     } else {
         Box::new(BufWriter::with_capacity(
             1 << 20,
-            std::fs::File::create(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?,
+            std::fs::File::create(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?,
         ))
     };
 
@@ -91,7 +92,7 @@ pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String>
     let mut read_bytes = 0u64;
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
-        let line = line.map_err(|e| format!("{}: line {number}: {e}", options.events.display()))?;
+        let line = line.map_err(|e| anyhow::anyhow!("{}: line {number}: {e}", options.events.display()))?;
         read_bytes += line.len() as u64 + 1;
         if line.trim().is_empty() {
             continue;
@@ -116,11 +117,11 @@ pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String>
         for record in records.drain(..) {
             summary.records += 1;
             let json = api::to_json(&api::record_out(&record, summary.records.to_string()));
-            writeln!(out, "{json}").map_err(|e| format!("writing records: {e}"))?;
+            anyhow::Context::context(writeln!(out, "{json}"), "writing records")?;
         }
         progress.tick(read_bytes, summary.lines);
     }
-    out.flush().map_err(|e| format!("writing records: {e}"))?;
+    anyhow::Context::context(out.flush(), "writing records")?;
     progress.finish(summary.lines);
 
     for id in engine.tenant_ids() {
@@ -156,7 +157,7 @@ pub fn run(options: &Options, report: &mut dyn Write) -> Result<Summary, String>
     }
     if let Some(path) = &options.summary_json {
         let json = serde_json::to_string_pretty(&summary).expect("serializable");
-        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, json).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     Ok(summary)
 }

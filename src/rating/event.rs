@@ -370,21 +370,7 @@ pub fn validate<M: Meters + ?Sized>(raw: RawEvent, meters: &M) -> Result<Event, 
             session: c.required("cobrowse.session_id", b.session_id),
             established: b.established,
         })),
-        RawBody::FunctionInvocations { count } => match count {
-            None => {
-                c.violation("function_invocations.count", "is required");
-                None
-            }
-            Some(n) if n < 0 => {
-                c.violation("function_invocations.count", "must not be negative");
-                None
-            }
-            Some(n) if n as u64 > MAX_INVOCATIONS_PER_EVENT => {
-                c.violation("function_invocations.count", "at most 10^12 invocations in one event");
-                None
-            }
-            Some(n) => Some(Body::FunctionInvocations { count: n as u64 }),
-        },
+        RawBody::FunctionInvocations { count } => c.invocations(count).map(|count| Body::FunctionInvocations { count }),
         RawBody::Outcome(o) => {
             let consumer = c.required("outcome.consumer_id", o.consumer_id);
             let conversation = c.required("outcome.conversation_id", o.conversation_id);
@@ -485,6 +471,20 @@ impl Checker {
             self.violation(field, format!("longer than {MAX_ID_BYTES} bytes"));
         }
         value
+    }
+
+    /// A Functions count: present, not negative, at most 10^12 (CR-8, T-6).
+    fn invocations(&mut self, count: Option<i64>) -> Option<u64> {
+        let field = "function_invocations.count";
+        match count {
+            None => self.violation(field, "is required"),
+            Some(n) if n < 0 => self.violation(field, "must not be negative"),
+            Some(n) if n as u64 > MAX_INVOCATIONS_PER_EVENT => {
+                self.violation(field, "at most 10^12 invocations in one event")
+            }
+            Some(n) => return Some(n as u64),
+        }
+        None
     }
 
     fn money(&mut self, field: &str, raw: RawMoney) -> Option<Money> {

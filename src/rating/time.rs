@@ -180,7 +180,17 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, TimeError> {
         total = total.checked_add(&amount).ok_or(TimeError::BadDuration)?;
         Ok(())
     };
-    for (number, unit) in duration_components(date_part)? {
+    // Each unit at most once, largest first (ISO 8601): `PT1H1H` or `PT5M1H` is a typo,
+    // not a duration.
+    let in_order = |components: &[(&str, char)], units: &str| {
+        let ranks: Vec<Option<usize>> = components.iter().map(|(_, u)| units.find(*u)).collect();
+        ranks.iter().all(Option::is_some) && ranks.windows(2).all(|w| w[0] < w[1])
+    };
+    let date_components = duration_components(date_part)?;
+    if !in_order(&date_components, "WD") {
+        return Err(TimeError::BadDuration);
+    }
+    for (number, unit) in date_components {
         let n: i64 = number.parse().map_err(|_| TimeError::BadDuration)?;
         let delta = match unit {
             'W' => TimeDelta::try_weeks(n),
@@ -190,7 +200,11 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, TimeError> {
         add(delta.ok_or(TimeError::BadDuration)?)?;
     }
     if let Some(time_part) = time_part {
-        for (number, unit) in duration_components(time_part)? {
+        let time_components = duration_components(time_part)?;
+        if !in_order(&time_components, "HMS") {
+            return Err(TimeError::BadDuration);
+        }
+        for (number, unit) in time_components {
             let delta = match unit {
                 'H' => number.parse().ok().and_then(TimeDelta::try_hours),
                 'M' => number.parse().ok().and_then(TimeDelta::try_minutes),
@@ -226,7 +240,8 @@ fn duration_components(text: &str) -> Result<Vec<(&str, char)>, TimeError> {
 
 fn parse_seconds(number: &str) -> Option<TimeDelta> {
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    // A point needs digits on both sides (`PT1.S` and `PT.5S` are typos).
+    if frac.len() > 9 || (number.contains('.') && frac.is_empty()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let secs: i64 = whole.parse().ok()?;
@@ -473,7 +488,11 @@ mod tests {
         assert_eq!(parse_duration("P1DT12H").unwrap(), TimeDelta::hours(36));
         assert_eq!(parse_duration("PT0.5S").unwrap(), TimeDelta::milliseconds(500));
         assert_eq!(parse_duration("P2W").unwrap(), TimeDelta::days(14));
-        for bad in ["P1M", "P1Y", "7D", "P", "PT", "P-1D", "PTxS"] {
+        assert_eq!(parse_duration("P1W2DT1H2M3S").unwrap(), TimeDelta::seconds(9 * 86_400 + 3_723));
+        for bad in [
+            "P1M", "P1Y", "7D", "P", "PT", "P-1D", "PTxS", "PT1H1H", "PT5M1H", "P1D1D", "P1D1W", "PT1S1S", "PT1.S",
+            "PT.5S",
+        ] {
             assert_eq!(parse_duration(bad), Err(TimeError::BadDuration), "{bad}");
         }
         for d in ["P7D", "PT5M", "P1DT12H", "PT0.5S", "PT0S", "P35D"] {

@@ -140,16 +140,7 @@ pub async fn run(
         None => lock::DataDirLock::acquire(&config.data_dir)?,
     };
     let telemetry = telemetry::Telemetry::new(&config.telemetry, methods)?;
-    // Credentials and certificates are read before anything else: a file that does not
-    // load stops start-up with its error, rather than serving without it.
-    let auth = match &config.auth_file {
-        Some(path) => auth::Auth::from_file(path.clone()).map_err(|e| anyhow::anyhow!("auth_file: {e}"))?,
-        None => auth::Auth::off(),
-    };
-    let tls = match &config.tls {
-        Some(files) => Some(tls::Tls::load(files.clone()).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
-        None => None,
-    };
+    let (auth, tls) = load_credentials(&config)?;
     let posture = security_posture(&config, &auth, tls.as_deref());
     if posture.contains("INSECURE") {
         tracing::warn!("{}", posture.lines().next().unwrap_or_default());
@@ -344,6 +335,24 @@ fn router(
             pb::tenant_service_server::TenantServiceServer::new(services).max_decoding_message_size(max),
             authenticate(),
         )))
+}
+
+/// The credentials file and the TLS files (the server's and Redis's), loaded and checked. `run` reads them before
+/// anything else (a file that does not load stops start-up with its error, rather than
+/// serving without it), and `serve --check-config` reads them the same way.
+pub fn load_credentials(config: &Config) -> anyhow::Result<(Arc<auth::Auth>, Option<Arc<tls::Tls>>)> {
+    let auth = match &config.auth_file {
+        Some(path) => auth::Auth::from_file(path.clone()).map_err(|e| anyhow::anyhow!("auth_file: {e}"))?,
+        None => auth::Auth::off(),
+    };
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files.clone()).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+        None => None,
+    };
+    if let Some(redis) = &config.redis {
+        redis.tls.check().map_err(|e| anyhow::anyhow!("redis tls: {e}"))?;
+    }
+    Ok((auth, tls))
 }
 
 /// A unary request over `max_message_bytes` is answered before its handler runs, with

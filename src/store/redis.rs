@@ -44,6 +44,11 @@ pub struct RedisTls {
 }
 
 impl RedisTls {
+    /// Reads the files, as a connection would (`serve --check-config`).
+    pub fn check(&self) -> Result<(), String> {
+        self.certificates().map(|_| ())
+    }
+
     fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
         if *self == RedisTls::default() {
             return Ok(None);

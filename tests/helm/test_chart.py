@@ -2,7 +2,7 @@
 
 For every helm/daybook/ci/*-values.yaml: `helm lint --strict`, `helm template`, and each
 rendered manifest validated (strict) against the Kubernetes 1.29 (the oldest with native
-sidecars on by default) and 1.35 schemas. The config the chart renders is checked by the
+sidecars on by default), 1.33 and 1.35 schemas. The config the chart renders is checked by the
 daybook binary itself (`serve --check-config`). A host chart (tests/helm/host-chart)
 includes the sidecar the way platform teams will, and the tests assert what matters:
 the sidecar is an init container with restartPolicy Always, probes are gRPC, the socket
@@ -27,7 +27,7 @@ CHART = ROOT / "helm" / "daybook"
 HOST_CHART = ROOT / "tests" / "helm" / "host-chart"
 HELM = os.environ.get("HELM", "helm")
 DAYBOOK = os.environ.get("DAYBOOK", str(ROOT / "target" / "debug" / "daybook"))
-KUBERNETES_VERSIONS = ["1.29.0", "1.35.0"]
+KUBERNETES_VERSIONS = ["1.29.0", "1.33.0", "1.35.0"]
 # Custom resources: not in the Kubernetes schemas; their shape is asserted below.
 CUSTOM_KINDS = {"ServiceMonitor"}
 # Standalone mode needs credentials (or an explicit auth.insecure): the least a test of
@@ -104,6 +104,9 @@ class Validate(unittest.TestCase):
             for name, docs in sets:
                 with self.subTest(values=name):
                     config = one(docs, "ConfigMap")["data"]["daybook.toml"]
+                    # --check-config reads the files the config names: the mounted Secrets'
+                    # files are stood in for by real ones here.
+                    config = with_stand_in_files(config, Path(tmp))
                     path = Path(tmp) / f"{name}.toml"
                     path.write_text(config)
                     # The pod's environment too: the Redis URL comes from a Secret.
@@ -122,6 +125,26 @@ class Validate(unittest.TestCase):
                         env=env,
                     )
                     self.assertEqual(run.returncode, 0, f"{config}\n{run.stdout}{run.stderr}")
+
+
+def with_stand_in_files(config, tmp):
+    """The config with each file it names (credentials, certificates, keys) replaced by a
+    valid one in `tmp`: a credential made by `daybook token new`, a self-signed
+    certificate and its key made by openssl."""
+    server = tomllib.loads(config).get("server", {})
+    cert, key = tmp / "stand-in.crt", tmp / "stand-in.key"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=daybook", "-days", "2"],
+                       check=True, capture_output=True)
+        token = subprocess.run([DAYBOOK, "token", "new", "--id", "ci"], check=True, capture_output=True, text=True)
+        (tmp / "stand-in-credentials.toml").write_text(token.stdout)
+    stand_ins = {"auth_file": tmp / "stand-in-credentials.toml", "tls_cert": cert, "tls_key": key,
+                 "tls_client_ca": cert, "redis_ca_file": cert, "redis_client_cert": cert, "redis_client_key": key}
+    for setting, stand_in in stand_ins.items():
+        if setting in server:
+            config = config.replace(f'"{server[setting]}"', f'"{stand_in}"')
+    return config
 
 
 def daybook_container(spec):
@@ -249,6 +272,32 @@ class Refusals(unittest.TestCase):
         self.assertIn("durability", self.refused("--set", "config.durability=sometimes"))
         self.assertIn("otel", self.refused("--set", "otel.endpoint=https://collector:4317"))
         self.assertIn("colour", self.refused("--set", "colour=blue"))
+
+    def test_the_schema_takes_exactly_the_durations_daybook_takes(self):
+        """Each duration value against both judges: helm's schema and daybook's
+        `serve --check-config`. A value the schema lets through and daybook refuses would
+        crash-loop the pod (issue 17: `redis.timeout: PT50MS`)."""
+        general = ["PT1S", "PT0.5S", "PT50MS", "PT1H1H", "PT5M1H", "P1D1D", "P1D", "PT", "P", "PT0S",
+                   "P1W2DT3H4M5.5S", "PT10M", "P1M", "P1Y", "PT1.S", "PT.5S", "PT0.0000000001S", "P0D",
+                   "PT0.999999999S", "PT1M", "P2W", "PT1H30M", "1S", "pt1s", "PT-1S"]
+        timeouts = ["PT0.05S", "PT50MS", "PT0.001S", "PT0.0009S", "PT0.0015S", "PT10S", "PT10.5S", "PT11S",
+                    "PT1S", "PT9.999999999S", "PT0S", "PT.05S", "PT010S", "PT0.1S"]
+        keys = [
+            ("config.gracePeriod", "DAYBOOK_GRACE_PERIOD", general),
+            ("config.deadlineCeiling", "DAYBOOK_DEADLINE_CEILING", general),
+            ("config.snapshotInterval", "DAYBOOK_SNAPSHOT_INTERVAL", general),
+            ("otel.interval", "DAYBOOK_OTLP_INTERVAL", general),
+            ("redis.timeout", "DAYBOOK_REDIS_TIMEOUT", timeouts),
+        ]
+        for value_key, env_key, candidates in keys:
+            for value in candidates:
+                with self.subTest(key=value_key, value=value):
+                    chart = helm("template", "rel", str(CHART), *WITH_AUTH, "--set-string", f"{value_key}={value}",
+                                 check=False).returncode == 0
+                    env = dict(os.environ, **{env_key: value, "DAYBOOK_REDIS_URL": "redis://redis.example:6379"})
+                    daybook = subprocess.run([DAYBOOK, "serve", "--check-config"], capture_output=True,
+                                             env=env).returncode == 0
+                    self.assertEqual(chart, daybook, f"schema {'accepts' if chart else 'refuses'} {value_key}={value}")
 
     def test_replicas_without_a_shared_meter_are_refused(self):
         self.assertIn("meter alone", self.refused(*WITH_AUTH, "--set", "replicaCount=2"))

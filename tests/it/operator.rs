@@ -162,3 +162,94 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+/// Exit codes a script can act on: usage errors are 64 (not clap's 2), a journal that is
+/// not there is 66, a replay with bad lines is 65 after its summary (0 when the caller
+/// accepts them), and a reader that closes the pipe early ends the run quietly.
+#[test]
+fn exit_codes_are_honest_and_a_closed_pipe_is_quiet() {
+    assert_eq!(run(&["serve", "--no-such-flag"]).0, Some(64));
+    assert_eq!(run(&["no-such-command"]).0, Some(64));
+    let (code, help) = run(&["--help"]);
+    assert_eq!(code, Some(0), "{help}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let (code, output) = run(&["journal", "verify", "--data-dir", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(66), "{output}");
+    assert!(output.contains("nothing-here"), "{output}");
+
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(&tenants, "[[tenant]]\nid = \"acme\"\ntime_zone = \"UTC\"\nmeter = \"dar\"\n").unwrap();
+    let events = dir.path().join("events.jsonl");
+    let mut lines: Vec<String> = (0..20_000)
+        .map(|n| {
+            format!(
+                r#"{{"tenant_id":"acme","event_id":"e{n}","event_time":"2025-06-10T10:00:00Z","message":{{"consumer_id":"c{n}","conversation_id":"x","sender_role":"SENDER_ROLE_CONSUMER","channel":"CHANNEL_WEB"}}}}"#
+            )
+        })
+        .collect();
+    lines.insert(3, "{not json".into());
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "--quiet", "--tenants", tenants.to_str().unwrap(), events.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let records = dir.path().join("records.jsonl");
+    let args = replay(&["--out", records.to_str().unwrap()]);
+    let (code, output) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(65), "{output}");
+    assert!(output.contains("line 4"), "{output}");
+    assert!(output.contains("20000") || output.contains("20,000"), "the summary comes first: {output}");
+    let args = replay(&["--out", records.to_str().unwrap(), "--allow-bad-lines"]);
+    assert_eq!(run(&args.iter().map(String::as_str).collect::<Vec<_>>()).0, Some(0));
+
+    // `daybook replay --out - | head -1`: the reader leaves after one record.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(replay(&["--out", "-", "--allow-bad-lines"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("record_id") || first.starts_with('{'), "{first}");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
+/// `--check-config` checks everything a start would read before binding: the credentials
+/// file and the TLS files too, and durations are spelled once per unit.
+#[test]
+fn check_config_reads_the_credentials_and_tls_files_and_refuses_repeated_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials.toml");
+    std::fs::write(&creds, "[[credential]]\nid = \"x\"\ntoken_sha256 = \"not-a-digest\"\n").unwrap();
+    let (code, output) = run(&["serve", "--check-config", "--auth-file", creds.to_str().unwrap()]);
+    assert_eq!(code, Some(64), "{output}");
+    assert!(output.contains("auth_file"), "{output}");
+
+    let missing = dir.path().join("missing.pem");
+    let (code, output) = run(&[
+        "serve",
+        "--check-config",
+        "--tls-cert",
+        missing.to_str().unwrap(),
+        "--tls-key",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(64), "{output}");
+    assert!(output.contains("missing.pem"), "{output}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["serve", "--check-config"])
+        .env("DAYBOOK_GRACE_PERIOD", "PT1H1H")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DAYBOOK_GRACE_PERIOD"));
+    assert_eq!(run(&["serve", "--check-config"]).0, Some(0));
+}
