@@ -155,29 +155,7 @@ enum Command {
     },
     /// Rate an event log (JSONL, proto3 JSON of daybook.v1.Event) offline: write the
     /// emitted records as JSONL and print a per-tenant summary.
-    Replay {
-        /// The tenants file (TOML, see README).
-        #[arg(long)]
-        tenants: PathBuf,
-        /// The event log.
-        events: PathBuf,
-        /// Where the records go (`-` for standard output).
-        #[arg(long, default_value = "records.jsonl")]
-        out: PathBuf,
-        /// Judge lateness (T-3) and clock skew (T-4) against this instant (RFC 3339).
-        #[arg(long)]
-        now: Option<String>,
-        /// Also write the summary as JSON to this file.
-        #[arg(long)]
-        summary_json: Option<PathBuf>,
-        /// No progress line.
-        #[arg(long)]
-        quiet: bool,
-        /// Exit 0 even when some lines were not valid events (by default such a run
-        /// exits 65, after its summary).
-        #[arg(long)]
-        allow_bad_lines: bool,
-    },
+    Replay(ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -300,37 +278,67 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { tenants, events, out, now, summary_json, quiet, allow_bad_lines } => {
-            let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
-                Ok(now) => now,
-                Err(e) => {
-                    tracing::error!("daybook replay: --now: {e}");
-                    return ExitCode::from(64);
-                }
+        Command::Replay(args) => replay(args),
+    }
+}
+
+/// The arguments of `daybook replay`.
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The tenants file (TOML, see README).
+    #[arg(long)]
+    tenants: PathBuf,
+    /// The event log.
+    events: PathBuf,
+    /// Where the records go (`-` for standard output).
+    #[arg(long, default_value = "records.jsonl")]
+    out: PathBuf,
+    /// Judge lateness (T-3) and clock skew (T-4) against this instant (RFC 3339).
+    #[arg(long)]
+    now: Option<String>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Exit 0 even when some lines were not valid events (by default such a run
+    /// exits 65, after its summary).
+    #[arg(long)]
+    allow_bad_lines: bool,
+}
+
+/// `daybook replay`: an event log rated offline (exit 65 when some lines were not events).
+fn replay(options: ReplayArgs) -> ExitCode {
+    let ReplayArgs { tenants, events, out, now, summary_json, quiet, allow_bad_lines } = options;
+    let now = match now.map(|n| daybook::rating::time::parse_instant(&n)).transpose() {
+        Ok(now) => now,
+        Err(e) => {
+            tracing::error!("daybook replay: --now: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let options = daybook::replay::Options { tenants, events, out, now, summary_json, progress: !quiet };
+    match daybook::replay::run(&options, &mut std::io::stderr()) {
+        Ok(summary) => {
+            let to_stdout = options.out.as_os_str() != "-";
+            let result = if to_stdout {
+                daybook::replay::print_summary(&summary, &mut std::io::stdout())
+            } else {
+                daybook::replay::print_summary(&summary, &mut std::io::stderr())
             };
-            let options = daybook::replay::Options { tenants, events, out, now, summary_json, progress: !quiet };
-            match daybook::replay::run(&options, &mut std::io::stderr()) {
-                Ok(summary) => {
-                    let to_stdout = options.out.as_os_str() != "-";
-                    let result = if to_stdout {
-                        daybook::replay::print_summary(&summary, &mut std::io::stdout())
-                    } else {
-                        daybook::replay::print_summary(&summary, &mut std::io::stderr())
-                    };
-                    match result {
-                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
-                        // Bad lines were reported in the summary; they make the run a data
-                        // error unless the caller accepts them.
-                        _ if summary.bad_lines > 0 && !allow_bad_lines => ExitCode::from(daybook::cli::DATA_ERROR),
-                        _ => ExitCode::SUCCESS,
-                    }
-                }
-                Err(e) if daybook::cli::closed_pipe(&e) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("daybook replay: {e}");
-                    ExitCode::from(66)
-                }
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+                // Bad lines were reported in the summary; they make the run a data
+                // error unless the caller accepts them.
+                _ if summary.bad_lines > 0 && !allow_bad_lines => ExitCode::from(daybook::cli::DATA_ERROR),
+                _ => ExitCode::SUCCESS,
             }
+        }
+        Err(e) if daybook::cli::closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("daybook replay: {e}");
+            ExitCode::from(66)
         }
     }
 }
