@@ -80,7 +80,7 @@ fn main() {
             Arc::new(|| chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z").unwrap().to_utc());
         Daybook::open_shared(
             dir.path(),
-            Durability::Write,
+            Durability::Write.into(),
             tenants,
             clock,
             Telemetry::local(),

@@ -128,7 +128,7 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
     let clock: Clock = Arc::new(move || now);
     let tenants = parse_tenants_toml(TENANTS).map_err(anyhow::Error::msg)?;
     let open = |telemetry: Arc<Telemetry>| {
-        Daybook::open(data_dir, Durability::Write, tenants.clone(), clock.clone(), telemetry)
+        Daybook::open(data_dir, Durability::Write.into(), tenants.clone(), clock.clone(), telemetry)
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
     let _guard = runtime.enter();

@@ -68,6 +68,15 @@ fn route<B>(daybook: &Daybook, posture: &str, request: Request<B>) -> Response<F
                 let redis = if degraded { "degraded" } else { "ok" };
                 body.push_str(&format!("redis: {redis}\npending: {pending}\n"));
             }
+            let disk = daybook.disk_usage();
+            body.push_str(&format!(
+                "disk: {} bytes (journal {} bytes in {} segments from entry {}, snapshot {} bytes)\n",
+                disk.total(),
+                disk.journal_bytes,
+                disk.segments,
+                daybook.oldest_seq(),
+                disk.snapshot_bytes
+            ));
             body.push_str(posture);
             text(status, "text/plain", body)
         }

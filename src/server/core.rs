@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
-use super::journal::{DeadLetterEntry, Durability, Entry, EntryKind, EventEntry, Journal, JournalError};
+use super::journal::{DeadLetterEntry, Entry, EntryKind, EventEntry, Journal, JournalError, JournalOptions};
 use super::records::{Hub, Published, stamp};
 use super::telemetry::Telemetry;
 use crate::api::{self, pb};
@@ -95,6 +95,9 @@ pub struct Daybook {
     file_tenants: Mutex<HashSet<String>>,
     /// The journal position of the last snapshot; held while one is written.
     last_snapshot: Mutex<u64>,
+    /// The first entry still in the journal: records before it were deleted with their
+    /// segments (`record_retention`), and a cursor before it cannot be resumed.
+    oldest_seq: std::sync::atomic::AtomicU64,
     /// Set once replay has finished and the listeners are up.
     pub ready: AtomicBool,
     /// Set when shutdown begins.
@@ -133,12 +136,12 @@ impl Daybook {
     /// then opens it for appending.
     pub fn open(
         data_dir: &std::path::Path,
-        durability: Durability,
+        journal: JournalOptions,
         file_tenants: Vec<TenantSpec>,
         clock: Clock,
         telemetry: Arc<Telemetry>,
     ) -> Result<Arc<Daybook>, JournalError> {
-        Daybook::open_shared(data_dir, durability, file_tenants, clock, telemetry, None, None)
+        Daybook::open_shared(data_dir, journal, file_tenants, clock, telemetry, None, None)
     }
 
     /// [`Daybook::open`], sharing state through `shared` (the store, and the fingerprint
@@ -146,7 +149,7 @@ impl Daybook {
     /// near cache (see [`MemoryBudget`]).
     pub fn open_shared(
         data_dir: &std::path::Path,
-        durability: Durability,
+        journal_options: JournalOptions,
         file_tenants: Vec<TenantSpec>,
         clock: Clock,
         telemetry: Arc<Telemetry>,
@@ -204,7 +207,7 @@ impl Daybook {
         let journal = Journal::open(
             &dir,
             last_seq,
-            durability,
+            journal_options,
             move |_, records| publisher.publish(records),
             Box::new(move |took, synced| observer.journal_flushed(took, synced)),
         )?;
@@ -216,6 +219,7 @@ impl Daybook {
             clock,
             file_tenants: Mutex::new(names),
             last_snapshot: Mutex::new(snapshot_seq),
+            oldest_seq: std::sync::atomic::AtomicU64::new(super::journal::retention::oldest_seq(&dir)?),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
@@ -573,6 +577,31 @@ impl Daybook {
     }
 
     /// The journal position the last snapshot covers.
+    /// Deletes the journal segments nothing needs any more: covered by the latest
+    /// snapshot, older than `retention`, and arrived before any open period's events
+    /// (`journal::retention`).
+    pub fn prune_journal(&self, retention: std::time::Duration) -> std::io::Result<super::journal::retention::Pruned> {
+        let now = (self.clock)();
+        let retention = chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let keep_since = now.checked_sub_signed(retention).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let keep_since = keep_since.min(self.engine.open_periods_arrived_since(now));
+        let nanos = keep_since.timestamp_nanos_opt().unwrap_or(i64::MIN);
+        super::journal::retention::prune(self.journal.dir(), self.last_snapshot(), nanos, |oldest| {
+            self.oldest_seq.store(oldest, Ordering::Release)
+        })
+    }
+
+    /// What the data directory holds: the journal's segments and the snapshot.
+    pub fn disk_usage(&self) -> super::journal::retention::DiskUsage {
+        let data_dir = self.journal.dir().parent().unwrap_or(self.journal.dir());
+        super::journal::retention::disk_usage(data_dir)
+    }
+
+    /// The first entry still in the journal (the oldest cursor a watch may resume from).
+    pub fn oldest_seq(&self) -> u64 {
+        self.oldest_seq.load(Ordering::Acquire)
+    }
+
     pub fn last_snapshot(&self) -> u64 {
         *self.last_snapshot.lock().unpoisoned()
     }
@@ -655,6 +684,10 @@ impl super::telemetry::ObservedState for Daybook {
 
     fn journal_durable(&self) -> u64 {
         self.journal.durable()
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.disk_usage().total()
     }
 
     fn ready(&self) -> bool {

@@ -264,7 +264,7 @@ async fn open_state(
         move || {
             Daybook::open_shared(
                 &config.data_dir,
-                config.durability,
+                journal::JournalOptions { durability: config.durability, segment_bytes: config.journal_segment_bytes },
                 config.tenants.clone(),
                 clock,
                 telemetry,
@@ -573,7 +573,22 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
         let writer = daybook.clone();
         let dir = config.data_dir.clone();
         match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
-            Ok(Ok(_)) => last_written = tokio::time::Instant::now(),
+            Ok(Ok(_)) => {
+                last_written = tokio::time::Instant::now();
+                let pruner = daybook.clone();
+                let retention = config.record_retention;
+                match tokio::task::spawn_blocking(move || pruner.prune_journal(retention)).await {
+                    Ok(Ok(p)) if p.segments > 0 => tracing::info!(
+                        "deleted {} journal segment(s), {} bytes: the journal now starts at entry {}",
+                        p.segments,
+                        p.bytes,
+                        p.oldest_seq
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("journal segments not deleted: {e}"),
+                    Err(e) => tracing::error!("journal segments not deleted: {e}"),
+                }
+            }
             Ok(Err(e)) => tracing::error!("periodic snapshot not written: {e}"),
             Err(e) => tracing::error!("periodic snapshot not written: {e}"),
         }

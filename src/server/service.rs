@@ -526,6 +526,12 @@ impl pb::record_service_server::RecordService for Services {
                 api::invalid_argument(vec![FieldViolation::new("after_cursor", "not a cursor from this API")])
             })?
         };
+        // Records before the journal's first entry went with their segments
+        // (`record_retention`): a cursor before them cannot be resumed without a gap.
+        let oldest = self.daybook.oldest_seq();
+        if after != Cursor::default() && after.seq + 1 < oldest {
+            return Err(records_deleted(after, Cursor { seq: oldest - 1, index: 0 }));
+        }
         for t in &r.tenant_ids {
             self.tenant(&who, Access::Read, t).await?;
         }
@@ -672,4 +678,19 @@ pub(super) fn oversized_is_resource_exhausted(status: Status) -> Status {
 /// tonic's decoder refusing a message for its size (its status and message text).
 pub(super) fn is_oversized(code: i32, message: &str) -> bool {
     code == tonic::Code::OutOfRange as i32 && message.starts_with("Error, decoded message length too large")
+}
+
+/// OUT_OF_RANGE for a cursor older than the records kept, naming the oldest cursor that
+/// can be resumed (ErrorInfo `oldest_cursor`).
+fn records_deleted(after: Cursor, oldest: Cursor) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut details = ErrorDetails::new();
+    details.set_error_info("RECORDS_DELETED", "daybook", [("oldest_cursor".to_string(), oldest.to_string())]);
+    Status::with_error_details(
+        tonic::Code::OutOfRange,
+        format!(
+            "records after cursor {after} are past record_retention and deleted; resume after {oldest} (the oldest kept)"
+        ),
+        details,
+    )
 }

@@ -209,6 +209,9 @@ impl Telemetry {
             d.remembered_events() as u64
         }));
         gauges.push(gauge("daybook.journal.durable", "Last journal entry known durable.", |d| d.journal_durable()));
+        gauges.push(gauge("daybook.disk.usage", "Bytes of the data directory: journal and snapshot.", |d| {
+            d.disk_bytes()
+        }));
         gauges.push(gauge("daybook.ready", "1 when ready to serve.", |d| d.ready() as u64));
         if state.shared_status().is_some() {
             gauges.push(gauge(
@@ -338,6 +341,8 @@ pub trait ObservedState: Send + Sync {
     fn hot_interactions(&self) -> usize;
     fn remembered_events(&self) -> usize;
     fn journal_durable(&self) -> u64;
+    /// Bytes the data directory holds: journal segments and the snapshot.
+    fn disk_bytes(&self) -> u64;
     fn ready(&self) -> bool;
     /// Under a shared store: (events pending for it, degraded); `None` without one.
     fn shared_status(&self) -> Option<(usize, bool)>;

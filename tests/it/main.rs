@@ -12,6 +12,7 @@ mod properties_part_two;
 mod redis_store;
 mod replay;
 mod replicas;
+mod retention;
 mod rules;
 mod rules_part_two;
 mod scenarios;

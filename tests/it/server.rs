@@ -728,7 +728,8 @@ async fn visible_scenarios_pass_through_redis_mode_as_an_acl_user() {
     let redis = super::redis_store::RedisNode::start_with_acl_user();
     assert!(redis.url().contains("daybook:s3cret-pw@"));
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { redis: Some(RedisConfig::new(&redis.url())), ..Config::default() };
+    let redis_config = RedisConfig { timeout: Duration::from_secs(1), ..RedisConfig::new(&redis.url()) };
+    let config = Config { redis: Some(redis_config), ..Config::default() };
     let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
     scenarios_pass_through(server.tcp.to_string(), true).await;
     server.stop().await;
@@ -758,7 +759,10 @@ async fn visible_scenarios_pass_through_redis_mode_over_tls_as_an_acl_user() {
         RedisConfig { tls: daybook::store::redis::RedisTls { ca_file: None, ..tls.clone() }, ..RedisConfig::new(&url) };
     assert!(daybook::store::redis::RedisStore::connect(untrusted).await.is_err());
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { redis: Some(RedisConfig { tls, ..RedisConfig::new(&url) }), ..Config::default() };
+    // A generous deadline: this test is about TLS and ACLs, and a handshake on a loaded
+    // 2-core machine can take longer than the 50 ms default (the breaker then opens).
+    let redis_config = RedisConfig { tls, timeout: Duration::from_secs(1), ..RedisConfig::new(&url) };
+    let config = Config { redis: Some(redis_config), ..Config::default() };
     let server = Harness::start(dir.path(), "2026-11-22T00:00:00Z", config).await;
     scenarios_pass_through(server.tcp.to_string(), true).await;
     server.stop().await;

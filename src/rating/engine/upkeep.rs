@@ -205,6 +205,24 @@ impl Engine {
             .any(|slot| closing_cutoff(&slot.config(), now).1 > slot.closed_before.load(Ordering::Acquire))
     }
 
+    /// The earliest arrival instant whose events may still be in an open period at `now`:
+    /// an event is dated at most its tenant's longest clock skew after it arrives, its
+    /// period (at most 31 days, and a day for zones) ends after that, and stays open for the
+    /// longest lateness horizon. What arrived before is in closed periods only (the journal
+    /// may forget it, `server::journal::retention`).
+    pub fn open_periods_arrived_since(&self, now: Instant) -> Instant {
+        let slots = self.by_index.read().unpoisoned().clone();
+        let longest = slots
+            .iter()
+            .map(|slot| {
+                let tenant = slot.config();
+                tenant.max_lateness_horizon() + tenant.max_clock_skew()
+            })
+            .max()
+            .unwrap_or_default();
+        now - longest - TimeDelta::days(PERIOD_SLACK_DAYS + 31)
+    }
+
     /// Closes the periods that ended more than each tenant's longest lateness horizon (and
     /// a day's margin for clock steps) before `now`, and prunes their state: no event may
     /// touch them again (T-3), so only their contribution to the aggregates is kept, and

@@ -622,6 +622,12 @@ impl Tenant {
         self.instant.iter().map(|(_, s)| s.lateness_horizon).max().unwrap_or_default()
     }
 
+    /// The longest `max_clock_skew` any of the tenant's settings sets: how far ahead of
+    /// its arrival an accepted event may be dated (T-4).
+    pub fn max_clock_skew(&self) -> TimeDelta {
+        self.instant.iter().map(|(_, s)| s.max_clock_skew).max().unwrap_or_default()
+    }
+
     /// The meter's period of an event at `at`.
     pub fn period(&self, at: Instant) -> Period {
         self.period_in(self.meter.window, at)

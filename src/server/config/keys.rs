@@ -230,6 +230,29 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "record_retention",
+        flag: Flag::None,
+        help: "oldest records a WatchRecords client may resume from; older journal segments are deleted once a \
+               snapshot covers them and no open period needs them (default P7D)",
+        apply: |d, source, text| {
+            d.config.record_retention = duration(source, text)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "journal_segment_bytes",
+        flag: Flag::None,
+        help: "size at which a journal segment is closed and the next begun, at least 4096 (default 64 MiB)",
+        apply: |d, source, text| {
+            let bytes = number(source, text)? as u64;
+            if bytes < 4096 {
+                return Err(err(source, "expected at least 4096 bytes"));
+            }
+            d.config.journal_segment_bytes = bytes;
+            Ok(())
+        },
+    },
+    Key {
         name: "otlp_endpoint",
         flag: Flag::None,
         help: "OTLP/gRPC collector http://HOST:PORT (also OTEL_EXPORTER_OTLP_ENDPOINT); default none",

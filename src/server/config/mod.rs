@@ -51,6 +51,11 @@ pub struct Config {
     pub snapshot_entries: u64,
     /// ...or when this long has passed and any entry follows it.
     pub snapshot_interval: Duration,
+    /// The oldest records a `WatchRecords` client may resume from: journal segments older
+    /// than this (and covered by a snapshot, and by no open period) are deleted.
+    pub record_retention: Duration,
+    /// The size at which a journal segment is closed and the next begun.
+    pub journal_segment_bytes: u64,
     /// The config file, watched for tenant changes.
     pub config_file: Option<PathBuf>,
     /// Tenants defined by the file.
@@ -88,6 +93,8 @@ impl Default for Config {
             grace_period: Duration::from_secs(15),
             snapshot_entries: 1_000_000,
             snapshot_interval: Duration::from_secs(600),
+            record_retention: Duration::from_secs(7 * 86_400),
+            journal_segment_bytes: crate::server::journal::SEGMENT_BYTES,
             config_file: None,
             tenants: Vec::new(),
             telemetry: TelemetryConfig::default(),

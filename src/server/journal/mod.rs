@@ -105,7 +105,22 @@ pub enum JournalError {
     Damaged { segment: PathBuf, offset: u64, reason: String },
 }
 
-const SEGMENT_BYTES: u64 = 64 << 20;
+/// How the journal writes: its durability and the size of its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalOptions {
+    pub durability: Durability,
+    pub segment_bytes: u64,
+}
+
+impl From<Durability> for JournalOptions {
+    fn from(durability: Durability) -> Self {
+        JournalOptions { durability, segment_bytes: SEGMENT_BYTES }
+    }
+}
+
+/// The default size at which a segment is closed and the next begun
+/// (`journal_segment_bytes`).
+pub const SEGMENT_BYTES: u64 = 64 << 20;
 const HEADER: usize = 8;
 /// A frame larger than this is damage, not data.
 const MAX_FRAME: u32 = 64 << 20;
@@ -351,13 +366,14 @@ impl<P: Send + 'static> Journal<P> {
     pub fn open(
         dir: &Path,
         last_seq: u64,
-        durability: Durability,
+        options: JournalOptions,
         publish: impl Fn(u64, P) + Send + 'static,
         observe_write: WriteObserver,
     ) -> Result<Arc<Journal<P>>, std::io::Error> {
         std::fs::create_dir_all(dir)?;
         let (durable, _) = tokio::sync::watch::channel(last_seq);
-        let segment = SegmentWriter::open(dir, last_seq)?;
+        let JournalOptions { durability, segment_bytes } = options;
+        let segment = SegmentWriter::open(dir, last_seq, segment_bytes)?;
         let journal = Arc::new(Journal {
             pending: Mutex::new(Pending { buf: Vec::new(), appended: last_seq, publish: Vec::new(), closed: false }),
             wake: Condvar::new(),
@@ -515,10 +531,11 @@ struct SegmentWriter {
     dir: PathBuf,
     file: File,
     len: u64,
+    segment_bytes: u64,
 }
 
 impl SegmentWriter {
-    fn open(dir: &Path, last_seq: u64) -> Result<Self, std::io::Error> {
+    fn open(dir: &Path, last_seq: u64, segment_bytes: u64) -> Result<Self, std::io::Error> {
         let path = match segments(dir)?.pop() {
             Some(path) => path,
             None => segment_name(dir, last_seq + 1),
@@ -528,13 +545,13 @@ impl SegmentWriter {
         if len == 0 {
             sync_dir(dir)?;
         }
-        Ok(SegmentWriter { dir: dir.to_path_buf(), file, len })
+        Ok(SegmentWriter { dir: dir.to_path_buf(), file, len, segment_bytes })
     }
 
     fn write(&mut self, buf: &[u8], upto: u64) -> Result<(), std::io::Error> {
         self.file.write_all(buf)?;
         self.len += buf.len() as u64;
-        if self.len >= SEGMENT_BYTES {
+        if self.len >= self.segment_bytes {
             self.file.sync_data()?;
             let path = segment_name(&self.dir, upto + 1);
             self.file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -595,6 +612,7 @@ pub fn read_from(dir: &Path, from: u64, until: u64) -> Result<Vec<Entry>, std::i
 }
 
 mod repair;
+pub mod retention;
 
 use repair::intact_frames;
 pub use repair::{Damage, Report, repair, verify};
