@@ -543,6 +543,18 @@ pub fn refusal_out(event_id: &str, r: &Refusal) -> pb::EventOutcome {
     }
 }
 
+/// The ErrorInfo reason of a refusal (and its metric label).
+pub fn refusal_reason(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "INVALID_EVENT",
+        Code::AlreadyExists => "EVENT_ID_REUSED",
+        Code::FailedPrecondition => "EVENT_TOO_LATE",
+        Code::OutOfRange => "EVENT_IN_FUTURE",
+        Code::NotFound => "TENANT_NOT_FOUND",
+        Code::Unimplemented => "NOT_SERVED_IN_THIS_MODE",
+    }
+}
+
 /// A refusal as a gRPC status, with google.rpc details: BadRequest field violations and
 /// ErrorInfo carrying the rule (AIP-193).
 pub fn refusal_status(r: &Refusal) -> tonic::Status {
@@ -559,15 +571,7 @@ pub fn refusal_status(r: &Refusal) -> tonic::Status {
     for v in &r.violations {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
-    let reason = match r.code {
-        Code::InvalidArgument => "INVALID_EVENT",
-        Code::AlreadyExists => "EVENT_ID_REUSED",
-        Code::FailedPrecondition => "EVENT_TOO_LATE",
-        Code::OutOfRange => "EVENT_IN_FUTURE",
-        Code::NotFound => "TENANT_NOT_FOUND",
-        Code::Unimplemented => "NOT_SERVED_IN_THIS_MODE",
-    };
-    details.set_error_info(reason, "daybook", [("rule".to_string(), r.rule.to_string())]);
+    details.set_error_info(refusal_reason(r.code), "daybook", [("rule".to_string(), r.rule.to_string())]);
     tonic::Status::with_error_details(code, r.reason.clone(), details)
 }
 

@@ -9,6 +9,7 @@ pub mod core;
 mod detail;
 pub mod journal;
 pub mod lock;
+mod process;
 pub mod records;
 pub mod recovery;
 pub mod service;

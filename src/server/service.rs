@@ -45,6 +45,9 @@ impl Services {
         };
         let new_interaction = matches!(result, Ok(o) if !o.retry && o.disposition == Disposition::NewInteraction);
         self.daybook.telemetry.count_event(outcome, self.meter_of(tenant), tenant, new_interaction);
+        if let Err(refusal) = result {
+            self.daybook.telemetry.count_refused(api::refusal_reason(refusal.code), refusal.rule);
+        }
     }
 
     fn unavailable_if_draining(&self) -> Result<(), Status> {

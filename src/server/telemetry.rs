@@ -33,8 +33,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use rust_decimal::prelude::ToPrimitive;
 
-/// OpenTelemetry's recommended boundaries for `rpc.server.call.duration`, in seconds.
-pub const RPC_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// The default boundaries of `rpc.server.call.duration`, in seconds (`latency_buckets`).
+/// OpenTelemetry's recommended ones start at 5 ms, where every daybook call would land in
+/// the first bucket; these resolve calls from 50 us, so a p99 can be read.
+pub const RPC_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Journal group-commit writes are much shorter than calls.
 const FLUSH_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 /// Pauses of ingest for maintenance.
@@ -50,11 +53,18 @@ pub struct TelemetryConfig {
     /// Label event, interaction and credit metrics with the tenant id. Off by default:
     /// tenant ids are customer names, and their number is unbounded.
     pub tenant_label: bool,
+    /// Boundaries of `rpc.server.call.duration`, seconds, ascending.
+    pub latency_buckets: Vec<f64>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { otlp_endpoint: None, otlp_interval: Duration::from_secs(60), tenant_label: false }
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_interval: Duration::from_secs(60),
+            tenant_label: false,
+            latency_buckets: RPC_BUCKETS.to_vec(),
+        }
     }
 }
 
@@ -69,6 +79,7 @@ pub struct Telemetry {
     /// `rpc.method` values by request path (`/pkg.Service/Method`): the served methods.
     methods: HashMap<String, StringValue>,
     rpc_duration: Histogram<f64>,
+    refused: opentelemetry::metrics::Counter<u64>,
     events: Counter<u64>,
     interactions: Counter<u64>,
     journal_write: Histogram<f64>,
@@ -80,6 +91,8 @@ pub struct Telemetry {
     evicted: Counter<u64>,
     /// Gauges read at collection time; kept so that they live as long as the provider.
     gauges: Mutex<Vec<ObservableGauge<u64>>>,
+    /// `process.cpu.time`, registered with the state's gauges (kept alive here).
+    process_cpu: Mutex<Option<opentelemetry::metrics::ObservableCounter<f64>>>,
     credit_gauge: Mutex<Option<ObservableGauge<f64>>>,
 }
 
@@ -128,7 +141,16 @@ impl Telemetry {
                 .build()
         };
         Ok(Arc::new(Telemetry {
-            rpc_duration: seconds("rpc.server.call.duration", "Duration of inbound gRPC calls.", RPC_BUCKETS),
+            rpc_duration: seconds(
+                "rpc.server.call.duration",
+                "Duration of inbound gRPC calls.",
+                &config.latency_buckets,
+            ),
+            refused: meter
+                .u64_counter("daybook.events.refused")
+                .with_unit("{event}")
+                .with_description("Events refused, by reason and the rule that refused them.")
+                .build(),
             events: meter
                 .u64_counter("daybook.events")
                 .with_unit("{event}")
@@ -177,6 +199,7 @@ impl Telemetry {
             tenant_label: config.tenant_label,
             methods: methods.into_iter().map(|m| (format!("/{m}"), StringValue::from(Arc::<str>::from(m)))).collect(),
             gauges: Mutex::new(Vec::new()),
+            process_cpu: Mutex::new(None),
             credit_gauge: Mutex::new(None),
         }))
     }
@@ -202,6 +225,43 @@ impl Telemetry {
                 .build()
         };
         let mut gauges = self.gauges.lock().unpoisoned();
+        gauges.push(
+            self.meter
+                .u64_observable_gauge("process.memory.usage")
+                .with_unit("By")
+                .with_description("Resident memory of the process.")
+                .with_callback(|observer| {
+                    if let Some(bytes) = super::process::resident_bytes() {
+                        observer.observe(bytes, &[]);
+                    }
+                })
+                .build(),
+        );
+        gauges.push(
+            self.meter
+                .u64_observable_gauge("process.unix.file_descriptor.count")
+                .with_unit("{file_descriptor}")
+                .with_description("Open file descriptors of the process.")
+                .with_callback(|observer| {
+                    if let Some(open) = super::process::open_fds() {
+                        observer.observe(open, &[]);
+                    }
+                })
+                .build(),
+        );
+        self.process_cpu.lock().unpoisoned().get_or_insert_with(|| {
+            self.meter
+                .f64_observable_counter("process.cpu.time")
+                .with_unit("s")
+                .with_description("CPU time of the process, by mode (user, system).")
+                .with_callback(|observer| {
+                    if let Some((user, system)) = super::process::cpu_seconds() {
+                        observer.observe(user, &[KeyValue::new("cpu.mode", "user")]);
+                        observer.observe(system, &[KeyValue::new("cpu.mode", "system")]);
+                    }
+                })
+                .build()
+        });
         gauges.push(gauge("daybook.hot.interactions", "Relationship entries held in memory.", |d| {
             d.hot_interactions() as u64
         }));
@@ -287,6 +347,12 @@ impl Telemetry {
                 self.interactions.add(1, &[meter]);
             }
         }
+    }
+
+    /// Counts one refused event by its reason (the ErrorInfo reason of its status) and
+    /// rule (`T-6`, `T-2`, ...): both bounded sets.
+    pub fn count_refused(&self, reason: &'static str, rule: &'static str) {
+        self.refused.add(1, &[KeyValue::new("daybook.refusal.reason", reason), KeyValue::new("daybook.rule", rule)]);
     }
 
     pub fn journal_flushed(&self, took: Duration, fsync: bool) {
@@ -510,11 +576,15 @@ impl CallEnd {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let attributes = [
+        let mut attributes = vec![
             KeyValue::new("rpc.system.name", "grpc"),
             KeyValue::new("rpc.method", self.method.clone()),
             KeyValue::new("rpc.response.status_code", status),
         ];
+        // The semantic conventions' error.type: a failed call's status code.
+        if status != "OK" {
+            attributes.push(KeyValue::new("error.type", status));
+        }
         self.telemetry.rpc_duration.record(self.started.elapsed().as_secs_f64(), &attributes);
         if let Some(mut span) = self.span.take() {
             span.set_attribute(KeyValue::new("rpc.response.status_code", status));

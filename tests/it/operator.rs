@@ -251,5 +251,19 @@ fn check_config_reads_the_credentials_and_tls_files_and_refuses_repeated_units()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DAYBOOK_GRACE_PERIOD"));
+    for (key, value, valid) in [
+        ("DAYBOOK_LATENCY_BUCKETS", "0.0001,0.001,0.01", true),
+        ("DAYBOOK_LATENCY_BUCKETS", "0.01,0.001", false),
+        ("DAYBOOK_LATENCY_BUCKETS", "fast", false),
+        ("DAYBOOK_RECORD_RETENTION", "P7D", true),
+        ("DAYBOOK_JOURNAL_SEGMENT_BYTES", "100", false),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_daybook"))
+            .args(["serve", "--check-config"])
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), valid, "{key}={value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     assert_eq!(run(&["serve", "--check-config"]).0, Some(0));
 }

@@ -136,6 +136,27 @@ async fn metrics_after_known_traffic_have_the_right_values() {
     assert_eq!(calls(&m, "daybook.v1.UsageService/GetUsage", "OK"), 1.0);
     assert_eq!(calls(&m, "_OTHER", "UNIMPLEMENTED"), 1.0);
     assert!(!text.contains("IngestTelepathy"), "no label value the caller chose");
+    // error.type on failed calls only (the semantic conventions' status code).
+    let failed = |code: &str| {
+        value(&m, "rpc_server_call_duration_seconds_count", &[("rpc_method", INGEST_MESSAGE), ("error_type", code)])
+    };
+    assert_eq!(failed("ALREADY_EXISTS"), 1.0);
+    assert_eq!(failed("INVALID_ARGUMENT"), 1.0);
+    assert!(
+        m.iter().all(|s| s.labels.get("rpc_response_status_code").map(String::as_str) != Some("OK")
+            || !s.labels.contains_key("error_type")),
+        "no error.type on a call that succeeded"
+    );
+    // Refused events by reason and rule.
+    let refused = |reason: &str, rule: &str| {
+        value(&m, "daybook_events_refused_total", &[("daybook_refusal_reason", reason), ("daybook_rule", rule)])
+    };
+    assert_eq!(refused("EVENT_ID_REUSED", "T-2"), 1.0);
+    assert_eq!(refused("INVALID_EVENT", "T-6"), 1.0);
+    // The process's own resources.
+    assert!(value(&m, "process_memory_usage_bytes", &[]) > 1e6);
+    assert!(value(&m, "process_unix_file_descriptor_count", &[]) > 3.0);
+    assert!(value(&m, "process_cpu_time_seconds_total", &[("cpu_mode", "user")]) >= 0.0);
     // The recommended buckets, cumulative, ending at the count.
     let buckets: Vec<&Sample> = m
         .iter()
@@ -240,6 +261,7 @@ async fn otlp_receiver_gets_spans_in_the_callers_trace_and_metrics() {
         otlp_endpoint: Some(format!("http://{addr}")),
         otlp_interval: Duration::from_secs(1),
         tenant_label: false,
+        ..TelemetryConfig::default()
     };
     let server = Harness::start(dir.path(), NOW, Config { telemetry, ..Config::default() }).await;
     let channel = server.tcp_channel().await;

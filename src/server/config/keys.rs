@@ -278,6 +278,26 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "latency_buckets",
+        flag: Flag::None,
+        help: "boundaries of rpc.server.call.duration in seconds, ascending and comma-separated \
+               (default 0.00005,0.0001,0.00025,...,10: calls resolve from 50 us)",
+        apply: |d, source, text| {
+            let bounds: Option<Vec<f64>> = text.split(',').map(|b| b.trim().parse::<f64>().ok()).collect();
+            match bounds {
+                Some(b)
+                    if !b.is_empty()
+                        && b.iter().all(|x| x.is_finite() && *x > 0.0)
+                        && b.windows(2).all(|w| w[0] < w[1]) =>
+                {
+                    d.config.telemetry.latency_buckets = b;
+                    Ok(())
+                }
+                _ => Err(err(source, "expected positive seconds in ascending order, separated by commas")),
+            }
+        },
+    },
+    Key {
         name: "metrics_tenant_label",
         flag: Flag::None,
         help: "label event, interaction and usage metrics with the tenant (default false)",
