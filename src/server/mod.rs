@@ -161,6 +161,10 @@ pub async fn run(
     for name in service_names {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
     }
+    // Liveness is the process, not the service: SERVING for as long as it answers, through
+    // replay, a journal that failed and the drain, so that a kubelet restarts only a
+    // process that no longer answers (readiness, the "" service, follows the service).
+    health_reporter.set_service_status(LIVENESS, tonic_health::ServingStatus::Serving).await;
     let router = router(&config, &daybook, &auth, &telemetry, health_service.clone())?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -337,6 +341,9 @@ fn router(
             authenticate(),
         )))
 }
+
+/// The `grpc.health.v1` service name a liveness probe asks for.
+pub const LIVENESS: &str = "liveness";
 
 /// The credentials file and the TLS files (the server's and Redis's), loaded and checked. `run` reads them before
 /// anything else (a file that does not load stops start-up with its error, rather than

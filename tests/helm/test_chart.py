@@ -11,7 +11,10 @@ volume is shared, the container is locked down.
 Run: HELM=path/to/helm DAYBOOK=path/to/daybook python3 -m unittest tests/helm/test_chart.py
 """
 
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +32,7 @@ HELM = os.environ.get("HELM", "helm")
 DAYBOOK = os.environ.get("DAYBOOK", str(ROOT / "target" / "debug" / "daybook"))
 KUBERNETES_VERSIONS = ["1.29.0", "1.33.0", "1.35.0"]
 # Custom resources: not in the Kubernetes schemas; their shape is asserted below.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # Standalone mode needs credentials (or an explicit auth.insecure): the least a test of
 # other things sets.
 WITH_AUTH = ("--set", "auth.existingSecret=daybook-credentials")
@@ -55,6 +58,13 @@ def one(docs, kind):
     found = by_kind(docs, kind)
     assert len(found) == 1, f"one {kind}, found {len(found)}"
     return found[0]
+
+
+def daybook_config(docs):
+    """The daybook.toml the chart renders (the dashboard is a ConfigMap too)."""
+    found = [d for d in by_kind(docs, "ConfigMap") if "daybook.toml" in d.get("data", {})]
+    assert len(found) == 1, f"one ConfigMap with daybook.toml, found {len(found)}"
+    return found[0]["data"]["daybook.toml"]
 
 
 def ci_values():
@@ -86,14 +96,16 @@ class Lint(unittest.TestCase):
 
 class Validate(unittest.TestCase):
     def test_every_rendered_manifest_is_valid_kubernetes(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            sets = [(v.name, render(CHART, "-f", str(v))) for v in ci_values()]
-            sets.append(("host-chart", render(host_chart_dir(tmp))))
-        for name, docs in sets:
-            for doc in docs:
-                if doc["kind"] in CUSTOM_KINDS:
-                    continue
-                for version in KUBERNETES_VERSIONS:
+        # Rendered for each version (the chart adapts, e.g. the preStop sleep from 1.30),
+        # and validated against that version's schemas.
+        for version in KUBERNETES_VERSIONS:
+            with tempfile.TemporaryDirectory() as tmp:
+                sets = [(v.name, render(CHART, "-f", str(v), "--kube-version", version)) for v in ci_values()]
+                sets.append(("host-chart", render(host_chart_dir(tmp), "--kube-version", version)))
+            for name, docs in sets:
+                for doc in docs:
+                    if doc["kind"] in CUSTOM_KINDS:
+                        continue
                     with self.subTest(values=name, kind=doc["kind"], version=version):
                         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -103,7 +115,7 @@ class Validate(unittest.TestCase):
             sets.append(("host-chart", render(host_chart_dir(tmp))))
             for name, docs in sets:
                 with self.subTest(values=name):
-                    config = one(docs, "ConfigMap")["data"]["daybook.toml"]
+                    config = daybook_config(docs)
                     # --check-config reads the files the config names: the mounted Secrets'
                     # files are stood in for by real ones here.
                     config = with_stand_in_files(config, Path(tmp))
@@ -172,9 +184,10 @@ class Sidecar(unittest.TestCase):
         sidecar = self.pod["initContainers"][0]
         health = {p["name"]: p["containerPort"] for p in sidecar["ports"]}["health"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            self.assertEqual(sidecar[probe]["grpc"], {"port": health}, probe)
+            service = {"service": "liveness"} if probe == "livenessProbe" else {}
+            self.assertEqual(sidecar[probe]["grpc"], {"port": health, **service}, probe)
             self.assertNotIn("httpGet", sidecar[probe])
-        config = tomllib.loads(one(self.docs, "ConfigMap")["data"]["daybook.toml"])
+        config = tomllib.loads(daybook_config(self.docs))
         self.assertEqual(config["server"]["health_listen"], f"0.0.0.0:{health}")
 
     def test_the_socket_volume_is_shared_with_the_app(self):
@@ -184,7 +197,7 @@ class Sidecar(unittest.TestCase):
         self.assertIn("emptyDir", volumes["daybook-socket"])
         mounts = lambda c: {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         self.assertEqual(mounts(sidecar)["daybook-socket"], mounts(app)["daybook-socket"])
-        config = tomllib.loads(one(self.docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(self.docs))["server"]
         socket_dir = mounts(app)["daybook-socket"]
         self.assertEqual(os.path.dirname(config["uds"]), socket_dir)
         env = {e["name"]: e.get("value") for e in app["env"]}
@@ -227,7 +240,7 @@ class Standalone(unittest.TestCase):
         for kind in ("PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim"):
             self.assertEqual(by_kind(docs, kind), [], kind)
 
-    def test_production_values_opt_in_pdb_servicemonitor_and_a_kept_volume(self):
+    def test_production_values_opt_in_a_servicemonitor_and_a_kept_volume(self):
         docs = render(CHART, "-f", str(CHART / "ci" / "production-values.yaml"))
         deployment = one(docs, "Deployment")
         self.assertEqual(deployment["spec"]["strategy"]["type"], "Recreate")
@@ -235,9 +248,12 @@ class Standalone(unittest.TestCase):
         self.assertEqual(pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         self.assertEqual(volumes["daybook-data"]["persistentVolumeClaim"]["claimName"], pvc["metadata"]["name"])
-        pdb = one(docs, "PodDisruptionBudget")
-        self.assertEqual(pdb["spec"]["minAvailable"], 1)
-        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"])
+        # One replica: its budget would block every drain, so none is rendered.
+        self.assertEqual(by_kind(docs, "PodDisruptionBudget"), [])
+        redis = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))
+        pdb = one(redis, "PodDisruptionBudget")
+        self.assertEqual(pdb["spec"]["minAvailable"], 2)
+        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], one(redis, "Deployment")["spec"]["selector"]["matchLabels"])
         monitor = one(docs, "ServiceMonitor")
         self.assertEqual(monitor["apiVersion"], "monitoring.coreos.com/v1")
         service_ports = [p["name"] for p in one(docs, "Service")["spec"]["ports"]]
@@ -247,7 +263,7 @@ class Standalone(unittest.TestCase):
         self.assertEqual(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack")
         image = daybook_container(deployment["spec"]["template"]["spec"])["image"]
         self.assertRegex(image, r"@sha256:[0-9a-f]{64}$")
-        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])
+        config = tomllib.loads(daybook_config(docs))
         self.assertEqual(config["server"]["durability"], "fsync")
 
     def test_server_config_changes_roll_the_pods_and_tenant_edits_do_not(self):
@@ -320,7 +336,7 @@ class Refusals(unittest.TestCase):
     def test_standalone_without_credentials_is_refused_unless_insecure(self):
         self.assertIn("auth.existingSecret", self.refused())
         docs = render(CHART, "--set", "auth.insecure=true")
-        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(docs))["server"]
         self.assertIs(config["insecure"], True)
         self.assertNotIn("auth_file", config)
         self.assertIn("ca.crt", self.refused(*WITH_AUTH, "--set", "tls.clientAuth=required"))
@@ -342,7 +358,7 @@ class Security(unittest.TestCase):
 
     def test_production_values_mount_credentials_and_certificates(self):
         docs = render(CHART, "-f", str(CHART / "ci" / "production-values.yaml"))
-        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(docs))["server"]
         mounts, volumes = self.mounts_and_volumes(docs)
         self.assertEqual(config["auth_file"], mounts["daybook-auth"]["mountPath"] + "/credentials.toml")
         self.assertEqual(volumes["daybook-auth"]["secret"]["secretName"], "daybook-credentials")
@@ -358,7 +374,7 @@ class Security(unittest.TestCase):
 
     def test_redis_tls_files_come_from_their_secret(self):
         docs = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))
-        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(docs))["server"]
         mounts, volumes = self.mounts_and_volumes(docs)
         redis_dir = mounts["daybook-redis-tls"]["mountPath"]
         self.assertEqual(config["redis_ca_file"], f"{redis_dir}/ca.crt")
@@ -370,7 +386,7 @@ class Security(unittest.TestCase):
         self.assertNotEqual(embedded.returncode, 0)
         self.assertIn("memoryCeiling", embedded.stderr)
         no_client = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"), "--set", "redis.tls.clientCertificate=false")
-        config = tomllib.loads(one(no_client, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(no_client))["server"]
         self.assertNotIn("redis_client_cert", config)
 
     def test_a_sidecar_needs_no_credentials_and_mounts_them_when_given(self):
@@ -380,10 +396,72 @@ class Security(unittest.TestCase):
         pod = one(docs, "Deployment")["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         self.assertEqual(volumes["daybook-auth"]["secret"]["secretName"], "daybook-credentials")
-        config = tomllib.loads(one(docs, "ConfigMap")["data"]["daybook.toml"])["server"]
+        config = tomllib.loads(daybook_config(docs))["server"]
         self.assertEqual(config["listen"], "off")
         self.assertIn("auth_file", config)
 
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Operations(unittest.TestCase):
+    """What an operator deploys and watches: probes, drains, policies, alerts, dashboard,
+    and the README's install command as written."""
+
+    def test_the_readme_install_command_works_as_written(self):
+        readme = (CHART / "README.md").read_text()
+        commands = re.findall(r"^(helm install .*?)(?<!\\)$", readme.replace("\\\n", " "), re.M)
+        self.assertTrue(commands, "the chart README shows helm install")
+        for command in commands:
+            args = shlex.split(command)[2:]
+            args = [str(CHART) if a == "./helm/daybook" else a for a in args if a != "--create-namespace"]
+            with self.subTest(command=command):
+                helm("template", *args)
+
+    def test_liveness_asks_for_the_process_and_readiness_for_the_service(self):
+        container = daybook_container(one(render(CHART, *WITH_AUTH), "Deployment")["spec"]["template"]["spec"])
+        self.assertEqual(container["livenessProbe"]["grpc"].get("service"), "liveness")
+        self.assertNotIn("service", container["readinessProbe"]["grpc"])
+
+    def test_a_prestop_sleep_from_kubernetes_1_30(self):
+        def lifecycle(version):
+            docs = render(CHART, *WITH_AUTH, "--kube-version", version)
+            return daybook_container(one(docs, "Deployment")["spec"]["template"]["spec"]).get("lifecycle")
+        self.assertEqual(lifecycle("1.33.0"), {"preStop": {"sleep": {"seconds": 5}}})
+        self.assertIsNone(lifecycle("1.29.0"), "no sleep action before 1.30")
+
+    def test_a_disruption_budget_never_blocks_a_drain(self):
+        one_replica = render(CHART, *WITH_AUTH, "--set", "podDisruptionBudget.enabled=true")
+        self.assertEqual(by_kind(one_replica, "PodDisruptionBudget"), [], "no budget on a single replica")
+        three = ("--set", "replicaCount=3", "--set", "redis.existingSecret=r", "--set", "podDisruptionBudget.enabled=true")
+        pdb = one(render(CHART, *WITH_AUTH, *three), "PodDisruptionBudget")
+        self.assertEqual(pdb["spec"].get("maxUnavailable"), 1)
+        run = helm("template", "rel", str(CHART), *WITH_AUTH, *three, "--set", "podDisruptionBudget.minAvailable=3",
+                   check=False)
+        self.assertNotEqual(run.returncode, 0)
+        self.assertIn("node drains block", run.stderr)
+
+    def test_alerts_and_dashboard_are_opt_in_and_well_formed(self):
+        plain = render(CHART, *WITH_AUTH)
+        self.assertEqual([d["kind"] for d in plain if d["kind"] in ("PrometheusRule", "NetworkPolicy")], [])
+        docs = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))
+        rules = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+        self.assertEqual({r["alert"] for r in rules},
+                         {"DaybookRedisDegraded", "DaybookEventsPendingForRedis", "DaybookNotReady", "DaybookDiskFilling"})
+        for rule in rules:
+            self.assertTrue(rule["expr"] and rule["for"] and rule["annotations"]["description"])
+        # Every metric an alert or a panel reads is one daybook exports (README's table).
+        dashboard_maps = [d for d in by_kind(docs, "ConfigMap") if "daybook.json" in d.get("data", {})]
+        self.assertEqual(len(dashboard_maps), 1)
+        self.assertEqual(dashboard_maps[0]["metadata"]["labels"].get("grafana_dashboard"), "1")
+        dashboard = json.loads(dashboard_maps[0]["data"]["daybook.json"])
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]] + [r["expr"] for r in rules]
+        exported = set(re.findall(r"`([a-z_.]+)`", (ROOT / "README.md").read_text()))
+        for expr in exprs:
+            for metric in re.findall(r"\b((?:daybook|rpc|process)_[a-z_]+)", expr):
+                base = re.sub(r"_(total|bucket|count|sum|seconds|bytes)$", "", re.sub(r"_(seconds|bytes)_(bucket|count|sum|total)$", "", metric))
+                self.assertTrue(any(e.replace(".", "_") == base for e in exported), f"{metric} in {expr}")
+        policy = one(docs, "NetworkPolicy")
+        self.assertEqual(policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "chat"})

@@ -1275,6 +1275,14 @@ async fn probe_port_serves_health_only_and_the_socket_mode_is_configurable(store
         .unwrap()
         .into_inner();
     assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // Liveness has a service name of its own: the process, SERVING whatever the service's
+    // readiness (the chart's livenessProbe asks for it; readiness asks for "").
+    let live = tonic_health::pb::health_client::HealthClient::new(probe.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: daybook::server::LIVENESS.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     // The probe port answers health and nothing else: the API stays on the socket.
     let ingest = IngestServiceClient::new(probe)
         .ingest_message(message("acme", "m1", "2025-06-20T10:00:00Z", "c1", pb::SenderRole::Consumer))

@@ -173,10 +173,23 @@ readinessProbe:
   periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
 livenessProbe:
+  # The process, not the service: readiness ("" above) goes NOT_SERVING while draining or
+  # when the journal fails, and a restart would not help either.
   grpc:
     port: {{ .Values.ports.health }}
+    service: liveness
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+{{- $kubeVersion := "" }}
+{{- with .Capabilities }}{{ $kubeVersion = .KubeVersion.Version }}{{ end }}
+{{- if and .Values.preStopSleepSeconds $kubeVersion (semverCompare ">=1.30-0" $kubeVersion) }}
+lifecycle:
+  # Endpoints are removed from Services while the pod keeps serving: callers stop
+  # choosing it before SIGTERM starts the drain.
+  preStop:
+    sleep:
+      seconds: {{ .Values.preStopSleepSeconds }}
+{{- end }}
 resources:
   {{- toYaml .Values.resources | nindent 2 }}
 securityContext:
