@@ -465,3 +465,21 @@ class Operations(unittest.TestCase):
         policy = one(docs, "NetworkPolicy")
         self.assertEqual(policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"],
                          {"kubernetes.io/metadata.name": "chat"})
+
+    def test_a_statefulset_gives_each_replica_its_own_journal_volume(self):
+        docs = render(CHART, "-f", str(CHART / "ci" / "statefulset-values.yaml"))
+        self.assertEqual(by_kind(docs, "Deployment") + by_kind(docs, "PersistentVolumeClaim"), [])
+        statefulset = one(docs, "StatefulSet")
+        claims = statefulset["spec"]["volumeClaimTemplates"]
+        self.assertEqual([c["metadata"]["name"] for c in claims], ["daybook-data"])
+        self.assertEqual(claims[0]["spec"]["resources"]["requests"]["storage"], "20Gi")
+        pod = statefulset["spec"]["template"]["spec"]
+        self.assertNotIn("daybook-data", [v["name"] for v in pod["volumes"]], "the claim template provides it")
+        mounts = {m["name"]: m["mountPath"] for m in daybook_container(pod)["volumeMounts"]}
+        self.assertEqual(mounts["daybook-data"], "/var/lib/daybook")
+        self.assertEqual(statefulset["spec"]["persistentVolumeClaimRetentionPolicy"],
+                         {"whenDeleted": "Retain", "whenScaled": "Retain"})
+        # Several replicas with persistence need it: a Deployment would share one volume.
+        run = helm("template", "rel", str(CHART), "-f", str(CHART / "ci" / "statefulset-values.yaml"),
+                   "--set", "workload=Deployment", check=False)
+        self.assertIn("workload=StatefulSet", run.stderr)

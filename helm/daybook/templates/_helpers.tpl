@@ -238,6 +238,8 @@ stops it after them, so no message is sent to a daybook that is not there.
 - name: daybook-config
   configMap:
     name: {{ include "daybook.fullname" . }}-config
+{{- /* A StatefulSet's replicas each get theirs from its volumeClaimTemplates. */}}
+{{- if not (and .Values.persistence.enabled (eq .Values.mode "standalone") (eq (default "Deployment" .Values.workload) "StatefulSet")) }}
 - name: daybook-data
   {{- if and .Values.persistence.enabled (ne .Values.mode "sidecar") }}
   persistentVolumeClaim:
@@ -245,6 +247,7 @@ stops it after them, so no message is sent to a daybook that is not there.
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- end }}
 {{- if eq .Values.mode "sidecar" }}
 - name: daybook-socket
   emptyDir:
@@ -281,4 +284,55 @@ stops it after them, so no message is sent to a daybook that is not there.
 {{- define "daybook.clientEnv" -}}
 - name: DAYBOOK_ADDR
   value: {{ printf "unix:%s/%s" .Values.socket.dir .Values.socket.name | quote }}
+{{- end }}
+
+{{/*
+The standalone pod template, shared by the Deployment and the StatefulSet.
+*/}}
+{{- define "daybook.podTemplate" -}}
+metadata:
+  annotations:
+    # Server keys need a restart; tenants reload live and are left out of it.
+    checksum/server-config: {{ include "daybook.serverConfig" . | sha256sum }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  labels:
+    {{- include "daybook.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "daybook.serviceAccountName" . }}
+  automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  containers:
+    - {{ include "daybook.container" . | nindent 6 | trim }}
+  volumes:
+    {{- include "daybook.volumes" . | nindent 4 }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
