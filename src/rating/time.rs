@@ -54,7 +54,7 @@ pub fn parse_instant(text: &str) -> Result<Instant, TimeError> {
 
 /// The UTC dates that ended with a leap second (23:59:60), from the IERS list; none has
 /// been announced since 2016 (Bulletin C 72, 2026).
-const LEAP_SECOND_DATES: [(i32, u32, u32); 27] = [
+pub const LEAP_SECOND_DATES: [(i32, u32, u32); 27] = [
     (1972, 6, 30),
     (1972, 12, 31),
     (1973, 12, 31),

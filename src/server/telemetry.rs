@@ -225,30 +225,31 @@ impl Telemetry {
                 .build()
         };
         let mut gauges = self.gauges.lock().unpoisoned();
-        gauges.push(
-            self.meter
-                .u64_observable_gauge("process.memory.usage")
-                .with_unit("By")
-                .with_description("Resident memory of the process.")
-                .with_callback(|observer| {
-                    if let Some(bytes) = super::process::resident_bytes() {
-                        observer.observe(bytes, &[]);
-                    }
-                })
-                .build(),
-        );
-        gauges.push(
-            self.meter
-                .u64_observable_gauge("process.unix.file_descriptor.count")
-                .with_unit("{file_descriptor}")
-                .with_description("Open file descriptors of the process.")
-                .with_callback(|observer| {
-                    if let Some(open) = super::process::open_fds() {
-                        observer.observe(open, &[]);
-                    }
-                })
-                .build(),
-        );
+        let process_gauge =
+            |name: &'static str, unit: &'static str, description: &'static str, read: fn() -> Option<u64>| {
+                self.meter
+                    .u64_observable_gauge(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        if let Some(value) = read() {
+                            observer.observe(value, &[]);
+                        }
+                    })
+                    .build()
+            };
+        gauges.push(process_gauge(
+            "process.memory.usage",
+            "By",
+            "Resident memory of the process.",
+            super::process::resident_bytes,
+        ));
+        gauges.push(process_gauge(
+            "process.unix.file_descriptor.count",
+            "{file_descriptor}",
+            "Open file descriptors of the process.",
+            super::process::open_fds,
+        ));
         self.process_cpu.lock().unpoisoned().get_or_insert_with(|| {
             self.meter
                 .f64_observable_counter("process.cpu.time")

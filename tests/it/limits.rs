@@ -225,40 +225,6 @@ async fn t_6_oversized_requests_are_resource_exhausted_and_no_price_poisons_a_te
     server.stop().await;
 }
 
-/// A leap second's UTC date (23:59:60 then), from the IERS list.
-fn was_leap_second(year: i32, month: u32, day: u32) -> bool {
-    const LEAPS: [(i32, u32, u32); 27] = [
-        (1972, 6, 30),
-        (1972, 12, 31),
-        (1973, 12, 31),
-        (1974, 12, 31),
-        (1975, 12, 31),
-        (1976, 12, 31),
-        (1977, 12, 31),
-        (1978, 12, 31),
-        (1979, 12, 31),
-        (1981, 6, 30),
-        (1982, 6, 30),
-        (1983, 6, 30),
-        (1985, 6, 30),
-        (1987, 12, 31),
-        (1989, 12, 31),
-        (1990, 12, 31),
-        (1992, 6, 30),
-        (1993, 6, 30),
-        (1994, 6, 30),
-        (1995, 12, 31),
-        (1997, 6, 30),
-        (1998, 12, 31),
-        (2005, 12, 31),
-        (2008, 12, 31),
-        (2012, 6, 30),
-        (2015, 6, 30),
-        (2016, 12, 31),
-    ];
-    LEAPS.contains(&(year, month, day))
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -277,7 +243,7 @@ proptest! {
         let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
         let exists = chrono::NaiveDate::from_ymd_opt(year, month, day).is_some()
             && hour < 24 && minute < 60
-            && (second < 60 || (second == 60 && (hour, minute) == (23, 59) && was_leap_second(year, month, day)))
+            && (second < 60 || (second == 60 && (hour, minute) == (23, 59) && daybook::rating::time::LEAP_SECOND_DATES.contains(&(year, month, day))))
             && (1900..=2200).contains(&year);
         let engine = acme();
         let field = refused_field(&engine, msg("t", &text, "consumer", "c1", "A"));
