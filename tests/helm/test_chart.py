@@ -297,7 +297,8 @@ class Refusals(unittest.TestCase):
                    "P1W2DT3H4M5.5S", "PT10M", "P1M", "P1Y", "PT1.S", "PT.5S", "PT0.0000000001S", "P0D",
                    "PT0.999999999S", "PT1M", "P2W", "PT1H30M", "1S", "pt1s", "PT-1S"]
         timeouts = ["PT0.05S", "PT50MS", "PT0.001S", "PT0.0009S", "PT0.0015S", "PT10S", "PT10.5S", "PT11S",
-                    "PT1S", "PT9.999999999S", "PT0S", "PT.05S", "PT010S", "PT0.1S"]
+                    "PT1S", "PT9.999999999S", "PT0S", "PT.05S", "PT010S", "PT0.1S", "PT0M1S", "P0DT0.05S",
+                    "PT0H0M10S", "PT1M", "PT0M0.0001S", "P0W0DT0H0M2S"]
         keys = [
             ("config.gracePeriod", "DAYBOOK_GRACE_PERIOD", general),
             ("config.deadlineCeiling", "DAYBOOK_DEADLINE_CEILING", general),
