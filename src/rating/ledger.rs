@@ -34,6 +34,13 @@ pub const BUCKET_KINDS: [(LineKind, Option<LineKind>); BUCKETS] = [
     (LineKind::Units, None),
 ];
 
+/// Half of [`PERIOD_TOTAL_LIMIT`] (5 x 10^14): from there a tenant's events are checked
+/// against the limits.
+const HALF_LIMIT: Decimal = Decimal::from_parts(0x5263_4000, 0x0001_C6BF, 0, false, 0);
+/// A twentieth of the limit (5 x 10^13): ten credit buckets make the credits, so no month
+/// reaches half the limit before one bucket reaches this.
+const BUCKET_WATCH: Decimal = Decimal::from_parts(0x883D_2000, 0x0000_2D79, 0, false, 0);
+
 /// Usage totals over some dates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
@@ -156,10 +163,13 @@ impl Totals {
     /// A total past half its limit: a credit bucket past a twentieth (ten buckets make the
     /// credits), or a currency's pass-through past half.
     fn near_limit(&self) -> bool {
-        let half = PERIOD_TOTAL_LIMIT / Decimal::TWO;
         self.inexact
-            || self.credits.iter().any(|c| c.abs() >= half / Decimal::TEN)
-            || self.pass_through.iter().any(|(_, a)| a.abs() >= half)
+            || (0..BUCKETS).any(|bucket| self.bucket_near_limit(bucket))
+            || self.pass_through.iter().any(|(_, a)| a.abs() >= HALF_LIMIT)
+    }
+
+    fn bucket_near_limit(&self, bucket: usize) -> bool {
+        self.credits[bucket].abs() >= BUCKET_WATCH
     }
 
     /// Nothing counted and nothing owed (a reversal can bring a period back to this).
@@ -259,7 +269,13 @@ impl Ledger {
         self.days.entry(date).or_default().apply(entry);
         let totals = self.months.entry(month).or_default();
         totals.apply(entry);
-        totals.near_limit()
+        // Only the total this entry changed can have come near a limit.
+        totals.inexact
+            || match entry {
+                Entry::Credits(bucket, _) => totals.bucket_near_limit(bucket),
+                Entry::PassThrough(currency, _) => totals.pass_through.get(currency).abs() >= HALF_LIMIT,
+                Entry::Interaction | Entry::Uncount | Entry::Meter(..) => false,
+            }
     }
 
     /// Some month's total is past half a limit.
@@ -457,5 +473,16 @@ pub fn alert_usage(tenant: &Tenant, ledger: &Ledger, date: NaiveDate) -> Option<
             Some((StatementPeriod::Term(plan.term_start, plan.term_end), usage, plan.credits))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_thresholds_are_half_and_a_twentieth_of_the_limit() {
+        assert_eq!(HALF_LIMIT * Decimal::TWO, PERIOD_TOTAL_LIMIT);
+        assert_eq!(BUCKET_WATCH * Decimal::from(20), PERIOD_TOTAL_LIMIT);
     }
 }

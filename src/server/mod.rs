@@ -368,11 +368,15 @@ pub fn load_credentials(config: &Config) -> anyhow::Result<(Arc<auth::Auth>, Opt
 /// RESOURCE_EXHAUSTED (`service::oversized_is_resource_exhausted` does it for streams).
 fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers();
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    // Only a trailers-only OUT_OF_RANGE is looked at further: other answers pass untouched.
+    let out_of_range = tonic::Code::OutOfRange as i32;
+    if headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) != Some(out_of_range) {
+        return response;
+    }
     let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default();
     // grpc-message is percent-encoded: its spaces arrive as %20.
     let message = message.replace("%20", " ");
-    if code.is_some_and(|code| service::is_oversized(code, &message)) {
+    if service::is_oversized(out_of_range, &message) {
         let headers = response.headers_mut();
         headers.insert("grpc-status", http::HeaderValue::from(tonic::Code::ResourceExhausted as i32));
         let message = format!("{message} (max_message_bytes)").replace(' ', "%20");

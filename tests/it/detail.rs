@@ -9,7 +9,7 @@ use pb::usage_service_client::UsageServiceClient;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::server::{Harness, create};
+use super::server::{Harness, create, interactions};
 
 /// A tenant with a dar meter (Generative AI on), a cycle meter, an event meter and an
 /// outcome meter, and a Starter plan on the dar meter.
@@ -121,16 +121,7 @@ async fn export_rows_sum_to_every_statement_and_explain_names_each_lines_rule_ev
     assert!(reversals > 0, "voids and revocations withdrew lines");
 
     // Explain a voided interaction: its lines, their reversals by the void, the void.
-    let listed = client
-        .list_interactions(pb::ListInteractionsRequest {
-            tenant_id: "acme".into(),
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .interactions;
+    let listed = interactions(&channel, "acme").await;
     let voided = listed.iter().find(|i| i.voided_by == "v1" && !i.lines.is_empty()).expect("an interaction v1 voided");
     let explained = client
         .explain_interaction(pb::ExplainInteractionRequest {
@@ -231,20 +222,7 @@ async fn meters_outcomes_and_voids_survive_a_restart_with_their_retry_answers() 
         answers.push((event.clone(), daybook::client::ingest(&mut ingest, event).await.map_err(|s| s.code())));
     }
     let books = |channel: tonic::transport::Channel| async move {
-        let mut client = UsageServiceClient::new(channel);
-        let usage = client.get_usage(pb::GetUsageRequest { tenant_id: "acme".into(), ..Default::default() });
-        let usage = usage.await.unwrap().into_inner().usage.unwrap();
-        let listing = client
-            .list_interactions(pb::ListInteractionsRequest {
-                tenant_id: "acme".into(),
-                page_size: 1000,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .interactions;
-        (usage, listing)
+        (super::server::usage(&channel, "acme").await, interactions(&channel, "acme").await)
     };
     let before = books(channel.clone()).await;
     assert!(before.1.iter().any(|i| !i.voided_by.is_empty()), "the stream voids some interactions");

@@ -206,6 +206,20 @@ pub async fn usage(channel: &Channel, tenant: &str) -> pb::Usage {
         .unwrap()
 }
 
+/// A tenant's interactions, as `ListInteractions` lists them (one page of up to 1000).
+pub async fn interactions(channel: &Channel, tenant: &str) -> Vec<pb::Interaction> {
+    UsageServiceClient::new(channel.clone())
+        .list_interactions(pb::ListInteractionsRequest {
+            tenant_id: tenant.into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .interactions
+}
+
 const NOW: &str = "2025-06-20T12:00:00Z";
 
 async fn every_rpc_over_tcp_and_a_unix_socket(store: Store) {
