@@ -552,6 +552,7 @@ pub fn refusal_reason(code: Code) -> &'static str {
         Code::OutOfRange => "EVENT_IN_FUTURE",
         Code::NotFound => "TENANT_NOT_FOUND",
         Code::Unimplemented => "NOT_SERVED_IN_THIS_MODE",
+        Code::Unavailable => "STORE_UNAVAILABLE",
     }
 }
 
@@ -566,6 +567,7 @@ pub fn refusal_status(r: &Refusal) -> tonic::Status {
         Code::OutOfRange => tonic::Code::OutOfRange,
         Code::NotFound => tonic::Code::NotFound,
         Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Unavailable => tonic::Code::Unavailable,
     };
     let mut details = ErrorDetails::new();
     for v in &r.violations {

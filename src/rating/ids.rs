@@ -153,6 +153,7 @@ pub mod domain {
     pub const UNITS: u8 = 8;
     pub const OUTCOME: u8 = 9;
     pub const FIELD: u8 = 10;
+    pub const LOG_ENTRY: u8 = 11;
 }
 
 /// A deterministic 128-bit id, shown as 32 lowercase hex digits.

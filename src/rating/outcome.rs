@@ -60,8 +60,11 @@ pub enum Code {
     FailedPrecondition,
     OutOfRange,
     NotFound,
-    /// Not served in this mode (a void under a shared Redis store, for now).
+    /// Not served in this mode (a void of a tenant metered by claims under a shared
+    /// Redis store).
     Unimplemented,
+    /// The shared store, which orders this tenant's events, did not answer: retry.
+    Unavailable,
 }
 
 impl Code {
@@ -73,6 +76,7 @@ impl Code {
             Code::OutOfRange => "OUT_OF_RANGE",
             Code::NotFound => "NOT_FOUND",
             Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Unavailable => "UNAVAILABLE",
         }
     }
 }

@@ -166,7 +166,8 @@ impl Daybook {
         let fresh = || -> Result<Engine, JournalError> {
             // The journal holds every record: a tenant's catalogue for voids is built from
             // it at its first void (`Daybook::prepare_void`), not kept for every tenant.
-            let config = EngineConfig { fingerprint_key: key, catalogue_on_first_void: true };
+            let config =
+                EngineConfig { fingerprint_key: key, catalogue_on_first_void: true, follow_logs: shared.is_some() };
             let engine = match &budget {
                 Some(_) => Engine::with_eviction(config),
                 None => Engine::new(config),
@@ -504,7 +505,8 @@ impl Daybook {
                 continue;
             }
             if self.shared.is_some() {
-                shareable(&spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
+                let old = self.engine.tenant(&spec.id);
+                same_metering(old.as_ref().map(|t| &t.spec), &spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
             }
             let id = spec.id.clone();
             let definition = api::tenant_out(&spec);
@@ -735,24 +737,22 @@ pub(super) fn stripe_of(event: &pb::Event) -> usize {
     (h % STRIPES as u64) as usize
 }
 
-/// Whether a tenant can be metered under a shared store. DAR-5's retroactive outbound
-/// days keep per-consumer logs of outbounds and replies that are not shared yet: replicas
-/// would each see part of a consumer's conversation.
-pub fn shareable(spec: &TenantSpec) -> Result<(), String> {
-    let retroactive = std::iter::once(&spec.initial)
-        .chain(spec.changes.iter().map(|c| &c.patch))
-        .any(|s| s.proactive_outbound_day == Some(crate::rating::settings::ProactiveOutboundDay::Retroactive));
-    if retroactive {
-        return Err(
-            "proactive_outbound_day = retroactive (DAR-5) is not supported with a shared Redis store yet".into()
-        );
+/// Under a shared store a tenant is metered by claims on one shared entry per event, or,
+/// when its rules span several entries ([`TenantSpec::needs_log`]), through its tenant
+/// log; which is decided when it is first defined. A change that would move it from one to
+/// the other is refused: the state each keeps is not the other's.
+pub fn same_metering(old: Option<&TenantSpec>, new: &TenantSpec) -> Result<(), String> {
+    let Some(old) = old else { return Ok(()) };
+    match (old.needs_log(), new.needs_log()) {
+        (None, Some(why)) => Err(format!(
+            "under a shared Redis store this tenant is metered by claims; {why} needs its tenant log from its \
+             creation: define a new tenant (or create this one with it from the start)"
+        )),
+        (Some(_), None) => {
+            Err("under a shared Redis store this tenant is metered through its tenant log, and keeps it: a change \
+             cannot remove what needs it"
+                .into())
+        }
+        _ => Ok(()),
     }
-    // Several meters, event and outcome meters keep state the shared store does not hold
-    // yet (MS, EV, OUT); voids are refused there for the same reason (COR).
-    let meters = spec.initial_meters();
-    let single = meters.len() == 1 && meters[0].kind.is_interaction();
-    if !single || spec.changes.iter().any(|c| c.patch.add_meter.is_some() || c.patch.retire_meter.is_some()) {
-        return Err("several meters, event meters and outcome meters (MS, EV, OUT) are not supported with a shared Redis store yet".into());
-    }
-    Ok(())
 }

@@ -256,3 +256,19 @@ fn export_rows(
     }
     Some(())
 }
+
+impl Daybook {
+    /// An interaction record as it stands now: voided since (COR-2, with the void that
+    /// selected it), or `None` when it is no longer billed (OUT-4).
+    pub fn as_it_stands(&self, tenant: &str, mut interaction: pb::Interaction) -> Option<pb::Interaction> {
+        let id = RecordId::parse(&interaction.interaction_id);
+        match id.and_then(|id| self.engine().interaction_change(tenant, id)) {
+            Some(None) => None,
+            Some(Some(void)) => {
+                interaction.voided_by = void;
+                Some(interaction)
+            }
+            None => Some(interaction),
+        }
+    }
+}

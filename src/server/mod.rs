@@ -493,15 +493,11 @@ fn security_posture(config: &Config, auth: &auth::Auth, tls: Option<&tls::Tls>) 
 }
 
 /// Connects to the shared store at start-up (waiting for it: a replica that cannot reach
-/// Redis when it starts does not know the fingerprint key the others use) and checks that
-/// the file's tenants can be shared.
+/// Redis when it starts does not know the fingerprint key the others use).
 async fn connect_shared_store(
     redis: &crate::store::redis::RedisConfig,
     config: &Config,
 ) -> anyhow::Result<(Arc<crate::store::redis::RedisStore>, [u8; 16])> {
-    for tenant in &config.tenants {
-        core::shareable(tenant).map_err(|e| anyhow::anyhow!("tenant {}: {e}", tenant.id))?;
-    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut waited = false;
     loop {

@@ -486,19 +486,12 @@ impl pb::usage_service_server::UsageService for Services {
                     if record.tenant_id != tenant {
                         continue;
                     }
-                    if let Some(pb::record::Body::Interaction(mut i)) = record.body {
+                    if let Some(pb::record::Body::Interaction(i)) = record.body {
                         if interactions.len() == page_size {
                             break 'pages;
                         }
                         last = cursor;
-                        // As it stands now: voided since (COR-2), or no longer billed (OUT-4).
-                        let id = crate::rating::ids::RecordId::parse(&i.interaction_id);
-                        match id.and_then(|id| daybook.engine().interaction_change(&tenant, id)) {
-                            Some(None) => continue,
-                            Some(Some(void)) => i.voided_by = void,
-                            None => {}
-                        }
-                        interactions.push(i);
+                        interactions.extend(daybook.as_it_stands(&tenant, i));
                     }
                 }
             }

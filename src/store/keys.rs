@@ -70,6 +70,12 @@ impl ShardKeys {
         }
     }
 
+    /// The tenant log (`store::log`): every event of a tenant metered in log order, in
+    /// one stream under the tenant's first shard.
+    pub fn log(&self) -> String {
+        format!("{PREFIX}:{}:log", self.tag)
+    }
+
     /// The idempotency entries (T-2) of the events of one UTC day whose effects reached
     /// this shard, so that a claim and its event id are written in one step.
     pub fn events(&self, utc_day: i32) -> String {

@@ -9,5 +9,6 @@
 //! script) and rates the event against the value Redis held before it.
 
 pub mod keys;
+pub mod log;
 pub mod redis;
 pub mod rollup;

@@ -408,7 +408,7 @@ impl RedisStore {
         }
     }
 
-    async fn query<T: redis::FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+    pub(super) async fn query<T: redis::FromRedisValue + Send>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         match self.connection.clone() {
             Connection::Single(mut c) => self.guarded(async move { cmd.query_async(&mut c).await }).await,
             Connection::Cluster(mut c) => self.guarded(async move { cmd.query_async(&mut c).await }).await,

@@ -49,11 +49,15 @@ pub struct EngineConfig {
     /// that tenants that never void pay nothing for voids. Off: every interaction is
     /// catalogued from the start (the scenario runner, replay, tests).
     pub catalogue_on_first_void: bool,
+    /// Under a shared store: tenants whose events must be rated in one order across
+    /// replicas ([`TenantSpec::needs_log`]) follow a tenant log (see
+    /// [`Engine::follows_log`]).
+    pub follow_logs: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { fingerprint_key: *b"daybook-default!", catalogue_on_first_void: false }
+        EngineConfig { fingerprint_key: *b"daybook-default!", catalogue_on_first_void: false, follow_logs: false }
     }
 }
 
@@ -81,6 +85,10 @@ pub struct TenantSlot {
     /// Whether new interactions are catalogued for voids: from the start, or once the
     /// catalogue was seeded ([`EngineConfig::catalogue_on_first_void`]).
     cataloguing: std::sync::atomic::AtomicBool,
+    /// Its events are rated in the order of a tenant log shared by replicas
+    /// ([`Engine::follow_log`]): this engine holds its whole state, so nothing of it is
+    /// evicted, and its periods close only where the log says.
+    logged: std::sync::atomic::AtomicBool,
 }
 
 impl TenantSlot {
@@ -234,6 +242,7 @@ pub struct Engine {
     /// so the shared store's reservation finds it and the store answers it.
     evictable: bool,
     catalogue_on_first_void: bool,
+    follow_logs: bool,
 }
 
 /// The key fields and period of one interaction, before it is fingerprinted.
@@ -360,6 +369,7 @@ impl Engine {
             collect_users: std::sync::atomic::AtomicBool::new(false),
             evictable: false,
             catalogue_on_first_void: config.catalogue_on_first_void,
+            follow_logs: config.follow_logs,
         }
     }
 
@@ -411,6 +421,8 @@ impl Engine {
         }
         let mut by_index = self.by_index.write().unpoisoned();
         let index = by_index.len() as u32;
+        // Decided once, with the tenant: its state is whole here or a cache of the store's.
+        let logged = self.follow_logs && spec.needs_log().is_some();
         let compiled = Arc::new(Tenant::compile(spec, index)?);
         let slot = Arc::new(TenantSlot {
             config: RwLock::new(compiled.clone()),
@@ -419,7 +431,8 @@ impl Engine {
             corrections: Mutex::new(Corrections::default()),
             has_voids: std::sync::atomic::AtomicBool::new(false),
             near_limit: std::sync::atomic::AtomicBool::new(false),
-            cataloguing: std::sync::atomic::AtomicBool::new(!self.catalogue_on_first_void),
+            cataloguing: std::sync::atomic::AtomicBool::new(!self.catalogue_on_first_void || logged),
+            logged: std::sync::atomic::AtomicBool::new(logged),
         });
         by_index.push(slot.clone());
         self.tenants.write().unpoisoned().insert(compiled.id.clone(), slot);

@@ -34,12 +34,16 @@ impl Engine {
     pub fn evict(&self, round: u64) -> usize {
         assert!(self.evictable, "only an engine made with_eviction evicts");
         let bucket = round % 8;
+        // The state of a tenant that follows a log is all there is of it: kept.
+        let logged: Vec<bool> =
+            self.by_index.read().unpoisoned().iter().map(|slot| slot.logged.load(Ordering::Acquire)).collect();
+        let kept = |tenant: u32| logged.get(tenant as usize).copied().unwrap_or(false);
         let cold = |fp: &Fp| (fp.0 >> 61) == bucket;
         let before = self.evictable_entries();
-        self.events.retain(|fp, _| !cold(fp));
-        self.interactions.retain(|key, _| !cold(&key.fp()));
-        self.cobrowse.retain(|fp, _| !cold(fp));
-        self.pass_through.retain(|fp, _| !cold(fp));
+        self.events.retain(|fp, e| !cold(fp) || kept(e.tenant));
+        self.interactions.retain(|key, e| !cold(&key.fp()) || kept(e.tenant));
+        self.cobrowse.retain(|fp, e| !cold(fp) || kept(e.tenant));
+        self.pass_through.retain(|fp, e| !cold(fp) || kept(e.tenant));
         before.saturating_sub(self.evictable_entries())
     }
 
@@ -198,11 +202,27 @@ impl Engine {
     /// Whether [`Engine::close_periods`] would close anything at `now`: a cheap check
     /// that needs no exclusive access, so callers take it only on the day it is needed.
     pub fn has_periods_to_close(&self, now: Instant) -> bool {
-        self.by_index
-            .read()
-            .expect("index lock")
-            .iter()
-            .any(|slot| closing_cutoff(&slot.config(), now).1 > slot.closed_before.load(Ordering::Acquire))
+        self.by_index.read().unpoisoned().iter().any(|slot| !slot.logged.load(Ordering::Acquire) && due(slot, now))
+    }
+
+    /// Whether a tenant is rated in the order of a tenant log shared by replicas
+    /// (`store::log`; [`EngineConfig::follow_logs`]): this engine then holds its whole
+    /// state. Nothing of it is evicted; [`Engine::close_periods`] leaves it to the log's
+    /// own close entries ([`Engine::close_tenant_periods`]), so that every replica closes
+    /// it at the same point of the log; and its interactions are catalogued for voids
+    /// from the start.
+    pub fn follows_log(&self, tenant_id: &str) -> bool {
+        self.slot(tenant_id).is_some_and(|slot| slot.logged.load(Ordering::Acquire))
+    }
+
+    /// Whether the tenant has periods to close at `now` (see [`Engine::close_periods`]).
+    pub fn tenant_has_periods_to_close(&self, tenant_id: &str, now: Instant) -> bool {
+        self.slot(tenant_id).is_some_and(|slot| due(&slot, now))
+    }
+
+    /// [`Engine::close_periods`] for one tenant, whether it follows a log or not.
+    pub fn close_tenant_periods(&self, tenant_id: &str, now: Instant) -> Pruned {
+        self.close_periods_of(now, |slot| &*slot.config().id == tenant_id)
     }
 
     /// The earliest arrival instant whose events may still be in an open period at `now`:
@@ -231,11 +251,17 @@ impl Engine {
     /// Deterministic in `now` and the state: the server journals each call, so replay
     /// prunes at the same points. Call it with no event being rated (the server holds its
     /// ordering stripes). Closes whole UTC days only, so calling it often costs a check.
+    ///
+    /// Tenants that follow a tenant log ([`Engine::follow_log`]) are left to its entries.
     pub fn close_periods(&self, now: Instant) -> Pruned {
+        self.close_periods_of(now, |slot| !slot.logged.load(Ordering::Acquire))
+    }
+
+    fn close_periods_of(&self, now: Instant, include: impl Fn(&TenantSlot) -> bool) -> Pruned {
         let slots = self.by_index.read().unpoisoned().clone();
         // Per tenant index: the new cutoff date, when it moved.
         let mut cutoffs: Vec<Option<NaiveDate>> = vec![None; slots.len()];
-        for (i, slot) in slots.iter().enumerate() {
+        for (i, slot) in slots.iter().enumerate().filter(|(_, slot)| include(slot)) {
             let (cutoff, cutoff_ms) = closing_cutoff(&slot.config(), now);
             if cutoff_ms > slot.closed_before.load(Ordering::Acquire) {
                 slot.closed_before.store(cutoff_ms, Ordering::Release);
@@ -484,6 +510,11 @@ fn pass_through_entry(e: &PassThroughEntry) -> (NaiveDate, Entry) {
 
 /// The day before which a tenant's periods are closed at `now` (its longest lateness
 /// horizon and a day's margin for clock steps ago), and its UTC midnight in Unix ms.
+/// Whether a tenant's closing cutoff at `now` is past where it stands.
+fn due(slot: &TenantSlot, now: Instant) -> bool {
+    closing_cutoff(&slot.config(), now).1 > slot.closed_before.load(Ordering::Acquire)
+}
+
 fn closing_cutoff(tenant: &Tenant, now: Instant) -> (NaiveDate, i64) {
     let cutoff = (now - tenant.max_lateness_horizon() - TimeDelta::days(1)).date_naive();
     (cutoff, time::to_millis(cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))

@@ -13,6 +13,27 @@ impl TenantSpec {
         if self.meters.is_empty() { vec![MeterDef::single(self.meter)] } else { self.meters.clone() }
     }
 
+    /// Why replicas sharing state must rate this tenant's events in one order (a tenant
+    /// log, `store::log`) rather than by claims on one shared entry per event, if they
+    /// must: an event's outcome depends on more than one entry. DAR-5's retroactive
+    /// outbound days pair outbounds and replies of a consumer across days; several meters,
+    /// event and outcome meters (MS, EV, OUT) and meter changes keep state beside the
+    /// interaction an event touches.
+    pub fn needs_log(&self) -> Option<&'static str> {
+        let retroactive = std::iter::once(&self.initial)
+            .chain(self.changes.iter().map(|c| &c.patch))
+            .any(|s| s.proactive_outbound_day == Some(super::ProactiveOutboundDay::Retroactive));
+        if retroactive {
+            return Some("proactive_outbound_day = retroactive (DAR-5)");
+        }
+        let meters = self.initial_meters();
+        let single = meters.len() == 1 && meters[0].kind.is_interaction();
+        if !single || self.changes.iter().any(|c| c.patch.add_meter.is_some() || c.patch.retire_meter.is_some()) {
+            return Some("several meters, an event or outcome meter, or meter changes (MS, EV, OUT)");
+        }
+        None
+    }
+
     /// MS-6: drops the changes that would add a meter with a used id, retire an unknown or
     /// retired meter, or leave no meter or more than eight, judged in instant order each
     /// against those accepted before it. Returns the refused changes with why.

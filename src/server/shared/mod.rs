@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use prost::Message;
 
+mod logged;
 pub mod state;
 
 use state::{Pending, SharedState};
@@ -58,6 +59,10 @@ fn absent_for(event: &pb::Event) -> Shared {
     }
 }
 
+fn unknown(tenant: &str) -> StoreError {
+    StoreError::Unexpected(format!("unknown tenant `{tenant}`"))
+}
+
 /// What a claim that changes nothing still emits.
 fn emission_of(claim: &Claim) -> Emission<'_> {
     Emission {
@@ -87,7 +92,7 @@ enum Settled {
 
 /// How one event ended under the shared store: its answer, and the journal position the
 /// answer waits for (0: none).
-type Decided = (Result<Outcome, Refusal>, u64);
+pub(super) type Decided = (Result<Outcome, Refusal>, u64);
 
 impl Daybook {
     fn shared(&self) -> &SharedState {
@@ -130,6 +135,9 @@ impl Daybook {
     /// as a retry. Without the store, the event is decided here and reserved later, by
     /// the reconciler.
     async fn decide(&self, event: &pb::Event) -> Decided {
+        if self.engine().follows_log(&event.tenant_id) {
+            return self.ingest_logged(event).await;
+        }
         let now = self.now();
         let raw = RawEvent::from(event.clone());
         let mut elsewhere = false;
@@ -457,6 +465,10 @@ impl Daybook {
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<Totals, StoreError> {
+        if self.engine().follows_log(tenant) {
+            self.catch_up(tenant).await?;
+            return self.engine().usage(tenant, from, to).ok_or_else(|| unknown(tenant));
+        }
         self.shared().store.usage(tenant, from, to).await
     }
 }
@@ -464,6 +476,10 @@ impl Daybook {
 impl Daybook {
     /// A statement from the shared store (PL-1, PL-2): every replica's events, each once.
     pub async fn shared_statement(&self, tenant_id: &str, period: &StatementPeriod) -> Result<Statement, StoreError> {
+        if self.engine().follows_log(tenant_id) {
+            self.catch_up(tenant_id).await?;
+            return self.engine().statement(tenant_id, period).ok_or_else(|| unknown(tenant_id));
+        }
         let Some(tenant) = self.engine().tenant(tenant_id) else {
             return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
         };
@@ -473,6 +489,10 @@ impl Daybook {
 
     /// Every statement with usage, from the shared store.
     pub async fn shared_statements(&self, tenant_id: &str) -> Result<Vec<Statement>, StoreError> {
+        if self.engine().follows_log(tenant_id) {
+            self.catch_up(tenant_id).await?;
+            return self.engine().statements(tenant_id).ok_or_else(|| unknown(tenant_id));
+        }
         let Some(tenant) = self.engine().tenant(tenant_id) else {
             return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
         };
@@ -511,7 +531,8 @@ impl Daybook {
     pub async fn emit_shared_alerts(&self) -> Result<(), StoreError> {
         let store = &self.shared().store;
         for id in self.engine().tenant_ids() {
-            if self.engine().tenant(&id).is_none_or(|t| t.plan().is_none()) {
+            // A tenant that follows its log raises its alerts as its events are rated.
+            if self.engine().tenant(&id).is_none_or(|t| t.plan().is_none()) || self.engine().follows_log(&id) {
                 continue;
             }
             let mut ledger = store.ledger(&id, None, None).await?;
@@ -601,6 +622,10 @@ impl Daybook {
         page_size: usize,
         token: &str,
     ) -> Result<(Vec<pb::Interaction>, String), PageError> {
+        if self.engine().follows_log(tenant) {
+            // Every record of what any replica accepted before the call is in the streams.
+            self.catch_up(tenant).await.map_err(PageError::Store)?;
+        }
         let bad = || PageError::BadToken;
         let (mut shard, mut after) = if token.is_empty() {
             (0, None)
@@ -631,6 +656,7 @@ impl Daybook {
                 if let Ok(pb::Record { body: Some(pb::record::Body::Interaction(i)), .. }) =
                     pb::Record::decode(bytes.as_slice())
                 {
+                    let Some(i) = self.as_it_stands(tenant, i) else { continue };
                     out.push(i);
                     if out.len() == page_size {
                         return Ok((out, format!("redis:{shard}:{entry}")));
@@ -652,6 +678,10 @@ pub const TENANT_LEAD: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// How often replicas read the shared tenant definitions.
 const TENANT_POLL: Duration = Duration::from_secs(1);
 
+/// How often a replica follows every tenant log it does not serve events of right now
+/// (`logged`): closes periods that are due, and keeps a quiet replica's books current.
+const LOG_TENDING: Duration = Duration::from_secs(1);
+
 impl Daybook {
     /// A tenant operation under the shared store: judged against the definition the store
     /// holds, written there only if nobody changed it meanwhile (compare-and-set), then
@@ -670,7 +700,9 @@ impl Daybook {
                 NextSpec::Unchanged(tenant) => return Ok((tenant, self.journal.appended())),
                 NextSpec::Spec(new) => *new,
             };
-            super::core::shareable(&new).map_err(TenantRefusal::FailedPrecondition)?;
+            let old = self.engine().tenant(&id);
+            super::core::same_metering(old.as_ref().map(|t| &t.spec), &new)
+                .map_err(TenantRefusal::FailedPrecondition)?;
             let expected = self.shared().tenants.lock().unpoisoned().get(&id).cloned().unwrap_or_default();
             let bytes = api::tenant_out(&new).encode_to_vec();
             match self.shared().store.put_tenant(&id, &expected, &bytes).await.map_err(unavailable)? {
@@ -750,6 +782,7 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_poll = tokio::time::Instant::now();
     let mut last_judging = tokio::time::Instant::now();
+    let mut last_tending = tokio::time::Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -762,8 +795,12 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
             let daybook = daybook.clone();
             let poll = last_poll.elapsed() >= TENANT_POLL;
             let judge = last_judging.elapsed() >= ALERT_JUDGING;
+            let tend = last_tending.elapsed() >= LOG_TENDING;
             async move {
                 daybook.reconcile().await;
+                if tend {
+                    daybook.tend_logs().await;
+                }
                 daybook.ship_users().await;
                 daybook.note_shipped();
                 // A store that does not answer shows as degraded mode; both are tried
@@ -781,6 +818,9 @@ pub async fn reconciler(daybook: Arc<Daybook>) {
         }
         if last_judging.elapsed() >= ALERT_JUDGING {
             last_judging = tokio::time::Instant::now();
+        }
+        if last_tending.elapsed() >= LOG_TENDING {
+            last_tending = tokio::time::Instant::now();
         }
         if let Err(e) = round.await {
             tracing::error!("a reconciliation round failed: {e}");

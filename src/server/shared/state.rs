@@ -34,6 +34,8 @@ pub struct SharedState {
     pub(super) lanes: Vec<tokio::sync::Mutex<()>>,
     /// Tenant definitions as the store last held them, by id: what a change expects.
     pub(super) tenants: Mutex<HashMap<String, Vec<u8>>>,
+    /// How far this replica has rated each tenant log (`super::logged`).
+    pub(super) followers: super::logged::Followers,
 }
 
 impl SharedState {
@@ -46,6 +48,7 @@ impl SharedState {
             degraded: AtomicBool::new(false),
             lanes: (0..stripes).map(|_| tokio::sync::Mutex::new(())).collect(),
             tenants: Mutex::new(HashMap::new()),
+            followers: Default::default(),
         }
     }
 
