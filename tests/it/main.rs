@@ -19,3 +19,4 @@ mod scenarios;
 mod security;
 mod server;
 mod telemetry;
+mod tenant_log;

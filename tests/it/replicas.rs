@@ -71,7 +71,7 @@ pub async fn send_collect(addr: &str, events: Vec<pb::Event>) -> Vec<pb::EventOu
 /// T-2 across replicas, after a stream has settled: a sample of its events sent again to
 /// another replica is answered with the original outcome, as a retry; the same ids with
 /// another instant are refused (ALREADY_EXISTS) and change nothing.
-async fn retries_and_reuses_elsewhere(servers: &[Server], events: &[pb::Event], seed: u64) {
+pub async fn retries_and_reuses_elsewhere(servers: &[Server], events: &[pb::Event], seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(77) | 1);
     let sample: Vec<pb::Event> = events.iter().step_by(25).cloned().collect();
     let originals = send_collect(&servers[0].addr, sample.clone()).await;
@@ -255,7 +255,7 @@ async fn list_interactions(addr: &str, tenant: &str) -> Vec<String> {
 
 /// A statement with its alerts as Redis mode judges them: on the shared aggregates, so
 /// naming no event and no usage at the moment of crossing (ARCHITECTURE.md, "Redis").
-fn judged_alerts(mut s: pb::Statement) -> pb::Statement {
+pub fn judged_alerts(mut s: pb::Statement) -> pb::Statement {
     for a in &mut s.alerts {
         a.event_id.clear();
         a.usage.clear();
