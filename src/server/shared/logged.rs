@@ -23,16 +23,15 @@
 //! a caller's retry gets the original outcome.
 
 use crate::sync::Unpoisoned;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
 use super::Decided;
+use super::state::Unemitted;
 use crate::api::pb;
 use crate::rating::RawEvent;
-use crate::rating::ids::{Fp, domain};
-use crate::rating::outcome::{Code, Record, Refusal};
+use crate::rating::ids::domain;
+use crate::rating::outcome::{Code, Refusal};
 use crate::rating::time::Instant;
 use crate::server::core::Daybook;
 use crate::server::journal::EntryKind;
@@ -57,34 +56,6 @@ pub struct LogEntry {
     /// Periods past the lateness horizon at `at_nanos` close here (`Engine::close_periods`).
     #[prost(bool, tag = "3")]
     pub close: bool,
-}
-
-/// How far this replica has rated each tenant log: the last stream id rated, behind a
-/// lock held while rating, so that one task at a time follows a tenant's log.
-#[derive(Default)]
-pub struct Followers {
-    by_tenant: Mutex<HashMap<String, Arc<tokio::sync::Mutex<String>>>>,
-    /// Records of rated entries the store did not take yet, sent again by the reconciler.
-    unemitted: Mutex<Vec<Unemitted>>,
-}
-
-/// Records of one log entry, not yet in the shared record streams.
-struct Unemitted {
-    tenant: String,
-    entry: Fp,
-    at: Instant,
-    records: Vec<Record>,
-}
-
-impl Followers {
-    fn of(&self, tenant: &str) -> Arc<tokio::sync::Mutex<String>> {
-        self.by_tenant
-            .lock()
-            .unpoisoned()
-            .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new("0-0".to_string())))
-            .clone()
-    }
 }
 
 fn nanos(at: Instant) -> i64 {

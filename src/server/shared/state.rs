@@ -35,7 +35,7 @@ pub struct SharedState {
     /// Tenant definitions as the store last held them, by id: what a change expects.
     pub(super) tenants: Mutex<HashMap<String, Vec<u8>>>,
     /// How far this replica has rated each tenant log (`super::logged`).
-    pub(super) followers: super::logged::Followers,
+    pub(super) followers: Followers,
 }
 
 impl SharedState {
@@ -64,5 +64,33 @@ impl SharedState {
 
     pub(super) fn note(&self, result: &Result<impl Sized, StoreError>) {
         self.degraded.store(result.is_err(), Ordering::Release);
+    }
+}
+
+/// How far this replica has rated each tenant log (`super::logged`): the last stream id rated, behind a
+/// lock held while rating, so that one task at a time follows a tenant's log.
+#[derive(Default)]
+pub struct Followers {
+    by_tenant: Mutex<HashMap<String, Arc<tokio::sync::Mutex<String>>>>,
+    /// Records of rated entries the store did not take yet, sent again by the reconciler.
+    pub(super) unemitted: Mutex<Vec<Unemitted>>,
+}
+
+/// Records of one log entry, not yet in the shared record streams.
+pub struct Unemitted {
+    pub tenant: String,
+    pub entry: crate::rating::ids::Fp,
+    pub at: Instant,
+    pub records: Vec<crate::rating::outcome::Record>,
+}
+
+impl Followers {
+    pub(super) fn of(&self, tenant: &str) -> Arc<tokio::sync::Mutex<String>> {
+        self.by_tenant
+            .lock()
+            .unpoisoned()
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new("0-0".to_string())))
+            .clone()
     }
 }
