@@ -84,7 +84,11 @@ fn main() {
             tenants,
             clock,
             Telemetry::local(),
-            Some((store, key)),
+            Some(daybook::server::core::SharedStore {
+                store,
+                fingerprint_key: key,
+                tenant_log: daybook::rating::LogPolicy::WhenNeeded,
+            }),
             None,
         )
         .unwrap()

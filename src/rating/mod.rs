@@ -19,7 +19,7 @@ pub mod state;
 pub mod terms;
 pub mod time;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, LogPolicy};
 pub use event::{RawBody, RawEvent};
 pub use outcome::{Code, Outcome, Record, RecordBody, Refusal};
 pub use settings::{Tenant, TenantSpec};

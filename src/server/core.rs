@@ -24,7 +24,7 @@ use crate::rating::outcome::{Code, Outcome, RecordBody, Refusal};
 use crate::rating::settings::{Tenant, TenantSpec};
 use crate::rating::time;
 use crate::rating::time::Instant;
-use crate::rating::{Engine, EngineConfig, RawEvent, Record};
+use crate::rating::{Engine, EngineConfig, LogPolicy, RawEvent, Record};
 
 /// Where the time comes from: the system clock in production; tests may pin it.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
@@ -144,30 +144,30 @@ impl Daybook {
         Daybook::open_shared(data_dir, journal, file_tenants, clock, telemetry, None, None)
     }
 
-    /// [`Daybook::open`], sharing state through `shared` (the store, and the fingerprint
-    /// key every replica of it uses). With a shared store, `memory_ceiling` bounds the
-    /// near cache (see [`MemoryBudget`]).
+    /// [`Daybook::open`], sharing state through `shared` (the store, the fingerprint key
+    /// every replica of it uses, and which tenants follow a tenant log). With a shared
+    /// store, `memory_ceiling` bounds the near cache (see [`MemoryBudget`]).
     pub fn open_shared(
         data_dir: &std::path::Path,
         journal_options: JournalOptions,
         file_tenants: Vec<TenantSpec>,
         clock: Clock,
         telemetry: Arc<Telemetry>,
-        shared: Option<(Arc<crate::store::redis::RedisStore>, [u8; 16])>,
+        shared: Option<SharedStore>,
         memory_ceiling: Option<u64>,
     ) -> Result<Arc<Daybook>, JournalError> {
         let budget = memory_ceiling.filter(|_| shared.is_some()).map(MemoryBudget::of);
         let dir = data_dir.join("journal");
         let key = match &shared {
-            Some((_, key)) => super::recovery::adopt_fingerprint_key(data_dir, *key)?,
+            Some(s) => super::recovery::adopt_fingerprint_key(data_dir, s.fingerprint_key)?,
             None => super::recovery::fingerprint_key(data_dir)?,
         };
         let names: HashSet<String> = file_tenants.iter().map(|t| t.id.clone()).collect();
         let fresh = || -> Result<Engine, JournalError> {
             // The journal holds every record: a tenant's catalogue for voids is built from
             // it at its first void (`Daybook::prepare_void`), not kept for every tenant.
-            let config =
-                EngineConfig { fingerprint_key: key, catalogue_on_first_void: true, follow_logs: shared.is_some() };
+            let follow_logs = shared.as_ref().map_or(LogPolicy::None, |s| s.tenant_log);
+            let config = EngineConfig { fingerprint_key: key, catalogue_on_first_void: true, follow_logs };
             let engine = match &budget {
                 Some(_) => Engine::with_eviction(config),
                 None => Engine::new(config),
@@ -225,7 +225,7 @@ impl Daybook {
             draining: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
             telemetry,
-            shared: shared.map(|(store, _)| super::shared::state::SharedState::new(store, STRIPES, shipped, pending)),
+            shared: shared.map(|s| super::shared::state::SharedState::new(s.store, STRIPES, shipped, pending)),
             budget,
             snapshot_image: Mutex::default(),
         }))
@@ -505,8 +505,7 @@ impl Daybook {
                 continue;
             }
             if self.shared.is_some() {
-                let old = self.engine.tenant(&spec.id);
-                same_metering(old.as_ref().map(|t| &t.spec), &spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
+                same_metering(&self.engine, &spec).map_err(|e| format!("tenant {}: {e}", spec.id))?;
             }
             let id = spec.id.clone();
             let definition = api::tenant_out(&spec);
@@ -737,18 +736,29 @@ pub(super) fn stripe_of(event: &pb::Event) -> usize {
     (h % STRIPES as u64) as usize
 }
 
-/// Under a shared store a tenant is metered by claims on one shared entry per event, or,
-/// when its rules span several entries ([`TenantSpec::needs_log`]), through its tenant
-/// log; which is decided when it is first defined. A change that would move it from one to
-/// the other is refused: the state each keeps is not the other's.
-pub fn same_metering(old: Option<&TenantSpec>, new: &TenantSpec) -> Result<(), String> {
-    let Some(old) = old else { return Ok(()) };
-    match (old.needs_log(), new.needs_log()) {
-        (None, Some(why)) => Err(format!(
-            "under a shared Redis store this tenant is metered by claims; {why} needs its tenant log from its \
-             creation: define a new tenant (or create this one with it from the start)"
+/// The shared store a daybook meters through, with what every replica of it must agree on.
+pub struct SharedStore {
+    pub store: Arc<crate::store::redis::RedisStore>,
+    /// The key of hot-state fingerprints every replica uses.
+    pub fingerprint_key: [u8; 16],
+    /// Which tenants follow a tenant log (`redis_tenant_log`).
+    pub tenant_log: LogPolicy,
+}
+
+/// Under a shared store a tenant is metered by claims on one shared entry per event, or
+/// through its tenant log ([`Engine::would_follow_log`]: when its rules span several
+/// entries, [`TenantSpec::needs_log`], or for every tenant); which is decided when it is
+/// first defined. A change that would move it from one to the other is refused: the
+/// state each keeps is not the other's.
+pub fn same_metering(engine: &Engine, new: &TenantSpec) -> Result<(), String> {
+    let Some(old) = engine.tenant(&new.id) else { return Ok(()) };
+    match (engine.follows_log(&old.id), engine.would_follow_log(new)) {
+        (false, true) => Err(format!(
+            "under a shared Redis store this tenant is metered by claims; {} needs its tenant log from its \
+             creation: define a new tenant (or create this one with it from the start)",
+            new.needs_log().unwrap_or("this change")
         )),
-        (Some(_), None) => {
+        (true, false) => {
             Err("under a shared Redis store this tenant is metered through its tenant log, and keeps it: a change \
              cannot remove what needs it"
                 .into())

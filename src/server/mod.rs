@@ -260,7 +260,10 @@ async fn open_state(
     telemetry: Arc<telemetry::Telemetry>,
 ) -> anyhow::Result<Arc<Daybook>> {
     let shared = match &config.redis {
-        Some(redis) => Some(connect_shared_store(redis, config).await?),
+        Some(redis) => {
+            let (store, fingerprint_key) = connect_shared_store(redis, config).await?;
+            Some(core::SharedStore { store, fingerprint_key, tenant_log: config.redis_tenant_log })
+        }
         None => None,
     };
     let daybook = tokio::task::spawn_blocking({

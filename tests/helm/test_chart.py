@@ -382,6 +382,13 @@ class Security(unittest.TestCase):
         self.assertEqual(config["redis_client_cert"], f"{redis_dir}/tls.crt")
         self.assertEqual(volumes["daybook-redis-tls"]["secret"]["secretName"], "daybook-redis-tls")
         self.assertEqual(config["memory_ceiling"], "400MiB")
+        self.assertEqual(config["redis_tenant_log"], "every_tenant")
+        # Tenant logs live in Redis: without it the setting is refused, as is a bad word.
+        embedded = helm("template", "rel", str(CHART), *WITH_AUTH, "--set", "redis.tenantLog=every_tenant", check=False)
+        self.assertNotEqual(embedded.returncode, 0)
+        self.assertIn("tenantLog", embedded.stderr)
+        bad = helm("template", "rel", str(CHART), "-f", str(CHART / "ci" / "redis-values.yaml"), "--set", "redis.tenantLog=always", check=False)
+        self.assertNotEqual(bad.returncode, 0)
         # Only Redis mode can forget entries: without Redis the ceiling is refused.
         embedded = helm("template", "rel", str(CHART), *WITH_AUTH, "--set", "redis.memoryCeiling=400MiB", check=False)
         self.assertNotEqual(embedded.returncode, 0)

@@ -176,3 +176,90 @@ async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine()
         s.child.wait().unwrap();
     }
 }
+
+/// Without Redis there is no order to rate a logged tenant's events in: they are refused
+/// as UNAVAILABLE (nothing accepted, nothing lost), while a tenant metered by claims is
+/// decided in degraded mode. Once Redis answers again, the caller's retry is rated, and
+/// an event whose append reached Redis before a failure is answered as the retry it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_logged_tenant_answers_unavailable_and_a_retry_is_rated_after() {
+    use pb::ingest_service_client::IngestServiceClient;
+    let mut redis = RedisNode::start_durable();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    let plain = "\n[[tenant]]\nid = \"plain\"\ntime_zone = \"UTC\"\nmeter = \"dar\"\n";
+    std::fs::write(&config, format!("{TENANTS}{plain}")).unwrap();
+    let url = redis.url();
+    let a = start_with(&dir.path().join("a"), &config, &["--redis", &url]);
+    let b = start_with(&dir.path().join("b"), &config, &["--redis", &url]);
+    let mut on_a = IngestServiceClient::new(daybook::client::connect(&a.addr).await.unwrap());
+    let mut on_b = IngestServiceClient::new(daybook::client::connect(&b.addr).await.unwrap());
+    let at = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
+    let message = |tenant: &str, id: &str, consumer: &str| {
+        super::server::message(tenant, id, &at, consumer, pb::SenderRole::Consumer)
+    };
+
+    let first = on_a.ingest_message(message("retro", "e1", "c1")).await.unwrap().into_inner().outcome.unwrap();
+    assert_eq!(first.disposition, pb::Disposition::NewInteraction as i32);
+    redis.kill();
+    let refused = on_a.ingest_message(message("retro", "e2", "c2")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let degraded = on_a.ingest_message(message("plain", "p1", "c1")).await.unwrap().into_inner().outcome.unwrap();
+    assert_eq!(degraded.disposition, pb::Disposition::NewInteraction as i32, "claims decide in degraded mode");
+    redis.restart();
+
+    // The retry, on the other replica: rated now, once.
+    let mut again = None;
+    for _ in 0..100 {
+        match on_b.ingest_message(message("retro", "e2", "c2")).await {
+            Ok(answer) => {
+                again = answer.into_inner().outcome;
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let again = again.expect("rated once Redis answers");
+    assert_eq!(again.disposition, pb::Disposition::NewInteraction as i32);
+    let retry = on_a.ingest_message(message("retro", "e2", "c2")).await.unwrap().into_inner().outcome.unwrap();
+    assert!(retry.retry, "{retry:?}");
+    assert_eq!((retry.disposition, &retry.lines), (again.disposition, &again.lines));
+    for addr in [&a.addr, &b.addr] {
+        assert_eq!(usage_of_tenant(addr, "retro").await.interactions, 2, "{addr}");
+    }
+}
+
+/// A tenant is metered by claims or through its log from its creation: a change that
+/// would move it is FAILED_PRECONDITION and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_would_move_a_tenant_between_claims_and_its_log_is_refused() {
+    use pb::tenant_service_client::TenantServiceClient;
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daybook.toml");
+    std::fs::write(&config, "").unwrap();
+    let server = start_with(&dir.path().join("a"), &config, &["--redis", &redis.url()]);
+    let channel = daybook::client::connect(&server.addr).await.unwrap();
+    super::server::create(&channel, super::server::tenant("plain", "UTC", pb::Meter::Dar)).await;
+    let mut tenants = TenantServiceClient::new(channel.clone());
+    let at = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let retroactive = pb::ChangeSettingsRequest {
+        tenant_id: "plain".into(),
+        change: Some(pb::SettingsChange {
+            change_id: "retro".into(),
+            effective_from: at,
+            settings: Some(pb::Settings {
+                proactive_outbound_day: pb::ProactiveOutboundDay::Retroactive as i32,
+                ..Default::default()
+            }),
+        }),
+    };
+    let refused = tenants.change_settings(retroactive).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("tenant log"), "{}", refused.message());
+    let unchanged = super::server::get_tenant(&channel, "plain").await;
+    assert!(unchanged.changes.is_empty(), "{unchanged:?}");
+}

@@ -103,6 +103,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- $_ := set $server "memory_ceiling" . }}
 {{- end }}
+{{- with .Values.redis.tenantLog }}
+{{- if not $.Values.redis.existingSecret }}
+{{- fail "redis.tenantLog needs redis.existingSecret: tenant logs order events across replicas in Redis" }}
+{{- end }}
+{{- $_ := set $server "redis_tenant_log" . }}
+{{- end }}
 {{- if .Values.redis.tls.existingSecret }}
 {{- if not .Values.redis.existingSecret }}
 {{- fail "redis.tls.existingSecret needs redis.existingSecret (a rediss:// URL)" }}

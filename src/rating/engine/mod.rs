@@ -49,15 +49,31 @@ pub struct EngineConfig {
     /// that tenants that never void pay nothing for voids. Off: every interaction is
     /// catalogued from the start (the scenario runner, replay, tests).
     pub catalogue_on_first_void: bool,
-    /// Under a shared store: tenants whose events must be rated in one order across
-    /// replicas ([`TenantSpec::needs_log`]) follow a tenant log (see
+    /// Under a shared store: which tenants follow a tenant log (see
     /// [`Engine::follows_log`]).
-    pub follow_logs: bool,
+    pub follow_logs: LogPolicy,
+}
+
+/// Which tenants are rated in the order of a tenant log shared by replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogPolicy {
+    /// None: one engine holds every tenant's whole state (embedded mode, tests).
+    #[default]
+    None,
+    /// Those whose events must be rated in one order across replicas
+    /// ([`TenantSpec::needs_log`]); the others are metered by claims.
+    WhenNeeded,
+    /// Every tenant (so that any may void, at the cost of one order per tenant).
+    EveryTenant,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { fingerprint_key: *b"daybook-default!", catalogue_on_first_void: false, follow_logs: false }
+        EngineConfig {
+            fingerprint_key: *b"daybook-default!",
+            catalogue_on_first_void: false,
+            follow_logs: LogPolicy::None,
+        }
     }
 }
 
@@ -242,7 +258,7 @@ pub struct Engine {
     /// so the shared store's reservation finds it and the store answers it.
     evictable: bool,
     catalogue_on_first_void: bool,
-    follow_logs: bool,
+    follow_logs: LogPolicy,
 }
 
 /// The key fields and period of one interaction, before it is fingerprinted.
@@ -422,7 +438,7 @@ impl Engine {
         let mut by_index = self.by_index.write().unpoisoned();
         let index = by_index.len() as u32;
         // Decided once, with the tenant: its state is whole here or a cache of the store's.
-        let logged = self.follow_logs && spec.needs_log().is_some();
+        let logged = self.would_follow_log(&spec);
         let compiled = Arc::new(Tenant::compile(spec, index)?);
         let slot = Arc::new(TenantSlot {
             config: RwLock::new(compiled.clone()),

@@ -215,6 +215,16 @@ impl Engine {
         self.slot(tenant_id).is_some_and(|slot| slot.logged.load(Ordering::Acquire))
     }
 
+    /// Whether a tenant of this definition follows a log under this engine's
+    /// [`LogPolicy`] (decided when the tenant is first put).
+    pub fn would_follow_log(&self, spec: &TenantSpec) -> bool {
+        match self.follow_logs {
+            LogPolicy::None => false,
+            LogPolicy::WhenNeeded => spec.needs_log().is_some(),
+            LogPolicy::EveryTenant => true,
+        }
+    }
+
     /// Whether the tenant has periods to close at `now` (see [`Engine::close_periods`]).
     pub fn tenant_has_periods_to_close(&self, tenant_id: &str, now: Instant) -> bool {
         self.slot(tenant_id).is_some_and(|slot| due(&slot, now))

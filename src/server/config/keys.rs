@@ -421,6 +421,21 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "redis_tenant_log",
+        flag: Flag::Value("redis-tenant-log"),
+        help: "Redis mode: which tenants follow a tenant log, `when_needed` (default: DAR-5 retroactive, \
+               several meters, event or outcome meters) or `every_tenant` (any tenant may then void, at the \
+               cost of one order per tenant)",
+        apply: |d, source, text| {
+            d.config.redis_tenant_log = match text {
+                "when_needed" => crate::rating::LogPolicy::WhenNeeded,
+                "every_tenant" => crate::rating::LogPolicy::EveryTenant,
+                _ => return Err(err(source, "expected `when_needed` or `every_tenant`")),
+            };
+            Ok(())
+        },
+    },
+    Key {
         name: "memory_ceiling",
         flag: Flag::Value("memory-ceiling"),
         help: "Redis mode: the memory the process may use (e.g. 512MiB); the near cache forgets entries to \

@@ -74,6 +74,8 @@ pub struct Config {
     /// Bytes the process may use (Redis mode): the near cache forgets entries to stay
     /// under it, since the store has them all.
     pub memory_ceiling: Option<u64>,
+    /// Redis mode: which tenants follow a tenant log (`store::log`).
+    pub redis_tenant_log: crate::rating::LogPolicy,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             insecure: false,
             tls: None,
             memory_ceiling: None,
+            redis_tenant_log: crate::rating::LogPolicy::WhenNeeded,
         }
     }
 }
@@ -278,6 +281,12 @@ fn check_redis(
             &source_of("memory_ceiling"),
             "needs redis_url: the near cache forgets only what Redis keeps; in embedded mode the hot maps are \
              the state itself",
+        ));
+    }
+    if config.redis_tenant_log != crate::rating::LogPolicy::WhenNeeded && config.redis.is_none() {
+        return Err(err(
+            &source_of("redis_tenant_log"),
+            "needs redis_url: in embedded mode one journal orders every tenant's events",
         ));
     }
     if draft.redis_tls != RedisTls::default() {
@@ -477,6 +486,23 @@ mod tests {
             let e = load_env(&[("DAYBOOK_MEMORY_CEILING", bad), ("DAYBOOK_REDIS_URL", "redis://r:1")]).unwrap_err();
             assert_eq!(e.key, "DAYBOOK_MEMORY_CEILING", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_tenant_log_policy_needs_redis_and_a_known_word() {
+        use crate::rating::LogPolicy;
+        let load_env = |pairs: &[(&str, &str)]| {
+            let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            load(&Flags::default(), &env, |_: &str| Err("no file".to_string()))
+        };
+        let redis = ("DAYBOOK_REDIS_URL", "redis://r:1");
+        assert_eq!(load_env(&[redis]).unwrap().redis_tenant_log, LogPolicy::WhenNeeded);
+        let every = load_env(&[("DAYBOOK_REDIS_TENANT_LOG", "every_tenant"), redis]).unwrap();
+        assert_eq!(every.redis_tenant_log, LogPolicy::EveryTenant);
+        let bad = load_env(&[("DAYBOOK_REDIS_TENANT_LOG", "always"), redis]).unwrap_err();
+        assert_eq!(bad.key, "DAYBOOK_REDIS_TENANT_LOG");
+        let embedded = load_env(&[("DAYBOOK_REDIS_TENANT_LOG", "every_tenant")]).unwrap_err();
+        assert_eq!(embedded.key, "DAYBOOK_REDIS_TENANT_LOG");
     }
 
     #[test]

@@ -30,9 +30,7 @@ impl Daybook {
                 NextSpec::Unchanged(tenant) => return Ok((tenant, self.journal.appended())),
                 NextSpec::Spec(new) => *new,
             };
-            let old = self.engine().tenant(&id);
-            crate::server::core::same_metering(old.as_ref().map(|t| &t.spec), &new)
-                .map_err(TenantRefusal::FailedPrecondition)?;
+            crate::server::core::same_metering(self.engine(), &new).map_err(TenantRefusal::FailedPrecondition)?;
             let expected = self.shared().tenants.lock().unpoisoned().get(&id).cloned().unwrap_or_default();
             let bytes = api::tenant_out(&new).encode_to_vec();
             match self.shared().store.put_tenant(&id, &expected, &bytes).await.map_err(unavailable)? {
