@@ -154,6 +154,7 @@ pub mod domain {
     pub const OUTCOME: u8 = 9;
     pub const FIELD: u8 = 10;
     pub const LOG_ENTRY: u8 = 11;
+    pub const PAGE_TOKEN: u8 = 12;
 }
 
 /// A deterministic 128-bit id, shown as 32 lowercase hex digits.

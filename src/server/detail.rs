@@ -1,8 +1,10 @@
-//! The detail behind the books, read back from the journal: one interaction explained
-//! for a dispute (`ExplainInteraction`), and every line of a statement period
-//! (`ExportLines`). The journal keeps every record an event emitted, in order, so both
-//! are a scan of the tenant's records; embedded mode only (a shared store keeps its
-//! records in Redis streams, not here).
+//! The detail behind the books, read back from where the records are kept: one
+//! interaction explained for a dispute (`ExplainInteraction`), and every line of a
+//! statement period (`ExportLines`). Both are scans of the tenant's records, a page at a
+//! time ([`Pages`]): the journal's in embedded mode, which keeps every record an event
+//! emitted; the shared record streams (one per shard, each record once) under a shared
+//! store. Streams are ordered per shard only, so each scan is two passes: the
+//! interactions first, then the lines that belong to them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,69 +12,61 @@ use std::sync::Arc;
 use tonic::Status;
 
 use super::core::Daybook;
-use super::journal::EntryKind;
+use super::store::{BooksError, RecordPosition, Seen, Store};
 use crate::api::{self, pb};
 use crate::rating::ids::RecordId;
 use crate::rating::ledger::StatementPeriod;
 
-/// Journal entries read per step of a scan.
-const STEP: u64 = 4096;
-
-/// What a scan sees of one journal entry: its accepted event (if it is one) and its
-/// records of the tenant.
-struct Seen {
-    event: Option<(pb::Event, Option<i64>)>,
-    records: Vec<pb::Record>,
+/// A tenant's records, a page at a time, from wherever the store keeps them.
+struct Pages<'a> {
+    daybook: &'a Arc<Daybook>,
+    store: &'a dyn Store,
+    tenant: &'a str,
+    at: Option<RecordPosition>,
 }
 
-/// The tenant's journal entries `from..=until`, in order.
-async fn block(daybook: &Arc<Daybook>, tenant: &str, from: u64, until: u64) -> Result<Vec<Seen>, Status> {
-    let dir = daybook.journal.dir().to_path_buf();
-    let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let event = match &entry.kind {
-            Some(EntryKind::Event(e)) => <pb::Event as prost::Message>::decode(e.event.as_slice())
-                .ok()
-                .filter(|ev| ev.tenant_id == tenant)
-                .map(|ev| (ev, e.now_nanos)),
-            _ => None,
-        };
-        let records: Vec<pb::Record> = entry
-            .records
-            .iter()
-            .filter_map(|b| <pb::Record as prost::Message>::decode(b.as_ref()).ok())
-            .filter(|r| r.tenant_id == tenant)
-            .collect();
-        if event.is_some() || !records.is_empty() {
-            out.push(Seen { event, records });
+impl<'a> Pages<'a> {
+    fn new(daybook: &'a Arc<Daybook>, store: &'a dyn Store, tenant: &'a str) -> Self {
+        Pages { daybook, store, tenant, at: Some(store.first_records(daybook)) }
+    }
+
+    /// The next page; `None` once every record was read.
+    async fn next(&mut self) -> Result<Option<Vec<Seen>>, Status> {
+        let Some(at) = self.at.take() else { return Ok(None) };
+        let (page, next) = self.store.record_page(self.daybook, self.tenant, at).await.map_err(books_status)?;
+        self.at = next;
+        Ok(Some(page))
+    }
+}
+
+fn books_status(e: BooksError) -> Status {
+    match e {
+        BooksError::Unavailable(e) => {
+            Status::unavailable(format!("the shared store, which keeps the records, did not answer: {e}"))
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// The event time of a tenant's event, where the store keeps events: `None` when it
+/// keeps none (then the settings at its period's start stand in).
+async fn first_event_time(
+    daybook: &Arc<Daybook>,
+    store: &dyn Store,
+    tenant: &str,
+    event_id: &str,
+) -> Result<Option<crate::rating::time::Instant>, Status> {
+    if let Some(found) = store.event_time(daybook, tenant, event_id).await.map_err(books_status)? {
+        return Ok(found);
+    }
+    // The store keeps its events among the records (the journal): scanned for it.
+    let mut pages = Pages::new(daybook, store, tenant);
+    while let Some(page) = pages.next().await? {
+        if let Some((e, _)) = page.into_iter().filter_map(|seen| seen.event).find(|(e, _)| e.event_id == event_id) {
+            return Ok(crate::rating::time::parse_instant(&e.event_time).ok());
         }
     }
-    Ok(out)
-}
-
-/// Visits the tenant's journal entries in order, a block at a time.
-async fn scan(daybook: &Arc<Daybook>, tenant: &str, mut visit: impl FnMut(Seen)) -> Result<(), Status> {
-    let durable = daybook.journal.durable();
-    let mut from = 1;
-    while from <= durable {
-        let until = durable.min(from + STEP);
-        block(daybook, tenant, from, until).await?.into_iter().for_each(&mut visit);
-        from = until + 1;
-    }
-    Ok(())
-}
-
-fn embedded_only(daybook: &Daybook) -> Result<(), Status> {
-    if daybook.is_shared() {
-        return Err(Status::unimplemented(
-            "the detail is read from the embedded journal; with a shared Redis store it is not served yet",
-        ));
-    }
-    Ok(())
+    Ok(None)
 }
 
 /// Whether an interaction record is the one a selector names.
@@ -88,52 +82,61 @@ fn matches(i: &pb::Interaction, s: &pb::InteractionSelector) -> bool {
 /// `ExplainInteraction`.
 pub(super) async fn explain(
     daybook: &Arc<Daybook>,
+    store: &dyn Store,
     tenant: &crate::rating::Tenant,
     target: pb::explain_interaction_request::Target,
 ) -> Result<pb::ExplainInteractionResponse, Status> {
     use pb::explain_interaction_request::Target;
-    embedded_only(daybook)?;
+    // First the interaction, with the instant of the event that started it when the
+    // record came with its event (usually in the same journal entry).
     let mut found: Option<pb::Interaction> = None;
-    let mut lines: Vec<pb::CreditLine> = Vec::new();
+    let mut first_at: Option<crate::rating::time::Instant> = None;
+    let mut pages = Pages::new(daybook, store, &tenant.id);
+    while found.is_none()
+        && let Some(page) = pages.next().await?
+    {
+        for seen in page {
+            let event = seen.event.as_ref().map(|(e, _)| e);
+            for record in seen.records {
+                let Some(pb::record::Body::Interaction(i)) = record.body else { continue };
+                let wanted = match &target {
+                    Target::InteractionId(id) => &i.interaction_id == id,
+                    Target::Selector(s) => matches(&i, s),
+                };
+                if wanted && found.is_none() {
+                    first_at = event
+                        .filter(|e| e.event_id == i.event_id)
+                        .and_then(|e| crate::rating::time::parse_instant(&e.event_time).ok());
+                    found = Some(i);
+                }
+            }
+        }
+    }
+    // Then what belongs to it: later lines, their reversals, its withdrawal, the voids.
+    let id = found.as_ref().map(|f| f.interaction_id.clone()).unwrap_or_default();
+    let mut lines: Vec<pb::CreditLine> = found.iter().flat_map(|f| f.lines.iter().cloned()).collect();
     let mut reversals: Vec<pb::CreditLine> = Vec::new();
     let mut withdrawals = Vec::new();
     let mut voids: Vec<pb::VoidAudit> = Vec::new();
-    let mut first_at: Option<crate::rating::time::Instant> = None;
-    scan(daybook, &tenant.id, |seen| {
-        let event = seen.event.as_ref().map(|(e, _)| e);
-        for record in seen.records {
-            // Its lines, reversals and withdrawal come with or after the interaction's own
-            // record: only those of the interaction are kept.
-            let ours = |interaction_id: &str| found.as_ref().is_some_and(|f| f.interaction_id == interaction_id);
+    let mut pages = Pages::new(daybook, store, &tenant.id);
+    while found.is_some()
+        && let Some(page) = pages.next().await?
+    {
+        for record in page.into_iter().flat_map(|seen| seen.records) {
             match record.body {
-                Some(pb::record::Body::Interaction(i)) if found.is_none() => {
-                    let wanted = match &target {
-                        Target::InteractionId(id) => &i.interaction_id == id,
-                        Target::Selector(s) => matches(&i, s),
-                    };
-                    if wanted {
-                        // Usually the event that started it is this entry's.
-                        first_at = event
-                            .filter(|e| e.event_id == i.event_id)
-                            .and_then(|e| crate::rating::time::parse_instant(&e.event_time).ok());
-                        lines.extend(i.lines.iter().cloned());
-                        found = Some(i);
-                    }
-                }
-                Some(pb::record::Body::Line(l)) if ours(&l.interaction_id) => {
+                Some(pb::record::Body::Line(l)) if l.interaction_id == id => {
                     if l.reverses_line_id.is_empty() {
                         lines.push(l)
                     } else {
                         reversals.push(l)
                     }
                 }
-                Some(pb::record::Body::Withdrawal(w)) if ours(&w.interaction_id) => withdrawals.push(w),
+                Some(pb::record::Body::Withdrawal(w)) if w.interaction_id == id => withdrawals.push(w),
                 Some(pb::record::Body::Void(v)) => voids.push(v),
                 _ => {}
             }
         }
-    })
-    .await?;
+    }
     let Some(mut interaction) = found else {
         return Err(Status::not_found("no interaction of the tenant by that id, or meter, key and period"));
     };
@@ -155,16 +158,10 @@ pub(super) async fn explain(
         .as_ref()
         .and_then(|p| crate::rating::time::parse_instant(&p.start_time).ok())
         .unwrap_or(crate::rating::time::Instant::MIN_UTC);
-    // Not in its own entry (a DAR-5 outbound's day, an outcome billed after a revocation):
-    // looked up once more, by its id.
+    // Not in its own entry (a DAR-5 outbound's day, an outcome billed after a revocation,
+    // a record read from the streams): looked up once more, by its id.
     if first_at.is_none() {
-        let wanted = interaction.event_id.clone();
-        scan(daybook, &tenant.id, |seen| {
-            if let Some((e, _)) = seen.event.filter(|(e, _)| e.event_id == wanted) {
-                first_at = first_at.or(crate::rating::time::parse_instant(&e.event_time).ok());
-            }
-        })
-        .await?;
+        first_at = first_event_time(daybook, store, &tenant.id, &interaction.event_id).await?;
     }
     let first = first_at.unwrap_or(period_start);
     let settings = |at| api::settings_out(&tenant.settings_at(at).as_patch());
@@ -184,29 +181,34 @@ pub(super) async fn explain(
 /// `batch`. Returns the number of rows.
 pub(super) async fn export(
     daybook: &Arc<Daybook>,
+    store: &dyn Store,
     tenant: &str,
     period: &StatementPeriod,
     batch: usize,
     tx: tokio::sync::mpsc::Sender<Result<pb::ExportLinesResponse, Status>>,
 ) -> Result<u64, Status> {
-    embedded_only(daybook)?;
     let (from, to) = match period {
         StatementPeriod::Month(m) => (*m, crate::rating::time::first_of_next_month(*m).pred_opt().unwrap_or(*m)),
         StatementPeriod::Term(a, b) => (*a, *b),
     };
+    // Whose each line is: every interaction's meter, key and outcome type.
     let mut owners: HashMap<String, (String, Option<pb::InteractionKey>, String)> = HashMap::new();
-    let mut rows: Vec<pb::ExportRow> = Vec::new();
-    let mut sent = 0u64;
-    let durable = daybook.journal.durable();
-    let mut start = 1;
-    while start <= durable {
-        let until = durable.min(start + STEP);
-        for seen in block(daybook, tenant, start, until).await? {
-            for record in seen.records {
-                export_rows(record, &mut owners, from, to, &mut rows);
+    let mut pages = Pages::new(daybook, store, tenant);
+    while let Some(page) = pages.next().await? {
+        for record in page.into_iter().flat_map(|seen| seen.records) {
+            if let Some(pb::record::Body::Interaction(i)) = record.body {
+                owners.insert(i.interaction_id.clone(), (i.meter_id.clone(), i.key.clone(), i.outcome_type.clone()));
             }
         }
-        // Sent as the scan goes: a tenant's detail is never held whole.
+    }
+    let mut rows: Vec<pb::ExportRow> = Vec::new();
+    let mut sent = 0u64;
+    let mut pages = Pages::new(daybook, store, tenant);
+    while let Some(page) = pages.next().await? {
+        for record in page.into_iter().flat_map(|seen| seen.records) {
+            export_rows(record, &owners, from, to, &mut rows);
+        }
+        // Sent as the scan goes: a tenant's lines are never held whole.
         while rows.len() >= batch {
             let rest = rows.split_off(batch);
             let full = std::mem::replace(&mut rows, rest);
@@ -215,7 +217,6 @@ pub(super) async fn export(
                 return Ok(sent);
             }
         }
-        start = until + 1;
     }
     if !rows.is_empty() {
         sent += rows.len() as u64;
@@ -228,16 +229,13 @@ pub(super) async fn export(
 /// `from..=to` (a line counts on its period's first local date).
 fn export_rows(
     record: pb::Record,
-    owners: &mut HashMap<String, (String, Option<pb::InteractionKey>, String)>,
+    owners: &HashMap<String, (String, Option<pb::InteractionKey>, String)>,
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
     rows: &mut Vec<pb::ExportRow>,
 ) -> Option<()> {
     let lines = match record.body? {
-        pb::record::Body::Interaction(i) => {
-            owners.insert(i.interaction_id.clone(), (i.meter_id.clone(), i.key.clone(), i.outcome_type.clone()));
-            i.lines
-        }
+        pb::record::Body::Interaction(i) => i.lines,
         pb::record::Body::Line(l) => vec![l],
         _ => return None,
     };
@@ -270,5 +268,53 @@ impl Daybook {
             }
             None => Some(interaction),
         }
+    }
+}
+
+impl Daybook {
+    /// A page of a tenant's interactions read back from the journal after `after`, as they
+    /// stand, and the cursor of the last one when the page is full (more may follow).
+    pub async fn journaled_interactions(
+        &self,
+        tenant: &str,
+        page_size: usize,
+        after: super::records::Cursor,
+    ) -> Result<(Vec<pb::Interaction>, Option<super::records::Cursor>), super::store::BooksError> {
+        use super::records::Cursor;
+        let internal = |e: String| super::store::BooksError::Internal(e);
+        let mut interactions = Vec::new();
+        let mut last = after;
+        let durable = self.journal.durable();
+        let mut from = after.seq.max(1);
+        'pages: while from <= durable {
+            let until = durable.min(from + super::store::JOURNAL_STEP);
+            let dir = self.journal.dir().to_path_buf();
+            let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| internal(e.to_string()))?;
+            for entry in &entries {
+                for (i, bytes) in entry.records.iter().enumerate() {
+                    let cursor = Cursor { seq: entry.seq, index: i as u32 };
+                    if cursor <= after {
+                        continue;
+                    }
+                    let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_ref()) else { continue };
+                    if record.tenant_id != tenant {
+                        continue;
+                    }
+                    if let Some(pb::record::Body::Interaction(i)) = record.body {
+                        if interactions.len() == page_size {
+                            break 'pages;
+                        }
+                        last = cursor;
+                        interactions.extend(self.as_it_stands(tenant, i));
+                    }
+                }
+            }
+            from = until + 1;
+        }
+        let more = interactions.len() == page_size;
+        Ok((interactions, more.then_some(last)))
     }
 }

@@ -15,6 +15,7 @@ pub mod recovery;
 pub mod service;
 pub mod shared;
 mod standing;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 
@@ -312,7 +313,11 @@ fn router(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let services = service::Services { daybook: daybook.clone(), max_batch: config.max_batch, auth: auth.clone() };
+    // The one place the mode is chosen: everything the services do goes through it.
+    let store: Arc<dyn store::Store> =
+        if daybook.is_shared() { Arc::new(store::Redis) } else { Arc::new(store::Embedded) };
+    let services =
+        service::Services { daybook: daybook.clone(), store, max_batch: config.max_batch, auth: auth.clone() };
     let max = config.max_message_bytes;
     // Every service but health authenticates its caller first (health stays open for the
     // kubelet's probes).

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Access, Auth, Caller, caller};
 use super::core::{Daybook, TenantOp, TenantRefusal};
 use super::records::{Cursor, follow};
+use super::store::{BooksError, PageToken};
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
 use crate::rating::ledger::StatementPeriod;
@@ -18,6 +19,8 @@ use crate::rating::outcome::{Disposition, Outcome, Refusal};
 #[derive(Clone)]
 pub struct Services {
     pub daybook: Arc<Daybook>,
+    /// Where events, tenant operations and queries go: the store chosen at start-up.
+    pub store: Arc<dyn super::store::Store>,
     pub max_batch: usize,
     /// The credentials in force (every handler authorizes its caller against them).
     pub auth: Arc<Auth>,
@@ -63,8 +66,7 @@ impl Services {
         stamp_void(who, &mut event);
         self.prepare_voids(std::slice::from_ref(&event)).await?;
         let tenant = event.tenant_id.clone();
-        let (result, wait) =
-            if self.daybook.is_shared() { self.daybook.ingest_shared(event).await } else { self.daybook.ingest(event) };
+        let (result, wait) = self.store.ingest(&self.daybook, event).await;
         self.count(&tenant, &result);
         if wait > 0 {
             self.daybook.journal.wait(wait).await;
@@ -113,12 +115,7 @@ impl Services {
             }
             _ => who.require(Access::Manage, op.tenant_id())?,
         }
-        let result = if self.daybook.is_shared() {
-            self.daybook.tenant_op_shared(op, &who.id).await
-        } else {
-            self.daybook.tenant_op(op, &who.id)
-        };
-        result.map_err(Self::tenant_status)
+        self.store.tenant_op(&self.daybook, op, &who.id).await.map_err(Self::tenant_status)
     }
 
     /// The tenant a request names, once the caller may have `access` to it. The scope is
@@ -135,17 +132,20 @@ impl Services {
         if let Some(tenant) = self.daybook.engine().tenant(id) {
             return Ok(tenant);
         }
-        if self.daybook.is_shared() {
-            self.daybook.refresh_tenant(id).await.map_err(store_unavailable)?;
-        }
+        self.store.find_tenant(&self.daybook, id).await.map_err(books_status)?;
         self.daybook.engine().tenant(id).ok_or_else(|| Status::not_found(format!("unknown tenant `{id}`")))
     }
 }
 
-/// A query that needs the shared store while it is unreachable: every replica's usage is
-/// only there, so a partial answer would be wrong, not late.
-fn store_unavailable(e: crate::store::redis::StoreError) -> Status {
-    Status::unavailable(format!("usage across replicas is in the shared store, which did not answer: {e}; retry"))
+/// A query of the books that could not be answered, as a status: the shared store away is
+/// UNAVAILABLE (every replica's usage is only there, so a partial answer would be wrong,
+/// not late); a token this API did not issue for the tenant is INVALID_ARGUMENT.
+fn books_status(e: BooksError) -> Status {
+    match e {
+        BooksError::Unavailable(_) => Status::unavailable(e.to_string()),
+        BooksError::BadToken => api::invalid_argument(vec![FieldViolation::new("page_token", e.to_string())]),
+        BooksError::Internal(_) => Status::internal(e.to_string()),
+    }
 }
 
 /// An event may be ingested only for a tenant of the caller's ingest scope. An event
@@ -298,15 +298,7 @@ impl pb::ingest_service_server::IngestService for Services {
                 }
                 let ids: Vec<(String, String)> =
                     batch.events.iter().map(|e| (e.tenant_id.clone(), e.event_id.clone())).collect();
-                let results = if this.daybook.is_shared() {
-                    // Concurrently: the claims of a batch share round trips to Redis (the
-                    // connection pipelines them). Events of one key keep their order by
-                    // their ordering stripe, as in embedded mode.
-                    let calls = batch.events.into_iter().map(|e| this.daybook.ingest_shared(e));
-                    futures_util::future::join_all(calls).await
-                } else {
-                    this.daybook.ingest_batch(batch.events)
-                };
+                let results = this.store.ingest_batch(&this.daybook, batch.events).await;
                 let wait = results.iter().map(|(_, w)| *w).max().unwrap_or(0);
                 if wait > 0 {
                     this.daybook.journal.wait(wait).await;
@@ -353,7 +345,7 @@ impl pb::usage_service_server::UsageService for Services {
             let field = FieldViolation::new("target", "give interaction_id, or selector with meter, key and period");
             return Err(api::invalid_argument(vec![field]));
         };
-        Ok(Response::new(super::detail::explain(&self.daybook, &tenant, target).await?))
+        Ok(Response::new(super::detail::explain(&self.daybook, self.store.as_ref(), &tenant, target).await?))
     }
 
     type ExportLinesStream = Pin<Box<dyn Stream<Item = Result<pb::ExportLinesResponse, Status>> + Send>>;
@@ -369,9 +361,10 @@ impl pb::usage_service_server::UsageService for Services {
             api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
         })?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let daybook = self.daybook.clone();
+        let (daybook, store) = (self.daybook.clone(), self.store.clone());
         tokio::spawn(async move {
-            if let Err(status) = super::detail::export(&daybook, &r.tenant_id, &period, 1000, tx.clone()).await {
+            let exported = super::detail::export(&daybook, store.as_ref(), &r.tenant_id, &period, 1000, tx.clone());
+            if let Err(status) = exported.await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -383,11 +376,7 @@ impl pb::usage_service_server::UsageService for Services {
         let r = request.into_inner();
         self.tenant(&who, Access::Read, &r.tenant_id).await?;
         let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
-        let totals = if self.daybook.is_shared() {
-            self.daybook.shared_usage(&r.tenant_id, from, to).await.map_err(store_unavailable)?
-        } else {
-            self.daybook.engine().usage(&r.tenant_id, from, to).expect("tenant exists")
-        };
+        let totals = self.store.usage(&self.daybook, &r.tenant_id, from, to).await.map_err(books_status)?;
         exact(&totals)?;
         let tenant = self.daybook.engine().tenant(&r.tenant_id);
         Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals, tenant.as_deref())) }))
@@ -403,11 +392,7 @@ impl pb::usage_service_server::UsageService for Services {
         let period = StatementPeriod::parse(&r.period).ok_or_else(|| {
             api::invalid_argument(vec![FieldViolation::new("period", "expected YYYY-MM or YYYY-MM-DD/YYYY-MM-DD")])
         })?;
-        let s = if self.daybook.is_shared() {
-            self.daybook.shared_statement(&r.tenant_id, &period).await.map_err(store_unavailable)?
-        } else {
-            self.daybook.engine().statement(&r.tenant_id, &period).expect("tenant exists")
-        };
+        let s = self.store.statement(&self.daybook, &r.tenant_id, &period).await.map_err(books_status)?;
         exact(&s.totals)?;
         Ok(Response::new(pb::GetStatementResponse { statement: Some(api::statement_out(&s)) }))
     }
@@ -419,11 +404,7 @@ impl pb::usage_service_server::UsageService for Services {
         let who = caller(&request)?;
         let r = request.into_inner();
         self.tenant(&who, Access::Read, &r.tenant_id).await?;
-        let statements = if self.daybook.is_shared() {
-            self.daybook.shared_statements(&r.tenant_id).await.map_err(store_unavailable)?
-        } else {
-            self.daybook.engine().statements(&r.tenant_id).expect("tenant exists")
-        };
+        let statements = self.store.statements(&self.daybook, &r.tenant_id).await.map_err(books_status)?;
         for s in &statements {
             exact(&s.totals)?;
         }
@@ -443,65 +424,14 @@ impl pb::usage_service_server::UsageService for Services {
             return Err(api::invalid_argument(vec![FieldViolation::new("page_size", "must not be negative")]));
         }
         let page_size = if r.page_size == 0 { 100 } else { r.page_size.min(1000) as usize };
-        if self.daybook.is_shared() {
-            let (interactions, next_page_token) =
-                self.daybook.shared_interactions(&r.tenant_id, page_size, &r.page_token).await.map_err(
-                    |e| match e {
-                        super::shared::PageError::BadToken => {
-                            api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
-                        }
-                        super::shared::PageError::Store(e) => store_unavailable(e),
-                    },
-                )?;
-            return Ok(Response::new(pb::ListInteractionsResponse { interactions, next_page_token }));
-        }
-        let after = if r.page_token.is_empty() {
-            Cursor::default()
-        } else {
-            Cursor::parse(&r.page_token).ok_or_else(|| {
-                api::invalid_argument(vec![FieldViolation::new("page_token", "not a token from this API")])
-            })?
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(PageToken::decode(token, &self.daybook, &r.tenant_id).map_err(books_status)?),
         };
-        // Interactions are records: read them from the journal after the token.
-        let mut interactions = Vec::new();
-        let mut last = after;
-        let daybook = self.daybook.clone();
-        let tenant = r.tenant_id.clone();
-        let durable = daybook.journal.durable();
-        let mut from = after.seq.max(1);
-        'pages: while from <= durable {
-            let until = durable.min(from + 4096);
-            let dir = daybook.journal.dir().to_path_buf();
-            let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(e.to_string()))?;
-            for entry in &entries {
-                for (i, bytes) in entry.records.iter().enumerate() {
-                    let cursor = Cursor { seq: entry.seq, index: i as u32 };
-                    if cursor <= after {
-                        continue;
-                    }
-                    let Ok(record) = <pb::Record as prost::Message>::decode(bytes.as_ref()) else { continue };
-                    if record.tenant_id != tenant {
-                        continue;
-                    }
-                    if let Some(pb::record::Body::Interaction(i)) = record.body {
-                        if interactions.len() == page_size {
-                            break 'pages;
-                        }
-                        last = cursor;
-                        interactions.extend(daybook.as_it_stands(&tenant, i));
-                    }
-                }
-            }
-            from = until + 1;
-        }
-        let more = interactions.len() == page_size;
-        Ok(Response::new(pb::ListInteractionsResponse {
-            interactions,
-            next_page_token: if more { last.to_string() } else { String::new() },
-        }))
+        let (interactions, next) =
+            self.store.interactions(&self.daybook, &r.tenant_id, page_size, after).await.map_err(books_status)?;
+        let next_page_token = next.map(|t| t.encode(&self.daybook, &r.tenant_id)).unwrap_or_default();
+        Ok(Response::new(pb::ListInteractionsResponse { interactions, next_page_token }))
     }
 }
 

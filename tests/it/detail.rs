@@ -9,7 +9,7 @@ use pb::usage_service_client::UsageServiceClient;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::server::{Harness, create, interactions};
+use super::server::{Harness, Store, create, interactions};
 
 /// A tenant with a dar meter (Generative AI on), a cycle meter, an event meter and an
 /// outcome meter, and a Starter plan on the dar meter.
@@ -84,8 +84,19 @@ async fn usage(channel: &tonic::transport::Channel) -> UsageServiceClient<tonic:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_rows_sum_to_every_statement_and_explain_names_each_lines_rule_event_and_void() {
+    export_and_explain(Store::Embedded).await;
+}
+
+/// The same through Redis mode: the tenant follows its log, and the detail is read from
+/// the shared record streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_explain_read_the_shared_streams_in_redis_mode() {
+    export_and_explain(Store::Redis(super::redis_store::RedisNode::start())).await;
+}
+
+async fn export_and_explain(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Harness::start(dir.path(), "2025-07-05T00:00:00Z", Config::default()).await;
+    let server = Harness::start(dir.path(), "2025-07-05T00:00:00Z", store.config()).await;
     let channel = server.tcp_channel().await;
     create(&channel, tenant()).await;
     let mut ingest = pb::ingest_service_client::IngestServiceClient::new(channel.clone());

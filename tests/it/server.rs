@@ -397,8 +397,19 @@ async fn every_rpc_over_tcp_and_a_unix_socket(store: Store) {
         .into_inner();
     assert_eq!(page2.interactions.len(), 1);
     assert!(page2.next_page_token.is_empty());
-    // A token this API did not give out names the field, in either mode.
-    for forged in ["garbage", "redis:3:not-an-entry", "redis:99:1-0", "7"] {
+    // A token this API did not give out names the field, in either mode: made up, altered,
+    // or given out for another tenant's listing.
+    create(&tcp, tenant("other", "UTC", pb::Meter::Dar)).await;
+    let mut altered = page1.next_page_token.clone().into_bytes();
+    altered[3] = if altered[3] == b'0' { b'1' } else { b'0' };
+    let altered = String::from_utf8(altered).unwrap();
+    for (tenant_id, forged) in [("other", page1.next_page_token.as_str()), ("acme", altered.as_str())] {
+        let request =
+            pb::ListInteractionsRequest { tenant_id: tenant_id.into(), page_size: 2, page_token: forged.into() };
+        let refused = usage_client.list_interactions(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{tenant_id} {forged}: {refused:?}");
+    }
+    for forged in ["garbage", "redis:3:not-an-entry", "redis:99:1-0", "7", "1:0", "0102"] {
         let refused = usage_client
             .list_interactions(pb::ListInteractionsRequest {
                 tenant_id: "acme".into(),

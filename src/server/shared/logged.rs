@@ -106,6 +106,23 @@ impl Daybook {
         self.follow(tenant, &mut after, None).await.map(|_| ())
     }
 
+    /// The event time of a logged tenant's event, read from its log (`None`: not there).
+    pub async fn logged_event_time(&self, tenant: &str, event_id: &str) -> Result<Option<Instant>, StoreError> {
+        let mut after = "0-0".to_string();
+        loop {
+            let page = self.shared().store.read_log(tenant, &after, LOG_PAGE).await?;
+            let Some((last, _)) = page.last() else { return Ok(None) };
+            after = last.clone();
+            for (_, bytes) in page {
+                let event =
+                    LogEntry::decode(bytes.as_slice()).ok().and_then(|e| pb::Event::decode(e.event.as_slice()).ok());
+                if let Some(event) = event.filter(|e| e.event_id == event_id) {
+                    return Ok(crate::rating::time::parse_instant(&event.event_time).ok());
+                }
+            }
+        }
+    }
+
     /// Rates a tenant's log after `after`, in order, to its end or up to the entry
     /// `until`; returns that entry's result.
     async fn follow(

@@ -24,6 +24,7 @@ use prost::Message;
 
 mod logged;
 pub mod state;
+mod streams;
 mod tenants;
 
 use state::{Pending, SharedState};
@@ -601,70 +602,43 @@ impl Daybook {
     }
 }
 
-/// Why a page of interactions could not be read from the shared store.
-#[derive(Debug, thiserror::Error)]
-pub enum PageError {
-    /// The page token is not one this API gave out (INVALID_ARGUMENT).
-    #[error("not a page token from this API")]
-    BadToken,
-    /// The store did not answer (UNAVAILABLE).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl Daybook {
     /// A page of the tenant's interactions from the shared store's record streams, shard
-    /// by shard in stream order, and the token of the next page (empty: no more). Tokens
-    /// are `redis:<shard>:<stream entry id>`.
+    /// by shard in stream order, after (shard, stream entry), and where the next page
+    /// starts (`None`: no more).
     pub async fn shared_interactions(
         &self,
         tenant: &str,
         page_size: usize,
-        token: &str,
-    ) -> Result<(Vec<pb::Interaction>, String), PageError> {
+        after: Option<(u32, String)>,
+    ) -> Result<(Vec<pb::Interaction>, Option<(u32, String)>), StoreError> {
         if self.engine().follows_log(tenant) {
             // Every record of what any replica accepted before the call is in the streams.
-            self.catch_up(tenant).await.map_err(PageError::Store)?;
+            self.catch_up(tenant).await?;
         }
-        let bad = || PageError::BadToken;
-        let (mut shard, mut after) = if token.is_empty() {
-            (0, None)
-        } else {
-            let rest = token.strip_prefix("redis:").ok_or_else(bad)?;
-            let (shard, id) = rest.split_once(':').ok_or_else(bad)?;
-            let shard: u32 = shard.parse().map_err(|_| bad())?;
-            // A stream entry id is `<ms>-<seq>`: anything else would reach Redis as an
-            // error of the store, not of the caller.
-            let entry_id =
-                id.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
-            if shard >= crate::store::keys::SHARDS || !entry_id {
-                return Err(bad());
-            }
-            (shard, Some(id.to_string()))
+        let (mut shard, mut after) = match after {
+            Some((shard, entry)) => (shard, Some(entry)),
+            None => (0, None),
         };
-        let store = &self.shared().store;
         let mut out = Vec::new();
         while shard < crate::store::keys::SHARDS {
-            let entries = store.records_after(tenant, shard, after.as_deref(), page_size.max(64)).await?;
-            if entries.is_empty() {
+            let entries = self.stream_page(tenant, shard, after.as_deref()).await?;
+            let Some((last, _)) = entries.last() else {
                 shard += 1;
                 after = None;
                 continue;
-            }
-            for (entry, _, bytes) in entries {
-                after = Some(entry.clone());
-                if let Ok(pb::Record { body: Some(pb::record::Body::Interaction(i)), .. }) =
-                    pb::Record::decode(bytes.as_slice())
-                {
-                    let Some(i) = self.as_it_stands(tenant, i) else { continue };
-                    out.push(i);
-                    if out.len() == page_size {
-                        return Ok((out, format!("redis:{shard}:{entry}")));
-                    }
+            };
+            after = Some(last.clone());
+            for (entry, record) in entries {
+                let Some(pb::record::Body::Interaction(i)) = record.body else { continue };
+                let Some(i) = self.as_it_stands(tenant, i) else { continue };
+                out.push(i);
+                if out.len() == page_size {
+                    return Ok((out, Some((shard, entry))));
                 }
             }
         }
-        Ok((out, String::new()))
+        Ok((out, None))
     }
 }
 
