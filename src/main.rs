@@ -91,6 +91,10 @@ enum Command {
         /// a Redis across a network would.
         #[arg(long, default_value_t = 0.0)]
         redis_rtt_ms: f64,
+        /// With --redis: which tenants the daybook it starts puts on a tenant log
+        /// (`redis_tenant_log`: `when_needed`, `every_tenant`), to measure that path.
+        #[arg(long)]
+        redis_tenant_log: Option<String>,
     },
     /// Measure state in process: resident bytes per hot relationship-day (P4), each size in
     /// a process of its own, and the time to recover a journal (P6).
@@ -231,6 +235,7 @@ fn main() -> ExitCode {
             durability,
             redis,
             redis_rtt_ms,
+            redis_tenant_log,
         } => {
             let options = daybook::loadgen::Options {
                 target: server.unwrap_or_default(),
@@ -245,7 +250,7 @@ fn main() -> ExitCode {
                 processes: Vec::new(),
             };
             let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
-            bench(options, !no_floor, &durability, redis, rtt)
+            bench(options, !no_floor, &durability, redis.map(|url| (url, redis_tenant_log)), rtt)
         }
         Command::BenchState { memory, recovery, data_dir, memory_run } => {
             bench_state(memory, recovery, data_dir, memory_run)
@@ -614,9 +619,10 @@ fn bench(
     mut options: daybook::loadgen::Options,
     with_floor: bool,
     durability: &str,
-    redis: Option<String>,
+    redis: Option<(String, Option<String>)>,
     redis_rtt: std::time::Duration,
 ) -> ExitCode {
+    let (redis, tenant_log) = redis.map_or((None, None), |(url, log)| (Some(url), log));
     let data = std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id()));
     let mut children = Vec::new();
     let mut own_redis = None;
@@ -664,6 +670,9 @@ fn bench(
             ];
             if let Some(url) = &redis_url {
                 args.extend(["--redis", url]);
+                if let Some(log) = &tenant_log {
+                    args.extend(["--redis-tenant-log", log]);
+                }
             }
             let server = spawn_announcing(&args, "gRPC listening on ")?;
             options.target = server.addr.clone();

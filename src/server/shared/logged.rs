@@ -56,6 +56,10 @@ pub struct LogEntry {
     /// Periods past the lateness horizon at `at_nanos` close here (`Engine::close_periods`).
     #[prost(bool, tag = "3")]
     pub close: bool,
+    /// The process that appended it ([`super::state::Followers::replica`]): whichever of
+    /// its tasks rates the entry first answers the caller that appended it.
+    #[prost(uint64, tag = "4")]
+    pub replica: u64,
 }
 
 fn nanos(at: Instant) -> i64 {
@@ -77,12 +81,18 @@ impl Daybook {
     }
 
     /// Rates one event of a tenant that follows its log: appended to the log, then the log
-    /// rated up to it.
+    /// rated up to it. Callers of one tenant append concurrently; whichever holds the
+    /// tenant's follower rates every entry it reads and keeps the answers of this
+    /// process's entries for their callers, so one read serves every caller waiting.
     pub(super) async fn ingest_logged(&self, event: &pb::Event) -> Decided {
         let shared = self.shared();
-        let follower = shared.followers.of(&event.tenant_id);
-        let mut after = follower.lock().await;
-        let entry = LogEntry { event: event.encode_to_vec(), at_nanos: nanos(self.now()), close: false };
+        let followers = &shared.followers;
+        let entry = LogEntry {
+            event: event.encode_to_vec(),
+            at_nanos: nanos(self.now()),
+            close: false,
+            replica: followers.replica,
+        };
         let started = std::time::Instant::now();
         let appended = shared.store.append_log(&event.tenant_id, &entry.encode_to_vec()).await;
         shared.note(&appended);
@@ -91,11 +101,17 @@ impl Daybook {
             Ok(id) => id,
             Err(e) => return (Err(unavailable(&e)), 0),
         };
-        match self.follow(&event.tenant_id, &mut after, Some(&id)).await {
-            Ok(Some(decided)) => decided,
-            Ok(None) => (Err(unavailable(&StoreError::Unexpected(format!("log entry {id} not found")))), 0),
-            Err(e) => (Err(unavailable(&e)), 0),
+        let follower = followers.of(&event.tenant_id);
+        let mut after = follower.lock().await;
+        if let Some(decided) = followers.take_answer(&event.tenant_id, &id) {
+            return decided;
         }
+        if let Err(e) = self.follow(&event.tenant_id, &mut after, Some(&id)).await {
+            return (Err(unavailable(&e)), 0);
+        }
+        followers
+            .take_answer(&event.tenant_id, &id)
+            .unwrap_or_else(|| (Err(unavailable(&StoreError::Unexpected(format!("log entry {id} not found")))), 0))
     }
 
     /// Rates what this replica has not rated yet of a tenant's log, so that its answers
@@ -103,7 +119,7 @@ impl Daybook {
     pub async fn catch_up(&self, tenant: &str) -> Result<(), StoreError> {
         let follower = self.shared().followers.of(tenant);
         let mut after = follower.lock().await;
-        self.follow(tenant, &mut after, None).await.map(|_| ())
+        self.follow(tenant, &mut after, None).await
     }
 
     /// The event time of a logged tenant's event, read from its log (`None`: not there).
@@ -123,14 +139,10 @@ impl Daybook {
         }
     }
 
-    /// Rates a tenant's log after `after`, in order, to its end or up to the entry
-    /// `until`; returns that entry's result.
-    async fn follow(
-        &self,
-        tenant: &str,
-        after: &mut String,
-        until: Option<&str>,
-    ) -> Result<Option<Decided>, StoreError> {
+    /// Rates a tenant's log after `after`, in order, to its end, or a page at a time until
+    /// the entry `until` is rated. The answers of this process's entries are kept for
+    /// their callers ([`super::state::Followers::take_answer`]).
+    async fn follow(&self, tenant: &str, after: &mut String, until: Option<&str>) -> Result<(), StoreError> {
         let shared = self.shared();
         loop {
             let started = std::time::Instant::now();
@@ -139,37 +151,37 @@ impl Daybook {
             self.telemetry.redis_call("read_log", if page.is_ok() { "ok" } else { "error" }, started.elapsed());
             let page = page?;
             let full = page.len() == LOG_PAGE;
+            let mut reached = false;
             for (id, bytes) in page {
-                let own = until == Some(id.as_str());
-                let decided = self.rate_logged(tenant, &id, &bytes, own).await;
+                reached |= until == Some(id.as_str());
+                self.rate_logged(tenant, &id, &bytes).await;
                 *after = id;
-                if own {
-                    return Ok(decided);
-                }
             }
-            if !full {
-                return Ok(None);
+            if reached || !full {
+                return Ok(());
             }
         }
     }
 
-    /// Rates one log entry. `own`: the entry of the caller waiting for its answer.
-    async fn rate_logged(&self, tenant: &str, id: &str, bytes: &[u8], own: bool) -> Option<Decided> {
+    /// Rates one log entry. An entry this process appended is its caller's: its answer is
+    /// kept for it, its records journaled here too.
+    async fn rate_logged(&self, tenant: &str, id: &str, bytes: &[u8]) {
         let Ok(entry) = LogEntry::decode(bytes) else {
             tracing::warn!(tenant, entry = id, "a tenant log entry this version did not write; skipped");
-            return None;
+            return;
         };
+        let own = entry.replica == self.shared().followers.replica;
         let at = chrono::DateTime::from_timestamp_nanos(entry.at_nanos);
         if entry.close {
             let _all = self.all_stripes();
             self.engine().close_tenant_periods(tenant, at);
-            return None;
+            return;
         }
         let event = match pb::Event::decode(entry.event.as_slice()) {
             Ok(event) if event.tenant_id == tenant => event,
             _ => {
                 tracing::warn!(tenant, entry = id, "an unreadable event in the tenant log; skipped");
-                return None;
+                return;
             }
         };
         let (result, records) = {
@@ -185,18 +197,24 @@ impl Daybook {
             Ok(outcome) => !outcome.retry && !records.is_empty(),
             Err(refusal) => own && refusal.code == Code::FailedPrecondition && !records.is_empty(),
         };
+        let followers = &self.shared().followers;
         if !emits {
-            // A retry answers once what it repeats is durable here, as in embedded mode.
-            let wait = if result.is_ok() { self.journal.appended() } else { 0 };
-            return own.then_some((result, wait));
+            if own {
+                // A retry answers once what it repeats is durable here, as in embedded mode.
+                let wait = if result.is_ok() { self.journal.appended() } else { 0 };
+                followers.keep_answer(tenant, id, (result, wait));
+            }
+            return;
         }
         let wait = if own { self.append(EntryKind::SharedRecords(true), records.clone()) } else { 0 };
         let entry = self.engine().fingerprinter().start(domain::LOG_ENTRY).str(tenant).str(id).finish();
         let unemitted = Unemitted { tenant: tenant.to_string(), entry, at, records };
         if self.emit_logged(&unemitted).await.is_err() {
-            self.shared().followers.unemitted.lock().unpoisoned().push(unemitted);
+            followers.unemitted.lock().unpoisoned().push(unemitted);
         }
-        own.then_some((result, wait))
+        if own {
+            followers.keep_answer(tenant, id, (result, wait));
+        }
     }
 
     /// Emits one log entry's records to the shared record streams, once per entry.
@@ -236,7 +254,7 @@ impl Daybook {
                 continue;
             }
             if self.engine().tenant_has_periods_to_close(&tenant, now) {
-                let entry = LogEntry { event: Vec::new(), at_nanos: nanos(now), close: true };
+                let entry = LogEntry { event: Vec::new(), at_nanos: nanos(now), close: true, replica: 0 };
                 if self.shared().store.append_log(&tenant, &entry.encode_to_vec()).await.is_err() {
                     return;
                 }
@@ -254,9 +272,9 @@ mod tests {
 
     #[test]
     fn log_entries_round_trip() {
-        let entry = LogEntry { event: vec![1, 2, 3], at_nanos: 1_750_000_000_000_000_000, close: false };
+        let entry = LogEntry { event: vec![1, 2, 3], at_nanos: 1_750_000_000_000_000_000, close: false, replica: 9 };
         assert_eq!(LogEntry::decode(entry.encode_to_vec().as_slice()).unwrap(), entry);
-        let close = LogEntry { event: Vec::new(), at_nanos: 5, close: true };
+        let close = LogEntry { event: Vec::new(), at_nanos: 5, close: true, replica: 0 };
         assert_eq!(LogEntry::decode(close.encode_to_vec().as_slice()).unwrap(), close);
     }
 }

@@ -69,12 +69,28 @@ impl SharedState {
 
 /// How far this replica has rated each tenant log (`super::logged`): the last stream id rated, behind a
 /// lock held while rating, so that one task at a time follows a tenant's log.
-#[derive(Default)]
 pub struct Followers {
     by_tenant: Mutex<HashMap<String, Arc<tokio::sync::Mutex<String>>>>,
     /// Records of rated entries the store did not take yet, sent again by the reconciler.
     pub(super) unemitted: Mutex<Vec<Unemitted>>,
+    /// This process, as its log entries name it: random, so that a restarted process
+    /// does not take entries of its previous life for its callers'.
+    pub(super) replica: u64,
+    /// Answers of this process's entries, by tenant and stream id (ids are per stream:
+    /// two tenants' logs have entries of the same id), until their callers take them.
+    answers: Mutex<HashMap<(String, String), (super::Decided, std::time::Instant)>>,
 }
+
+impl Default for Followers {
+    fn default() -> Self {
+        let seed = std::collections::hash_map::RandomState::new();
+        let replica = std::hash::BuildHasher::hash_one(&seed, std::process::id()) | 1;
+        Followers { by_tenant: Mutex::default(), unemitted: Mutex::default(), replica, answers: Mutex::default() }
+    }
+}
+
+/// How long an answer waits for its caller (one that gave up never takes it).
+const ANSWER_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Records of one log entry, not yet in the shared record streams.
 pub struct Unemitted {
@@ -85,6 +101,21 @@ pub struct Unemitted {
 }
 
 impl Followers {
+    /// Keeps the answer of this process's entry `id` of a tenant's log for its caller.
+    pub(super) fn keep_answer(&self, tenant: &str, id: &str, decided: super::Decided) {
+        let mut answers = self.answers.lock().unpoisoned();
+        if answers.len() >= 4096 {
+            answers.retain(|_, (_, at)| at.elapsed() < ANSWER_KEPT);
+        }
+        answers.insert((tenant.to_string(), id.to_string()), (decided, std::time::Instant::now()));
+    }
+
+    /// The answer of this process's entry `id` of a tenant's log, once rated.
+    pub(super) fn take_answer(&self, tenant: &str, id: &str) -> Option<super::Decided> {
+        let key = (tenant.to_string(), id.to_string());
+        self.answers.lock().unpoisoned().remove(&key).map(|(decided, _)| decided)
+    }
+
     pub(super) fn of(&self, tenant: &str) -> Arc<tokio::sync::Mutex<String>> {
         self.by_tenant
             .lock()
