@@ -91,9 +91,7 @@ enum Settled {
     Done(Box<Result<Outcome, Refusal>>),
 }
 
-/// How one event ended under the shared store: its answer, and the journal position the
-/// answer waits for (0: none).
-pub(super) type Decided = (Result<Outcome, Refusal>, u64);
+use super::store::Decided;
 
 impl Daybook {
     fn shared(&self) -> &SharedState {

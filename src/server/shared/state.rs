@@ -78,7 +78,7 @@ pub struct Followers {
     pub(super) replica: u64,
     /// Answers of this process's entries, by tenant and stream id (ids are per stream:
     /// two tenants' logs have entries of the same id), until their callers take them.
-    answers: Mutex<HashMap<(String, String), (super::Decided, std::time::Instant)>>,
+    answers: Mutex<HashMap<(String, String), (Answer, std::time::Instant)>>,
 }
 
 impl Default for Followers {
@@ -88,6 +88,9 @@ impl Default for Followers {
         Followers { by_tenant: Mutex::default(), unemitted: Mutex::default(), replica, answers: Mutex::default() }
     }
 }
+
+/// An event's answer and the journal position it waits for (`super::Decided`).
+type Answer = (Result<crate::rating::Outcome, crate::rating::Refusal>, u64);
 
 /// How long an answer waits for its caller (one that gave up never takes it).
 const ANSWER_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -102,7 +105,7 @@ pub struct Unemitted {
 
 impl Followers {
     /// Keeps the answer of this process's entry `id` of a tenant's log for its caller.
-    pub(super) fn keep_answer(&self, tenant: &str, id: &str, decided: super::Decided) {
+    pub(super) fn keep_answer(&self, tenant: &str, id: &str, decided: Answer) {
         let mut answers = self.answers.lock().unpoisoned();
         if answers.len() >= 4096 {
             answers.retain(|_, (_, at)| at.elapsed() < ANSWER_KEPT);
@@ -111,7 +114,7 @@ impl Followers {
     }
 
     /// The answer of this process's entry `id` of a tenant's log, once rated.
-    pub(super) fn take_answer(&self, tenant: &str, id: &str) -> Option<super::Decided> {
+    pub(super) fn take_answer(&self, tenant: &str, id: &str) -> Option<Answer> {
         let key = (tenant.to_string(), id.to_string());
         self.answers.lock().unpoisoned().remove(&key).map(|(decided, _)| decided)
     }
