@@ -158,7 +158,7 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
             writeln!(out, "  journaled {sent} events")?;
         }
     }
-    runtime.block_on(daybook.journal.close());
+    runtime.block_on(daybook.journal().close());
     let write = started.elapsed();
     drop(daybook);
     let journal_bytes = dir_bytes(&data_dir.join("journal"));
@@ -167,12 +167,12 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
     let daybook = open(Telemetry::local())?;
     let from_journal = started.elapsed();
     daybook.write_snapshot(data_dir)?;
-    runtime.block_on(daybook.journal.close());
+    runtime.block_on(daybook.journal().close());
     drop(daybook);
 
     let started = WallInstant::now();
     let daybook = open(Telemetry::local())?;
     let from_snapshot = started.elapsed();
-    runtime.block_on(daybook.journal.close());
+    runtime.block_on(daybook.journal().close());
     Ok(RecoveryRun { events, journal_bytes, write, from_journal, from_snapshot })
 }

@@ -80,7 +80,7 @@ fn route<B>(daybook: &Daybook, posture: &str, request: Request<B>) -> Response<F
             body.push_str(posture);
             text(status, "text/plain", body)
         }
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", daybook.telemetry.prometheus_text()),
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", daybook.telemetry().prometheus_text()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

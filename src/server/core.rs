@@ -88,8 +88,8 @@ pub struct Daybook {
     /// Rating order == journal order, per stripe of keys. Std mutexes: each held for one
     /// rating and its journal append, never across an await.
     stripes: Vec<Mutex<()>>,
-    pub journal: Arc<Journal<Published>>,
-    pub hub: Arc<Hub>,
+    journal: Arc<Journal<Published>>,
+    hub: Arc<Hub>,
     clock: Clock,
     /// Tenants defined by the config file: changed by editing the file, not by the API.
     file_tenants: Mutex<HashSet<String>>,
@@ -99,16 +99,16 @@ pub struct Daybook {
     /// segments (`record_retention`), and a cursor before it cannot be resumed.
     oldest_seq: std::sync::atomic::AtomicU64,
     /// Set once replay has finished and the listeners are up.
-    pub ready: AtomicBool,
+    ready: AtomicBool,
     /// Set when shutdown begins.
-    pub draining: AtomicBool,
+    draining: AtomicBool,
     /// Tells long-lived streams (watch, batch ingest) to end when shutdown begins.
-    pub stopping: tokio::sync::watch::Sender<bool>,
-    pub telemetry: Arc<Telemetry>,
+    stopping: tokio::sync::watch::Sender<bool>,
+    telemetry: Arc<Telemetry>,
     /// The shared store, when replicas meter as one (`redis_url`).
     pub(super) shared: Option<super::shared::state::SharedState>,
     /// The near cache's bound, under a shared store with `memory_ceiling`.
-    pub budget: Option<MemoryBudget>,
+    budget: Option<MemoryBudget>,
     /// The copy of the state a snapshot writes, kept between snapshots (its allocations
     /// are reused).
     snapshot_image: Mutex<crate::rating::engine::StateImage>,
@@ -229,6 +229,35 @@ impl Daybook {
             budget,
             snapshot_image: Mutex::default(),
         }))
+    }
+
+    /// The journal: every accepted event and its records, in rating order.
+    pub fn journal(&self) -> &Arc<Journal<Published>> {
+        &self.journal
+    }
+
+    /// The live side of the record stream (records of durable entries).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The near cache's bound (Redis mode with `memory_ceiling`).
+    pub fn budget(&self) -> Option<MemoryBudget> {
+        self.budget
+    }
+
+    /// Replay is done and the listeners are up.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether shutdown has begun: new calls go to another instance.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn engine(&self) -> &Engine {

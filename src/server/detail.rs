@@ -284,11 +284,11 @@ impl Daybook {
         let internal = |e: String| super::store::BooksError::Internal(e);
         let mut interactions = Vec::new();
         let mut last = after;
-        let durable = self.journal.durable();
+        let durable = self.journal().durable();
         let mut from = after.seq.max(1);
         'pages: while from <= durable {
             let until = durable.min(from + super::store::JOURNAL_STEP);
-            let dir = self.journal.dir().to_path_buf();
+            let dir = self.journal().dir().to_path_buf();
             let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
                 .await
                 .map_err(|e| internal(e.to_string()))?

@@ -21,7 +21,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -187,9 +187,9 @@ pub async fn run(
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
     let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
     let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
-    let evictor = daybook.budget.map(|_| tokio::spawn(evict(daybook.clone())));
+    let evictor = daybook.budget().map(|_| tokio::spawn(evict(daybook.clone())));
 
-    daybook.ready.store(true, Ordering::Release);
+    daybook.mark_ready();
     for name in service_names {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
@@ -242,7 +242,7 @@ async fn drain(config: &Config, mut tasks: tokio::task::JoinSet<Result<(), tonic
 /// what comes after it).
 async fn close_journal(config: &Config, daybook: &Arc<Daybook>) {
     // A snapshot being written finishes (its lock is taken again below).
-    daybook.journal.close().await;
+    daybook.journal().close().await;
     let dir = config.data_dir.clone();
     let writer = daybook.clone();
     match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
@@ -553,7 +553,7 @@ async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
         }
     };
     let mut out = std::io::LineWriter::new(file);
-    records::follow(&daybook.hub, &daybook.journal, after, |stamped| {
+    records::follow(daybook.hub(), daybook.journal(), after, |stamped| {
         let json = crate::api::to_json(&stamped.record);
         writeln!(out, "{json}").is_ok()
     })
@@ -580,7 +580,7 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
                 pruned.other
             );
         }
-        let behind = daybook.journal.appended().saturating_sub(daybook.last_snapshot());
+        let behind = daybook.journal().appended().saturating_sub(daybook.last_snapshot());
         let due =
             behind >= config.snapshot_entries || (behind > 0 && last_written.elapsed() >= config.snapshot_interval);
         if !due {
@@ -628,7 +628,7 @@ async fn evict(daybook: Arc<Daybook>) {
         };
         round = next;
         if forgotten > 0 {
-            daybook.telemetry.count_evicted(forgotten as u64);
+            daybook.telemetry().count_evicted(forgotten as u64);
         }
     }
 }

@@ -47,14 +47,14 @@ impl Services {
             Err(_) => "refused",
         };
         let new_interaction = matches!(result, Ok(o) if !o.retry && o.disposition == Disposition::NewInteraction);
-        self.daybook.telemetry.count_event(outcome, self.meter_of(tenant), tenant, new_interaction);
+        self.daybook.telemetry().count_event(outcome, self.meter_of(tenant), tenant, new_interaction);
         if let Err(refusal) = result {
-            self.daybook.telemetry.count_refused(api::refusal_reason(refusal.code), refusal.rule);
+            self.daybook.telemetry().count_refused(api::refusal_reason(refusal.code), refusal.rule);
         }
     }
 
     fn unavailable_if_draining(&self) -> Result<(), Status> {
-        if self.daybook.draining.load(std::sync::atomic::Ordering::Acquire) {
+        if self.daybook.is_draining() {
             return Err(Status::unavailable("daybook is shutting down; retry on another instance"));
         }
         Ok(())
@@ -69,7 +69,7 @@ impl Services {
         let (result, wait) = self.store.ingest(&self.daybook, event).await;
         self.count(&tenant, &result);
         if wait > 0 {
-            self.daybook.journal.wait(wait).await;
+            self.daybook.journal().wait(wait).await;
         }
         match result {
             Ok(outcome) => Ok(api::outcome_out(&outcome)),
@@ -301,7 +301,7 @@ impl pb::ingest_service_server::IngestService for Services {
                 let results = this.store.ingest_batch(&this.daybook, batch.events).await;
                 let wait = results.iter().map(|(_, w)| *w).max().unwrap_or(0);
                 if wait > 0 {
-                    this.daybook.journal.wait(wait).await;
+                    this.daybook.journal().wait(wait).await;
                 }
                 let outcomes = results
                     .into_iter()
@@ -485,7 +485,7 @@ impl pb::record_service_server::RecordService for Services {
             // credential ends the stream.
             let mut who = who;
             let mut generation = auth.generation();
-            let following = follow(&daybook.hub, &daybook.journal, after, |stamped| {
+            let following = follow(daybook.hub(), daybook.journal(), after, |stamped| {
                 if auth.generation() != generation {
                     generation = auth.generation();
                     match auth.current(&who) {
@@ -528,7 +528,7 @@ impl pb::tenant_service_server::TenantService for Services {
             .tenant
             .ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("tenant", "is required")]))?;
         let (tenant, seq) = self.tenant_op(TenantOp::Create(&t), &who).await?;
-        self.daybook.journal.wait(seq).await;
+        self.daybook.journal().wait(seq).await;
         Ok(Response::new(pb::CreateTenantResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
@@ -566,7 +566,7 @@ impl pb::tenant_service_server::TenantService for Services {
         let change =
             r.change.ok_or_else(|| api::invalid_argument(vec![FieldViolation::new("change", "is required")]))?;
         let (tenant, seq) = self.tenant_op(TenantOp::Change(&r.tenant_id, &change), &who).await?;
-        self.daybook.journal.wait(seq).await;
+        self.daybook.journal().wait(seq).await;
         Ok(Response::new(pb::ChangeSettingsResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 
@@ -575,7 +575,7 @@ impl pb::tenant_service_server::TenantService for Services {
         let r = request.into_inner();
         let plan = r.plan.unwrap_or_default();
         let (tenant, seq) = self.tenant_op(TenantOp::Plan(&r.tenant_id, &plan), &who).await?;
-        self.daybook.journal.wait(seq).await;
+        self.daybook.journal().wait(seq).await;
         Ok(Response::new(pb::SetPlanResponse { tenant: Some(api::tenant_out(&tenant.spec)) }))
     }
 }

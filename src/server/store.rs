@@ -129,7 +129,7 @@ pub enum RecordPosition {
 /// The tenant's journal entries `from..=until`, in order.
 async fn journal_block(daybook: &Daybook, tenant: &str, from: u64, until: u64) -> Result<Vec<Seen>, BooksError> {
     use super::journal::EntryKind;
-    let dir = daybook.journal.dir().to_path_buf();
+    let dir = daybook.journal().dir().to_path_buf();
     let entries = tokio::task::spawn_blocking(move || super::journal::read_from(&dir, from, until))
         .await
         .map_err(|e| BooksError::Internal(e.to_string()))?
@@ -293,7 +293,7 @@ impl Store for Embedded {
     }
 
     fn first_records(&self, daybook: &Daybook) -> RecordPosition {
-        RecordPosition::Journal { next: 1, durable: daybook.journal.durable() }
+        RecordPosition::Journal { next: 1, durable: daybook.journal().durable() }
     }
 
     async fn record_page(

@@ -26,21 +26,29 @@ pub(super) struct Selected<'a> {
 }
 
 impl VoidRule {
-    /// COR-1: the period's first date within [from, to], and every selector given equal
-    /// to a field the interaction lists.
-    pub(super) fn selects(&self, s: &Selected<'_>) -> bool {
+    /// COR-1, written once: the period's first local date within [from, to], the meter if
+    /// the void names one (`meter`), and every other selector given equal to the field the
+    /// interaction lists (`equal(i, wanted)`, `i` in the order consumer, conversation,
+    /// integration, outcome type). The fields are compared as text or as keyed
+    /// fingerprints, by the caller.
+    pub(super) fn selects_by(
+        &self,
+        start: NaiveDate,
+        meter: impl FnOnce(&str) -> bool,
+        equal: impl Fn(usize, &str) -> bool,
+    ) -> bool {
         let v = &self.void;
-        let field = |wanted: &Option<String>, has: Option<&str>| match wanted {
-            None => true,
-            Some(w) => has == Some(w.as_str()),
-        };
-        v.from <= s.start
-            && s.start <= v.to
-            && field(&v.meter, Some(s.meter))
-            && field(&v.consumer, s.consumer)
-            && field(&v.conversation, s.conversation)
-            && field(&v.integration, s.integration)
-            && field(&v.outcome_type, s.outcome_type)
+        let wanted = [&v.consumer, &v.conversation, &v.integration, &v.outcome_type];
+        v.from <= start
+            && start <= v.to
+            && v.meter.as_deref().is_none_or(meter)
+            && wanted.iter().enumerate().all(|(i, w)| w.as_deref().is_none_or(|w| equal(i, w)))
+    }
+
+    /// COR-1 on an interaction's fields as text.
+    pub(super) fn selects(&self, s: &Selected<'_>) -> bool {
+        let has = [s.consumer, s.conversation, s.integration, s.outcome_type];
+        self.selects_by(s.start, |m| m == s.meter, |i, w| has[i] == Some(w))
     }
 }
 
@@ -112,18 +120,11 @@ impl Engine {
     /// COR-1 on a catalogued interaction: its period's first date within [from, to], and
     /// every selector given equal to a field it lists.
     pub(super) fn selects(&self, tenant: &Tenant, rule: &VoidRule, c: &Catalogued) -> bool {
-        let v = &rule.void;
-        let start = time::days_to_date(c.start);
-        let meter_ok = v.meter.as_ref().is_none_or(|m| &*tenant.meter_at(c.meter).id == m.as_str());
-        let field_ok =
-            |wanted: &Option<String>, has: u64| wanted.as_ref().is_none_or(|w| has != 0 && has == self.field_fp(w));
-        v.from <= start
-            && start <= v.to
-            && meter_ok
-            && field_ok(&v.consumer, c.fields[0])
-            && field_ok(&v.conversation, c.fields[1])
-            && field_ok(&v.integration, c.fields[2])
-            && field_ok(&v.outcome_type, c.fields[3])
+        rule.selects_by(
+            time::days_to_date(c.start),
+            |m| &*tenant.meter_at(c.meter).id == m,
+            |i, w| c.fields[i] != 0 && c.fields[i] == self.field_fp(w),
+        )
     }
 
     /// The period of a catalogued interaction, in the zone in force at its start.

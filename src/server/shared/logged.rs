@@ -96,7 +96,7 @@ impl Daybook {
         let started = std::time::Instant::now();
         let appended = shared.store.append_log(&event.tenant_id, &entry.encode_to_vec()).await;
         shared.note(&appended);
-        self.telemetry.redis_call("append_log", if appended.is_ok() { "ok" } else { "error" }, started.elapsed());
+        self.telemetry().redis_call("append_log", if appended.is_ok() { "ok" } else { "error" }, started.elapsed());
         let id = match appended {
             Ok(id) => id,
             Err(e) => return (Err(unavailable(&e)), 0),
@@ -148,7 +148,7 @@ impl Daybook {
             let started = std::time::Instant::now();
             let page = shared.store.read_log(tenant, after, LOG_PAGE).await;
             shared.note(&page);
-            self.telemetry.redis_call("read_log", if page.is_ok() { "ok" } else { "error" }, started.elapsed());
+            self.telemetry().redis_call("read_log", if page.is_ok() { "ok" } else { "error" }, started.elapsed());
             let page = page?;
             let full = page.len() == LOG_PAGE;
             let mut reached = false;
@@ -201,7 +201,7 @@ impl Daybook {
         if !emits {
             if own {
                 // A retry answers once what it repeats is durable here, as in embedded mode.
-                let wait = if result.is_ok() { self.journal.appended() } else { 0 };
+                let wait = if result.is_ok() { self.journal().appended() } else { 0 };
                 followers.keep_answer(tenant, id, (result, wait));
             }
             return;

@@ -169,7 +169,7 @@ impl Daybook {
             Ok(Reservation::Conflict) => "conflict",
             Err(_) => "error",
         };
-        self.telemetry.redis_call("reserve", outcome, started.elapsed());
+        self.telemetry().redis_call("reserve", outcome, started.elapsed());
         answer
     }
 
@@ -259,7 +259,7 @@ impl Daybook {
                 Ok(ClaimAnswer::Seen { .. }) => "seen",
                 Err(_) => "error",
             };
-            self.telemetry.redis_call("claim", outcome, started.elapsed());
+            self.telemetry().redis_call("claim", outcome, started.elapsed());
             shared.note(&answer);
             match answer? {
                 ClaimAnswer::Applied => return Ok(Settled::Applied(claim)),
@@ -311,7 +311,7 @@ impl Daybook {
         let sent = shared.store.emit(emission).await;
         shared.note(&sent);
         let outcome = if sent.is_ok() { "ok" } else { "error" };
-        self.telemetry.redis_call("emit", outcome, started.elapsed());
+        self.telemetry().redis_call("emit", outcome, started.elapsed());
         sent
     }
 
@@ -363,7 +363,7 @@ impl Daybook {
                 }
                 (seq, seq)
             }
-            None if result.is_ok() => (0, self.journal.appended()),
+            None if result.is_ok() => (0, self.journal().appended()),
             None => (0, 0),
         }
     }
@@ -445,11 +445,11 @@ impl Daybook {
     /// Journals how far the store has every shared effect, when that moved.
     pub fn note_shipped(&self) {
         let Some(shared) = &self.shared else { return };
-        let _all_journal_order = self.journal.appended();
+        let _all_journal_order = self.journal().appended();
         let first_pending = shared.pending.lock().unpoisoned().keys().next().copied();
         let upto = match first_pending {
             Some(seq) => seq - 1,
-            None => self.journal.appended(),
+            None => self.journal().appended(),
         };
         if upto > shared.shipped.load(Ordering::Acquire) {
             shared.shipped.store(upto, Ordering::Release);

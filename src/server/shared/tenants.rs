@@ -27,7 +27,7 @@ impl Daybook {
                 self.next_spec(&op, Some(TENANT_LEAD))?
             };
             let new = match next {
-                NextSpec::Unchanged(tenant) => return Ok((tenant, self.journal.appended())),
+                NextSpec::Unchanged(tenant) => return Ok((tenant, self.journal().appended())),
                 NextSpec::Spec(new) => *new,
             };
             crate::server::core::same_metering(self.engine(), &new).map_err(TenantRefusal::FailedPrecondition)?;
