@@ -12,8 +12,10 @@ use daybook::api::{self, pb};
 use daybook::rating::{Engine, EngineConfig, RawEvent};
 
 use super::crash::{Rng, Server, start_with, usage_of_tenant};
-use super::redis_store::RedisNode;
-use super::replicas::{judged_alerts, retries_and_reuses_elsewhere, send, settle, statements_of, stream_records};
+use super::redis_store::{RedisCluster, RedisNode};
+use super::replicas::{
+    Backing, judged_alerts, retries_and_reuses_elsewhere, send, settle, statements_of, stream_records,
+};
 
 const TENANTS: &str = r#"
 [[tenant]]
@@ -97,7 +99,7 @@ fn offline_engine() -> Engine {
 
 /// Every replica answers the offline engine's usage and statements; Redis's streams hold
 /// each record once.
-async fn assert_matches(offline: &Engine, servers: &[Server], redis: &RedisNode, label: &str) {
+async fn assert_matches(offline: &Engine, servers: &[Server], redis: &impl Backing, label: &str) {
     for tenant in TENANT_IDS {
         let expected = api::usage_out(&offline.usage(tenant, None, None).unwrap(), offline.tenant(tenant).as_deref());
         let statements: Vec<pb::Statement> =
@@ -123,16 +125,25 @@ async fn assert_matches(offline: &Engine, servers: &[Server], redis: &RedisNode,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine() {
-    let redis = RedisNode::start();
+    count_like_one_engine(&RedisNode::start(), 7).await;
+}
+
+/// The same on a three-master Redis Cluster: a tenant's log is one key, its records go
+/// to the shard streams, every replica reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_that_follow_their_log_count_on_a_cluster_like_one_engine() {
+    count_like_one_engine(&RedisCluster::start(), 8).await;
+}
+
+async fn count_like_one_engine(redis: &impl Backing, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("daybook.toml");
     std::fs::write(&config, TENANTS).unwrap();
-    let url = redis.url();
+    let url = redis.daybook_url();
     let start = |name: &str| start_with(&dir.path().join(name), &config, &["--redis", &url, "--admin", "127.0.0.1:0"]);
     let mut servers: Vec<Server> = (0..3).map(|i| start(&format!("replica-{i}"))).collect();
     let offline = offline_engine();
 
-    let seed = 7;
     let mut stream: Vec<pb::Event> =
         TENANT_IDS.iter().enumerate().flat_map(|(t, tenant)| events(tenant, 600, seed * 10 + t as u64)).collect();
     let mut rng = Rng(seed);
@@ -152,7 +163,7 @@ async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine()
     let sends = servers.iter().zip(split).map(|(s, part)| send(&s.addr, part));
     futures_util::future::join_all(sends).await;
     settle(&servers).await;
-    assert_matches(&offline, &servers, &redis, "after the split").await;
+    assert_matches(&offline, &servers, redis, "after the split").await;
     for tenant in TENANT_IDS {
         let usage = offline.usage(tenant, None, None).unwrap();
         assert!(usage.interactions > 50, "{tenant}: {usage:?}");
@@ -162,7 +173,7 @@ async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine()
 
     // T-2 on any replica: a retry gets the original outcome, a reuse is refused.
     retries_and_reuses_elsewhere(&servers, &stream, seed).await;
-    assert_matches(&offline, &servers, &redis, "after retries and reuses").await;
+    assert_matches(&offline, &servers, redis, "after retries and reuses").await;
 
     // A replica on an empty data directory rebuilds both tenants from their logs; one
     // killed and restarted on its own directory answers the same.
@@ -170,7 +181,7 @@ async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine()
     servers[1].child.kill().unwrap();
     servers[1].child.wait().unwrap();
     servers[1] = start("replica-1");
-    assert_matches(&offline, &servers, &redis, "after restarts").await;
+    assert_matches(&offline, &servers, redis, "after restarts").await;
     for s in &mut servers {
         s.child.kill().unwrap();
         s.child.wait().unwrap();
