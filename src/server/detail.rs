@@ -48,27 +48,6 @@ fn books_status(e: BooksError) -> Status {
     }
 }
 
-/// The event time of a tenant's event, where the store keeps events: `None` when it
-/// keeps none (then the settings at its period's start stand in).
-async fn first_event_time(
-    daybook: &Arc<Daybook>,
-    store: &dyn Store,
-    tenant: &str,
-    event_id: &str,
-) -> Result<Option<crate::rating::time::Instant>, Status> {
-    if let Some(found) = store.event_time(daybook, tenant, event_id).await.map_err(books_status)? {
-        return Ok(found);
-    }
-    // The store keeps its events among the records (the journal): scanned for it.
-    let mut pages = Pages::new(daybook, store, tenant);
-    while let Some(page) = pages.next().await? {
-        if let Some((e, _)) = page.into_iter().filter_map(|seen| seen.event).find(|(e, _)| e.event_id == event_id) {
-            return Ok(crate::rating::time::parse_instant(&e.event_time).ok());
-        }
-    }
-    Ok(None)
-}
-
 /// Whether an interaction record is the one a selector names.
 fn matches(i: &pb::Interaction, s: &pb::InteractionSelector) -> bool {
     let key = i.key.clone().unwrap_or_default();
@@ -161,7 +140,7 @@ pub(super) async fn explain(
     // Not in its own entry (a DAR-5 outbound's day, an outcome billed after a revocation,
     // a record read from the streams): looked up once more, by its id.
     if first_at.is_none() {
-        first_at = first_event_time(daybook, store, &tenant.id, &interaction.event_id).await?;
+        first_at = store.event_time(daybook, &tenant.id, &interaction.event_id).await.map_err(books_status)?;
     }
     let first = first_at.unwrap_or(period_start);
     let settings = |at| api::settings_out(&tenant.settings_at(at).as_patch());

@@ -208,15 +208,14 @@ pub trait Store: Send + Sync {
         tenant: &str,
         at: RecordPosition,
     ) -> Result<(Vec<Seen>, Option<RecordPosition>), BooksError>;
-    /// The event time of a tenant's event when the store keeps its events apart from the
-    /// records: `Some(None)` when it has none of them; `None` when events come with
-    /// the records ([`Seen::event`]).
+    /// The event time of a tenant's event, where the store keeps events (`None`: not
+    /// found, or the store keeps none of the tenant's).
     async fn event_time(
         &self,
         daybook: &Daybook,
         tenant: &str,
         event_id: &str,
-    ) -> Result<Option<Option<crate::rating::time::Instant>>, BooksError>;
+    ) -> Result<Option<crate::rating::time::Instant>, BooksError>;
 }
 
 /// This process's journal and snapshots are the state.
@@ -313,11 +312,19 @@ impl Store for Embedded {
 
     async fn event_time(
         &self,
-        _: &Daybook,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<Option<crate::rating::time::Instant>>, BooksError> {
-        // The journal keeps each event with its records.
+        daybook: &Daybook,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<Option<crate::rating::time::Instant>, BooksError> {
+        // The journal keeps each event with its records: the tenant's are scanned for it.
+        let mut at = Some(self.first_records(daybook));
+        while let Some(position) = at.take() {
+            let (page, next) = self.record_page(daybook, tenant, position).await?;
+            if let Some((e, _)) = page.into_iter().filter_map(|seen| seen.event).find(|(e, _)| e.event_id == event_id) {
+                return Ok(crate::rating::time::parse_instant(&e.event_time).ok());
+            }
+            at = next;
+        }
         Ok(None)
     }
 }
@@ -357,6 +364,9 @@ impl Store for Redis {
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<Totals, BooksError> {
+        if caught_up(daybook, tenant).await? {
+            return Embedded.usage(daybook, tenant, from, to).await;
+        }
         Ok(daybook.shared_usage(tenant, from, to).await?)
     }
 
@@ -366,10 +376,16 @@ impl Store for Redis {
         tenant: &str,
         period: &StatementPeriod,
     ) -> Result<Statement, BooksError> {
+        if caught_up(daybook, tenant).await? {
+            return Embedded.statement(daybook, tenant, period).await;
+        }
         Ok(daybook.shared_statement(tenant, period).await?)
     }
 
     async fn statements(&self, daybook: &Daybook, tenant: &str) -> Result<Vec<Statement>, BooksError> {
+        if caught_up(daybook, tenant).await? {
+            return Embedded.statements(daybook, tenant).await;
+        }
         Ok(daybook.shared_statements(tenant).await?)
     }
 
@@ -385,6 +401,9 @@ impl Store for Redis {
             Some(PageToken::Streams { shard, entry }) => Some((shard, entry)),
             Some(PageToken::Journal(_)) => return Err(BooksError::BadToken),
         };
+        // A logged tenant's records of what any replica accepted are in the streams once
+        // this replica has rated its log (whoever rates an entry first emits them).
+        caught_up(daybook, tenant).await?;
         let (interactions, next) = daybook.shared_interactions(tenant, page_size, after).await?;
         Ok((interactions, next.map(|(shard, entry)| PageToken::Streams { shard, entry })))
     }
@@ -416,13 +435,23 @@ impl Store for Redis {
         daybook: &Daybook,
         tenant: &str,
         event_id: &str,
-    ) -> Result<Option<Option<crate::rating::time::Instant>>, BooksError> {
+    ) -> Result<Option<crate::rating::time::Instant>, BooksError> {
         // Only a tenant that follows its log has its events in the store.
-        if !daybook.follows_log(tenant) {
-            return Ok(Some(None));
+        if !daybook.engine().follows_log(tenant) {
+            return Ok(None);
         }
-        Ok(Some(daybook.logged_event_time(tenant, event_id).await?))
+        Ok(daybook.logged_event_time(tenant, event_id).await?)
     }
+}
+
+/// Whether the tenant follows its log, having rated what this replica had not: then its
+/// books here are whole, the same on every replica, and read as embedded mode reads them.
+async fn caught_up(daybook: &Daybook, tenant: &str) -> Result<bool, BooksError> {
+    if !daybook.engine().follows_log(tenant) {
+        return Ok(false);
+    }
+    daybook.catch_up(tenant).await?;
+    Ok(true)
 }
 
 #[cfg(test)]

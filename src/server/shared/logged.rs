@@ -75,11 +75,6 @@ fn unavailable(e: &StoreError) -> Refusal {
 }
 
 impl Daybook {
-    /// Whether the tenant is metered through its tenant log.
-    pub fn follows_log(&self, tenant: &str) -> bool {
-        self.is_shared() && self.engine().follows_log(tenant)
-    }
-
     /// Rates one event of a tenant that follows its log: appended to the log, then the log
     /// rated up to it. Callers of one tenant append concurrently; whichever holds the
     /// tenant's follower rates every entry it reads and keeps the answers of this

@@ -60,10 +60,6 @@ fn absent_for(event: &pb::Event) -> Shared {
     }
 }
 
-fn unknown(tenant: &str) -> StoreError {
-    StoreError::Unexpected(format!("unknown tenant `{tenant}`"))
-}
-
 /// What a claim that changes nothing still emits.
 fn emission_of(claim: &Claim) -> Emission<'_> {
     Emission {
@@ -464,10 +460,6 @@ impl Daybook {
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<Totals, StoreError> {
-        if self.engine().follows_log(tenant) {
-            self.catch_up(tenant).await?;
-            return self.engine().usage(tenant, from, to).ok_or_else(|| unknown(tenant));
-        }
         self.shared().store.usage(tenant, from, to).await
     }
 }
@@ -475,10 +467,6 @@ impl Daybook {
 impl Daybook {
     /// A statement from the shared store (PL-1, PL-2): every replica's events, each once.
     pub async fn shared_statement(&self, tenant_id: &str, period: &StatementPeriod) -> Result<Statement, StoreError> {
-        if self.engine().follows_log(tenant_id) {
-            self.catch_up(tenant_id).await?;
-            return self.engine().statement(tenant_id, period).ok_or_else(|| unknown(tenant_id));
-        }
         let Some(tenant) = self.engine().tenant(tenant_id) else {
             return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
         };
@@ -488,10 +476,6 @@ impl Daybook {
 
     /// Every statement with usage, from the shared store.
     pub async fn shared_statements(&self, tenant_id: &str) -> Result<Vec<Statement>, StoreError> {
-        if self.engine().follows_log(tenant_id) {
-            self.catch_up(tenant_id).await?;
-            return self.engine().statements(tenant_id).ok_or_else(|| unknown(tenant_id));
-        }
         let Some(tenant) = self.engine().tenant(tenant_id) else {
             return Err(StoreError::Unexpected(format!("unknown tenant `{tenant_id}`")));
         };
@@ -610,10 +594,6 @@ impl Daybook {
         page_size: usize,
         after: Option<(u32, String)>,
     ) -> Result<(Vec<pb::Interaction>, Option<(u32, String)>), StoreError> {
-        if self.engine().follows_log(tenant) {
-            // Every record of what any replica accepted before the call is in the streams.
-            self.catch_up(tenant).await?;
-        }
         let (mut shard, mut after) = match after {
             Some((shard, entry)) => (shard, Some(entry)),
             None => (0, None),
