@@ -76,6 +76,9 @@ pub struct Claim {
     /// The near cache may have forgotten this event's id: the store must be asked even if
     /// the claim changes nothing (it may be a retry of the event that made the entry).
     pub ask_store: bool,
+    /// How many of its tenant's voids the event was rated knowing: the store applies the
+    /// claim only if no other void was published to the entry's shard (COR-2).
+    pub voids: usize,
 }
 
 impl Claim {

@@ -124,6 +124,10 @@ pub(super) async fn explain(
     {
         interaction.voided_by = void;
     }
+    // Under a shared store, a void's withdrawal record is what marks it (COR-2).
+    if let Some(w) = withdrawals.iter().find(|w| w.voided && interaction.voided_by.is_empty()) {
+        interaction.voided_by = w.event_id.clone();
+    }
     let explained = lines
         .iter()
         .map(|l| pb::ExplainedLine {

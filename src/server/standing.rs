@@ -32,26 +32,9 @@ pub(super) fn from_journal(
                 }
                 match record.body {
                     Some(pb::record::Body::Interaction(i)) => {
-                        let (Some(id), Some(start)) = (
-                            RecordId::parse(&i.interaction_id),
-                            i.period.as_ref().and_then(|p| p.start_time.get(..10)?.parse().ok()),
-                        ) else {
-                            continue;
-                        };
-                        let key = i.key.unwrap_or_default();
-                        let opt = |s: String| (!s.is_empty()).then_some(s);
-                        index.insert(i.interaction_id.clone(), standing.len());
-                        standing.push(Standing {
-                            id,
-                            meter_id: i.meter_id,
-                            consumer: key.consumer_id,
-                            conversation: opt(key.conversation_id),
-                            integration: opt(key.integration_id),
-                            outcome_type: opt(i.outcome_type),
-                            start,
-                            voided_by: opt(i.voided_by),
-                            withdrawn: false,
-                        });
+                        let Some(s) = of_interaction(i) else { continue };
+                        index.insert(s.id.to_string(), standing.len());
+                        standing.push(s);
                     }
                     Some(pb::record::Body::Withdrawal(w)) => {
                         if let Some(&n) = index.get(&w.interaction_id) {
@@ -69,4 +52,26 @@ pub(super) fn from_journal(
         from = to + 1;
     }
     Ok(standing)
+}
+
+/// An interaction record as a void selects it: its id, meter, fields and its period's
+/// first local date (`None`: not a record this version wrote).
+pub(super) fn of_interaction(i: pb::Interaction) -> Option<Standing> {
+    let id = RecordId::parse(&i.interaction_id)?;
+    // The period's start is written in its local time: its first ten characters are the
+    // local date.
+    let start = i.period.as_ref().and_then(|p| p.start_time.get(..10)?.parse().ok())?;
+    let key = i.key.unwrap_or_default();
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Some(Standing {
+        id,
+        meter_id: i.meter_id,
+        consumer: key.consumer_id,
+        conversation: opt(key.conversation_id),
+        integration: opt(key.integration_id),
+        outcome_type: opt(i.outcome_type),
+        start,
+        voided_by: opt(i.voided_by),
+        withdrawn: false,
+    })
 }

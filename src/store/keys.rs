@@ -76,6 +76,24 @@ impl ShardKeys {
         format!("{PREFIX}:{}:log", self.tag)
     }
 
+    /// A tenant's voids (COR) published under a shared store: the void event with the
+    /// instant it arrived, under its event id. Kept under shard 0.
+    pub fn voids(&self) -> String {
+        format!("{PREFIX}:{}:v", self.tag)
+    }
+
+    /// How many voids were published to this shard: a claim rated knowing fewer is stale
+    /// (`rating::engine::shared_voids`).
+    pub fn void_count(&self) -> String {
+        format!("{PREFIX}:{}:vn", self.tag)
+    }
+
+    /// The shard's interactions voided after they started, under their ids: the void
+    /// that withdrew each (COR-2). Marking one is what withdraws its lines once.
+    pub fn withdrawn(&self) -> String {
+        format!("{PREFIX}:{}:w", self.tag)
+    }
+
     /// The idempotency entries (T-2) of the events of one UTC day whose effects reached
     /// this shard, so that a claim and its event id are written in one step.
     pub fn events(&self, utc_day: i32) -> String {

@@ -12,3 +12,4 @@ pub mod keys;
 pub mod log;
 pub mod redis;
 pub mod rollup;
+pub mod voids;

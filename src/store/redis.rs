@@ -192,6 +192,9 @@ pub enum ClaimAnswer {
     Applied,
     /// The entry no longer holds the claim's `before`: its current value (empty: absent).
     Stale(Vec<u8>),
+    /// A void the claim was not rated knowing was published to the entry's shard: the
+    /// entry's current value, to rate against once the voids are known.
+    Voids(Vec<u8>),
     /// Another call already accepted this event id: its payload and what it met.
     Seen { payload: u64, prior: Vec<u8> },
 }
@@ -218,10 +221,13 @@ enum Connection {
 /// the event, adds its aggregate entries to the rollups and appends its records, in one
 /// step. An event id already remembered wins over everything: the call is a retry.
 ///
-/// KEYS: state hash, events hash, record stream, rollup index, then the rollup hashes.
-/// ARGV: entry field, before, after, event field, event value, entry expiry (Unix ms),
-/// event expiry (Unix ms), then the rollup operations (`store::rollup`), then (record id,
-/// record) pairs.
+/// A claim rated knowing fewer of its tenant's voids than were published to the shard
+/// is answered with the entry's value and rated again once the voids are known.
+///
+/// KEYS: state hash, events hash, record stream, rollup index, the shard's void count,
+/// then the rollup hashes. ARGV: entry field, before, after, event field, event value,
+/// entry expiry (Unix ms), event expiry (Unix ms), voids known, then the rollup
+/// operations (`store::rollup`), then (record id, record) pairs.
 const CLAIM: &str = concat!(
     rollup::rollup_lua!(),
     r#"
@@ -229,6 +235,8 @@ local seen = redis.call('HGET', KEYS[2], ARGV[4])
 if seen then return {'seen', seen} end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then current = '' end
+local voids = redis.call('GET', KEYS[5])
+if voids and tonumber(voids) > tonumber(ARGV[8]) then return {'voids', current} end
 if current ~= ARGV[2] then return {'stale', current} end
 if ARGV[3] ~= ARGV[2] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -238,7 +246,7 @@ end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'NX')
 redis.call('PEXPIREAT', KEYS[2], ARGV[7], 'GT')
-local records = rollup(4, 8)
+local records = rollup(4, 9)
 for i = records, #ARGV, 2 do
   redis.call('XADD', KEYS[3], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
 end
@@ -401,7 +409,10 @@ impl RedisStore {
         result
     }
 
-    async fn invoke<T: redis::FromRedisValue>(&self, invocation: redis::ScriptInvocation<'_>) -> Result<T, StoreError> {
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         match self.connection.clone() {
             Connection::Single(mut c) => self.guarded(async move { invocation.invoke_async(&mut c).await }).await,
             Connection::Cluster(mut c) => self.guarded(async move { invocation.invoke_async(&mut c).await }).await,
@@ -418,13 +429,14 @@ impl RedisStore {
     /// Applies a claim ([`CLAIM`]).
     pub async fn claim(&self, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
         let keys = ShardKeys::of(&claim.tenant, claim.entry);
-        let (rollup_keys, rollup_args) = rollup::operations(&keys, 5, &claim.ledger);
+        let (rollup_keys, rollup_args) = rollup::operations(&keys, 6, &claim.ledger);
         let mut invocation = self.claim.prepare_invoke();
         invocation
             .key(keys.state(claim.place))
             .key(keys.events(utc_day(claim.at)))
             .key(keys.records())
             .key(keys.rollup_index())
+            .key(keys.void_count())
             .key(rollup_keys)
             .arg(&field(claim.entry)[..])
             .arg(claim.before.encode())
@@ -433,6 +445,7 @@ impl RedisStore {
             .arg(event_value(claim.payload, &claim.prior))
             .arg(time::to_millis(claim.entry_expires))
             .arg(time::to_millis(claim.event_expires))
+            .arg(claim.voids)
             .arg(rollup_args);
         for record in &claim.records {
             let (id, bytes) = record_args(record);
@@ -442,6 +455,7 @@ impl RedisStore {
         match answer.first().map(Vec::as_slice) {
             Some(b"applied") => Ok(ClaimAnswer::Applied),
             Some(b"stale") => Ok(ClaimAnswer::Stale(answer.get(1).cloned().unwrap_or_default())),
+            Some(b"voids") => Ok(ClaimAnswer::Voids(answer.get(1).cloned().unwrap_or_default())),
             Some(b"seen") => {
                 let value = answer.get(1).cloned().unwrap_or_default();
                 let payload = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
@@ -720,7 +734,7 @@ fn event_value(payload: u64, prior: &[u8]) -> Vec<u8> {
     out
 }
 
-fn record_args(record: &Record) -> (String, Vec<u8>) {
+pub(super) fn record_args(record: &Record) -> (String, Vec<u8>) {
     let proto = api::record_out(record, String::new());
     (proto.record_id.clone(), proto.encode_to_vec())
 }

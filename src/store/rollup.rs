@@ -129,26 +129,29 @@ pub(super) fn operations(
     first_key: usize,
     ledger: &[(NaiveDate, Entry)],
 ) -> (Vec<String>, Vec<String>) {
-    let mut by_date: BTreeMap<NaiveDate, Totals> = BTreeMap::new();
+    // Interactions net of those voided (COR-2), which a void's step takes away.
+    let mut by_date: BTreeMap<NaiveDate, (i64, Totals)> = BTreeMap::new();
     for (date, entry) in ledger {
-        let totals = by_date.entry(*date).or_default();
+        let (count, totals) = by_date.entry(*date).or_default();
         match entry {
-            Entry::Interaction | Entry::Credits(..) | Entry::PassThrough(..) => totals.apply(*entry),
-            // Never under a shared store: tenants with several meters, outcomes or voids
-            // are refused there (`server::core::shareable`).
-            Entry::Uncount | Entry::Meter(..) => {}
+            Entry::Interaction => *count += 1,
+            Entry::Uncount => *count -= 1,
+            Entry::Credits(..) | Entry::PassThrough(..) => totals.apply(*entry),
+            // Never metered by claims: a tenant with several meters follows its log
+            // (`server::shared::logged`), and its books are its replicas' own.
+            Entry::Meter(..) => {}
         }
     }
     let (mut key_names, mut ops) = (Vec::new(), Vec::new());
-    for (n, (date, totals)) in by_date.iter().enumerate() {
+    for (n, (date, (count, totals))) in by_date.iter().enumerate() {
         let days = time::date_to_days(*date).to_string();
         let key_number = (first_key + n).to_string();
         key_names.push(keys.rollup(*date));
         let mut op = |field: String, amount: String| {
             ops.extend([key_number.clone(), days.clone(), field, amount]);
         };
-        if totals.interactions > 0 {
-            op("n".into(), totals.interactions.to_string());
+        if *count != 0 {
+            op("n".into(), count.to_string());
         }
         for (bucket, amount) in totals.credits.iter().enumerate().filter(|(_, a)| !a.is_zero()) {
             op(format!("c{bucket}"), amount.normalize().to_string());

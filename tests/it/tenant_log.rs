@@ -5,8 +5,12 @@
 //! other replicas; every replica then answers what one engine that saw every event once
 //! answers, Redis's record streams hold each record once, and a replica that starts on an
 //! empty data directory rebuilds the tenants from their logs.
+//!
+//! Beside them, a tenant metered by claims (one `dar` meter) receives voids too: they are
+//! published to the store and withdraw there (COR under claims), and its replicas list
+//! the same voided interactions as the one engine.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use daybook::api::{self, pb};
 use daybook::rating::{Engine, EngineConfig, RawEvent};
@@ -34,12 +38,24 @@ meters = [
   { id = "fin", preset = "outcome", prices = { resolution = "0.99", handoff = "0.25" } },
 ]
 settings = { lateness_horizon = "P36500D" }
+
+[[tenant]]
+id = "claims"
+time_zone = "Asia/Kolkata"
+meter = "dar"
+settings = { generative_ai = true, lateness_horizon = "P36500D" }
+plan = { kind = "starter", included = 40, alerts = ["0.5", "1.0"] }
 "#;
 
-const TENANT_IDS: [&str; 2] = ["retro", "multi"];
+const TENANT_IDS: [&str; 3] = ["retro", "multi", "claims"];
+
+/// Tenants that receive voids.
+fn voids(tenant: &str) -> bool {
+    tenant != "retro"
+}
 
 /// A tenant's events: messages of every role (proactive outbounds and their replies
-/// among them), outcomes and revocations, and, for `multi`, voids.
+/// among them), outcomes and revocations for `multi`, and voids for `multi` and `claims`.
 fn events(tenant: &str, n: usize, seed: u64) -> Vec<pb::Event> {
     let mut rng = Rng(seed | 1);
     let mut out = Vec::new();
@@ -50,7 +66,7 @@ fn events(tenant: &str, n: usize, seed: u64) -> Vec<pb::Event> {
         let consumer = format!("c{}", rng.next(30));
         let conversation = format!("k{}", rng.next(4));
         let kind = match rng.next(24) {
-            0 if tenant == "multi" => pb::event::Kind::Void(pb::VoidEvent {
+            0 if voids(tenant) => pb::event::Kind::Void(pb::VoidEvent {
                 from: format!("2026-11-{:02}", day),
                 to: format!("2026-11-{:02}", (day + rng.next(3)).min(30)),
                 reason: "a load generator".into(),
@@ -123,6 +139,35 @@ async fn assert_matches(offline: &Engine, servers: &[Server], redis: &impl Backi
     }
 }
 
+/// The interactions voided (COR-2) by the offline engine's records.
+fn voided_offline(records: &[daybook::rating::outcome::Record], tenant: &str) -> BTreeSet<String> {
+    let mut voided = BTreeSet::new();
+    for r in records.iter().filter(|r| &*r.tenant == tenant) {
+        match api::record_out(r, String::new()).body {
+            Some(pb::record::Body::Interaction(i)) if !i.voided_by.is_empty() => voided.insert(i.interaction_id),
+            Some(pb::record::Body::Withdrawal(w)) if w.voided => voided.insert(w.interaction_id),
+            _ => false,
+        };
+    }
+    voided
+}
+
+/// The interactions a replica lists as voided.
+async fn voided_listed(addr: &str, tenant: &str) -> BTreeSet<String> {
+    let channel = daybook::client::connect(addr).await.unwrap();
+    let mut client = pb::usage_service_client::UsageServiceClient::new(channel);
+    let (mut voided, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let request = pb::ListInteractionsRequest { tenant_id: tenant.into(), page_size: 300, page_token: token };
+        let page = client.list_interactions(request).await.unwrap().into_inner();
+        voided.extend(page.interactions.into_iter().filter(|i| !i.voided_by.is_empty()).map(|i| i.interaction_id));
+        if page.next_page_token.is_empty() {
+            return voided;
+        }
+        token = page.next_page_token;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_that_follow_their_log_count_on_three_replicas_like_one_engine() {
     count_like_one_engine(&RedisNode::start(), 7).await;
@@ -143,6 +188,7 @@ async fn count_like_one_engine(redis: &impl Backing, seed: u64) {
     let start = |name: &str| start_with(&dir.path().join(name), &config, &["--redis", &url, "--admin", "127.0.0.1:0"]);
     let mut servers: Vec<Server> = (0..3).map(|i| start(&format!("replica-{i}"))).collect();
     let offline = offline_engine();
+    let mut records = Vec::new();
 
     let mut stream: Vec<pb::Event> =
         TENANT_IDS.iter().enumerate().flat_map(|(t, tenant)| events(tenant, 600, seed * 10 + t as u64)).collect();
@@ -158,12 +204,17 @@ async fn count_like_one_engine(redis: &impl Backing, seed: u64) {
             // A client that retries on another replica.
             split[(home + 1 + rng.next(2) as usize) % 3].push(e.clone());
         }
-        let _ = offline.ingest(RawEvent::from(e.clone()), None, &mut Vec::new());
+        let _ = offline.ingest(RawEvent::from(e.clone()), None, &mut records);
     }
     let sends = servers.iter().zip(split).map(|(s, part)| send(&s.addr, part));
     futures_util::future::join_all(sends).await;
     settle(&servers).await;
     assert_matches(&offline, &servers, redis, "after the split").await;
+    let voided = voided_offline(&records, "claims");
+    assert!(voided.len() > 5, "the claims tenant's voids selected interactions: {voided:?}");
+    for s in &servers {
+        assert_eq!(voided_listed(&s.addr, "claims").await, voided, "{}", s.addr);
+    }
     for tenant in TENANT_IDS {
         let usage = offline.usage(tenant, None, None).unwrap();
         assert!(usage.interactions > 50, "{tenant}: {usage:?}");

@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// The period of a catalogued interaction, in the zone in force at its start.
-    fn catalogued_period(tenant: &Tenant, c: &Catalogued) -> Period {
+    pub(super) fn catalogued_period(tenant: &Tenant, c: &Catalogued) -> Period {
         let start = time::days_to_date(c.start);
         let zone = tenant.zone_at(time::start_of_local_date(start, chrono_tz::UTC));
         tenant.period_of_date(tenant.meter_at(c.meter).window(), start, zone)
@@ -257,22 +257,14 @@ impl Engine {
             for entry in chosen {
                 selected.push(entry.id);
                 corrections.changed.insert(entry.id, Some(rule.event_id.clone()));
-                self.withdraw(tenant, &entry, &event.event_id, &mut fx);
+                let hot = match entry.source {
+                    Source::Hot => self.interactions.get(&entry.state.into()).map(|e| *e),
+                    Source::Outcome => None,
+                };
+                self.withdraw(tenant, &entry, hot, &event.event_id, &mut fx);
             }
         }
-        let id = RecordId::of(&[b"void", tenant.id.as_bytes(), event.event_id.as_bytes()]);
-        fx.records.push(Record {
-            tenant: tenant.id.clone(),
-            rule: "COR-1",
-            body: RecordBody::Void(VoidRecord {
-                id,
-                event_id: event.event_id.clone(),
-                at: event.at,
-                arrived: now,
-                void: void.clone(),
-                selected,
-            }),
-        });
+        fx.records.push(void_record(tenant, &rule, event.at, selected));
         self.commit_ledger(tenant, slot, &event.event_id, None, &mut fx);
         let mut emitted = std::mem::take(&mut fx.records);
         let outcome = fx.outcome(event.event_id.clone(), Disposition::NotBillable(NotBillableReason::Correction));
@@ -291,7 +283,7 @@ impl Engine {
 
     /// COR-4 (T-3): an interaction whose period is past its lateness horizon when the void
     /// arrives is final.
-    fn is_final(&self, tenant: &Tenant, period: &Period, fx: &Effects) -> bool {
+    pub(super) fn is_final(&self, tenant: &Tenant, period: &Period, fx: &Effects) -> bool {
         let end = period.end();
         let horizon = tenant.settings_at(period.start()).lateness_horizon;
         fx.now.is_some_and(|now| end + horizon < now) || fx.closed_before.is_some_and(|c| time::to_millis(end) <= c)
@@ -299,8 +291,16 @@ impl Engine {
 
     /// Voids a standing interaction: its lines withdrawn by reversal lines naming them and
     /// the void, and it is uncounted (COR-2). A line is withdrawn once: an outcome's line
-    /// is forgotten as it is withdrawn.
-    fn withdraw(&self, tenant: &Tenant, entry: &Catalogued, by: &str, fx: &mut Effects) {
+    /// is forgotten as it is withdrawn. A hot interaction's lines are those of its entry
+    /// as billed (`hot`).
+    pub(super) fn withdraw(
+        &self,
+        tenant: &Tenant,
+        entry: &Catalogued,
+        hot: Option<InteractionEntry>,
+        by: &str,
+        fx: &mut Effects,
+    ) {
         let meter = tenant.meter_at(entry.meter);
         let period = Self::catalogued_period(tenant, entry);
         let info = PeriodInfo::from(&period);
@@ -308,7 +308,7 @@ impl Engine {
         let mut reversals = Vec::new();
         match entry.source {
             Source::Hot => {
-                if let Some(e) = self.interactions.get(&entry.state.into()).map(|e| *e) {
+                if let Some(e) = hot {
                     let structure = tenant.structure_in(meter.window(), date);
                     for slot in interactions::lines_of(&structure, &e).lines() {
                         let l = interactions::interaction_line(entry.id, meter, slot, e.generation, true, &info, by);
@@ -383,33 +383,11 @@ impl Engine {
         let tenant = slot.config();
         let mut corrections = slot.corrections.lock().unpoisoned();
         for s in standing {
-            let Some(meter) = tenant.meter_named(&s.meter_id) else { continue };
             if s.withdrawn {
                 corrections.changed.insert(s.id, None);
                 continue;
             }
-            let (state, source) = match meter.kind() {
-                MeterKind::Outcome => {
-                    let (conversation, kind) =
-                        (s.conversation.as_deref().unwrap_or(""), s.outcome_type.as_deref().unwrap_or(""));
-                    (self.outcome_key(&tenant, meter.index, conversation, kind), Source::Outcome)
-                }
-                _ => {
-                    let key = KeyRef {
-                        consumer: &s.consumer,
-                        conversation: s.conversation.as_deref(),
-                        integration: s.integration.as_deref(),
-                    };
-                    (self.interaction_fp(&tenant, meter.index, &key, s.start), Source::Hot)
-                }
-            };
-            let listed = Listed {
-                consumer: &s.consumer,
-                conversation: s.conversation.as_deref(),
-                integration: s.integration.as_deref(),
-                outcome_type: s.outcome_type.as_deref(),
-            };
-            let entry = self.catalogued(s.id, state, meter.index, s.start, source, listed);
+            let Some(entry) = self.catalogued_standing(&tenant, &s) else { continue };
             if let Some(void) = s.voided_by {
                 corrections.changed.insert(s.id, Some(void));
             }
@@ -419,6 +397,34 @@ impl Engine {
         slot.cataloguing.store(true, Ordering::Release);
     }
 
+    /// An interaction its records show, as the catalogue keeps it (`None`: its meter is
+    /// gone).
+    pub(super) fn catalogued_standing(&self, tenant: &Tenant, s: &Standing) -> Option<Catalogued> {
+        let meter = tenant.meter_named(&s.meter_id)?;
+        let (state, source) = match meter.kind() {
+            MeterKind::Outcome => {
+                let (conversation, kind) =
+                    (s.conversation.as_deref().unwrap_or(""), s.outcome_type.as_deref().unwrap_or(""));
+                (self.outcome_key(tenant, meter.index, conversation, kind), Source::Outcome)
+            }
+            _ => {
+                let key = KeyRef {
+                    consumer: &s.consumer,
+                    conversation: s.conversation.as_deref(),
+                    integration: s.integration.as_deref(),
+                };
+                (self.interaction_fp(tenant, meter.index, &key, s.start), Source::Hot)
+            }
+        };
+        let listed = Listed {
+            consumer: &s.consumer,
+            conversation: s.conversation.as_deref(),
+            integration: s.integration.as_deref(),
+            outcome_type: s.outcome_type.as_deref(),
+        };
+        Some(self.catalogued(s.id, state, meter.index, s.start, source, listed))
+    }
+
     /// Whether an interaction still stands as it started: `None` when it stands, `Some(None)`
     /// when it was withdrawn (OUT-4), `Some(Some(void))` when a void selected it later
     /// (COR-2).
@@ -426,5 +432,23 @@ impl Engine {
         let slot = self.slot(tenant)?;
         let corrections = slot.corrections.lock().unpoisoned();
         corrections.changed.get(&id).cloned()
+    }
+}
+
+/// A void's audit record (COR): what it selected among the standing interactions when it
+/// arrived.
+pub(super) fn void_record(tenant: &Tenant, rule: &VoidRule, at: Instant, selected: Vec<RecordId>) -> Record {
+    let id = RecordId::of(&[b"void", tenant.id.as_bytes(), rule.event_id.as_bytes()]);
+    Record {
+        tenant: tenant.id.clone(),
+        rule: "COR-1",
+        body: RecordBody::Void(VoidRecord {
+            id,
+            event_id: rule.event_id.clone(),
+            at,
+            arrived: rule.arrived,
+            void: rule.void.clone(),
+            selected,
+        }),
     }
 }

@@ -200,7 +200,7 @@ impl Engine {
             return Rated::Done(Err(unknown_tenant(&raw.tenant_id)));
         };
         if let RawBody::Void(_) = raw.body {
-            return self.void_in_mode(slot, raw, now, mode, records);
+            return self.void_in_mode(slot, raw, now, mode, records, out);
         }
         let config = slot.config.read().unpoisoned();
         let tenant: &Tenant = &config;
@@ -291,7 +291,8 @@ impl Engine {
         Rated::Done(Ok(outcome))
     }
 
-    /// A correction takes its tenant alone (COR); shared stores do not meter them yet.
+    /// A correction takes its tenant alone (COR). Under a shared store, the server
+    /// publishes it and withdraws what it selects (`shared_voids`).
     fn void_in_mode(
         &self,
         slot: &TenantSlot,
@@ -299,14 +300,11 @@ impl Engine {
         now: Option<Instant>,
         mode: Mode,
         records: &mut Vec<Record>,
+        out: &mut NearCache,
     ) -> Rated {
         match mode {
             Mode::Live => Rated::Done(self.ingest_void(slot, raw, now, records)),
-            _ => Rated::Done(Err(Refusal::new(
-                Code::Unimplemented,
-                "COR-1",
-                "voids are not supported with a shared Redis store yet",
-            ))),
+            _ => self.shared_void(slot, raw, now, records, out),
         }
     }
 
@@ -354,6 +352,7 @@ impl Engine {
         let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
         let (at, event_id) = (event.at, event.event_id);
         let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
+        let voids = effects.voids.as_ref().map_or(0, |v| v.len());
         let outcome = effects.outcome(event_id, disposition);
         Claim {
             tenant: tenant.id.clone(),
@@ -371,6 +370,7 @@ impl Engine {
             entry_expires: touch.expires,
             event_expires,
             ask_store,
+            voids,
         }
     }
 

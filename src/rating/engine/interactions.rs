@@ -304,8 +304,22 @@ impl Engine {
             touch.features,
         );
         let lines_of = |e: &InteractionEntry| lines_of(&structure, e);
+        let voided_by = fx.void_selecting(&Selected {
+            meter: &meter.id,
+            start: period.start_date,
+            consumer: Some(key.consumer),
+            conversation: key.conversation,
+            integration: key.integration,
+            outcome_type: None,
+        });
 
+        // A voided interaction gains no line (COR-2), so its entry stays as billed: under
+        // a shared store, what a void withdraws is read from it after the void is known
+        // everywhere.
         let next = |old: InteractionEntry| {
+            if voided_by.is_some() {
+                return old;
+            }
             let mut new = old.join(contribution);
             let replaced =
                 structure.feature_attribution == FeatureAttribution::FirstEvent && lines_of(&old) != lines_of(&new);
@@ -364,7 +378,7 @@ impl Engine {
             return false;
         }
 
-        self.emit_touch(touch, fx, (fp, &key), &period, &structure, old, new)
+        self.emit_touch(touch, fx, (fp, &key), (&period, &structure), (old, new), voided_by)
     }
 
     /// The hot key of an interaction. The first meter's is part one's, so state written
@@ -387,31 +401,21 @@ impl Engine {
     /// The records and lines of a touch that changed its interaction: a new interaction
     /// with its lines, or the lines a new feature adds (and, under first-event pricing,
     /// the reversals of the lines an earlier event replaces). An interaction a void
-    /// selects gains no line (COR-2). Returns whether it created the interaction.
-    #[allow(clippy::too_many_arguments, reason = "the parts of one touch, computed once by `touch`")]
+    /// selects (`voided_by`) gains no line (COR-2). Returns whether it created the
+    /// interaction.
     fn emit_touch(
         &self,
         touch: &Touch<'_>,
         fx: &mut Effects,
         (state, key): (Fp, &KeyRef<'_>),
-        period: &Period,
-        structure: &Structure,
-        old: Option<InteractionEntry>,
-        new: InteractionEntry,
+        (period, structure): (&Period, &Structure),
+        (old, new): (Option<InteractionEntry>, InteractionEntry),
+        voided_by: Option<String>,
     ) -> bool {
         let (tenant, meter) = (touch.tenant, touch.meter);
         let lines_of = |e: &InteractionEntry| lines_of(structure, e);
         let id = Self::interaction_id(tenant, meter, key, period);
         let info = PeriodInfo::from(period);
-        let selector = Selected {
-            meter: &meter.id,
-            start: period.start_date,
-            consumer: Some(key.consumer),
-            conversation: key.conversation,
-            integration: key.integration,
-            outcome_type: None,
-        };
-        let voided_by = fx.void_selecting(&selector);
         let line = |slot: &credits::InteractionLine, generation: u8, reversal: bool| {
             interaction_line(id, meter, slot, generation, reversal, &info, touch.event_id)
         };

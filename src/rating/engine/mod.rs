@@ -159,6 +159,9 @@ pub enum Rated {
     /// The event would change its shared entry: nothing is committed until the store
     /// applies the claim.
     Claim(Box<Claim>),
+    /// A void of a tenant metered by claims: the server publishes it to the store and
+    /// withdraws what it selects (`shared_voids`).
+    Void(Box<SharedVoid>),
 }
 
 impl Default for NearCache {
@@ -181,7 +184,7 @@ impl Rated {
     fn done(self) -> Result<Outcome, Refusal> {
         match self {
             Rated::Done(result) => result,
-            Rated::Claim(_) => unreachable!("only shared modes claim"),
+            Rated::Claim(_) | Rated::Void(_) => unreachable!("only shared modes claim"),
         }
     }
 }
@@ -503,11 +506,13 @@ mod interactions;
 mod merge;
 mod meters;
 mod persist;
+mod shared_voids;
 mod upkeep;
 
 pub use corrections::{Catalogued, Corrections, Source, Standing, VoidRule};
 
 pub use persist::StateImage;
+pub use shared_voids::{SharedVoid, Withdrawn};
 pub use upkeep::Pruned;
 
 use books::raise_alerts;

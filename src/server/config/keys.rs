@@ -424,8 +424,8 @@ pub static KEYS: &[Key] = &[
         name: "redis_tenant_log",
         flag: Flag::Value("redis-tenant-log"),
         help: "Redis mode: which tenants follow a tenant log, `when_needed` (default: DAR-5 retroactive, \
-               several meters, event or outcome meters) or `every_tenant` (any tenant may then void, at the \
-               cost of one order per tenant)",
+               several meters, event or outcome meters) or `every_tenant` (every tenant rated in one order on \
+               every replica, at the cost of each replica rating every event)",
         apply: |d, source, text| {
             d.config.redis_tenant_log = match text {
                 "when_needed" => crate::rating::LogPolicy::WhenNeeded,

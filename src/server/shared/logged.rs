@@ -66,7 +66,7 @@ fn nanos(at: Instant) -> i64 {
     at.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
-fn unavailable(e: &StoreError) -> Refusal {
+pub(super) fn unavailable(e: &StoreError) -> Refusal {
     Refusal::new(
         Code::Unavailable,
         "T-1",

@@ -26,6 +26,7 @@ mod logged;
 pub mod state;
 mod streams;
 mod tenants;
+mod voids;
 
 use state::{Pending, SharedState};
 
@@ -192,6 +193,11 @@ impl Daybook {
                     drop(stripe);
                     lane = Some(lane_of.lock().await);
                 }
+                Rated::Void(void) => {
+                    drop(stripe);
+                    drop(lane);
+                    return self.ingest_shared_void(event, *void, ask_store).await;
+                }
                 Rated::Done(result) => {
                     let emit = !records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry)
                         || result.as_ref().is_err_and(|r| r.code == Code::FailedPrecondition && !records.is_empty());
@@ -252,20 +258,28 @@ impl Daybook {
             let outcome = match &answer {
                 Ok(ClaimAnswer::Applied) => "ok",
                 Ok(ClaimAnswer::Stale(_)) => "stale",
+                Ok(ClaimAnswer::Voids(_)) => "voids",
                 Ok(ClaimAnswer::Seen { .. }) => "seen",
                 Err(_) => "error",
             };
             self.telemetry().redis_call("claim", outcome, started.elapsed());
             shared.note(&answer);
-            match answer? {
+            let answer = answer?;
+            if let ClaimAnswer::Voids(_) = &answer {
+                // A void the event was not rated knowing: learn the tenant's voids, then
+                // rate it again against the entry's value.
+                self.refresh_voids(&event.tenant_id).await?;
+            }
+            match answer {
                 ClaimAnswer::Applied => return Ok(Settled::Applied(claim)),
-                ClaimAnswer::Stale(current) => {
+                ClaimAnswer::Stale(current) | ClaimAnswer::Voids(current) => {
                     let value = self
                         .decode(event, &claim, &current)
                         .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
                     match self.engine().probe(raw.clone(), now, value) {
                         Rated::Claim(next) => claim = next,
                         Rated::Done(result) => return Ok(Settled::Done(Box::new(result))),
+                        Rated::Void(_) => return Err(StoreError::Unexpected("a void claims nothing".into())),
                     }
                 }
                 ClaimAnswer::Seen { payload, prior } => return Ok(Settled::Seen { payload, prior }),
@@ -314,6 +328,12 @@ impl Daybook {
     /// Decides an event from this replica's state alone (Redis unreachable) and keeps it
     /// pending until the reconciler has sent it.
     fn decide_degraded(&self, event: &pb::Event, raw: RawEvent, now: Instant) -> Decided {
+        if let Some(pb::event::Kind::Void(_)) = event.kind {
+            // A void is accepted once the store holds it, or not at all: decided here, it
+            // would select nothing another replica holds.
+            let reason = "a void is published to the shared store, which did not answer; retry";
+            return (Err(Refusal::new(Code::Unavailable, "COR-2", reason)), 0);
+        }
         let _stripe = self.stripe(event);
         let mut records = Vec::new();
         let result = self.engine().ingest(raw, Some(now), &mut records);
@@ -409,8 +429,9 @@ impl Daybook {
         }
         let claim = match self.engine().probe(raw.clone(), pending.now, absent_for(&pending.event)) {
             Rated::Claim(claim) => claim,
-            // Refused now as it was then (its tenant is gone, say): nothing to send.
-            Rated::Done(_) => return Ok(()),
+            // Refused now as it was then (its tenant is gone, say): nothing to send. (Voids
+            // are never decided without the store.)
+            Rated::Done(_) | Rated::Void(_) => return Ok(()),
         };
         match self.settle(&pending.event, &raw, pending.now, claim).await? {
             Settled::Applied(claim) => self.engine().absorb(&claim),
@@ -599,9 +620,14 @@ impl Daybook {
             None => (0, None),
         };
         let mut out = Vec::new();
+        // Where this shard's interactions start in `out`: voids that selected them after
+        // they started are marked shard by shard.
+        let mut shard_start = 0;
         while shard < crate::store::keys::SHARDS {
             let entries = self.stream_page(tenant, shard, after.as_deref()).await?;
             let Some((last, _)) = entries.last() else {
+                self.mark_voided(tenant, shard, &mut out[shard_start..]).await?;
+                shard_start = out.len();
                 shard += 1;
                 after = None;
                 continue;
@@ -612,6 +638,7 @@ impl Daybook {
                 let Some(i) = self.as_it_stands(tenant, i) else { continue };
                 out.push(i);
                 if out.len() == page_size {
+                    self.mark_voided(tenant, shard, &mut out[shard_start..]).await?;
                     return Ok((out, Some((shard, entry))));
                 }
             }
