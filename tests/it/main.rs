@@ -1,5 +1,6 @@
 //! The integration tests: one binary (it links once, which matters on a 2-core machine).
 
+mod claims_voids;
 mod crash;
 mod detail;
 mod hostile;
