@@ -26,37 +26,19 @@ impl Engine {
             first_tie: tie,
             first_event_id: event.event_id.clone(),
         };
-        let previous = match &fx.mode {
-            Mode::Retry(Prior::Cobrowse { counted: true }) => {
-                return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
-            }
-            Mode::Retry(_) => None,
-            Mode::Probe(v) | Mode::Claimed(v) => match v {
-                Shared::Cobrowse(Some(e)) => {
-                    Some(CobrowseEntry { tenant: tenant.index, session: c.session.clone(), ..e.clone() })
-                }
-                _ => None,
-            },
-            Mode::Guarded | Mode::Live => self.cobrowse.get(&key).map(|e| e.clone()),
+        let previous = match fx.mode.cobrowse_before(self, key, tenant.index, &c.session) {
+            SessionBefore::Counted => return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted),
+            SessionBefore::Entry(previous) => previous,
         };
         let new = previous.clone().map_or_else(|| contribution.clone(), |old| old.join(contribution.clone()));
-        if matches!(fx.mode, Mode::Live | Mode::Claimed(_)) {
-            let mut entry = self.cobrowse.entry(key).or_insert_with(|| new.clone());
-            if *entry != new {
-                *entry = entry.clone().join(new.clone());
-            }
-        }
-        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) {
-            fx.shared = Some(SharedTouch {
-                place: Place::Cobrowse,
-                entry: key,
-                before: Shared::Cobrowse(previous.clone()),
-                after: Shared::Cobrowse(Some(new.clone())),
-                expires: event.at
-                    + tenant.settings_at(event.at).lateness_horizon
-                    + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
-            });
-        }
+        fx.mode.commit_cobrowse(self, key, &new);
+        fx.share(|| SharedTouch {
+            place: Place::Cobrowse,
+            entry: key,
+            before: Shared::Cobrowse(previous.clone()),
+            after: Shared::Cobrowse(Some(new.clone())),
+            expires: event.at + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
+        });
         if previous.as_ref() == Some(&new) {
             fx.prior = Some(Prior::Cobrowse { counted: true });
             return Disposition::NotBillable(NotBillableReason::CobrowseSessionCounted);
@@ -96,48 +78,20 @@ impl Engine {
         let month = tenant.period_in(Window::LocalMonth, event.at);
         let key = self.functions_key(tenant, month.start_date);
         let rounding = tenant.functions_rounding(month.start_date);
-        let local_entry = || {
-            self.functions.entry(key).or_insert_with(|| FunctionsEntry {
-                tenant: tenant.index,
-                month_start: time::date_to_days(month.start_date),
-                counts: HashMap::new(),
-                shared_total: 0,
-            })
+        let empty = || FunctionsEntry {
+            tenant: tenant.index,
+            month_start: time::date_to_days(month.start_date),
+            counts: HashMap::new(),
+            shared_total: 0,
         };
-        let (before, after) = match &fx.mode {
-            Mode::Retry(Prior::Functions(before)) => (*before, before + count),
-            Mode::Probe(v) | Mode::Claimed(v) => {
-                let before = match v {
-                    Shared::Functions(n) => *n,
-                    _ => 0,
-                };
-                if let Mode::Claimed(_) = fx.mode {
-                    let mut entry = local_entry();
-                    entry.counts.insert(event_fp, count);
-                    entry.shared_total = entry.shared_total.max(before + count);
-                }
-                (before, before + count)
-            }
-            Mode::Guarded => {
-                let before = self.functions.get(&key).map(|e| e.total().max(e.shared_total)).unwrap_or(0);
-                (before, before + count)
-            }
-            _ => {
-                let mut entry = local_entry();
-                let before = entry.total();
-                entry.counts.insert(event_fp, count);
-                (before, entry.total())
-            }
-        };
-        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) {
-            fx.shared = Some(SharedTouch {
-                place: Place::Functions { month_start: month.start_date },
-                entry: key,
-                before: Shared::Functions(before),
-                after: Shared::Functions(after),
-                expires: month.end() + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(1),
-            });
-        }
+        let (before, after) = fx.mode.move_functions(self, (key, event_fp), count, empty);
+        fx.share(|| SharedTouch {
+            place: Place::Functions { month_start: month.start_date },
+            entry: key,
+            before: Shared::Functions(before),
+            after: Shared::Functions(after),
+            expires: month.end() + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(1),
+        });
         fx.prior = Some(Prior::Functions(before));
         let delta = credits::functions_credits(after, rounding) - credits::functions_credits(before, rounding);
         if delta.is_zero() {

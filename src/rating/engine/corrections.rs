@@ -185,7 +185,7 @@ impl Effects {
 
     /// Whether this event's new interactions are catalogued.
     pub(super) fn catalogues(&self) -> bool {
-        matches!(self.mode, Mode::Live) && self.cataloguing
+        self.mode.is_whole() && self.cataloguing
     }
 
     /// A meter's share of a change, for tenants that keep a per-meter breakdown (MS-3).

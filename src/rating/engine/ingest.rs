@@ -429,7 +429,7 @@ impl Engine {
             }
             // Under a shared store this replica's aggregates are only its own part:
             // thresholds are not judged on them (ARCHITECTURE.md, "Redis").
-            None if matches!(effects.mode, Mode::Guarded | Mode::Claimed(_)) => {}
+            None if !effects.mode.is_whole() => {}
             None => {
                 for date in dates {
                     raise_alerts(tenant, &mut ledger, date, event_id, &mut effects.records);

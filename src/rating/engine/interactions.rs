@@ -131,7 +131,7 @@ impl Engine {
 
         // DAR-5 (retroactive) keeps per-consumer logs that are not shared: a shared store
         // refuses such tenants (ARCHITECTURE.md, "Redis").
-        if tenant.any_retroactive && matches!(fx.mode, Mode::Live) {
+        if tenant.any_retroactive && fx.mode.is_whole() {
             match sender {
                 Some(SenderRole::Proactive)
                     if !qualifies && settings.proactive_outbound_day == ProactiveOutboundDay::Retroactive =>
@@ -328,49 +328,17 @@ impl Engine {
             }
             new
         };
-        let shared_old = |v: &Shared| match v {
-            Shared::Interaction(old) => old.map(|e| InteractionEntry { tenant: tenant.index, ..e }),
-            _ => None,
-        };
-        let (old, new) = match &fx.mode {
-            Mode::Retry(Prior::Interaction(old)) => (*old, old.map(next).unwrap_or(contribution)),
-            // Only the event's own interaction is shared; DAR-5 touches are not (retroactive
-            // tenants are refused under a shared store).
-            Mode::Probe(v) | Mode::Claimed(v) if fx.shared.is_none() => {
-                let old = shared_old(v);
-                (old, old.map(next).unwrap_or(contribution))
-            }
-            Mode::Guarded | Mode::Probe(_) => {
-                let old = self.interactions.get(&fp.into()).map(|e| *e);
-                (old, old.map(next).unwrap_or(contribution))
-            }
-            _ => match self.interactions.entry(fp.into()) {
-                MapEntry::Vacant(v) => {
-                    v.insert(contribution);
-                    (None, contribution)
-                }
-                MapEntry::Occupied(mut o) => {
-                    let old = *o.get();
-                    let new = next(old);
-                    if new != old {
-                        o.insert(new);
-                    }
-                    (Some(old), new)
-                }
-            },
-        };
-        if let Mode::Claimed(_) = fx.mode {
-            self.interactions.entry(fp.into()).and_modify(|mine| *mine = mine.join(new)).or_insert(new);
-        }
-        if !matches!(fx.mode, Mode::Live | Mode::Retry(_)) && fx.shared.is_none() {
-            fx.shared = Some(SharedTouch {
-                place: Place::Interaction { period_start: period.start_date },
-                entry: fp,
-                before: Shared::Interaction(old),
-                after: Shared::Interaction(Some(new)),
-                expires: period.end() + tenant.settings_at(touch.at).lateness_horizon + TimeDelta::days(1),
-            });
-        }
+        // The event's own interaction is the first it touches; a DAR-5 touch comes after
+        // (and only where the tenant's whole state is at hand).
+        let own = fx.shared.is_none();
+        let (old, new) = fx.mode.move_interaction(self, (fp, tenant.index, own), contribution, next);
+        fx.share(|| SharedTouch {
+            place: Place::Interaction { period_start: period.start_date },
+            entry: fp,
+            before: Shared::Interaction(old),
+            after: Shared::Interaction(Some(new)),
+            expires: period.end() + tenant.settings_at(touch.at).lateness_horizon + TimeDelta::days(1),
+        });
         // The event's own interaction is the first it touches; DAR-5 touches come after.
         fx.prior.get_or_insert(Prior::Interaction(old));
         if old == Some(new) {

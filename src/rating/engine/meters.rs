@@ -28,19 +28,13 @@ impl Engine {
             .u64(u64::from(meter.index))
             .i64(time::date_to_days(month).into())
             .finish();
-        let n = match fx.mode {
-            Mode::Live | Mode::Claimed(_) => {
-                let mut entry = self.units.entry(key).or_insert_with(|| UnitsEntry {
-                    tenant: tenant.index,
-                    meter: meter.index,
-                    month_start: time::date_to_days(month),
-                    events: Default::default(),
-                });
-                entry.events.insert(event_fp.0);
-                entry.count()
-            }
-            _ => self.units.get(&key).map_or(1, |e| e.count() + 1),
+        let empty = || UnitsEntry {
+            tenant: tenant.index,
+            meter: meter.index,
+            month_start: time::date_to_days(month),
+            events: Default::default(),
         };
+        let n = fx.mode.count_units(self, (key, event_fp), empty);
         let pricing = &meter.def.units;
         let credits = pricing.credits(n) - pricing.credits(n - 1);
         fx.meter_entry(tenant, month, meter.index, 0, 1, credits);

@@ -295,44 +295,6 @@ impl KeyRef<'_> {
     }
 }
 
-/// How an event is rated.
-#[derive(Debug, Clone, Default)]
-enum Mode {
-    /// Against the maps, changing them.
-    #[default]
-    Live,
-    /// A retry: against what the event met (its `Prior`), changing nothing.
-    Retry(Prior),
-    /// Under a shared store, against the maps (the near cache): an event that would not
-    /// change its shared entry is committed as in `Live`; one that would is not committed,
-    /// and asks for a [`Claim`] instead.
-    Guarded,
-    /// Under a shared store, against this value of the event's shared entry, changing
-    /// nothing: what a claim would do.
-    Probe(Shared),
-    /// Under a shared store, against the value the store held before the event (its claim
-    /// succeeded, or changed nothing), folding the result into the maps.
-    Claimed(Shared),
-}
-
-impl Mode {
-    /// Whether rating under this mode may end in a commit (the maps change).
-    fn commits(&self) -> bool {
-        matches!(self, Mode::Live | Mode::Guarded | Mode::Claimed(_))
-    }
-}
-
-/// The event's own shared entry, as rating found and left it (modes other than `Live`
-/// and `Retry`).
-#[derive(Debug)]
-struct SharedTouch {
-    place: Place,
-    entry: Fp,
-    before: Shared,
-    after: Shared,
-    expires: Instant,
-}
-
 /// What one event did, gathered while rating it.
 #[derive(Default)]
 struct Effects {
@@ -507,6 +469,7 @@ mod merge;
 mod meters;
 mod persist;
 mod shared_voids;
+mod source;
 mod upkeep;
 
 pub use corrections::{Catalogued, Corrections, Source, Standing, VoidRule};
@@ -519,6 +482,7 @@ use books::raise_alerts;
 use charges::cobrowse_line;
 use corrections::{Listed, Selected};
 use ingest::dead_letter;
+use source::{Mode, SessionBefore, SharedTouch};
 use upkeep::{PERIOD_SLACK_DAYS, utc_day};
 
 #[cfg(test)]
