@@ -79,6 +79,19 @@ pub struct Claim {
     /// How many of its tenant's voids the event was rated knowing: the store applies the
     /// claim only if no other void was published to the entry's shard (COR-2).
     pub voids: usize,
+    /// What committing the event here adds besides its entry, so that an applied claim is
+    /// committed as rated, without rating the event again.
+    pub local: LocalCommit,
+}
+
+/// The part of a claimed event's effects that stays on this replica: its order-free set
+/// insertions (a platform user, PL-1; a pass-through charge, CR-9) and whether its
+/// outcome must be kept whole to answer its retries.
+#[derive(Debug, Clone, Default)]
+pub struct LocalCommit {
+    pub(crate) user: Option<(Fp, i32, Fp)>,
+    pub(crate) pass_through: Option<(Fp, super::state::PassThroughEntry)>,
+    pub(crate) keep_whole: bool,
 }
 
 impl Claim {

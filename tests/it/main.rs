@@ -6,6 +6,7 @@ mod detail;
 mod hostile;
 mod limits;
 mod memory;
+mod one_pass;
 mod operator;
 mod polyglot;
 mod properties;

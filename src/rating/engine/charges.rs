@@ -136,15 +136,14 @@ impl Engine {
             period: PeriodInfo::from(&day),
             event_id: event.event_id.clone(),
         };
-        if fx.mode.commits() {
-            let entry = PassThroughEntry {
-                tenant: tenant.index,
-                date: time::date_to_days(day.start_date),
-                currency: price.currency,
-                charge: charge.amount,
-            };
-            fx.pass_through_entry = Some((event_fp, entry));
-        }
+        // Inserted only if the event is committed (`commit_sets`), here or from its claim.
+        let entry = PassThroughEntry {
+            tenant: tenant.index,
+            date: time::date_to_days(day.start_date),
+            currency: price.currency,
+            charge: charge.amount,
+        };
+        fx.pass_through_entry = Some((event_fp, entry));
         fx.ledger.push((day.start_date, Entry::PassThrough(price.currency, charge.amount)));
         fx.records.push(Record {
             tenant: tenant.id.clone(),

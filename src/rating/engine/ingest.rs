@@ -92,18 +92,7 @@ impl Engine {
     /// decided without the store, in degraded mode).
     pub fn absorb(&self, claim: &Claim) {
         let Some(tenant) = self.tenant(&claim.tenant) else { return };
-        match &claim.after {
-            Shared::Interaction(Some(e)) => {
-                let e = InteractionEntry { tenant: tenant.index, ..*e };
-                self.interactions.entry(claim.entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
-            }
-            Shared::Cobrowse(Some(c)) => {
-                let c = CobrowseEntry { tenant: tenant.index, ..c.clone() };
-                let mut entry = self.cobrowse.entry(claim.entry).or_insert_with(|| c.clone());
-                *entry = entry.clone().join(c);
-            }
-            _ => {}
-        }
+        self.absorb_entry(&tenant, claim);
         if let Some(prior) = persist::decode_prior(&claim.prior, tenant.index) {
             let remembered = EventEntry {
                 payload: claim.payload,
@@ -112,6 +101,63 @@ impl Engine {
                 outcome: StoredOutcome::Prior(prior),
             };
             self.events.insert(claim.event, remembered);
+        }
+    }
+
+    /// Commits an event whose claim the store applied (or found changing nothing), as it
+    /// was rated for the claim: its entry's value after it, its set insertions and
+    /// aggregate entries, what it met, its records and outcome. One rating per event.
+    /// `None` when this replica accepted the same event id meanwhile: rate it again
+    /// ([`Engine::ingest_claimed`]), which answers it as the retry it is.
+    pub fn commit_claim(&self, claim: &Claim, records: &mut Vec<Record>) -> Option<Result<Outcome, Refusal>> {
+        let Some(slot) = self.slot(&claim.tenant) else {
+            return Some(Err(unknown_tenant(&claim.tenant)));
+        };
+        let tenant = slot.config();
+        let MapEntry::Vacant(vacant) = self.events.entry(claim.event) else { return None };
+        self.absorb_entry(&tenant, claim);
+        let mut effects = Effects {
+            mode: Mode::Claimed(claim.before.clone()),
+            user: claim.local.user,
+            pass_through_entry: claim.local.pass_through,
+            ledger: claim.ledger.clone(),
+            ..Effects::default()
+        };
+        self.commit_sets(&tenant, &mut effects);
+        self.commit_ledger(&tenant, &slot, &claim.outcome.event_id, None, &mut effects);
+        let outcome = match claim.local.keep_whole {
+            true => StoredOutcome::Full(Arc::new(claim.outcome.clone())),
+            false => StoredOutcome::Prior(persist::decode_prior(&claim.prior, tenant.index)?),
+        };
+        vacant.insert(EventEntry { payload: claim.payload, tenant: tenant.index, day: utc_day(claim.at), outcome });
+        records.extend(claim.records.iter().cloned());
+        Some(Ok(claim.outcome.clone()))
+    }
+
+    /// Folds a claim's entry value after its event into the near cache.
+    fn absorb_entry(&self, tenant: &Tenant, claim: &Claim) {
+        match (&claim.before, &claim.after) {
+            (_, Shared::Interaction(Some(e))) => {
+                let e = InteractionEntry { tenant: tenant.index, ..*e };
+                self.interactions.entry(claim.entry.into()).and_modify(|mine| *mine = mine.join(e)).or_insert(e);
+            }
+            (_, Shared::Cobrowse(Some(c))) => {
+                let c = CobrowseEntry { tenant: tenant.index, ..c.clone() };
+                let mut entry = self.cobrowse.entry(claim.entry).or_insert_with(|| c.clone());
+                *entry = entry.clone().join(c);
+            }
+            (Shared::Functions(before), Shared::Functions(after)) if after > before => {
+                let Place::Functions { month_start } = claim.place else { return };
+                let mut entry = self.functions.entry(claim.entry).or_insert_with(|| FunctionsEntry {
+                    tenant: tenant.index,
+                    month_start: time::date_to_days(month_start),
+                    counts: HashMap::new(),
+                    shared_total: 0,
+                });
+                entry.counts.insert(claim.event, after - before);
+                entry.shared_total = entry.shared_total.max(*after);
+            }
+            _ => {}
         }
     }
 
@@ -353,6 +399,11 @@ impl Engine {
         let (at, event_id) = (event.at, event.event_id);
         let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
         let voids = effects.voids.as_ref().map_or(0, |v| v.len());
+        let local = LocalCommit {
+            user: effects.user.take(),
+            pass_through: effects.pass_through_entry.take(),
+            keep_whole: effects.keep_whole,
+        };
         let outcome = effects.outcome(event_id, disposition);
         Claim {
             tenant: tenant.id.clone(),
@@ -371,6 +422,7 @@ impl Engine {
             event_expires,
             ask_store,
             voids,
+            local,
         }
     }
 

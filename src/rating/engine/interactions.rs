@@ -25,9 +25,8 @@ impl Engine {
             if let Some(price) = m.price {
                 self.charge_pass_through(tenant, event, price, event_fp, fx);
             }
-            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot, true) =
-                (&m.sender_id, m.sender, fx.mode.commits())
-            {
+            // Inserted only if the event is committed (`commit_sets`), here or from its claim.
+            if let (Some(sender_id), SenderRole::Agent | SenderRole::Bot) = (&m.sender_id, m.sender) {
                 let month = tenant.period_in(Window::LocalMonth, event.at).start_date;
                 let key = self.users_key(tenant, month);
                 let sender = self.fingerprinter.start(domain::PLATFORM_USER).str(sender_id).finish();

@@ -31,7 +31,7 @@ use super::settings::{
     FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
     TenantSpec,
 };
-use super::shared::{Claim, Place, Shared};
+use super::shared::{Claim, LocalCommit, Place, Shared};
 use super::state::{
     CobrowseEntry, FunctionsEntry, InteractionEntry, Outbound, OutcomeState, PassThroughEntry, ReplyLog, UnitsEntry,
     UsersEntry,

@@ -295,7 +295,12 @@ impl Daybook {
         let (result, emit_seq, wait) = {
             let _stripe = self.stripe(event);
             let mut records = Vec::new();
-            let result = self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records);
+            // Committed as rated for the claim; rated again only if this replica accepted
+            // the same id meanwhile (then it is answered as the retry it is).
+            let result = match self.engine().commit_claim(claim, &mut records) {
+                Some(result) => result,
+                None => self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records),
+            };
             let emit = claim.changes_nothing() && !claim.records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry);
             let claimed = Some(claim.before.encode_tagged());
             let (seq, wait) = self.journal_decided(event, &result, now, claimed, emit, records);
