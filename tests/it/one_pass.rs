@@ -15,7 +15,11 @@ use super::replicas::{TENANT_IDS, offline_engine, stream};
 /// Returns the answer and records, and whether the event claimed.
 fn rate(engine: &Engine, raw: RawEvent, once: bool) -> (String, bool) {
     let mut records = Vec::new();
-    let near = engine.ingest_shared(raw.clone(), None, false, &mut records);
+    let admitted = match engine.admit(raw.clone(), None) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return (format!("{refusal:?}"), false),
+    };
+    let near = engine.ingest_shared(&admitted, None, false, &mut records);
     let (result, claimed) = match near.rated {
         Rated::Done(result) => (result, false),
         Rated::Claim(claim) if once => {

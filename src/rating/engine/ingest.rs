@@ -15,47 +15,6 @@ impl Engine {
         self.ingest_inner(raw, now, None, Mode::Live, records).done()
     }
 
-    /// Rates one event under a shared store, against the maps as a near cache. An event
-    /// that would not change its shared entry (a repeat) is committed here, exactly as
-    /// [`Engine::ingest`] would; one that would change it is not committed, and its
-    /// [`Claim`] is returned for the store to apply.
-    ///
-    /// `ask_store`: the store may remember this event (another replica reserved its id):
-    /// it is claimed even when it would change nothing here, so that the store answers it
-    /// with its original outcome.
-    pub fn ingest_shared(
-        &self,
-        raw: RawEvent,
-        now: Option<Instant>,
-        ask_store: bool,
-        records: &mut Vec<Record>,
-    ) -> NearCache {
-        let mut out = NearCache { ask_store, ..NearCache::default() };
-        out.rated = self.ingest_inner_at(raw, now, None, Mode::Guarded, records, &mut out);
-        out
-    }
-
-    /// How the shared store knows an event (T-2 across replicas): its id's fingerprint,
-    /// its payload's, until when its id must be remembered, and whether this replica
-    /// remembers it already. `None` when the event would be refused (rating refuses it
-    /// the same way). Changes nothing.
-    pub fn identify(&self, raw: &RawEvent, now: Option<Instant>) -> Option<Identity> {
-        let slot = self.slot(&raw.tenant_id)?;
-        let tenant = slot.config();
-        let event = event::validate(raw.clone(), &*tenant).ok()?;
-        if let Some(now) = now {
-            self.check_time(&tenant, &event, now, slot.closed_before.load(Ordering::Acquire)).ok()?;
-        }
-        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
-        let horizon = tenant.settings_at(event.at).lateness_horizon;
-        Some(Identity {
-            event: event_fp,
-            payload: event.payload_fp(&self.fingerprinter).0,
-            remember_until: event.at + horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1),
-            known_here: self.events.contains_key(&event_fp),
-        })
-    }
-
     /// The refusal of an event id already used with another payload (T-2).
     pub fn conflict(event_id: &str) -> Refusal {
         Refusal::new(
@@ -161,12 +120,6 @@ impl Engine {
         }
     }
 
-    /// What the event would claim if its shared entry held `value` (the store's current
-    /// value, after a stale claim). Changes nothing.
-    pub fn probe(&self, raw: RawEvent, now: Option<Instant>, value: Shared) -> Rated {
-        self.ingest_inner(raw, now, None, Mode::Probe(value), &mut Vec::new())
-    }
-
     /// Commits an event rated against `value`, the value its shared entry held in the
     /// store before it (its claim succeeded, or it changed nothing). On replay, `alerts`
     /// restores the alerts it raised, as in [`Engine::replay`].
@@ -179,29 +132,6 @@ impl Engine {
         records: &mut Vec<Record>,
     ) -> Result<Outcome, Refusal> {
         self.ingest_inner(raw, now, alerts, Mode::Claimed(value), records).done()
-    }
-
-    /// Answers an event whose id another replica accepted (the shared store remembered
-    /// its payload and what it met, `prior`) and remembers it here, so that later retries
-    /// are answered locally. `None`: `prior` is not something this version wrote.
-    pub fn answer_remembered(&self, raw: RawEvent, payload: u64, prior: &[u8]) -> Option<Result<Outcome, Refusal>> {
-        let tenant = match self.tenant(&raw.tenant_id) {
-            Some(tenant) => tenant,
-            None => return Some(Err(unknown_tenant(&raw.tenant_id))),
-        };
-        let event = match event::validate(raw, &*tenant) {
-            Ok(event) => event,
-            Err(violations) => return Some(Err(Refusal::invalid(violations))),
-        };
-        let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
-        let prior = persist::decode_prior(prior, tenant.index)?;
-        let seen =
-            EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
-        let mine = event.payload_fp(&self.fingerprinter).0;
-        if mine == payload {
-            self.events.entry(event_fp).or_insert_with(|| seen.clone());
-        }
-        Some(self.answer_retry(&tenant, event, event_fp, seen, mine))
     }
 
     /// Rates a journaled event again on replay. Which event crosses an alert threshold
@@ -256,6 +186,22 @@ impl Engine {
         };
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
+        self.rate_valid((slot, tenant), (event, event_fp, payload), now, replayed_alerts, mode, records, out)
+    }
+
+    /// Rates an event validated against its tenant (T-6): idempotency (T-2), time and
+    /// limits (T-3, T-4, T-6), the rules, then a commit or a claim.
+    #[allow(clippy::too_many_arguments, reason = "ingest_inner_at's arguments, the event validated")]
+    pub(super) fn rate_valid(
+        &self,
+        (slot, tenant): (&TenantSlot, &Tenant),
+        (event, event_fp, payload): (Event, Fp, u64),
+        now: Option<Instant>,
+        replayed_alerts: Option<Vec<Alert>>,
+        mode: Mode,
+        records: &mut Vec<Record>,
+        out: &mut NearCache,
+    ) -> Rated {
         out.event = Some((event_fp, payload, event.at));
 
         // A probe asks what the event does, whether or not this replica knows it: it is
@@ -673,7 +619,7 @@ fn lateness_period(tenant: &Tenant, event: &Event) -> Period {
         .unwrap_or_else(month)
 }
 
-fn unknown_tenant(id: &str) -> Refusal {
+pub(super) fn unknown_tenant(id: &str) -> Refusal {
     if let Err(reason) = crate::rating::settings::validate_tenant_id(id) {
         return Refusal::invalid(vec![event::FieldViolation::new("tenant_id", reason)]);
     }

@@ -207,7 +207,7 @@ pub struct NearCache {
     pub ask_store: bool,
 }
 
-/// An event as the shared store reserves its id ([`Engine::identify`]).
+/// An event as the shared store reserves its id ([`Engine::admit`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Identity {
     /// The fingerprint of (tenant, event id).
@@ -460,6 +460,7 @@ impl Effects {
     }
 }
 
+mod admitted;
 mod books;
 mod charges;
 mod corrections;
@@ -474,6 +475,7 @@ mod upkeep;
 
 pub use corrections::{Catalogued, Corrections, Source, Standing, VoidRule};
 
+pub use admitted::Admitted;
 pub use persist::StateImage;
 pub use shared_voids::{SharedVoid, Withdrawn};
 pub use upkeep::Pruned;

@@ -45,18 +45,30 @@ impl Engine {
         out: &mut NearCache,
     ) -> Rated {
         let tenant = slot.config();
-        let event = match event::validate(raw, &*tenant) {
-            Ok(event) => event,
-            Err(violations) => return Rated::Done(Err(Refusal::invalid(violations))),
-        };
+        match event::validate(raw, &*tenant) {
+            Ok(event) => self.shared_void_valid(slot, &tenant, event, now, records, out),
+            Err(violations) => Rated::Done(Err(Refusal::invalid(violations))),
+        }
+    }
+
+    /// [`Engine::shared_void`] of a void validated already.
+    pub(super) fn shared_void_valid(
+        &self,
+        slot: &TenantSlot,
+        tenant: &Tenant,
+        event: Event,
+        now: Option<Instant>,
+        records: &mut Vec<Record>,
+        out: &mut NearCache,
+    ) -> Rated {
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
         out.event = Some((event_fp, payload, event.at));
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(&tenant, &event, now, slot.closed_before.load(Ordering::Acquire))
+            && let Err(refusal) = self.check_time(tenant, &event, now, slot.closed_before.load(Ordering::Acquire))
         {
             if refusal.code == Code::FailedPrecondition {
-                records.push(dead_letter(&tenant, event, &refusal));
+                records.push(dead_letter(tenant, event, &refusal));
             }
             return Rated::Done(Err(refusal));
         }

@@ -35,7 +35,7 @@ use super::journal::{EntryKind, EventEntry};
 use crate::api::{self, pb};
 use crate::rating::Engine;
 use crate::rating::RawEvent;
-use crate::rating::engine::{Identity, Rated};
+use crate::rating::engine::{Admitted, Identity, Rated};
 use crate::rating::ids::Fp;
 use crate::rating::ledger::{self, Statement, StatementPeriod, Totals};
 use crate::rating::outcome::{Code, Outcome, Record, RecordBody, Refusal};
@@ -135,19 +135,23 @@ impl Daybook {
             return self.ingest_logged(event).await;
         }
         let now = self.now();
-        let raw = RawEvent::from(event.clone());
+        // Validated once: everything after rates the admitted event.
+        let admitted = match self.engine().admit(RawEvent::from(event.clone()), Some(now)) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return (Err(refusal), 0),
+        };
         let mut elsewhere = false;
-        if let Some(id) = self.engine().identify(&raw, Some(now))
+        if let Some(id) = &admitted.identity
             && !id.known_here
         {
-            match self.reserve(&event.tenant_id, &id).await {
+            match self.reserve(&event.tenant_id, id).await {
                 Ok(Reservation::New) => {}
                 Ok(Reservation::Same) => elsewhere = true,
                 Ok(Reservation::Conflict) => return (Err(Engine::conflict(&event.event_id)), 0),
-                Err(_) => return self.decide_degraded(event, raw, now),
+                Err(_) => return self.decide_degraded(event, &admitted, now),
             }
         }
-        let (mut result, wait) = self.decide_reserved(event, raw, now, elsewhere).await;
+        let (mut result, wait) = self.decide_reserved(event, &admitted, now, elsewhere).await;
         if elsewhere && let Ok(outcome) = &mut result {
             outcome.retry = true;
         }
@@ -172,7 +176,7 @@ impl Daybook {
 
     /// Rates an event whose id is reserved: the near cache first, then a claim if it
     /// would move its shared entry (or `ask_store`: the store may remember it).
-    async fn decide_reserved(&self, event: &pb::Event, raw: RawEvent, now: Instant, ask_store: bool) -> Decided {
+    async fn decide_reserved(&self, event: &pb::Event, admitted: &Admitted, now: Instant, ask_store: bool) -> Decided {
         let shared = self.shared();
 
         // The near cache: a repeat is committed and journaled here. An event that would
@@ -186,7 +190,7 @@ impl Daybook {
         let claim = loop {
             let stripe = self.stripe_at(stripe_index);
             let mut records = Vec::new();
-            let near = self.engine().ingest_shared(raw.clone(), Some(now), ask_store, &mut records);
+            let near = self.engine().ingest_shared(admitted, Some(now), ask_store, &mut records);
             match near.rated {
                 Rated::Claim(claim) if lane.is_some() => break claim,
                 Rated::Claim(_) => {
@@ -226,15 +230,14 @@ impl Daybook {
             }
         };
 
-        match self.settle(event, &raw, Some(now), claim).await {
-            Ok(Settled::Applied(claim) | Settled::Unchanged(claim)) => self.commit(event, raw, now, &claim).await,
+        match self.settle(event, admitted, Some(now), claim).await {
+            Ok(Settled::Applied(claim) | Settled::Unchanged(claim)) => self.commit(event, admitted, now, &claim).await,
             Ok(Settled::Done(result)) => (*result, 0),
-            Ok(Settled::Seen { payload, prior }) => match self.engine().answer_remembered(raw.clone(), payload, &prior)
-            {
+            Ok(Settled::Seen { payload, prior }) => match self.engine().answer_remembered(admitted, payload, &prior) {
                 Some(result) => (result, 0),
-                None => self.decide_degraded(event, raw, now),
+                None => self.decide_degraded(event, admitted, now),
             },
-            Err(_) => self.decide_degraded(event, raw, now),
+            Err(_) => self.decide_degraded(event, admitted, now),
         }
     }
 
@@ -244,7 +247,7 @@ impl Daybook {
     async fn settle(
         &self,
         event: &pb::Event,
-        raw: &RawEvent,
+        admitted: &Admitted,
         now: Option<Instant>,
         mut claim: Box<Claim>,
     ) -> Result<Settled, StoreError> {
@@ -276,7 +279,7 @@ impl Daybook {
                     let value = self
                         .decode(event, &claim, &current)
                         .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
-                    match self.engine().probe(raw.clone(), now, value) {
+                    match self.engine().probe(admitted, now, value) {
                         Rated::Claim(next) => claim = next,
                         Rated::Done(result) => return Ok(Settled::Done(Box::new(result))),
                         Rated::Void(_) => return Err(StoreError::Unexpected("a void claims nothing".into())),
@@ -291,7 +294,7 @@ impl Daybook {
     /// Commits an event rated against the value its entry held in the store before it: its
     /// claim was applied (its records are in the store already), or it changes nothing
     /// there (what it emitted, a pass-through charge, is sent now).
-    async fn commit(&self, event: &pb::Event, raw: RawEvent, now: Instant, claim: &Claim) -> Decided {
+    async fn commit(&self, event: &pb::Event, admitted: &Admitted, now: Instant, claim: &Claim) -> Decided {
         let (result, emit_seq, wait) = {
             let _stripe = self.stripe(event);
             let mut records = Vec::new();
@@ -299,7 +302,7 @@ impl Daybook {
             // the same id meanwhile (then it is answered as the retry it is).
             let result = match self.engine().commit_claim(claim, &mut records) {
                 Some(result) => result,
-                None => self.engine().ingest_claimed(raw, Some(now), claim.before.clone(), None, &mut records),
+                None => self.engine().commit_claimed(admitted, Some(now), claim.before.clone(), &mut records),
             };
             let emit = claim.changes_nothing() && !claim.records.is_empty() && result.as_ref().is_ok_and(|o| !o.retry);
             let claimed = Some(claim.before.encode_tagged());
@@ -332,7 +335,7 @@ impl Daybook {
 
     /// Decides an event from this replica's state alone (Redis unreachable) and keeps it
     /// pending until the reconciler has sent it.
-    fn decide_degraded(&self, event: &pb::Event, raw: RawEvent, now: Instant) -> Decided {
+    fn decide_degraded(&self, event: &pb::Event, admitted: &Admitted, now: Instant) -> Decided {
         if let Some(pb::event::Kind::Void(_)) = event.kind {
             // A void is accepted once the store holds it, or not at all: decided here, it
             // would select nothing another replica holds.
@@ -341,7 +344,7 @@ impl Daybook {
         }
         let _stripe = self.stripe(event);
         let mut records = Vec::new();
-        let result = self.engine().ingest(raw, Some(now), &mut records);
+        let result = self.engine().ingest_admitted(admitted, Some(now), &mut records);
         let (_, wait) = self.journal_decided(event, &result, now, None, true, records);
         (result, wait)
     }
@@ -417,12 +420,15 @@ impl Daybook {
     /// entry and claimed, or its records emitted. Idempotent: an event the store already
     /// has is answered as seen.
     async fn resend(&self, pending: &Pending) -> Result<(), StoreError> {
-        let raw = RawEvent::from(pending.event.clone());
+        // Refused now as it was then (its tenant is gone, say): nothing to send.
+        let Ok(admitted) = self.engine().admit(RawEvent::from(pending.event.clone()), pending.now) else {
+            return Ok(());
+        };
         // Decided without the store, so reserved only now: if another replica accepted
         // the id with another payload meanwhile, the first stands and this one's
         // effects are not shipped (its answer was provisional, as degraded answers are).
-        if let Some(id) = self.engine().identify(&raw, pending.now)
-            && self.reserve(&pending.event.tenant_id, &id).await? == Reservation::Conflict
+        if let Some(id) = &admitted.identity
+            && self.reserve(&pending.event.tenant_id, id).await? == Reservation::Conflict
         {
             tracing::warn!(
                 "event `{}` of tenant `{}`, accepted while redis was away, reuses an id another replica accepted \
@@ -432,13 +438,13 @@ impl Daybook {
             );
             return Ok(());
         }
-        let claim = match self.engine().probe(raw.clone(), pending.now, absent_for(&pending.event)) {
+        let claim = match self.engine().probe(&admitted, pending.now, absent_for(&pending.event)) {
             Rated::Claim(claim) => claim,
             // Refused now as it was then (its tenant is gone, say): nothing to send. (Voids
             // are never decided without the store.)
             Rated::Done(_) | Rated::Void(_) => return Ok(()),
         };
-        match self.settle(&pending.event, &raw, pending.now, claim).await? {
+        match self.settle(&pending.event, &admitted, pending.now, claim).await? {
             Settled::Applied(claim) => self.engine().absorb(&claim),
             Settled::Unchanged(claim) if !claim.records.is_empty() => {
                 self.emit(&emission_of(&claim)).await?;
