@@ -286,7 +286,22 @@ async fn without_redis_a_logged_tenant_answers_unavailable_and_a_retry_is_rated_
     }
     let again = again.expect("rated once Redis answers");
     assert_eq!(again.disposition, pb::Disposition::NewInteraction as i32);
-    let retry = on_a.ingest_message(message("retro", "e2", "c2")).await.unwrap().into_inner().outcome.unwrap();
+    // On the replica that refused it, whose breaker may still be cooling down: the
+    // caller retries while UNAVAILABLE, as asked.
+    let mut retry = None;
+    for _ in 0..100 {
+        match on_a.ingest_message(message("retro", "e2", "c2")).await {
+            Ok(answer) => {
+                retry = answer.into_inner().outcome;
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    let retry = retry.expect("answered once Redis answers");
     assert!(retry.retry, "{retry:?}");
     assert_eq!((retry.disposition, &retry.lines), (again.disposition, &again.lines));
     for addr in [&a.addr, &b.addr] {

@@ -37,15 +37,13 @@ impl Engine {
         let event = event::validate(raw, &*tenant).map_err(Refusal::invalid)?;
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
-        let in_time = now.is_none_or(|now| {
-            self.check_time(&tenant, &event, now, slot.closed_before.load(Ordering::Acquire)).is_ok()
-        });
+        let settings = tenant.settings_at(event.at);
+        let closed_before = slot.closed_before.load(Ordering::Acquire);
+        let in_time = now.is_none_or(|now| self.check_time(&tenant, settings, &event, now, closed_before).is_ok());
         let identity = in_time.then(|| Identity {
             event: event_fp,
             payload,
-            remember_until: event.at
-                + tenant.settings_at(event.at).lateness_horizon
-                + TimeDelta::days(PERIOD_SLACK_DAYS + 1),
+            remember_until: event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1),
             known_here: self.events.contains_key(&event_fp),
         });
         Ok(Admitted { tenant: tenant.id.clone(), event, event_fp, payload, identity })

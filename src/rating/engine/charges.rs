@@ -8,7 +8,7 @@ impl Engine {
     /// established event.
     pub(super) fn rate_cobrowse(
         &self,
-        tenant: &Tenant,
+        (tenant, settings): (&Tenant, &Settings),
         event: &Event,
         c: &event::Cobrowse,
         tie: u32,
@@ -37,7 +37,7 @@ impl Engine {
             entry: key,
             before: Shared::Cobrowse(previous.clone()),
             after: Shared::Cobrowse(Some(new.clone())),
-            expires: event.at + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
+            expires: event.at + settings.lateness_horizon + TimeDelta::days(2 * PERIOD_SLACK_DAYS),
         });
         if previous.as_ref() == Some(&new) {
             fx.prior = Some(Prior::Cobrowse { counted: true });
@@ -69,7 +69,7 @@ impl Engine {
     /// already owed. Deltas telescope, so their sum is the month's credits in any order.
     pub(super) fn rate_functions(
         &self,
-        tenant: &Tenant,
+        (tenant, settings): (&Tenant, &Settings),
         event: &Event,
         count: u64,
         event_fp: Fp,
@@ -90,7 +90,7 @@ impl Engine {
             entry: key,
             before: Shared::Functions(before),
             after: Shared::Functions(after),
-            expires: month.end() + tenant.settings_at(event.at).lateness_horizon + TimeDelta::days(1),
+            expires: month.end() + settings.lateness_horizon + TimeDelta::days(1),
         });
         fx.prior = Some(Prior::Functions(before));
         let delta = credits::functions_credits(after, rounding) - credits::functions_credits(before, rounding);

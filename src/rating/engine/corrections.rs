@@ -226,7 +226,7 @@ impl Engine {
         }
         let closed_before = slot.closed_before.load(Ordering::Acquire);
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
+            && let Err(refusal) = self.check_time(tenant, tenant.settings_at(event.at), &event, now, closed_before)
         {
             if refusal.code == Code::FailedPrecondition {
                 records.push(dead_letter(tenant, event, &refusal));

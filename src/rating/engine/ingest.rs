@@ -217,9 +217,11 @@ impl Engine {
             },
         };
 
+        // The settings in force at the event's instant, looked up once for all its rules.
+        let settings = tenant.settings_at(event.at);
         let closed_before = slot.closed_before.load(Ordering::Acquire);
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(tenant, &event, now, closed_before)
+            && let Err(refusal) = self.check_time(tenant, settings, &event, now, closed_before)
         {
             if refusal.code == Code::FailedPrecondition && mode.commits() {
                 records.push(dead_letter(tenant, event, &refusal));
@@ -227,12 +229,12 @@ impl Engine {
             return Rated::Done(Err(refusal));
         }
 
-        if let Err(refusal) = self.check_limits(tenant, slot, &event) {
+        if let Err(refusal) = self.check_limits(tenant, settings, slot, &event) {
             return Rated::Done(Err(refusal));
         }
 
         let mut effects = Self::effects(slot, mode, now, closed_before);
-        let disposition = self.rate(tenant, &event, event_fp, &mut effects);
+        let disposition = self.rate((tenant, settings), &event, event_fp, &mut effects);
 
         out.entry = effects.shared.as_ref().map(|t| t.entry);
         // The store may remember the event (its id was reserved by another call): the
@@ -246,7 +248,7 @@ impl Engine {
         if wants_claim {
             drop(vacant);
             return Rated::Claim(Box::new(Self::claim(
-                tenant,
+                (tenant, settings),
                 event,
                 event_fp,
                 payload,
@@ -318,7 +320,7 @@ impl Engine {
     /// The claim of an event that would move its shared entry (or that must ask the store):
     /// nothing is committed here until the store applies it.
     fn claim(
-        tenant: &Tenant,
+        (tenant, settings): (&Tenant, &Settings),
         event: Event,
         event_fp: Fp,
         payload: u64,
@@ -326,7 +328,6 @@ impl Engine {
         mut effects: Effects,
         ask_store: bool,
     ) -> Claim {
-        let settings = tenant.settings_at(event.at);
         // A probe of an event that touches no shared entry (a system message, say)
         // claims nothing: it only has records to emit, under its own fingerprint.
         let touch = match (effects.shared.take(), &effects.mode) {
@@ -442,7 +443,13 @@ impl Engine {
     /// rated one at a time); credits and pass-through only once a month is past half a
     /// limit, where events in flight beside this one can overshoot it by at most their own
     /// amounts, far within what a `Decimal` holds exactly.
-    pub(super) fn check_limits(&self, tenant: &Tenant, slot: &TenantSlot, event: &Event) -> Result<(), Refusal> {
+    pub(super) fn check_limits(
+        &self,
+        tenant: &Tenant,
+        settings: &Settings,
+        slot: &TenantSlot,
+        event: &Event,
+    ) -> Result<(), Refusal> {
         let refuse = |field: &str, why: String| Err(Refusal::invalid(vec![FieldViolation::new(field, why)]));
         if let Body::FunctionInvocations { count } = event.body {
             let month = tenant.period_in(Window::LocalMonth, event.at);
@@ -455,7 +462,6 @@ impl Engine {
         if !slot.near_limit.load(Ordering::Acquire) {
             return Ok(());
         }
-        let settings = tenant.settings_at(event.at);
         let date = time::local_date(event.at, settings.time_zone);
         let charge = match &event.body {
             Body::Message(m) => m.price.map(|p| (p.currency, credits::pass_through(p.amount))),
@@ -476,14 +482,20 @@ impl Engine {
 
     /// Rates an event as `fx.mode` says: for real, again for a retry, or under a shared
     /// store.
-    pub(super) fn rate(&self, tenant: &Tenant, event: &Event, event_fp: Fp, fx: &mut Effects) -> Disposition {
+    pub(super) fn rate(
+        &self,
+        (tenant, settings): (&Tenant, &Settings),
+        event: &Event,
+        event_fp: Fp,
+        fx: &mut Effects,
+    ) -> Disposition {
         let tie = event_fp.0 as u32;
         match &event.body {
             Body::Message(_) | Body::ConversationOpened(_) => {
-                self.rate_conversational(tenant, event, tie, event_fp, fx)
+                self.rate_conversational((tenant, settings), event, tie, event_fp, fx)
             }
-            Body::Cobrowse(c) => self.rate_cobrowse(tenant, event, c, tie, fx),
-            Body::FunctionInvocations { count } => self.rate_functions(tenant, event, *count, event_fp, fx),
+            Body::Cobrowse(c) => self.rate_cobrowse((tenant, settings), event, c, tie, fx),
+            Body::FunctionInvocations { count } => self.rate_functions((tenant, settings), event, *count, event_fp, fx),
             Body::Outcome(o) => self.rate_outcome(tenant, event, event_fp, o, fx),
             Body::Void(_) => unreachable!("voids are rated by ingest_void"),
         }
@@ -504,7 +516,7 @@ impl Engine {
             StoredOutcome::Full(outcome) => (*outcome).clone(),
             StoredOutcome::Prior(prior) => {
                 let mut fx = Effects { mode: Mode::Retry(prior), ..Effects::default() };
-                let disposition = self.rate(tenant, &event, event_fp, &mut fx);
+                let disposition = self.rate((tenant, tenant.settings_at(event.at)), &event, event_fp, &mut fx);
                 fx.outcome(event.event_id, disposition)
             }
         };
@@ -516,11 +528,11 @@ impl Engine {
     pub(super) fn check_time(
         &self,
         tenant: &Tenant,
+        settings: &Settings,
         event: &Event,
         now: Instant,
         closed_before: i64,
     ) -> Result<(), Refusal> {
-        let settings = tenant.settings_at(event.at);
         if event.at > now + settings.max_clock_skew {
             return Err(Refusal::new(
                 Code::OutOfRange,

@@ -9,7 +9,7 @@ impl Engine {
     /// and the proactive reply rules (DAR-4, DAR-5, CYC-5, CR-9, PL-1).
     pub(super) fn rate_conversational(
         &self,
-        tenant: &Tenant,
+        (tenant, settings): (&Tenant, &Settings),
         event: &Event,
         tie: u32,
         event_fp: Fp,
@@ -55,7 +55,7 @@ impl Engine {
                 }
                 MeterKind::Outcome => {}
                 _ => {
-                    let (made, waits) = self.rate_interaction_meter(tenant, meter, event, tie, sender, fx);
+                    let (made, waits) = self.rate_interaction_meter((tenant, settings), meter, event, tie, sender, fx);
                     created |= made;
                     proactive_waits |= waits;
                 }
@@ -87,14 +87,13 @@ impl Engine {
     /// Returns whether it created an interaction, and whether a proactive message waits.
     fn rate_interaction_meter(
         &self,
-        tenant: &Tenant,
+        (tenant, settings): (&Tenant, &Settings),
         meter: &Meter,
         event: &Event,
         tie: u32,
         sender: Option<SenderRole>,
         fx: &mut Effects,
     ) -> (bool, bool) {
-        let settings = tenant.settings_at(event.at);
         let (consumer, conversation, integration) = match &event.body {
             Body::Message(m) => (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref()),
             Body::ConversationOpened(o) => {
@@ -122,6 +121,7 @@ impl Engine {
                 at: event.at,
                 tie,
                 features: settings.features,
+                horizon: settings.lateness_horizon,
                 rule: meter.spec.rule,
                 event_id: &event.event_id,
             };
@@ -232,8 +232,8 @@ impl Engine {
         // The outbound's period may have closed while it waited (a late reply): its
         // statement is final, so it is not charged (ARCHITECTURE.md, "Rulebook gaps").
         let period = tenant.period_in(meter.window(), outbound.at);
-        let past_horizon =
-            fx.now.is_some_and(|now| period.end() + tenant.settings_at(outbound.at).lateness_horizon < now);
+        let settings = tenant.settings_at(outbound.at);
+        let past_horizon = fx.now.is_some_and(|now| period.end() + settings.lateness_horizon < now);
         if past_horizon || fx.closed_before.is_some_and(|c| time::to_millis(period.end()) <= c) {
             return false;
         }
@@ -247,7 +247,8 @@ impl Engine {
             integration: outbound.integration.as_deref(),
             at: outbound.at,
             tie: outbound.tie,
-            features: tenant.settings_at(outbound.at).features,
+            features: settings.features,
+            horizon: settings.lateness_horizon,
             rule: "DAR-5",
             event_id: &outbound.event_id,
         };
@@ -336,7 +337,7 @@ impl Engine {
             entry: fp,
             before: Shared::Interaction(old),
             after: Shared::Interaction(Some(new)),
-            expires: period.end() + tenant.settings_at(touch.at).lateness_horizon + TimeDelta::days(1),
+            expires: period.end() + touch.horizon + TimeDelta::days(1),
         });
         // The event's own interaction is the first it touches; DAR-5 touches come after.
         fx.prior.get_or_insert(Prior::Interaction(old));

@@ -28,7 +28,7 @@ use super::outcome::{
     PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal, VoidRecord, Withdrawal,
 };
 use super::settings::{
-    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Structure, Tenant, TenantError,
+    FeatureAttribution, Features, Period, ProactiveOutboundDay, Relationship, Settings, Structure, Tenant, TenantError,
     TenantSpec,
 };
 use super::shared::{Claim, LocalCommit, Place, Shared};
@@ -273,7 +273,9 @@ struct Touch<'a> {
     integration: Option<&'a str>,
     at: Instant,
     tie: u32,
+    /// The settings in force at `at`, looked up once: its features and lateness horizon.
     features: Features,
+    horizon: TimeDelta,
     rule: &'static str,
     event_id: &'a str,
 }

@@ -64,8 +64,9 @@ impl Engine {
         let event_fp = self.fingerprinter.start(domain::EVENT).str(&tenant.id).str(&event.event_id).finish();
         let payload = event.payload_fp(&self.fingerprinter).0;
         out.event = Some((event_fp, payload, event.at));
+        let (settings, closed_before) = (tenant.settings_at(event.at), slot.closed_before.load(Ordering::Acquire));
         if let Some(now) = now
-            && let Err(refusal) = self.check_time(tenant, &event, now, slot.closed_before.load(Ordering::Acquire))
+            && let Err(refusal) = self.check_time(tenant, settings, &event, now, closed_before)
         {
             if refusal.code == Code::FailedPrecondition {
                 records.push(dead_letter(tenant, event, &refusal));
