@@ -136,6 +136,7 @@ pub async fn run(
         FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ]);
     let _data_dir_lock = match listeners.data_dir_lock {
         Some(held) => held,
@@ -308,10 +309,13 @@ fn router(
     telemetry: &Arc<telemetry::Telemetry>,
     health_service: HealthService,
 ) -> anyhow::Result<GrpcRouter> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: grpcurl and newer tools ask v1, older ones v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     // The one place the mode is chosen: everything the services do goes through it.
     let store: Arc<dyn store::Store> =
@@ -332,6 +336,7 @@ fn router(
         ))
         .add_service(health_service.clone())
         .add_service(InterceptedService::new(reflection, authenticate()))
+        .add_service(InterceptedService::new(reflection_v1alpha, authenticate()))
         .add_service(InterceptedService::new(
             pb::ingest_service_server::IngestServiceServer::new(services.clone()).max_decoding_message_size(max),
             authenticate(),

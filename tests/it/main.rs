@@ -12,6 +12,7 @@ mod polyglot;
 mod properties;
 mod properties_part_two;
 mod redis_store;
+mod reflection;
 mod replay;
 mod replicas;
 mod retention;
