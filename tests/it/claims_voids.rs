@@ -97,6 +97,11 @@ async fn cor_a_void_accepted_by_one_replica_holds_on_a_replica_that_never_heard_
     assert_eq!(late.disposition, pb::Disposition::NewInteraction as i32, "{late:?}");
     assert_eq!(late.interactions[0].voided_by, "v1", "{late:?}");
     assert!(late.lines.is_empty(), "{late:?}");
+    // Its retry on B, which never rated it, is its original outcome (T-2): the store
+    // remembers the whole outcome of an event rated knowing voids.
+    let retried = one(&b, message("e2", "c2", "2026-11-03T18:00:00Z")).await;
+    assert!(retried.retry, "{retried:?}");
+    assert_eq!((&retried.interactions, &retried.lines), (&late.interactions, &late.lines));
     let kept = one(&a, message("e3", "c3", "2026-11-04T10:00:00Z")).await;
     assert_eq!(kept.lines.len(), 1, "another day is not selected: {kept:?}");
 

@@ -9,6 +9,7 @@ it, and WatchRecords resumed from a cursor and across a server restart.
 """
 
 import datetime
+import hashlib
 import os
 import zoneinfo
 import re
@@ -20,7 +21,7 @@ import time
 from decimal import Decimal
 
 from daybook.v1 import events_pb2
-from daybook_client import AlreadyExists, Client, InvalidArgument, Unavailable, message
+from daybook_client import AlreadyExists, Client, InvalidArgument, PermissionDenied, Unavailable, message
 
 BINARY = sys.argv[1]
 # Events of the last half hour: the server judges lateness by its real clock.
@@ -41,18 +42,25 @@ def start(data, socket):
         stdout=subprocess.DEVNULL,
         text=True,
     )
+    return process, announced(process)
+
+
+def announced(process):
+    """The TCP address a starting daybook announces in its log."""
     found = {}
 
     def read():
         for line in process.stderr:
-            m = re.search(r"gRPC listening on (\S+)", line)
+            m = re.search(r"gRPC listening on ([0-9.]+:[0-9]+)", line)
             if m and "addr" not in found:
                 found["addr"] = m.group(1)
 
     threading.Thread(target=read, daemon=True).start()
     for _ in range(600):
         if "addr" in found:
-            return process, found["addr"]
+            return found["addr"]
+        if process.poll() is not None:
+            raise SystemExit("daybook exited at start")
         time.sleep(0.05)
     raise SystemExit("daybook did not announce its address")
 
@@ -71,7 +79,55 @@ def main():
     finally:
         if server.poll() is None:
             stop(server)
+    run_tls(work)
     print("python client package: checked")
+
+
+def run_tls(work):
+    """TLS with a bearer token: a CA and a server certificate made here, a credential
+    that may manage, ingest and read `acme`, and one token that matches none."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=work)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=daybook test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(work, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    token = "python-client-test-token-" + os.urandom(8).hex()
+    with open(os.path.join(work, "credentials.toml"), "w") as f:
+        f.write('[[credential]]\nid = "python"\n')
+        f.write(f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n')
+        f.write('ingest = ["acme"]\nread = ["acme"]\nmanage = ["acme"]\n')
+    token_file = os.path.join(work, "token")
+    with open(token_file, "w") as f:
+        f.write(token + "\n")
+    process = subprocess.Popen(
+        [BINARY, "serve", "--listen", "127.0.0.1:0", "--admin", "off", "--data-dir", os.path.join(work, "tls-data"),
+         "--tls-cert", os.path.join(work, "server.pem"), "--tls-key", os.path.join(work, "server.key"),
+         "--auth-file", os.path.join(work, "credentials.toml"), "--uds", os.path.join(work, "tls.sock")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    addr = announced(process)
+    with open(os.path.join(work, "ca.pem"), "rb") as f:
+        ca = f.read()
+    try:
+        with Client(addr, tls=True, root_certificates=ca, token_file=token_file) as daybook:
+            daybook.create_tenant("acme")
+            outcome = daybook.ingest_message("acme", "t-1", at(1), "c1", conversation_id="k1")
+            assert outcome.disposition == events_pb2.DISPOSITION_NEW_INTERACTION, outcome
+            assert daybook.usage("acme").interactions == 1
+        with Client(addr, tls=True, root_certificates=ca, token="not-a-token", retries=0) as stranger:
+            try:
+                stranger.usage("acme")
+                raise AssertionError("a token that matches no credential is refused")
+            except PermissionDenied as e:
+                assert e.code == "UNAUTHENTICATED", vars(e)
+    finally:
+        stop(process)
 
 
 def run(addr, socket, data, server):

@@ -143,9 +143,8 @@ impl Engine {
             None => return Some(Err(unknown_tenant(&admitted.tenant))),
         };
         let event = admitted.event.clone();
-        let prior = persist::decode_prior(prior, tenant.index)?;
-        let seen =
-            EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome: StoredOutcome::Prior(prior) };
+        let outcome = persist::decode_stored(prior, tenant.index)?;
+        let seen = EventEntry { payload, tenant: tenant.index, day: utc_day(event.at), outcome };
         if admitted.payload == payload {
             self.events.entry(admitted.event_fp).or_insert_with(|| seen.clone());
         }

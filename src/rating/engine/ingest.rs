@@ -52,13 +52,9 @@ impl Engine {
     pub fn absorb(&self, claim: &Claim) {
         let Some(tenant) = self.tenant(&claim.tenant) else { return };
         self.absorb_entry(&tenant, claim);
-        if let Some(prior) = persist::decode_prior(&claim.prior, tenant.index) {
-            let remembered = EventEntry {
-                payload: claim.payload,
-                tenant: tenant.index,
-                day: utc_day(claim.at),
-                outcome: StoredOutcome::Prior(prior),
-            };
+        if let Some(outcome) = persist::decode_stored(&claim.prior, tenant.index) {
+            let remembered =
+                EventEntry { payload: claim.payload, tenant: tenant.index, day: utc_day(claim.at), outcome };
             self.events.insert(claim.event, remembered);
         }
     }
@@ -86,7 +82,7 @@ impl Engine {
         self.commit_ledger(&tenant, &slot, &claim.outcome.event_id, None, &mut effects);
         let outcome = match claim.local.keep_whole {
             true => StoredOutcome::Full(Arc::new(claim.outcome.clone())),
-            false => StoredOutcome::Prior(persist::decode_prior(&claim.prior, tenant.index)?),
+            false => persist::decode_stored(&claim.prior, tenant.index)?,
         };
         vacant.insert(EventEntry { payload: claim.payload, tenant: tenant.index, day: utc_day(claim.at), outcome });
         records.extend(claim.records.iter().cloned());
@@ -262,9 +258,9 @@ impl Engine {
 
         // What the shared store needs to emit the records of an event that changed
         // nothing shared (most events emit none: nothing to copy).
-        if matches!(effects.mode, Mode::Guarded) && !effects.records.is_empty() {
+        let shares_records = matches!(effects.mode, Mode::Guarded) && !effects.records.is_empty();
+        if shares_records {
             out.ledger.clone_from(&effects.ledger);
-            out.prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
         }
         self.commit_ledger(tenant, slot, &event.event_id, replayed_alerts, &mut effects);
 
@@ -275,6 +271,9 @@ impl Engine {
             Some(prior) => StoredOutcome::Prior(prior),
             None => StoredOutcome::Full(Arc::new(outcome.clone())),
         };
+        if shares_records {
+            out.prior = persist::encode_stored(&stored);
+        }
         vacant.expect("only probes skip the events map, and they never commit").insert(EventEntry {
             payload,
             tenant: tenant.index,
@@ -342,7 +341,6 @@ impl Engine {
             (None, _) => unreachable!("only probes claim without a shared touch"),
         };
         let event_expires = event.at + settings.lateness_horizon + TimeDelta::days(PERIOD_SLACK_DAYS + 1);
-        let prior = persist::encode_prior(&effects.prior.unwrap_or(Prior::Interaction(None)));
         let (at, event_id) = (event.at, event.event_id);
         let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
         let voids = effects.voids.as_ref().map_or(0, |v| v.len());
@@ -351,7 +349,14 @@ impl Engine {
             pass_through: effects.pass_through_entry.take(),
             keep_whole: effects.keep_whole,
         };
+        let met = effects.prior.unwrap_or(Prior::Interaction(None));
+        let keep_whole = effects.keep_whole;
         let outcome = effects.outcome(event_id, disposition);
+        // What the store answers this event's retries from, on any replica (T-2).
+        let prior = persist::encode_stored(&match keep_whole {
+            true => StoredOutcome::Full(Arc::new(outcome.clone())),
+            false => StoredOutcome::Prior(met),
+        });
         Claim {
             tenant: tenant.id.clone(),
             place: touch.place,

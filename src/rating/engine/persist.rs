@@ -54,6 +54,35 @@ pub(super) fn decode_prior(bytes: &[u8], tenant: u32) -> Option<Prior> {
     Some(prior)
 }
 
+/// Marks an encoded whole outcome, where a prior's first byte is its kind (0 to 3).
+const WHOLE: u8 = 0xff;
+
+/// What a shared store remembers of an accepted event to answer its retries on any
+/// replica (T-2): what it met, or its whole outcome where that cannot be derived again
+/// from what it met (`keep_whole`: voids it was rated knowing, a DAR-5 charge).
+pub(super) fn encode_stored(stored: &StoredOutcome) -> Vec<u8> {
+    match stored {
+        StoredOutcome::Prior(p) => encode_prior(p),
+        StoredOutcome::Full(outcome) => {
+            let mut w = Writer::new(vec![WHOLE]);
+            codec::outcome_out(&mut w, outcome).and_then(|_| w.finish()).expect("writing to memory")
+        }
+    }
+}
+
+/// The inverse of [`encode_stored`] (and of [`encode_prior`], which stores wrote before).
+pub(super) fn decode_stored(bytes: &[u8], tenant: u32) -> Option<StoredOutcome> {
+    match bytes.split_first() {
+        Some((&WHOLE, rest)) => {
+            let mut r = Reader::new(rest);
+            let outcome = codec::outcome_in(&mut r).ok()?;
+            r.finish().ok()?;
+            Some(StoredOutcome::Full(Arc::new(outcome)))
+        }
+        _ => decode_prior(bytes, tenant).map(StoredOutcome::Prior),
+    }
+}
+
 /// A copy of the engine's state at one moment, to be written while rating goes on.
 #[derive(Default)]
 pub struct StateImage {

@@ -280,7 +280,13 @@ impl Daybook {
                         .decode(event, &claim, &current)
                         .ok_or_else(|| StoreError::Unexpected("an unreadable shared entry".into()))?;
                     match self.engine().probe(admitted, now, value) {
-                        Rated::Claim(next) => claim = next,
+                        Rated::Claim(mut next) => {
+                            // A retry of an event the store may remember stays one: the
+                            // store answers it with what it met (T-2), however often the
+                            // entry moved meanwhile.
+                            next.ask_store |= claim.ask_store;
+                            claim = next;
+                        }
                         Rated::Done(result) => return Ok(Settled::Done(Box::new(result))),
                         Rated::Void(_) => return Err(StoreError::Unexpected("a void claims nothing".into())),
                     }
