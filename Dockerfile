@@ -21,6 +21,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=false
 # Dependencies first, so that a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
+COPY clients/rust clients/rust
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > benches/core.rs \
     && cargo build --release --locked --bin daybook \

@@ -17,9 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type names let the proto3 JSON mapping find each message's descriptor.
     let mut config = tonic_prost_build::Config::new();
     config.enable_type_names();
+    // The messages and clients are the client crate's (`clients/rust`): here only the
+    // servers, over its types.
     tonic_prost_build::configure()
-        .build_client(true)
+        .build_client(false)
         .build_server(true)
+        .extern_path(".daybook.v1", "::daybook_client::pb")
         .compile_fds_with_config(descriptors, config)?;
     Ok(())
 }

@@ -26,7 +26,7 @@ fn status(e: tonic::Status) -> anyhow::Error {
 /// Prints one interaction explained: what it is, every line with its rule and the event
 /// that brought it, reversals and voids, the window and the settings in force.
 pub async fn explain(server: &str, tenant: &str, interaction: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    let channel = crate::client::connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
+    let channel = daybook_client::connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
     let message = pb::ExplainInteractionRequest {
         tenant_id: tenant.to_string(),
         target: Some(pb::explain_interaction_request::Target::InteractionId(interaction.to_string())),
@@ -124,7 +124,7 @@ pub async fn export(
     format: Format,
     out: &mut dyn Write,
 ) -> anyhow::Result<(u64, rust_decimal::Decimal)> {
-    let channel = crate::client::connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
+    let channel = daybook_client::connect(server).await.with_context(|| format!("cannot connect to {server}"))?;
     let message = pb::ExportLinesRequest { tenant_id: tenant.to_string(), period: period.to_string() };
     let mut stream =
         UsageServiceClient::new(channel).export_lines(request(message)?).await.map_err(status)?.into_inner();

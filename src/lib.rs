@@ -4,7 +4,8 @@
 
 pub mod api;
 pub mod cli;
-pub mod client;
+/// Dialling a daybook and the generated clients: the `daybook-client` crate.
+pub use daybook_client as client;
 pub mod detail;
 pub mod fuzz_targets;
 pub mod loadgen;

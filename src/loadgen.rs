@@ -213,7 +213,7 @@ impl Traffic {
 
 /// Creates the benchmark's tenant (a DAR meter in UTC) on a daybook.
 pub async fn create_tenant(target: &str, tenant: &str) -> anyhow::Result<()> {
-    let channel = crate::client::connect(target).await?;
+    let channel = daybook_client::connect(target).await?;
     let request = pb::CreateTenantRequest {
         tenant: Some(pb::Tenant {
             tenant_id: tenant.into(),
@@ -240,7 +240,7 @@ pub async fn unary(
     (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
-    let channel = crate::client::connect(target.addr).await?;
+    let channel = daybook_client::connect(target.addr).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
     let measured_from = Instant::now() + warmup;
@@ -276,7 +276,7 @@ pub async fn streamed(
     (warmup, duration): (Duration, Duration),
     consumers: usize,
 ) -> anyhow::Result<Row> {
-    let channel = crate::client::connect(target.addr).await?;
+    let channel = daybook_client::connect(target.addr).await?;
     let zipf = std::sync::Arc::new(Zipf::new(consumers));
     let run = run_id();
     let measured_from = Instant::now() + warmup;

@@ -37,6 +37,7 @@ pub use tenants::{
 };
 
 pub mod pb {
+    pub use daybook_client::pb::*;
     tonic::include_proto!("daybook.v1");
 }
 

@@ -36,8 +36,9 @@ impl GrpcTarget {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let mut replicas = Vec::new();
         for addr in addrs {
-            let channel =
-                runtime.block_on(crate::client::connect(addr)).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            let channel = runtime
+                .block_on(daybook_client::connect(addr))
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
             replicas.push(channel);
         }
         if replicas.is_empty() {
@@ -107,7 +108,7 @@ impl Target for GrpcTarget {
         use crate::api::pb::ingest_service_client::IngestServiceClient;
         let mut client = IngestServiceClient::new(self.channel());
         let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
-        let result = self.runtime.block_on(crate::client::ingest(&mut client, e));
+        let result = self.runtime.block_on(daybook_client::ingest(&mut client, e));
         result.map(|_| ()).map_err(|s| match s.code() {
             tonic::Code::Unimplemented => format!("{UNSUPPORTED}{}", s.message()),
             _ => status_code(&s),

@@ -1,12 +1,18 @@
-//! Connecting to a daybook: TCP (`HOST:PORT`, `http://HOST:PORT`) or a Unix domain socket
-//! (`unix:PATH`), for the tools and tests that call the API.
+#![doc = include_str!("../README.md")]
 
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::api::pb;
+/// daybook's API (`daybook.v1`): the messages and the gRPC clients.
+#[allow(clippy::all, clippy::pedantic, missing_docs, reason = "generated code")]
+pub mod pb {
+    tonic::include_proto!("daybook.v1");
+}
+
 use pb::event::Kind;
 use pb::ingest_service_client::IngestServiceClient;
 
+/// Dials a daybook: `HOST:PORT`, `http://HOST:PORT`, `https://HOST:PORT`, or a Unix domain
+/// socket, `unix:PATH`.
 pub async fn connect(addr: &str) -> Result<Channel, tonic::transport::Error> {
     if let Some(path) = addr.strip_prefix("unix:") {
         let path = path.to_string();
