@@ -271,37 +271,10 @@ async fn without_redis_a_logged_tenant_answers_unavailable_and_a_retry_is_rated_
     redis.restart();
 
     // The retry, on the other replica: rated now, once.
-    let mut again = None;
-    for _ in 0..100 {
-        match on_b.ingest_message(message("retro", "e2", "c2")).await {
-            Ok(answer) => {
-                again = answer.into_inner().outcome;
-                break;
-            }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    let again = again.expect("rated once Redis answers");
+    let again = until_available(&mut on_b, message("retro", "e2", "c2")).await;
     assert_eq!(again.disposition, pb::Disposition::NewInteraction as i32);
-    // On the replica that refused it, whose breaker may still be cooling down: the
-    // caller retries while UNAVAILABLE, as asked.
-    let mut retry = None;
-    for _ in 0..100 {
-        match on_a.ingest_message(message("retro", "e2", "c2")).await {
-            Ok(answer) => {
-                retry = answer.into_inner().outcome;
-                break;
-            }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    let retry = retry.expect("answered once Redis answers");
+    // On the replica that refused it, whose breaker may still be cooling down.
+    let retry = until_available(&mut on_a, message("retro", "e2", "c2")).await;
     assert!(retry.retry, "{retry:?}");
     assert_eq!((retry.disposition, &retry.lines), (again.disposition, &again.lines));
     for addr in [&a.addr, &b.addr] {
@@ -339,4 +312,22 @@ async fn a_change_that_would_move_a_tenant_between_claims_and_its_log_is_refused
     assert!(refused.message().contains("tenant log"), "{}", refused.message());
     let unchanged = super::server::get_tenant(&channel, "plain").await;
     assert!(unchanged.changes.is_empty(), "{unchanged:?}");
+}
+
+/// Sends a message as a caller does while answered UNAVAILABLE, as asked: again, a
+/// little later, until it is answered.
+async fn until_available(
+    client: &mut pb::ingest_service_client::IngestServiceClient<tonic::transport::Channel>,
+    request: pb::IngestMessageRequest,
+) -> pb::EventOutcome {
+    for _ in 0..100 {
+        match client.ingest_message(request.clone()).await {
+            Ok(answer) => return answer.into_inner().outcome.expect("an outcome"),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    panic!("still unavailable after 10 s")
 }
