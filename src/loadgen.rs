@@ -35,8 +35,8 @@ pub struct Options {
     /// Traffic sent before each run is measured: the near cache reaches the steady
     /// state of a day, where most messages repeat a relationship already counted.
     pub warmup: Duration,
-    /// Size of the consumer population (Zipf, exponent 1).
-    pub consumers: usize,
+    /// Who sends, and over how many connections.
+    pub traffic: Sampling,
     /// Processes this bench started, by the address they serve: the CPU time each
     /// spends per call is measured as well (Linux). On two cores shared with the client,
     /// calls/s swing by a fifth from run to run; CPU per call is the steadier measure of
@@ -124,6 +124,51 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The traffic's shape: the consumer population, drawn by Zipf(1) (a few consumers very
+/// active, as in chat) or uniformly (every consumer as likely: more first touches), and
+/// how many HTTP/2 connections carry the calls (workers take them in turn).
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    pub consumers: usize,
+    pub uniform: bool,
+    pub connections: usize,
+}
+
+impl Sampling {
+    /// How a run's consumers are drawn.
+    fn population(&self) -> Population {
+        match self.uniform {
+            true => Population::Uniform(self.consumers.max(1)),
+            false => Population::Zipf(Zipf::new(self.consumers)),
+        }
+    }
+
+    /// The run's connections to `addr`.
+    async fn channels(&self, addr: &str) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+        let mut channels = Vec::new();
+        for _ in 0..self.connections.max(1) {
+            channels.push(daybook_client::connect(addr).await?);
+        }
+        Ok(channels)
+    }
+}
+
+/// Consumers drawn by rank (0 = most active).
+pub enum Population {
+    Zipf(Zipf),
+    Uniform(usize),
+}
+
+impl Population {
+    /// The consumer for a uniform `u` in [0, 1).
+    pub fn rank(&self, u: f64) -> usize {
+        match self {
+            Population::Zipf(z) => z.rank(u),
+            Population::Uniform(n) => ((u * *n as f64) as usize).min(n - 1),
+        }
+    }
+}
+
 /// Zipf(1) over `n` consumers, sampled by inverting the cumulative distribution.
 pub struct Zipf {
     cumulative: Vec<f64>,
@@ -175,7 +220,7 @@ impl Traffic {
         Traffic { tenant: tenant.into(), run: run.into(), worker, next: 0, rng }
     }
 
-    fn event(&mut self, zipf: &Zipf) -> pb::Event {
+    fn event(&mut self, zipf: &Population) -> pb::Event {
         self.next += 1;
         let consumer = zipf.rank(self.rng.unit());
         let role = match self.next % 4 {
@@ -199,7 +244,7 @@ impl Traffic {
         }
     }
 
-    fn message(&mut self, zipf: &Zipf) -> pb::IngestMessageRequest {
+    fn message(&mut self, zipf: &Population) -> pb::IngestMessageRequest {
         let e = self.event(zipf);
         let Some(pb::event::Kind::Message(message)) = e.kind else { unreachable!("messages only") };
         pb::IngestMessageRequest {
@@ -232,23 +277,23 @@ pub async fn create_tenant(target: &str, tenant: &str) -> anyhow::Result<()> {
 }
 
 /// Unary `IngestMessage` with `concurrency` calls in flight (each on its own HTTP/2
-/// stream of one connection, as a service's client would do).
+/// stream of one of `traffic.connections` connections, as a service's clients would do).
 pub async fn unary(
     target: Endpoint<'_>,
     tenant: &str,
     concurrency: usize,
     (warmup, duration): (Duration, Duration),
-    consumers: usize,
+    traffic_shape: Sampling,
 ) -> anyhow::Result<Row> {
-    let channel = daybook_client::connect(target.addr).await?;
-    let zipf = std::sync::Arc::new(Zipf::new(consumers));
+    let channels = traffic_shape.channels(target.addr).await?;
+    let zipf = std::sync::Arc::new(traffic_shape.population());
     let run = run_id();
     let measured_from = Instant::now() + warmup;
     let deadline = measured_from + duration;
     let cpu = cpu_meter(target.pid, measured_from, deadline);
     let mut workers = Vec::new();
     for worker in 0..concurrency {
-        let mut client = IngestServiceClient::new(channel.clone());
+        let mut client = IngestServiceClient::new(channels[worker % channels.len()].clone());
         let zipf = zipf.clone();
         let mut traffic = Traffic::new(tenant, &run, worker);
         workers.push(tokio::spawn(async move {
@@ -274,17 +319,17 @@ pub async fn streamed(
     tenant: &str,
     (streams, batch): (usize, usize),
     (warmup, duration): (Duration, Duration),
-    consumers: usize,
+    traffic_shape: Sampling,
 ) -> anyhow::Result<Row> {
-    let channel = daybook_client::connect(target.addr).await?;
-    let zipf = std::sync::Arc::new(Zipf::new(consumers));
+    let channels = traffic_shape.channels(target.addr).await?;
+    let zipf = std::sync::Arc::new(traffic_shape.population());
     let run = run_id();
     let measured_from = Instant::now() + warmup;
     let deadline = measured_from + duration;
     let cpu = cpu_meter(target.pid, measured_from, deadline);
     let mut workers = Vec::new();
     for worker in 0..streams {
-        let mut client = IngestServiceClient::new(channel.clone());
+        let mut client = IngestServiceClient::new(channels[worker % channels.len()].clone());
         let zipf = zipf.clone();
         let mut traffic = Traffic::new(tenant, &run, worker);
         workers.push(tokio::spawn(async move {
@@ -397,13 +442,13 @@ pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Re
         Ok(())
     };
     for &c in &options.concurrency {
-        let daybook = unary(options.endpoint(&options.target), &tenant, c, d, options.consumers).await?;
+        let daybook = unary(options.endpoint(&options.target), &tenant, c, d, options.traffic).await?;
         let floor = match &options.floor {
-            Some(f) => Some(unary(options.endpoint(f), &tenant, c, d, options.consumers).await?),
+            Some(f) => Some(unary(options.endpoint(f), &tenant, c, d, options.traffic).await?),
             None => None,
         };
         if let Some(naive) = &options.naive {
-            let naive = unary(options.endpoint(naive), &tenant, c, d, options.consumers).await?;
+            let naive = unary(options.endpoint(naive), &tenant, c, d, options.traffic).await?;
             writeln!(out, "naive   {}", naive.line())?;
             writeln!(
                 out,
@@ -416,9 +461,9 @@ pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Re
     }
     if options.streams > 0 {
         let shape = (options.streams, options.batch);
-        let daybook = streamed(options.endpoint(&options.target), &tenant, shape, d, options.consumers).await?;
+        let daybook = streamed(options.endpoint(&options.target), &tenant, shape, d, options.traffic).await?;
         let floor = match &options.floor {
-            Some(f) => Some(streamed(options.endpoint(f), &tenant, shape, d, options.consumers).await?),
+            Some(f) => Some(streamed(options.endpoint(f), &tenant, shape, d, options.traffic).await?),
             None => None,
         };
         report(daybook, floor, out)?;
@@ -691,6 +736,23 @@ impl Drop for BenchRedis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uniform_consumers_are_each_as_likely_and_zipf_ones_are_not() {
+        let draw = |uniform| {
+            let population = Sampling { consumers: 10, uniform, connections: 1 }.population();
+            let mut rng = Rng(7);
+            let mut counts = [0u32; 10];
+            for _ in 0..100_000 {
+                counts[population.rank(rng.unit())] += 1;
+            }
+            counts
+        };
+        let uniform = draw(true);
+        assert!(uniform.iter().all(|&c| (9_000..11_000).contains(&c)), "{uniform:?}");
+        let zipf = draw(false);
+        assert!(zipf[0] > 3 * zipf[9], "{zipf:?}");
+    }
 
     #[test]
     fn cpu_ticks_are_counted_after_the_command_name() {

@@ -73,9 +73,16 @@ enum Command {
         /// Seconds of unmeasured traffic before each run (the near cache's steady state).
         #[arg(long, default_value_t = 0)]
         warmup: u64,
-        /// Consumer population (Zipf).
+        /// Consumer population.
         #[arg(long, default_value_t = 100_000)]
         consumers: usize,
+        /// How consumers are drawn: `zipf` (a few very active, as in chat) or `uniform`.
+        #[arg(long, default_value = "zipf", value_parser = ["zipf", "uniform"])]
+        consumers_dist: String,
+        /// HTTP/2 connections the calls are spread over (each side of the comparison
+        /// gets as many).
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
         /// Skip the empty-handler floor.
         #[arg(long)]
         no_floor: bool,
@@ -231,6 +238,8 @@ fn main() -> ExitCode {
             seconds,
             warmup,
             consumers,
+            consumers_dist,
+            connections,
             no_floor,
             durability,
             redis,
@@ -246,7 +255,7 @@ fn main() -> ExitCode {
                 batch,
                 duration: std::time::Duration::from_secs(seconds),
                 warmup: std::time::Duration::from_secs(warmup),
-                consumers,
+                traffic: daybook::loadgen::Sampling { consumers, uniform: consumers_dist == "uniform", connections },
                 processes: Vec::new(),
             };
             let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
@@ -693,10 +702,12 @@ fn bench(
             children.push(floor);
         }
         out!(
-            "daybook bench: {} cores, {} s per run, {} consumers (Zipf), target {}{}",
+            "daybook bench: {} cores, {} s per run, {} consumers ({}), {} connection(s), target {}{}",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             options.duration.as_secs(),
-            options.consumers,
+            options.traffic.consumers,
+            if options.traffic.uniform { "uniform" } else { "Zipf" },
+            options.traffic.connections.max(1),
             options.target,
             if redis_url.is_some() { " in Redis mode" } else { "" }
         );
