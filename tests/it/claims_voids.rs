@@ -171,3 +171,18 @@ async fn cor_without_redis_a_void_is_unavailable_and_its_retry_is_accepted_after
     assert_eq!(usage_of_tenant(&a.addr, "acme").await.interactions, 0);
     redis.kill();
 }
+
+/// Claims compare counts of voids: a published void that no longer validates under the
+/// tenant's definition still counts (a claim must not wait for it for ever) and selects
+/// nothing.
+#[test]
+fn cor_a_published_void_that_does_not_validate_still_counts() {
+    let engine = daybook::rating::Engine::new(daybook::rating::EngineConfig::default());
+    for spec in daybook::tenants::parse_tenants_toml(TENANT).unwrap() {
+        engine.put_tenant(spec).unwrap();
+    }
+    let good = daybook::rating::RawEvent::from(void("v1", "test traffic"));
+    let bad = daybook::rating::RawEvent::from(void("v2", ""));
+    assert_eq!(engine.learn_voids("acme", vec![(good, None), (bad.clone(), None)]), 2);
+    assert_eq!(engine.learn_voids("acme", vec![(bad, None)]), 2, "learnt once");
+}

@@ -13,6 +13,7 @@
 
 use super::corrections::void_record;
 use super::*;
+use crate::rating::event::Void;
 
 /// A void rated under a shared store, before it is published: its rule, its own time,
 /// and its identity for the store (T-2).
@@ -89,11 +90,28 @@ impl Engine {
         let mut corrections = slot.corrections.lock().unpoisoned();
         let mut known = (*corrections.voids).clone();
         for (raw, arrived) in voids {
-            let Ok(event) = event::validate(raw, &*tenant) else { continue };
-            let Body::Void(void) = event.body else { continue };
-            if !known.iter().any(|v| v.event_id == event.event_id) {
-                known.push(VoidRule { event_id: event.event_id, void, arrived });
+            let event_id = raw.event_id.clone();
+            if known.iter().any(|v| v.event_id == event_id) {
+                continue;
             }
+            // A void accepted under an earlier definition of the tenant that no longer
+            // validates still counts (claims compare counts, and must not wait for it for
+            // ever), and selects nothing new.
+            let void = match event::validate(raw, &*tenant).map(|e| e.body) {
+                Ok(Body::Void(void)) => void,
+                _ => Void {
+                    from: NaiveDate::MAX,
+                    to: NaiveDate::MIN,
+                    reason: String::new(),
+                    meter: None,
+                    consumer: None,
+                    conversation: None,
+                    integration: None,
+                    outcome_type: None,
+                    by: None,
+                },
+            };
+            known.push(VoidRule { event_id, void, arrived });
         }
         known.sort_by(|a, b| (a.arrived, &a.event_id).cmp(&(b.arrived, &b.event_id)));
         let count = known.len();
