@@ -85,13 +85,11 @@ pub struct Claim {
 }
 
 /// The part of a claimed event's effects that stays on this replica: its order-free set
-/// insertions (a platform user, PL-1; a pass-through charge, CR-9) and whether its
-/// outcome must be kept whole to answer its retries.
+/// insertions (a platform user, PL-1; a pass-through charge, CR-9).
 #[derive(Debug, Clone, Default)]
 pub struct LocalCommit {
     pub(crate) user: Option<(Fp, i32, Fp)>,
     pub(crate) pass_through: Option<(Fp, super::state::PassThroughEntry)>,
-    pub(crate) keep_whole: bool,
 }
 
 impl Claim {

@@ -47,6 +47,11 @@ return {'withdrew'}
 "#
 );
 
+// The scripts, hashed once.
+static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PUBLISH));
+static COUNT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(COUNT));
+static WITHDRAW_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(WITHDRAW));
+
 /// One withdrawal of a voided interaction, as [`RedisStore::withdraw`] applies it.
 pub struct Withdrawal<'a> {
     pub tenant: &'a str,
@@ -63,13 +68,11 @@ impl RedisStore {
     /// to the tenant's number of voids. Idempotent: a void published again changes
     /// nothing, and counts only rise.
     pub async fn publish_void(&self, tenant: &str, event_id: &str, void: &[u8]) -> Result<(), StoreError> {
-        let script = redis::Script::new(PUBLISH);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
         invocation.key(ShardKeys::new(tenant, 0).voids()).arg(event_id).arg(void);
         let count: u64 = self.invoke(invocation).await?;
-        let count_script = redis::Script::new(COUNT);
         let raises = (0..SHARDS).map(|shard| {
-            let mut invocation = count_script.prepare_invoke();
+            let mut invocation = COUNT_SCRIPT.prepare_invoke();
             invocation.key(ShardKeys::new(tenant, shard).void_count()).arg(count);
             async move { self.invoke::<i64>(invocation).await }
         });
@@ -99,8 +102,7 @@ impl RedisStore {
     pub async fn withdraw(&self, w: &Withdrawal<'_>) -> Result<Option<String>, StoreError> {
         let keys = ShardKeys::of(w.tenant, w.entry);
         let (rollup_keys, rollup_args) = rollup::operations(&keys, 4, w.ledger);
-        let script = redis::Script::new(WITHDRAW);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = WITHDRAW_SCRIPT.prepare_invoke();
         invocation
             .key(keys.withdrawn())
             .key(keys.records())

@@ -80,10 +80,8 @@ impl Engine {
         };
         self.commit_sets(&tenant, &mut effects);
         self.commit_ledger(&tenant, &slot, &claim.outcome.event_id, None, &mut effects);
-        let outcome = match claim.local.keep_whole {
-            true => StoredOutcome::Full(Arc::new(claim.outcome.clone())),
-            false => persist::decode_stored(&claim.prior, tenant.index)?,
-        };
+        // What the store remembers for its retries is what this replica remembers too.
+        let outcome = persist::decode_stored(&claim.prior, tenant.index)?;
         vacant.insert(EventEntry { payload: claim.payload, tenant: tenant.index, day: utc_day(claim.at), outcome });
         records.extend(claim.records.iter().cloned());
         Some(Ok(claim.outcome.clone()))
@@ -344,11 +342,7 @@ impl Engine {
         let (at, event_id) = (event.at, event.event_id);
         let (records, ledger) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.ledger));
         let voids = effects.voids.as_ref().map_or(0, |v| v.len());
-        let local = LocalCommit {
-            user: effects.user.take(),
-            pass_through: effects.pass_through_entry.take(),
-            keep_whole: effects.keep_whole,
-        };
+        let local = LocalCommit { user: effects.user.take(), pass_through: effects.pass_through_entry.take() };
         let met = effects.prior.unwrap_or(Prior::Interaction(None));
         let keep_whole = effects.keep_whole;
         let outcome = effects.outcome(event_id, disposition);
