@@ -1,7 +1,8 @@
 //! The admin HTTP port, apart from the data port: `/live` (the process runs), `/ready`
 //! (the journal is replayed, listeners are up, not draining, the journal is writable;
 //! under a shared store its body also says whether Redis answers and how many events
-//! wait to reach it) and `/metrics` (Prometheus text).
+//! wait to reach it, and how far behind each record sink is) and `/metrics` (Prometheus
+//! text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -77,6 +78,20 @@ fn route<B>(daybook: &Daybook, posture: &str, request: Request<B>) -> Response<F
                 daybook.oldest_seq(),
                 disk.snapshot_bytes
             ));
+            // A sink behind does not make the process unready (its records wait in the
+            // journal); the body says how far behind each is, and why.
+            let durable = daybook.journal().durable();
+            for sink in daybook.sinks().reports() {
+                let behind = durable.saturating_sub(sink.settled);
+                body.push_str(&format!(
+                    "sink {} ({}): {behind} entries behind, {} records delivered, {} failed attempts",
+                    sink.name, sink.kind, sink.delivered, sink.failures
+                ));
+                match (&sink.last_error, behind) {
+                    (Some(e), 1..) => body.push_str(&format!(", last error: {e}\n")),
+                    _ => body.push('\n'),
+                }
+            }
             body.push_str(posture);
             text(status, "text/plain", body)
         }

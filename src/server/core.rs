@@ -112,6 +112,8 @@ pub struct Daybook {
     /// The copy of the state a snapshot writes, kept between snapshots (its allocations
     /// are reused).
     snapshot_image: Mutex<crate::rating::engine::StateImage>,
+    /// The record sinks: how far each is, and what webhooks are told of the process.
+    sinks: super::sinks::board::SinkBoard,
 }
 
 /// How a memory ceiling is spent. A quarter goes to the near cache's entries, at a
@@ -228,6 +230,7 @@ impl Daybook {
             shared: shared.map(|s| super::shared::state::SharedState::new(s.store, STRIPES, shipped, pending)),
             budget,
             snapshot_image: Mutex::default(),
+            sinks: Default::default(),
         }))
     }
 
@@ -243,6 +246,16 @@ impl Daybook {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// The record sinks' progress (`super::sinks`).
+    pub fn sinks(&self) -> &super::sinks::board::SinkBoard {
+        &self.sinks
+    }
+
+    /// The data directory: the journal's and snapshot's, and the sinks' cursor files.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.journal.dir().parent().unwrap_or(self.journal.dir()).to_path_buf()
     }
 
     /// The near cache's bound (Redis mode with `memory_ceiling`).
@@ -348,7 +361,8 @@ impl Daybook {
     fn append_protos(&self, kind: EntryKind, protos: Vec<pb::Record>) -> u64 {
         let entry =
             Entry { seq: 0, kind: Some(kind), records: protos.iter().map(|r| r.encode_to_vec().into()).collect() };
-        self.journal.append(entry, |seq| (!protos.is_empty()).then(|| Arc::new(stamp(seq, protos))))
+        let at = super::journal::decided_at(&entry);
+        self.journal.append(entry, |seq| (!protos.is_empty()).then(|| Arc::new(stamp(seq, at, protos))))
     }
 
     /// The ordering stripe of an event, held while it is rated and journaled.
@@ -606,17 +620,18 @@ impl Daybook {
         pruned
     }
 
-    /// The journal position the last snapshot covers.
     /// Deletes the journal segments nothing needs any more: covered by the latest
-    /// snapshot, older than `retention`, and arrived before any open period's events
-    /// (`journal::retention`).
+    /// snapshot, passed by every record sink, older than `retention`, and arrived before
+    /// any open period's events (`journal::retention`).
     pub fn prune_journal(&self, retention: std::time::Duration) -> std::io::Result<super::journal::retention::Pruned> {
         let now = (self.clock)();
         let retention = chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
         let keep_since = now.checked_sub_signed(retention).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let keep_since = keep_since.min(self.engine.open_periods_arrived_since(now));
         let nanos = keep_since.timestamp_nanos_opt().unwrap_or(i64::MIN);
-        super::journal::retention::prune(self.journal.dir(), self.last_snapshot(), nanos, |oldest| {
+        // Entries a sink has not passed stay: the journal holds what is not delivered.
+        let kept_after = self.sinks.floor().map_or(self.last_snapshot(), |floor| floor.min(self.last_snapshot()));
+        super::journal::retention::prune(self.journal.dir(), kept_after, nanos, |oldest| {
             self.oldest_seq.store(oldest, Ordering::Release)
         })
     }
@@ -700,44 +715,6 @@ impl Daybook {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire) && !self.journal.failed()
-    }
-}
-
-impl super::telemetry::ObservedState for Daybook {
-    fn hot_interactions(&self) -> usize {
-        self.engine.hot_interactions()
-    }
-
-    fn remembered_events(&self) -> usize {
-        self.engine.remembered_events()
-    }
-
-    fn journal_durable(&self) -> u64 {
-        self.journal.durable()
-    }
-
-    fn disk_bytes(&self) -> u64 {
-        self.disk_usage().total()
-    }
-
-    fn ready(&self) -> bool {
-        self.is_ready()
-    }
-
-    fn shared_status(&self) -> Option<(usize, bool)> {
-        Daybook::shared_status(self)
-    }
-
-    fn usage_by_tenant(&self) -> Vec<(Arc<str>, &'static str, crate::rating::ledger::Totals)> {
-        let engine = &self.engine;
-        engine
-            .tenant_ids()
-            .into_iter()
-            .filter_map(|id| {
-                let (tenant, totals) = (engine.tenant(&id)?, engine.usage(&id, None, None)?);
-                Some((id, tenant.meter.kind.name(), totals))
-            })
-            .collect()
     }
 }
 

@@ -9,11 +9,13 @@ pub mod core;
 mod detail;
 pub mod journal;
 pub mod lock;
+mod observed;
 mod process;
 pub mod records;
 pub mod recovery;
 pub mod service;
 pub mod shared;
+pub mod sinks;
 mod standing;
 pub mod store;
 pub mod telemetry;
@@ -184,7 +186,16 @@ pub async fn run(
         .map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), posture.clone(), stop_rx.clone())));
     let auth_watcher = auth.enabled().then(|| tokio::spawn(auth::watch(auth.clone())));
     let tls_watcher = tls.clone().map(|tls| tokio::spawn(tls::watch(tls)));
-    let sink = config.records_jsonl.clone().map(|path| tokio::spawn(jsonl_sink(daybook.clone(), path)));
+    let sinks: Vec<_> = config
+        .records_jsonl
+        .clone()
+        .map(sinks::SinkSpec::jsonl)
+        .into_iter()
+        .chain(config.sinks.iter().cloned())
+        .map(|spec| sinks::start(&daybook, spec))
+        .collect();
+    let announcer = (daybook.is_shared() && config.sinks.iter().any(|s| s.destination.kind() == "webhook"))
+        .then(|| tokio::spawn(announce_degraded(daybook.clone())));
     let watcher = config.config_file.clone().map(|path| tokio::spawn(watch_config_file(daybook.clone(), path)));
     let maintenance = tokio::spawn(maintain(daybook.clone(), config.clone()));
     let reconciler = daybook.is_shared().then(|| tokio::spawn(shared::reconciler(daybook.clone())));
@@ -205,7 +216,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drain(&config, tasks).await;
     maintenance.abort();
-    for task in [evictor, watcher, admin, auth_watcher, tls_watcher].into_iter().flatten() {
+    for task in [evictor, watcher, admin, auth_watcher, tls_watcher, announcer].into_iter().flatten() {
         task.abort();
     }
     if let Some(reconciler) = reconciler {
@@ -213,9 +224,10 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), reconciler).await;
     }
     close_journal(&config, &daybook).await;
-    if let Some(sink) = sink {
-        // Give the sink a moment to write what the journal just published.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // What the last calls emitted leaves before the process does, if the destinations
+    // take it soon; what they do not is delivered after the next start.
+    sinks::settle(&daybook, Duration::from_secs(2)).await;
+    for sink in sinks {
         sink.abort();
     }
     // The exporters' last push runs on threads of their own; the runtime stays up for it.
@@ -546,23 +558,21 @@ async fn connect_shared_store(
     }
 }
 
-/// Appends every record to a JSONL file, resuming after the last cursor it holds.
-async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
-    use std::io::Write;
-    let after = records::last_cursor_in(&path).unwrap_or_default();
-    let file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("records_jsonl {}: {e}", path.display());
-            return;
+/// Tells webhooks when this replica enters Redis degraded mode and when it leaves it
+/// (checked every second).
+async fn announce_degraded(daybook: Arc<Daybook>) {
+    let mut was = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some((pending, degraded)) = daybook.shared_status() else { return };
+        if degraded == was {
+            continue;
         }
-    };
-    let mut out = std::io::LineWriter::new(file);
-    records::follow(daybook.hub(), daybook.journal(), after, |stamped| {
-        let json = crate::api::to_json(&stamped.record);
-        writeln!(out, "{json}").is_ok()
-    })
-    .await;
+        was = degraded;
+        let kind = if degraded { "redis_degraded" } else { "redis_recovered" };
+        let data = serde_json::json!({ "pending": pending });
+        daybook.sinks().announce(sinks::OperationalEvent::new(kind, chrono::Utc::now(), data));
+    }
 }
 
 /// Background upkeep, off the request path: closes periods past the lateness horizon
@@ -571,6 +581,7 @@ async fn jsonl_sink(daybook: Arc<Daybook>, path: std::path::PathBuf) {
 async fn maintain(daybook: Arc<Daybook>, config: Config) {
     let tick = config.snapshot_interval.min(Duration::from_secs(1));
     let mut last_written = tokio::time::Instant::now();
+    let mut last_floor = None;
     loop {
         tokio::time::sleep(tick).await;
         let pruner = daybook.clone();
@@ -588,7 +599,13 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
         let behind = daybook.journal().appended().saturating_sub(daybook.last_snapshot());
         let due =
             behind >= config.snapshot_entries || (behind > 0 && last_written.elapsed() >= config.snapshot_interval);
+        // A sink that catches up lets segments go that the last snapshot already covered.
+        let floor = daybook.sinks().floor();
         if !due {
+            if floor != last_floor {
+                last_floor = floor;
+                prune(&daybook, config.record_retention).await;
+            }
             continue;
         }
         let writer = daybook.clone();
@@ -596,23 +613,28 @@ async fn maintain(daybook: Arc<Daybook>, config: Config) {
         match tokio::task::spawn_blocking(move || writer.write_snapshot(&dir)).await {
             Ok(Ok(_)) => {
                 last_written = tokio::time::Instant::now();
-                let pruner = daybook.clone();
-                let retention = config.record_retention;
-                match tokio::task::spawn_blocking(move || pruner.prune_journal(retention)).await {
-                    Ok(Ok(p)) if p.segments > 0 => tracing::info!(
-                        "deleted {} journal segment(s), {} bytes: the journal now starts at entry {}",
-                        p.segments,
-                        p.bytes,
-                        p.oldest_seq
-                    ),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!("journal segments not deleted: {e}"),
-                    Err(e) => tracing::error!("journal segments not deleted: {e}"),
-                }
+                last_floor = floor;
+                prune(&daybook, config.record_retention).await;
             }
             Ok(Err(e)) => tracing::error!("periodic snapshot not written: {e}"),
             Err(e) => tracing::error!("periodic snapshot not written: {e}"),
         }
+    }
+}
+
+/// Deletes the journal segments nothing needs any more (`Daybook::prune_journal`).
+async fn prune(daybook: &Arc<Daybook>, retention: Duration) {
+    let pruner = daybook.clone();
+    match tokio::task::spawn_blocking(move || pruner.prune_journal(retention)).await {
+        Ok(Ok(p)) if p.segments > 0 => tracing::info!(
+            "deleted {} journal segment(s), {} bytes: the journal now starts at entry {}",
+            p.segments,
+            p.bytes,
+            p.oldest_seq
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!("journal segments not deleted: {e}"),
+        Err(e) => tracing::error!("journal segments not deleted: {e}"),
     }
 }
 

@@ -2,7 +2,6 @@
 //! the stream from any cursor (catching up from the journal, then live). The watch RPC
 //! and the JSONL file sink are both followers.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message;
@@ -36,19 +35,30 @@ pub struct Stamped {
     pub cursor: Cursor,
     pub tenant: Arc<str>,
     pub record: pb::Record,
+    /// When its journal entry was decided (Unix nanoseconds), if the entry says.
+    pub at: Option<i64>,
 }
 
-/// Stamps the records of journal entry `seq` with their cursors.
-pub fn stamp(seq: u64, records: Vec<pb::Record>) -> Vec<Stamped> {
+/// Stamps the records of journal entry `seq`, decided at `at`, with their cursors.
+pub fn stamp(seq: u64, at: Option<i64>, records: Vec<pb::Record>) -> Vec<Stamped> {
     records
         .into_iter()
         .enumerate()
         .map(|(i, mut record)| {
             let cursor = Cursor { seq, index: i as u32 };
             record.cursor = cursor.to_string();
-            Stamped { cursor, tenant: Arc::from(record.tenant_id.as_str()), record }
+            Stamped { cursor, tenant: Arc::from(record.tenant_id.as_str()), record, at }
         })
         .collect()
+}
+
+/// What a follower is told, in order: each record, and how far the journal has been read
+/// (every entry up to `Through(seq)` was seen; those without records carry nothing), so
+/// that a follower whose records are rare still lets the journal's old segments go.
+#[derive(Debug, Clone, Copy)]
+pub enum Followed<'a> {
+    Record(&'a Stamped),
+    Through(u64),
 }
 
 /// The live side: records of durable entries, in cursor order.
@@ -77,16 +87,24 @@ impl Hub {
     }
 }
 
+/// Who follows the record stream: told each record and position in order.
+pub trait Follower: Send {
+    /// Takes the next record or position; false ends the following.
+    fn take(&mut self, followed: Followed<'_>) -> impl Future<Output = bool> + Send;
+}
+
 /// Follows the stream after `after`: first from the journal up to what is durable, then
 /// live; if the live side laps the follower, it catches up from the journal again. Calls
-/// `deliver` with each record in order; stops when `deliver` returns false.
+/// the follower with each record in order, and with how far the journal was read; stops
+/// when it returns false.
 pub async fn follow(
     hub: &Hub,
     journal: &super::journal::Journal<Published>,
     mut after: Cursor,
-    mut deliver: impl FnMut(&Stamped) -> bool,
+    follower: &mut impl Follower,
 ) {
     const CHUNK: u64 = 512;
+    let mut marked = journal.subscribe();
     loop {
         let mut live = hub.subscribe();
         // Catch up from disk to what is durable now; the subscription above buffers what
@@ -107,7 +125,9 @@ pub async fn follow(
             if entries.is_empty() {
                 break;
             }
+            let last = entries.last().map(|e| e.seq);
             for entry in entries {
+                let at = super::journal::decided_at(&entry);
                 for (i, bytes) in entry.records.iter().enumerate() {
                     let cursor = Cursor { seq: entry.seq, index: i as u32 };
                     if cursor <= after {
@@ -115,39 +135,53 @@ pub async fn follow(
                     }
                     let Ok(mut record) = pb::Record::decode(bytes.as_ref()) else { continue };
                     record.cursor = cursor.to_string();
-                    let stamped = Stamped { cursor, tenant: Arc::from(record.tenant_id.as_str()), record };
-                    if !deliver(&stamped) {
+                    let stamped = Stamped { cursor, tenant: Arc::from(record.tenant_id.as_str()), record, at };
+                    if !follower.take(Followed::Record(&stamped)).await {
                         return;
                     }
                     after = cursor;
                 }
                 after = after.max(Cursor { seq: entry.seq, index: u32::MAX });
             }
+            if let Some(last) = last
+                && !follower.take(Followed::Through(last)).await
+            {
+                return;
+            }
         }
         loop {
-            match live.recv().await {
-                Ok(batch) => {
-                    for stamped in batch.iter() {
-                        if stamped.cursor <= after {
-                            continue;
+            tokio::select! {
+                biased;
+                received = live.recv() => match received {
+                    Ok(batch) => {
+                        for stamped in batch.iter() {
+                            if stamped.cursor <= after {
+                                continue;
+                            }
+                            if !follower.take(Followed::Record(stamped)).await {
+                                return;
+                            }
+                            after = stamped.cursor;
                         }
-                        if !deliver(stamped) {
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = marked.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // An entry's records are published before it is marked durable: when
+                    // none wait in the live queue, every entry up to `seq` has been seen.
+                    let seq = *marked.borrow_and_update();
+                    if live.is_empty() && seq > after.seq {
+                        after = Cursor { seq, index: u32::MAX };
+                        if !follower.take(Followed::Through(seq)).await {
                             return;
                         }
-                        after = stamped.cursor;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
-}
-
-/// The cursor of the last record in a JSONL sink file, to resume after a restart.
-pub fn last_cursor_in(path: &Path) -> Option<Cursor> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    Cursor::parse(value.get("cursor")?.as_str()?)
 }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Access, Auth, Caller, caller};
 use super::core::{Daybook, TenantOp, TenantRefusal};
-use super::records::{Cursor, follow};
+use super::records::{Cursor, Followed, Follower, follow};
 use super::store::{BooksError, PageToken};
 use crate::api::{self, pb};
 use crate::rating::event::FieldViolation;
@@ -466,53 +466,59 @@ impl pb::record_service_server::RecordService for Services {
         let daybook = self.daybook.clone();
         let auth = self.auth.clone();
         tokio::spawn(async move {
-            let (sync_tx, mut sync_rx) = tokio::sync::mpsc::unbounded_channel::<Result<pb::Record, Status>>();
-            let forward = tokio::spawn(async move {
-                while let Some(item) = sync_rx.recv().await {
-                    let end = item.is_err();
-                    if tx.send(item.map(|record| pb::WatchRecordsResponse { record: Some(record) })).await.is_err()
-                        || end
-                    {
-                        return;
-                    }
-                }
-                // The stream ends because the server is draining: resume elsewhere.
-                let _ =
-                    tx.send(Err(Status::unavailable("daybook is shutting down; resume from your last cursor"))).await;
-            });
-            // Only records of tenants the caller may read, under the credentials in force:
-            // a reload that narrows the scope applies at once, and one that removes the
-            // credential ends the stream.
-            let mut who = who;
-            let mut generation = auth.generation();
-            let following = follow(daybook.hub(), daybook.journal(), after, |stamped| {
-                if auth.generation() != generation {
-                    generation = auth.generation();
-                    match auth.current(&who) {
-                        Some(current) => who = current,
-                        None => {
-                            let revoked = Status::unauthenticated("the credential was revoked");
-                            let _ = sync_tx.send(Err(revoked));
-                            return false;
-                        }
-                    }
-                }
-                if !tenants.is_empty() && !tenants.contains(&*stamped.tenant) {
-                    return true;
-                }
-                if !who.may(Access::Read, &stamped.tenant) {
-                    return true;
-                }
-                sync_tx.send(Ok(stamped.record.clone())).is_ok()
-            });
+            let generation = auth.generation();
+            let mut watcher = Watcher { auth, who, generation, tenants, tx, ended: false };
             tokio::select! {
-                _ = following => {}
+                _ = follow(daybook.hub(), daybook.journal(), after, &mut watcher) => {}
                 _ = daybook.stopped() => {}
             }
-            drop(sync_tx);
-            let _ = forward.await;
+            if !watcher.ended {
+                // The stream ends because the server is draining: resume elsewhere.
+                let draining = Status::unavailable("daybook is shutting down; resume from your last cursor");
+                let _ = watcher.tx.send(Err(draining)).await;
+            }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// A `WatchRecords` stream's follower: only records of tenants the caller may read, under
+/// the credentials in force (a reload that narrows the scope applies at once, and one
+/// that removes the credential ends the stream). Its channel is bounded: a slow watcher
+/// holds its follower back (it catches up from the journal), never the server's memory.
+struct Watcher {
+    auth: Arc<Auth>,
+    who: Arc<Caller>,
+    generation: u64,
+    tenants: std::collections::HashSet<String>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::WatchRecordsResponse, Status>>,
+    /// The stream ended for a reason of its own (revoked, or the client left).
+    ended: bool,
+}
+
+impl Follower for Watcher {
+    async fn take(&mut self, followed: Followed<'_>) -> bool {
+        let Followed::Record(stamped) = followed else { return true };
+        if self.auth.generation() != self.generation {
+            self.generation = self.auth.generation();
+            match self.auth.current(&self.who) {
+                Some(current) => self.who = current,
+                None => {
+                    let _ = self.tx.send(Err(Status::unauthenticated("the credential was revoked"))).await;
+                    self.ended = true;
+                    return false;
+                }
+            }
+        }
+        if !self.tenants.is_empty() && !self.tenants.contains(&*stamped.tenant) {
+            return true;
+        }
+        if !self.who.may(Access::Read, &stamped.tenant) {
+            return true;
+        }
+        let response = pb::WatchRecordsResponse { record: Some(stamped.record.clone()) };
+        self.ended = self.tx.send(Ok(response)).await.is_err();
+        !self.ended
     }
 }
 

@@ -94,6 +94,7 @@ pub struct Telemetry {
     /// `process.cpu.time`, registered with the state's gauges (kept alive here).
     process_cpu: Mutex<Option<opentelemetry::metrics::ObservableCounter<f64>>>,
     credit_gauge: Mutex<Option<ObservableGauge<f64>>>,
+    sink_counters: Mutex<Vec<opentelemetry::metrics::ObservableCounter<u64>>>,
 }
 
 impl Telemetry {
@@ -201,6 +202,7 @@ impl Telemetry {
             gauges: Mutex::new(Vec::new()),
             process_cpu: Mutex::new(None),
             credit_gauge: Mutex::new(None),
+            sink_counters: Mutex::default(),
         }))
     }
 
@@ -286,6 +288,7 @@ impl Telemetry {
                 |d| d.shared_status().map_or(0, |(pending, _)| pending as u64),
             ));
         }
+        self.observe_sinks(state, &mut gauges);
         let weak: Weak<S> = Arc::downgrade(state);
         let tenant_label = self.tenant_label;
         let usage = self
@@ -320,6 +323,46 @@ impl Telemetry {
             })
             .build();
         *self.credit_gauge.lock().unpoisoned() = Some(credits);
+    }
+
+    /// The record sinks' lag, deliveries and failures, labelled by sink.
+    fn observe_sinks<S: ObservedState + 'static>(&self, state: &Arc<S>, gauges: &mut Vec<ObservableGauge<u64>>) {
+        let weak: Weak<S> = Arc::downgrade(state);
+        gauges.push(
+            self.meter
+                .u64_observable_gauge("daybook.sink.lag")
+                .with_unit("{entry}")
+                .with_description("Journal entries durable but not yet passed by the sink (delivered or not its).")
+                .with_callback(move |observer| {
+                    if let Some(d) = weak.upgrade() {
+                        let durable = d.journal_durable();
+                        for sink in d.sinks() {
+                            let lag = durable.saturating_sub(sink.settled);
+                            observer.observe(lag, &[KeyValue::new("daybook.sink", sink.name)]);
+                        }
+                    }
+                })
+                .build(),
+        );
+        let counter =
+            |name: &'static str, description: &'static str, read: fn(&super::sinks::board::SinkReport) -> u64| {
+                let weak: Weak<S> = Arc::downgrade(state);
+                self.meter
+                    .u64_observable_counter(name)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        if let Some(d) = weak.upgrade() {
+                            for sink in d.sinks() {
+                                observer.observe(read(&sink), &[KeyValue::new("daybook.sink", sink.name.clone())]);
+                            }
+                        }
+                    })
+                    .build()
+            };
+        let mut counters = self.sink_counters.lock().unpoisoned();
+        counters.push(counter("daybook.sink.delivered", "Records the sink's destination took.", |s| s.delivered));
+        counters
+            .push(counter("daybook.sink.failures", "Delivery attempts that failed (each retried).", |s| s.failures));
     }
 
     /// Prometheus text exposition of every metric.
@@ -413,6 +456,8 @@ pub trait ObservedState: Send + Sync {
     fn ready(&self) -> bool;
     /// Under a shared store: (events pending for it, degraded); `None` without one.
     fn shared_status(&self) -> Option<(usize, bool)>;
+    /// How far each record sink is.
+    fn sinks(&self) -> Vec<super::sinks::board::SinkReport>;
     /// Every tenant's usage on the books: (tenant, meter name, totals).
     fn usage_by_tenant(&self) -> Vec<(Arc<str>, &'static str, crate::rating::ledger::Totals)>;
 }

@@ -372,6 +372,14 @@ class Security(unittest.TestCase):
         self.assertEqual(volumes["daybook-tls"]["secret"]["secretName"], "daybook-tls")
         self.assertTrue(all(m["readOnly"] for n, m in mounts.items() if n != "daybook-data"))
         self.assertNotIn("insecure", config)
+        # The sinks' files are in the mounted Secret.
+        sinks = tomllib.loads(daybook_config(docs))["sink"]
+        self.assertEqual(volumes["daybook-sinks"]["secret"]["secretName"], "daybook-sinks")
+        self.assertEqual(
+            [s.get("token_file", s.get("secret_file")) for s in sinks],
+            [mounts["daybook-sinks"]["mountPath"] + f for f in ("/openmeter-token", "/acme-webhook-secret")],
+        )
+        self.assertEqual(sinks[1]["tenants"], ["acme"])
 
     def test_redis_tls_files_come_from_their_secret(self):
         docs = render(CHART, "-f", str(CHART / "ci" / "redis-values.yaml"))

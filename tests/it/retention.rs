@@ -20,7 +20,7 @@ const DAY: i64 = 86_400;
 /// The journal entry of the first event sent after the clock moves on.
 const FIRST_NEW: u64 = 202;
 
-fn segments(dir: &std::path::Path) -> Vec<u64> {
+pub fn segments(dir: &std::path::Path) -> Vec<u64> {
     let mut seqs: Vec<u64> = std::fs::read_dir(dir.join("journal"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
@@ -29,12 +29,12 @@ fn segments(dir: &std::path::Path) -> Vec<u64> {
     seqs
 }
 
-fn rfc3339(unix: i64) -> String {
+pub fn rfc3339(unix: i64) -> String {
     Utc.timestamp_opt(unix, 0).unwrap().to_rfc3339()
 }
 
 /// Sends `n` messages of new consumers dated a minute before `now`; returns the answers.
-async fn send(channel: &tonic::transport::Channel, prefix: &str, n: usize, now: i64) -> Vec<pb::EventOutcome> {
+pub async fn send(channel: &tonic::transport::Channel, prefix: &str, n: usize, now: i64) -> Vec<pb::EventOutcome> {
     let mut ingest = IngestServiceClient::new(channel.clone());
     let mut outcomes = Vec::new();
     for i in 0..n {

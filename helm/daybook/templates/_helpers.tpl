@@ -227,6 +227,11 @@ volumeMounts:
     mountPath: /etc/daybook/redis-tls
     readOnly: true
   {{- end }}
+  {{- if .Values.sinkSecret }}
+  - name: daybook-sinks
+    mountPath: /etc/daybook/sinks
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -274,6 +279,12 @@ stops it after them, so no message is sent to a daybook that is not there.
 {{- end }}
 {{- with .Values.redis.tls.existingSecret }}
 - name: daybook-redis-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.sinkSecret }}
+- name: daybook-sinks
   secret:
     secretName: {{ . }}
     defaultMode: 0440

@@ -39,6 +39,8 @@ pub struct Config {
     pub durability: Durability,
     /// Also append every record to this JSONL file.
     pub records_jsonl: Option<PathBuf>,
+    /// Record sinks (`[[sink]]` tables of the config file).
+    pub sinks: Vec<super::sinks::SinkSpec>,
     /// Most events in one batch request.
     pub max_batch: usize,
     /// Largest request message, bytes.
@@ -89,6 +91,7 @@ impl Default for Config {
             data_dir: PathBuf::from("daybook-data"),
             durability: Durability::Write,
             records_jsonl: None,
+            sinks: Vec::new(),
             max_batch: 1000,
             max_message_bytes: 4 << 20,
             deadline_ceiling: Duration::from_secs(10),
@@ -183,11 +186,18 @@ fn err(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError { key: key.to_string(), reason: reason.into() }
 }
 
-/// The config file's `[server]` table and its tenants.
+/// What the config file holds beside `[server]`.
+#[derive(Default)]
+struct FileTables {
+    tenants: Vec<TenantSpec>,
+    sinks: Vec<super::sinks::SinkSpec>,
+}
+
+/// The config file's `[server]` table, its tenants and its sinks.
 fn read_config_file(
     path: &str,
     read_file: impl Fn(&str) -> Result<String, String>,
-) -> Result<(serde_json::Map<String, Value>, Vec<TenantSpec>), ConfigError> {
+) -> Result<(serde_json::Map<String, Value>, FileTables), ConfigError> {
     let text = read_file(path).map_err(|e| err("config", format!("{path}: {e}")))?;
     let value: Value = toml::from_str(&text).map_err(|e| err("config", format!("{path}: not valid TOML: {e}")))?;
     let mut server = serde_json::Map::new();
@@ -197,11 +207,14 @@ fn read_config_file(
             return Err(err(&format!("server.{key}"), "unknown key"));
         }
     }
-    if let Some(key) = value.as_object().and_then(|o| o.keys().find(|k| *k != "server" && *k != "tenant")) {
-        return Err(err(key, "unknown table (expected [server] and [[tenant]])"));
+    if let Some(key) =
+        value.as_object().and_then(|o| o.keys().find(|k| !["server", "tenant", "sink"].contains(&k.as_str())))
+    {
+        return Err(err(key, "unknown table (expected [server], [[tenant]] and [[sink]])"));
     }
     let tenants = crate::tenants::parse_tenants_toml(&text).map_err(|e| err("tenant", e))?;
-    Ok((server, tenants))
+    let sinks = super::sinks::spec::parse_sinks(&value).map_err(|e| err("sink", e))?;
+    Ok((server, FileTables { tenants, sinks }))
 }
 
 /// The effective text of each key that is set, and where it came from (named in errors):
@@ -243,13 +256,14 @@ pub fn load(
     read_file: impl Fn(&str) -> Result<String, String>,
 ) -> Result<Config, ConfigError> {
     let config_path = flags.config.clone().or_else(|| env.get("DAYBOOK_CONFIG").cloned());
-    let (file_server, tenants) = match &config_path {
+    let (file_server, tables) = match &config_path {
         Some(path) => read_config_file(path, read_file)?,
         None => Default::default(),
     };
     let values = effective_values(flags, env, &file_server);
+    let FileTables { tenants, sinks } = tables;
     let mut draft = Draft {
-        config: Config { config_file: config_path.map(PathBuf::from), tenants, ..Config::default() },
+        config: Config { config_file: config_path.map(PathBuf::from), tenants, sinks, ..Config::default() },
         ..Draft::default()
     };
     for key in KEYS {

@@ -94,6 +94,16 @@ pub struct DeadLetterEntry {
     pub event_id: String,
 }
 
+/// When an entry was decided (Unix nanoseconds), if it says: the arrival instant an
+/// event was judged at, or the instant periods were closed.
+pub fn decided_at(entry: &Entry) -> Option<i64> {
+    match &entry.kind {
+        Some(EntryKind::Event(e)) => e.now_nanos,
+        Some(EntryKind::ClosePeriods(at)) => Some(*at),
+        _ => None,
+    }
+}
+
 /// Errors reading the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -457,10 +467,12 @@ impl<P: Send + 'static> Journal<P> {
             return false;
         }
         (self.observe_write)(started.elapsed(), self.durability == Durability::Fsync);
-        self.durable.send_replace(upto);
+        // Records are published before their entries are marked durable, so that a
+        // follower that sees a position durable and no record waiting has seen them all.
         for (seq, records) in records {
             (output.publish)(seq, records);
         }
+        self.durable.send_replace(upto);
         true
     }
 
