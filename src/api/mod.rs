@@ -624,6 +624,54 @@ pub fn usage_out(t: &Totals, tenant: Option<&crate::rating::Tenant>) -> pb::Usag
     }
 }
 
+/// Usage broken down by meter (MS-3): each meter's figures, and a group with an empty
+/// key for what belongs to no meter (co-browse, Functions, pass-through), so that the
+/// groups sum to the totals. A meter's credits by kind are known where the ledger keeps
+/// its lines apart, for a tenant of one interaction meter.
+pub fn usage_by_meter(t: &Totals, tenant: &crate::rating::Tenant) -> Vec<pb::UsageGroup> {
+    let whole = usage_out(t, Some(tenant));
+    let mut groups = Vec::new();
+    let (mut interactions, mut credits) = (0i64, Decimal::ZERO);
+    for meter in whole.meters {
+        let figures: Decimal = meter.credits.parse().unwrap_or_default();
+        interactions += meter.interactions;
+        credits += figures;
+        let by_kind = if tenant.single_meter() {
+            let mut lines = Totals::default();
+            lines.credits[..crate::rating::ledger::COBROWSE_BUCKET]
+                .copy_from_slice(&t.credits[..crate::rating::ledger::COBROWSE_BUCKET]);
+            credits_by_kind(&lines)
+        } else {
+            Vec::new()
+        };
+        let usage = pb::Usage {
+            interactions: meter.interactions.max(0) as u64,
+            credits: meter.credits.clone(),
+            credits_by_kind: by_kind,
+            pass_through: Vec::new(),
+            meters: vec![meter.clone()],
+        };
+        groups.push(pb::UsageGroup { key: meter.meter_id, usage: Some(usage) });
+    }
+    let rest_credits = t.credits() - credits;
+    let mut rest = Totals::default();
+    for bucket in [crate::rating::ledger::COBROWSE_BUCKET, crate::rating::ledger::FUNCTIONS_BUCKET] {
+        rest.credits[bucket] = t.credits[bucket];
+    }
+    let by_kind = if rest.credits() == rest_credits { credits_by_kind(&rest) } else { Vec::new() };
+    let usage = pb::Usage {
+        interactions: (t.interactions as i64 - interactions).max(0) as u64,
+        credits: rest_credits.normalize().to_string(),
+        credits_by_kind: by_kind,
+        pass_through: amounts_out(&t.pass_through),
+        meters: Vec::new(),
+    };
+    if usage.interactions > 0 || !rest_credits.is_zero() || !usage.pass_through.is_empty() {
+        groups.insert(0, pb::UsageGroup { key: String::new(), usage: Some(usage) });
+    }
+    groups
+}
+
 pub fn statement_out(s: &Statement) -> pb::Statement {
     let d = |d: Decimal| d.normalize().to_string();
     pb::Statement {

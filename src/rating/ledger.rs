@@ -310,6 +310,14 @@ impl Ledger {
         out
     }
 
+    /// Each local date's totals from `from` to `to` (both included), for dates with any.
+    pub fn days_in(&self, from: NaiveDate, to: NaiveDate) -> Vec<(NaiveDate, Totals)> {
+        if from > to {
+            return Vec::new();
+        }
+        self.days.range(from..=to).map(|(d, t)| (*d, t.clone())).collect()
+    }
+
     pub fn month(&self, month_start: NaiveDate) -> Totals {
         self.months.get(&month_start).cloned().unwrap_or_default()
     }

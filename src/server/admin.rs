@@ -2,7 +2,7 @@
 //! (the journal is replayed, listeners are up, not draining, the journal is writable;
 //! under a shared store its body also says whether Redis answers and how many events
 //! wait to reach it, and how far behind each record sink is) and `/metrics` (Prometheus
-//! text).
+//! text), and `/usage`, a live usage page (`super::usage_page`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,15 +13,23 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::auth::Auth;
 use super::core::Daybook;
+use super::store::Store;
+use super::usage_page;
 
-/// `posture`: the listener's protection (authentication, TLS), reported by `/ready`.
-pub async fn serve(
-    listener: TcpListener,
-    daybook: Arc<Daybook>,
-    posture: Arc<str>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// What the admin port serves from.
+#[derive(Clone)]
+pub struct Admin {
+    pub daybook: Arc<Daybook>,
+    /// The listener's protection (authentication, TLS), reported by `/ready`.
+    pub posture: Arc<str>,
+    /// Who may read the usage page's figures.
+    pub auth: Arc<Auth>,
+    pub store: Arc<dyn Store>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Admin, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -30,13 +38,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let daybook = daybook.clone();
-        let posture = posture.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let daybook = daybook.clone();
-                let posture = posture.clone();
-                async move { Ok::<_, Infallible>(route(&daybook, &posture, request)) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&admin, request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -51,12 +57,22 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
         .expect("valid response")
 }
 
-fn route<B>(daybook: &Daybook, posture: &str, request: Request<B>) -> Response<Full<Bytes>> {
+async fn route<B>(admin: &Admin, request: Request<B>) -> Response<Full<Bytes>> {
     if request.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
+    let (daybook, posture) = (&*admin.daybook, &*admin.posture);
     match request.uri().path() {
         "/live" => text(StatusCode::OK, "text/plain", "live\n".into()),
+        "/usage" => text(StatusCode::OK, "text/html; charset=utf-8", usage_page::PAGE.into()),
+        "/usage/app.js" => text(StatusCode::OK, "text/javascript; charset=utf-8", usage_page::SCRIPT.into()),
+        "/usage/style.css" => text(StatusCode::OK, "text/css; charset=utf-8", usage_page::STYLE.into()),
+        "/usage/data" => {
+            let answer = usage_page::data(daybook, &*admin.store, &admin.auth, request.headers()).await;
+            let mut response = text(answer.status, "application/json", answer.body);
+            response.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-store"));
+            response
+        }
         "/ready" => {
             let (status, mut body) = if daybook.is_ready() {
                 (StatusCode::OK, "ready\n".to_string())

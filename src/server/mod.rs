@@ -20,6 +20,7 @@ mod standing;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+mod usage_page;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -181,9 +182,15 @@ pub async fn run(
         health_service,
         &stop_rx,
     );
-    let admin = listeners
-        .admin
-        .map(|listener| tokio::spawn(admin::serve(listener, daybook.clone(), posture.clone(), stop_rx.clone())));
+    let admin = listeners.admin.map(|listener| {
+        let admin = admin::Admin {
+            daybook: daybook.clone(),
+            posture: posture.clone(),
+            auth: auth.clone(),
+            store: store::for_daybook(&daybook),
+        };
+        tokio::spawn(admin::serve(listener, admin, stop_rx.clone()))
+    });
     let auth_watcher = auth.enabled().then(|| tokio::spawn(auth::watch(auth.clone())));
     let tls_watcher = tls.clone().map(|tls| tokio::spawn(tls::watch(tls)));
     let sinks: Vec<_> = config
@@ -330,8 +337,7 @@ fn router(
     let (reflection, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     // The one place the mode is chosen: everything the services do goes through it.
-    let store: Arc<dyn store::Store> =
-        if daybook.is_shared() { Arc::new(store::Redis) } else { Arc::new(store::Embedded) };
+    let store = store::for_daybook(daybook);
     let services =
         service::Services { daybook: daybook.clone(), store, max_batch: config.max_batch, auth: auth.clone() };
     let max = config.max_message_bytes;

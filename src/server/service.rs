@@ -376,10 +376,34 @@ impl pb::usage_service_server::UsageService for Services {
         let r = request.into_inner();
         self.tenant(&who, Access::Read, &r.tenant_id).await?;
         let (from, to) = (date_in(&r.start_date, "start_date")?, date_in(&r.end_date, "end_date")?);
+        let grouping = pb::UsageGrouping::try_from(r.group_by).map_err(|_| {
+            api::invalid_argument(vec![FieldViolation::new("group_by", "not a UsageGrouping this server knows")])
+        })?;
+        let tenant = self.daybook.engine().tenant(&r.tenant_id);
+        if grouping == pb::UsageGrouping::Day {
+            let (from, to) = day_range(from, to)?;
+            let days = self.store.usage_by_day(&self.daybook, &r.tenant_id, from, to).await.map_err(books_status)?;
+            // The total is the sum of the very figures grouped: one read, so they agree.
+            let mut totals = crate::rating::ledger::Totals::default();
+            let mut groups = Vec::with_capacity(days.len());
+            for (date, day) in days.iter().filter(|(_, day)| !day.is_empty()) {
+                exact(day)?;
+                totals.add(day);
+                let usage = Some(api::usage_out(day, tenant.as_deref()));
+                groups.push(pb::UsageGroup { key: date.to_string(), usage });
+            }
+            exact(&totals)?;
+            let usage = Some(api::usage_out(&totals, tenant.as_deref()));
+            return Ok(Response::new(pb::GetUsageResponse { usage, groups }));
+        }
         let totals = self.store.usage(&self.daybook, &r.tenant_id, from, to).await.map_err(books_status)?;
         exact(&totals)?;
-        let tenant = self.daybook.engine().tenant(&r.tenant_id);
-        Ok(Response::new(pb::GetUsageResponse { usage: Some(api::usage_out(&totals, tenant.as_deref())) }))
+        let groups = match (grouping, tenant.as_deref()) {
+            (pb::UsageGrouping::Meter, Some(tenant)) => api::usage_by_meter(&totals, tenant),
+            _ => Vec::new(),
+        };
+        let usage = Some(api::usage_out(&totals, tenant.as_deref()));
+        Ok(Response::new(pb::GetUsageResponse { usage, groups }))
     }
 
     async fn get_statement(
@@ -520,6 +544,24 @@ impl Follower for Watcher {
         self.ended = self.tx.send(Ok(response)).await.is_err();
         !self.ended
     }
+}
+
+/// The dates a by-day breakdown covers: both ends given, at most 366 days apart.
+fn day_range(
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> Result<(chrono::NaiveDate, chrono::NaiveDate), Status> {
+    let (Some(from), Some(to)) = (from, to) else {
+        let field = if from.is_none() { "start_date" } else { "end_date" };
+        return Err(api::invalid_argument(vec![FieldViolation::new(field, "is required to group by day")]));
+    };
+    if (to - from).num_days() > 366 {
+        return Err(api::invalid_argument(vec![FieldViolation::new(
+            "end_date",
+            "at most 366 days after start_date to group by day",
+        )]));
+    }
+    Ok((from, to))
 }
 
 #[tonic::async_trait]

@@ -157,6 +157,12 @@ async fn journal_block(daybook: &Daybook, tenant: &str, from: u64, until: u64) -
 }
 
 /// What the node asks of where its state is kept (module docs).
+/// The store a daybook keeps its books in: Redis when it has a shared store, else the
+/// embedded journal. Chosen here, once, for every caller.
+pub fn for_daybook(daybook: &Daybook) -> Arc<dyn Store> {
+    if daybook.is_shared() { Arc::new(Redis) } else { Arc::new(Embedded) }
+}
+
 #[tonic::async_trait]
 pub trait Store: Send + Sync {
     /// Rates one event.
@@ -180,6 +186,14 @@ pub trait Store: Send + Sync {
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
     ) -> Result<Totals, BooksError>;
+    /// A tenant's usage date by date, for dates with any.
+    async fn usage_by_day(
+        &self,
+        daybook: &Daybook,
+        tenant: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Totals)>, BooksError>;
     /// A tenant's statement of one period (PL-1, PL-2).
     async fn statement(
         &self,
@@ -260,6 +274,16 @@ impl Store for Embedded {
         to: Option<chrono::NaiveDate>,
     ) -> Result<Totals, BooksError> {
         daybook.engine().usage(tenant, from, to).ok_or_else(|| unknown(tenant))
+    }
+
+    async fn usage_by_day(
+        &self,
+        daybook: &Daybook,
+        tenant: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Totals)>, BooksError> {
+        daybook.engine().usage_by_day(tenant, from, to).ok_or_else(|| unknown(tenant))
     }
 
     async fn statement(
@@ -368,6 +392,19 @@ impl Store for Redis {
             return Embedded.usage(daybook, tenant, from, to).await;
         }
         Ok(daybook.shared_usage(tenant, from, to).await?)
+    }
+
+    async fn usage_by_day(
+        &self,
+        daybook: &Daybook,
+        tenant: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Totals)>, BooksError> {
+        if caught_up(daybook, tenant).await? {
+            return Embedded.usage_by_day(daybook, tenant, from, to).await;
+        }
+        Ok(daybook.shared_usage_by_day(tenant, from, to).await?)
     }
 
     async fn statement(

@@ -619,6 +619,16 @@ impl RedisStore {
         Ok(self.ledger(tenant, from, to).await?.usage(from, to))
     }
 
+    /// Each local date's usage from `from` to `to`, for dates with any.
+    pub async fn usage_by_day(
+        &self,
+        tenant: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, Totals)>, StoreError> {
+        Ok(self.ledger(tenant, Some(from), Some(to)).await?.days_in(from, to))
+    }
+
     /// The fingerprint key every replica of this store uses: the first replica's
     /// `proposal` (its own key, so that a replica that metered alone keeps its state).
     pub async fn fingerprint_key(&self, proposal: [u8; 16]) -> Result<[u8; 16], StoreError> {

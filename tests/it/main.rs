@@ -25,3 +25,5 @@ mod server;
 mod sinks;
 mod telemetry;
 mod tenant_log;
+mod usage_groups;
+mod usage_page;

@@ -56,7 +56,7 @@ fn voids(tenant: &str) -> bool {
 
 /// A tenant's events: messages of every role (proactive outbounds and their replies
 /// among them), outcomes and revocations for `multi`, and voids for `multi` and `claims`.
-fn events(tenant: &str, n: usize, seed: u64) -> Vec<pb::Event> {
+pub fn events(tenant: &str, n: usize, seed: u64) -> Vec<pb::Event> {
     let mut rng = Rng(seed | 1);
     let mut out = Vec::new();
     for i in 0..n {

@@ -8,6 +8,7 @@ errors carrying their google.rpc details, usage, the statement and the export su
 it, and WatchRecords resumed from a cursor and across a server restart.
 """
 
+import calendar
 import datetime
 import hashlib
 import os
@@ -187,6 +188,14 @@ def run(addr, socket, data, server):
         rows = list(daybook.export("acme", MONTH))
         assert sum(Decimal(r.line.credits) for r in rows) == Decimal(statement.credits), (rows, statement)
         assert len(rows) == 7, rows
+        # Usage by day sums to the month's usage.
+        year, month = map(int, MONTH.split("-"))
+        last = calendar.monthrange(year, month)[1]
+        days = daybook.usage_groups("acme", "day", f"{MONTH}-01", f"{MONTH}-{last:02}")
+        assert days and sum(u.interactions for u in days.values()) == usage.interactions, days
+        assert sum(Decimal(u.credits) for u in days.values()) == Decimal(usage.credits), days
+        meters = daybook.usage_groups("acme", "meter")
+        assert sum(u.interactions for u in meters.values()) == usage.interactions, meters
 
     # The same books over the Unix socket.
     with Client(f"unix:{socket}") as local:

@@ -324,6 +324,18 @@ class Client:
         request = usage_service_pb2.GetUsageRequest(tenant_id=tenant_id, start_date=start_date, end_date=end_date)
         return self._call(self._usage.GetUsage, request).usage
 
+    def usage_groups(self, tenant_id: str, group_by: str, start_date: str = "", end_date: str = ""):
+        """The tenant's usage broken down by "day" or "meter": a dict from each group's
+        key (a date, a meter id; "" for what belongs to no meter) to its `Usage`. The
+        groups sum exactly to `usage(...)` over the same dates."""
+        grouping = {"day": usage_service_pb2.USAGE_GROUPING_DAY, "meter": usage_service_pb2.USAGE_GROUPING_METER}
+        if group_by not in grouping:
+            raise ValueError(f"group_by must be one of {sorted(grouping)}, not {group_by!r}")
+        request = usage_service_pb2.GetUsageRequest(
+            tenant_id=tenant_id, start_date=start_date, end_date=end_date, group_by=grouping[group_by]
+        )
+        return {g.key: g.usage for g in self._call(self._usage.GetUsage, request).groups}
+
     def statement(self, tenant_id: str, period: str):
         """The plan statement of a period: "2025-06", or "2025-01-01/2025-12-31"."""
         request = usage_service_pb2.GetStatementRequest(tenant_id=tenant_id, period=period)

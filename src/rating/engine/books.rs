@@ -10,6 +10,13 @@ impl Engine {
         Some(ledger.usage(from, to))
     }
 
+    /// Each local date's usage from `from` to `to`, for dates with any.
+    pub fn usage_by_day(&self, tenant_id: &str, from: NaiveDate, to: NaiveDate) -> Option<Vec<(NaiveDate, Totals)>> {
+        let slot = self.slot(tenant_id)?;
+        let ledger = slot.ledger.lock().unpoisoned();
+        Some(ledger.days_in(from, to))
+    }
+
     /// The statement of one period.
     pub fn statement(&self, tenant_id: &str, period: &StatementPeriod) -> Option<Statement> {
         let slot = self.slot(tenant_id)?;

@@ -500,6 +500,16 @@ impl Daybook {
     ) -> Result<Totals, StoreError> {
         self.shared().store.usage(tenant, from, to).await
     }
+
+    /// Each local date's usage, from the shared store.
+    pub async fn shared_usage_by_day(
+        &self,
+        tenant: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Totals)>, StoreError> {
+        self.shared().store.usage_by_day(tenant, from, to).await
+    }
 }
 
 impl Daybook {
