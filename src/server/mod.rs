@@ -376,7 +376,8 @@ fn router(
 /// The `grpc.health.v1` service name a liveness probe asks for.
 pub const LIVENESS: &str = "liveness";
 
-/// The credentials file and the TLS files (the server's and Redis's), loaded and checked. `run` reads them before
+/// The credentials file, the TLS files (the server's and Redis's) and the sinks' token,
+/// secret and CA files, loaded and checked. `run` reads them before
 /// anything else (a file that does not load stops start-up with its error, rather than
 /// serving without it), and `serve --check-config` reads them the same way.
 pub fn load_credentials(config: &Config) -> anyhow::Result<(Arc<auth::Auth>, Option<Arc<tls::Tls>>)> {
@@ -390,6 +391,9 @@ pub fn load_credentials(config: &Config) -> anyhow::Result<(Arc<auth::Auth>, Opt
     };
     if let Some(redis) = &config.redis {
         redis.tls.check().map_err(|e| anyhow::anyhow!("redis tls: {e}"))?;
+    }
+    for sink in &config.sinks {
+        sinks::check_files(sink).map_err(|e| anyhow::anyhow!("sink `{}`: {e}", sink.name))?;
     }
     Ok((auth, tls))
 }

@@ -156,6 +156,13 @@ def with_stand_in_files(config, tmp):
     for setting, stand_in in stand_ins.items():
         if setting in server:
             config = config.replace(f'"{server[setting]}"', f'"{stand_in}"')
+    # The sinks' token and secret files, from their mounted Secret.
+    secret = tmp / "stand-in-secret"
+    secret.write_text("s3cret\n")
+    for sink in tomllib.loads(config).get("sink", []):
+        for setting in ("token_file", "secret_file"):
+            if setting in sink:
+                config = config.replace(f'"{sink[setting]}"', f'"{secret}"')
     return config
 
 

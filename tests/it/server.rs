@@ -873,6 +873,23 @@ fn check_config_validates_and_a_bad_config_exits_64() {
     let out = run(&["serve", "--check-config", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cycle_anchor_day"));
+    // A sink's token file is read as a start reads it: missing, it is named.
+    let sink = dir.path().join("sink.toml");
+    let token = dir.path().join("token");
+    std::fs::write(
+        &sink,
+        format!(
+            "[[sink]]\nname = \"om\"\nkind = \"cloudevents\"\nurl = \"http://127.0.0.1:9/e\"\ntoken_file = {token:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["serve", "--check-config", "--config", sink.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sink `om`") && stderr.contains("token"), "{stderr}");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let ok = run(&["serve", "--check-config", "--config", sink.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     // Bad configs exit 64 before binding anything, even without --check-config.
     let out = run(&["serve", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(64));

@@ -85,7 +85,7 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// A secret or token kept in a file, read at each delivery (a rotated file applies at
 /// once), without its surrounding whitespace.
-fn read_secret(path: &Path) -> Result<String, SinkError> {
+pub(super) fn read_secret(path: &Path) -> Result<String, SinkError> {
     let text = std::fs::read_to_string(path).map_err(|e| SinkError(format!("{}: {e}", path.display())))?;
     let secret = text.trim().to_string();
     if secret.is_empty() {

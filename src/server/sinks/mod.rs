@@ -81,6 +81,26 @@ pub fn start(daybook: &Arc<Daybook>, spec: SinkSpec) -> tokio::task::JoinHandle<
     })
 }
 
+/// Reads the files a sink names (its bearer token, its webhook secret, its CA), as a
+/// start does: a file that is missing, empty or not PEM stops start-up (and
+/// `serve --check-config`) with its error. They are read again at each delivery, so a
+/// rotated file applies without a restart.
+pub fn check_files(spec: &SinkSpec) -> Result<(), SinkError> {
+    match &spec.destination {
+        Destination::CloudEvents { url, token_file, ca_file } => {
+            if let Some(path) = token_file {
+                cloudevents::read_secret(path)?;
+            }
+            http_client::HttpClient::new(url.clone(), ca_file.as_deref()).map(|_| ())
+        }
+        Destination::Webhook { url, secret_file, ca_file } => {
+            cloudevents::read_secret(secret_file)?;
+            http_client::HttpClient::new(url.clone(), ca_file.as_deref()).map(|_| ())
+        }
+        Destination::Jsonl { .. } | Destination::RedisStream { .. } => Ok(()),
+    }
+}
+
 /// Waits (at most `limit`) until every sink has passed what the journal holds: at
 /// shutdown, so that what the last calls emitted leaves before the process does.
 pub async fn settle(daybook: &Daybook, limit: Duration) {
