@@ -331,7 +331,12 @@ pub fn interaction_out(i: &Interaction) -> pb::Interaction {
         meter_id: i.meter_id.to_string(),
         outcome_type: i.outcome_type.clone().unwrap_or_default(),
         voided_by: i.voided_by.clone().unwrap_or_default(),
+        origin: i.origin.as_ref().map(origin_out),
     }
+}
+
+fn origin_out(o: &crate::rating::outcome::Origin) -> pb::Origin {
+    pb::Origin { channel: o.channel.name().to_string(), integration_id: o.integration.clone().unwrap_or_default() }
 }
 
 fn pass_through_out(p: &PassThroughCharge) -> pb::PassThroughCharge {
@@ -341,6 +346,7 @@ fn pass_through_out(p: &PassThroughCharge) -> pb::PassThroughCharge {
         charge: Some(money_out(&p.charge)),
         period: Some(period_out(&p.period)),
         event_id: p.event_id.clone(),
+        origin: p.origin.as_ref().map(origin_out),
     }
 }
 
@@ -581,6 +587,13 @@ pub fn refusal_status(r: &Refusal) -> tonic::Status {
 /// Field violations as INVALID_ARGUMENT (for requests other than events).
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> tonic::Status {
     refusal_status(&Refusal::invalid(violations))
+}
+
+/// The ledger's credit bucket of a line, by its kind and what it applies to.
+pub fn bucket_of(line: &pb::CreditLine) -> Option<usize> {
+    BUCKET_KINDS.iter().position(|(kind, applies_to)| {
+        (line_kind_out(*kind), applies_to.map(line_kind_out).unwrap_or_default()) == (line.kind, line.applies_to)
+    })
 }
 
 fn credits_by_kind(t: &Totals) -> Vec<pb::CreditsByKind> {

@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use super::credits::LineKind;
-use super::event::{Event, FieldViolation};
+use super::event::{Channel, Event, FieldViolation};
 use super::ids::RecordId;
 use super::meter::MeterKind;
 use super::money::Money;
@@ -125,6 +125,15 @@ pub struct InteractionKey {
     pub integration: Option<String>,
 }
 
+/// Where an interaction started or a pass-through charge was made: the channel and the
+/// integration (a WhatsApp number, a web site) of its event, for usage by dimension.
+/// Unknown for what no message started (outcomes, a DAR-5 charge of a proactive day).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub channel: Channel,
+    pub integration: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interaction {
     pub id: RecordId,
@@ -142,6 +151,7 @@ pub struct Interaction {
     pub rule: &'static str,
     pub lines: Vec<CreditLine>,
     pub event_id: String,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +179,7 @@ pub struct PassThroughCharge {
     pub charge: Money,
     pub period: PeriodInfo,
     pub event_id: String,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use crate::rating::ids::RecordId;
 use crate::rating::ledger::StatementPeriod;
 
 /// A tenant's records, a page at a time, from wherever the store keeps them.
-struct Pages<'a> {
+pub(super) struct Pages<'a> {
     daybook: &'a Arc<Daybook>,
     store: &'a dyn Store,
     tenant: &'a str,
@@ -26,12 +26,12 @@ struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    fn new(daybook: &'a Arc<Daybook>, store: &'a dyn Store, tenant: &'a str) -> Self {
+    pub(super) fn new(daybook: &'a Arc<Daybook>, store: &'a dyn Store, tenant: &'a str) -> Self {
         Pages { daybook, store, tenant, at: Some(store.first_records(daybook)) }
     }
 
     /// The next page; `None` once every record was read.
-    async fn next(&mut self) -> Result<Option<Vec<Seen>>, Status> {
+    pub(super) async fn next(&mut self) -> Result<Option<Vec<Seen>>, Status> {
         let Some(at) = self.at.take() else { return Ok(None) };
         let (page, next) = self.store.record_page(self.daybook, self.tenant, at).await.map_err(books_status)?;
         self.at = next;

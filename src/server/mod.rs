@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+mod by_origin;
 pub mod config;
 pub mod core;
 mod detail;

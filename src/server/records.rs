@@ -93,6 +93,25 @@ pub trait Follower: Send {
     fn take(&mut self, followed: Followed<'_>) -> impl Future<Output = bool> + Send;
 }
 
+/// Tells the follower how far the journal is passed, when it can know: an entry's
+/// records are published before it is marked durable, so once the durable position is
+/// read and then no batch waits in the live queue, every entry up to that position has
+/// been seen. (Read in the other order, a batch published in between would be skipped.)
+/// False when the follower stops.
+async fn passed(
+    marked: &mut tokio::sync::watch::Receiver<u64>,
+    live: &broadcast::Receiver<Arc<Vec<Stamped>>>,
+    after: &mut Cursor,
+    follower: &mut impl Follower,
+) -> bool {
+    let seq = *marked.borrow_and_update();
+    if !live.is_empty() || seq <= after.seq {
+        return true;
+    }
+    *after = Cursor { seq, index: u32::MAX };
+    follower.take(Followed::Through(seq)).await
+}
+
 /// Follows the stream after `after`: first from the journal up to what is durable, then
 /// live; if the live side laps the follower, it catches up from the journal again. Calls
 /// the follower with each record in order, and with how far the journal was read; stops
@@ -163,22 +182,18 @@ pub async fn follow(
                             }
                             after = stamped.cursor;
                         }
+                        // Entries without records after this batch may already be durable,
+                        // and no later change of the durable position may come to say so.
+                        if !passed(&mut marked, &live, &mut after, follower).await {
+                            return;
+                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 changed = marked.changed() => {
-                    if changed.is_err() {
+                    if changed.is_err() || !passed(&mut marked, &live, &mut after, follower).await {
                         return;
-                    }
-                    // An entry's records are published before it is marked durable: when
-                    // none wait in the live queue, every entry up to `seq` has been seen.
-                    let seq = *marked.borrow_and_update();
-                    if live.is_empty() && seq > after.seq {
-                        after = Cursor { seq, index: u32::MAX };
-                        if !follower.take(Followed::Through(seq)).await {
-                            return;
-                        }
                     }
                 }
             }

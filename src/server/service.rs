@@ -8,6 +8,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Access, Auth, Caller, caller};
+use super::by_origin::{self, Dimension};
 use super::core::{Daybook, TenantOp, TenantRefusal};
 use super::records::{Cursor, Followed, Follower, follow};
 use super::store::{BooksError, PageToken};
@@ -398,8 +399,16 @@ impl pb::usage_service_server::UsageService for Services {
         }
         let totals = self.store.usage(&self.daybook, &r.tenant_id, from, to).await.map_err(books_status)?;
         exact(&totals)?;
-        let groups = match (grouping, tenant.as_deref()) {
-            (pb::UsageGrouping::Meter, Some(tenant)) => api::usage_by_meter(&totals, tenant),
+        let dimension = match grouping {
+            pb::UsageGrouping::Channel => Some(Dimension::Channel),
+            pb::UsageGrouping::Integration => Some(Dimension::Integration),
+            _ => None,
+        };
+        let groups = match (grouping, tenant.as_deref(), dimension) {
+            (pb::UsageGrouping::Meter, Some(tenant), _) => api::usage_by_meter(&totals, tenant),
+            (_, _, Some(dimension)) => {
+                by_origin::groups(&self.daybook, &*self.store, &r.tenant_id, (from, to), dimension, &totals).await?
+            }
             _ => Vec::new(),
         };
         let usage = Some(api::usage_out(&totals, tenant.as_deref()));

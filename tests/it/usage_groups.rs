@@ -1,4 +1,5 @@
-//! GetUsage broken down by day and by meter (issue 18, item 5): in both stores, for a
+//! GetUsage broken down by day, meter, channel and integration (issue 18, item 5): in
+//! both stores, for a
 //! tenant of one meter with co-browse, Functions and pass-through, and for one of several
 //! meters (interactions, units, outcomes with revocations, voids), the groups sum exactly
 //! to the ungrouped usage, and a range without both ends is refused for days.
@@ -118,6 +119,37 @@ async fn usage_groups_sum_to_the_totals(store: Store) {
             (grouped.by_kind, expected.by_kind) = (BTreeMap::new(), BTreeMap::new());
         }
         assert_eq!(grouped, expected, "{tenant} by meter");
+        // By channel and by integration, read from the records: the same sums (a group
+        // carries no meters breakdown).
+        for (by, keys) in [
+            (pb::UsageGrouping::Channel, &["", "web", "whatsapp"][..]),
+            (pb::UsageGrouping::Integration, &["", "wa", "wa-1"][..]),
+        ] {
+            let answer = get(&mut usage, tenant, from, to, by).await.unwrap();
+            assert_eq!(answer.usage.as_ref(), Some(&total));
+            assert!(
+                answer.groups.iter().all(|g| keys.contains(&g.key.as_str())),
+                "{tenant} {by:?}: {:?}",
+                answer.groups
+            );
+            assert!(answer.groups.iter().any(|g| !g.key.is_empty()), "{tenant} {by:?}: some group has an origin");
+            let mut grouped = sum(answer.groups.iter().filter_map(|g| g.usage.as_ref()));
+            let mut expected = sum([&total]);
+            (grouped.meters, expected.meters) = (BTreeMap::new(), BTreeMap::new());
+            assert_eq!(grouped, expected, "{tenant} by {by:?}");
+            if tenant == "acme" {
+                // Every message is on WhatsApp through "wa": the interactions and the
+                // pass-through are theirs; what no message started (co-browse, Functions)
+                // has no origin.
+                let origin = if by == pb::UsageGrouping::Channel { "whatsapp" } else { "wa" };
+                let of = |key: &str| answer.groups.iter().find(|g| g.key == key).and_then(|g| g.usage.clone()).unwrap();
+                let (theirs, none) = (of(origin), of(""));
+                assert_eq!((theirs.interactions, &theirs.pass_through), (total.interactions, &total.pass_through));
+                let kinds: Vec<i32> = none.credits_by_kind.iter().map(|k| k.kind).collect();
+                assert_eq!(kinds, [pb::LineKind::Cobrowse as i32, pb::LineKind::Functions as i32], "{none:?}");
+                assert_eq!(none.interactions, 0);
+            }
+        }
         let rest = by_meter.groups.iter().find(|g| g.key.is_empty());
         if tenant == "acme" {
             let rest = rest.expect("co-browse, Functions and pass-through belong to no meter").usage.as_ref().unwrap();

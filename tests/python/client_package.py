@@ -196,6 +196,8 @@ def run(addr, socket, data, server):
         assert sum(Decimal(u.credits) for u in days.values()) == Decimal(usage.credits), days
         meters = daybook.usage_groups("acme", "meter")
         assert sum(u.interactions for u in meters.values()) == usage.interactions, meters
+        channels = daybook.usage_groups("acme", "channel")
+        assert sum(u.interactions for u in channels.values()) == usage.interactions, channels
 
     # The same books over the Unix socket.
     with Client(f"unix:{socket}") as local:

@@ -325,10 +325,16 @@ class Client:
         return self._call(self._usage.GetUsage, request).usage
 
     def usage_groups(self, tenant_id: str, group_by: str, start_date: str = "", end_date: str = ""):
-        """The tenant's usage broken down by "day" or "meter": a dict from each group's
-        key (a date, a meter id; "" for what belongs to no meter) to its `Usage`. The
-        groups sum exactly to `usage(...)` over the same dates."""
-        grouping = {"day": usage_service_pb2.USAGE_GROUPING_DAY, "meter": usage_service_pb2.USAGE_GROUPING_METER}
+        """The tenant's usage broken down by "day", "meter", "channel" or "integration": a
+        dict from each group's key (a date, a meter id, a channel, an integration id; ""
+        for what has none) to its `Usage`. The groups sum exactly to `usage(...)` over
+        the same dates."""
+        grouping = {
+            "day": usage_service_pb2.USAGE_GROUPING_DAY,
+            "meter": usage_service_pb2.USAGE_GROUPING_METER,
+            "channel": usage_service_pb2.USAGE_GROUPING_CHANNEL,
+            "integration": usage_service_pb2.USAGE_GROUPING_INTEGRATION,
+        }
         if group_by not in grouping:
             raise ValueError(f"group_by must be one of {sorted(grouping)}, not {group_by!r}")
         request = usage_service_pb2.GetUsageRequest(

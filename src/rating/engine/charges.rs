@@ -135,6 +135,10 @@ impl Engine {
             charge,
             period: PeriodInfo::from(&day),
             event_id: event.event_id.clone(),
+            origin: match &event.body {
+                Body::Message(m) => Some(Origin { channel: m.channel, integration: m.integration.clone() }),
+                _ => None,
+            },
         };
         // Inserted only if the event is committed (`commit_sets`), here or from its claim.
         let entry = PassThroughEntry {

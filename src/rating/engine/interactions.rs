@@ -94,10 +94,10 @@ impl Engine {
         sender: Option<SenderRole>,
         fx: &mut Effects,
     ) -> (bool, bool) {
-        let (consumer, conversation, integration) = match &event.body {
-            Body::Message(m) => (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref()),
+        let (consumer, conversation, integration, channel) = match &event.body {
+            Body::Message(m) => (m.consumer.as_str(), m.conversation.as_deref(), m.integration.as_deref(), m.channel),
             Body::ConversationOpened(o) => {
-                (o.consumer.as_str(), Some(o.conversation.as_str()), o.integration.as_deref())
+                (o.consumer.as_str(), Some(o.conversation.as_str()), o.integration.as_deref(), o.channel)
             }
             _ => unreachable!("only conversational events"),
         };
@@ -118,6 +118,7 @@ impl Engine {
                 consumer,
                 conversation,
                 integration,
+                channel: Some(channel),
                 at: event.at,
                 tie,
                 features: settings.features,
@@ -245,6 +246,7 @@ impl Engine {
             consumer,
             conversation: conversation.as_deref(),
             integration: outbound.integration.as_deref(),
+            channel: None,
             at: outbound.at,
             tie: outbound.tie,
             features: settings.features,
@@ -415,6 +417,9 @@ impl Engine {
                     rule: touch.rule,
                     lines: lines.clone(),
                     event_id: touch.event_id.to_string(),
+                    origin: touch
+                        .channel
+                        .map(|channel| Origin { channel, integration: touch.integration.map(str::to_string) }),
                 };
                 // Only a tenant that voids keeps a catalogue: no fingerprints on the hot
                 // path otherwise.

@@ -257,6 +257,7 @@ impl Engine {
             rule: "OUT-1",
             lines: lines.clone(),
             event_id: next.event_id.clone(),
+            origin: None,
         };
         state.billed = Some(billed);
         fx.records.push(Record {

@@ -15,7 +15,7 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use rust_decimal::Decimal;
 
 use super::credits::{self, LineKind, LineSet, interaction_lines};
-use super::event::{self, Body, Event, RawBody, RawEvent, SenderRole};
+use super::event::{self, Body, Channel, Event, RawBody, RawEvent, SenderRole};
 use super::ids::{Fingerprinter, Fp, FpBuildHasher, HotKey, RecordId, domain};
 use super::ledger::{
     self, COBROWSE_BUCKET, Entry, FUNCTIONS_BUCKET, Ledger, OUTCOME_BUCKET, Statement, StatementPeriod, Totals,
@@ -24,7 +24,7 @@ use super::ledger::{
 use super::meter::{EventType, KeyField, Meter, MeterKind, ProactivePolicy, Seen, Window};
 use super::money::Money;
 use super::outcome::{
-    Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome,
+    Alert, Code, CreditLine, DeadLetter, Disposition, Interaction, InteractionKey, NotBillableReason, Origin, Outcome,
     PassThroughCharge, PeriodInfo, Record, RecordBody, Refusal, VoidRecord, Withdrawal,
 };
 use super::settings::{
@@ -271,6 +271,9 @@ struct Touch<'a> {
     consumer: &'a str,
     conversation: Option<&'a str>,
     integration: Option<&'a str>,
+    /// The channel of the message or conversation that touches it (`None`: a DAR-5
+    /// charge of a proactive day, whose outbound keeps no channel).
+    channel: Option<Channel>,
     at: Instant,
     tie: u32,
     /// The settings in force at `at`, looked up once: its features and lateness horizon.

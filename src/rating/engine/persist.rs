@@ -7,7 +7,8 @@ use crate::rating::ledger::Frozen;
 use crate::rating::outcome::Alert;
 use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
 
-const MAGIC: &[u8] = b"daybook-engine-state-3";
+const MAGIC: &[u8] = b"daybook-engine-state-4";
+const MAGIC_V3: &[u8] = b"daybook-engine-state-3";
 /// Before meters, outcomes and corrections: read without them.
 const MAGIC_V2: &[u8] = b"daybook-engine-state-2";
 
@@ -54,8 +55,11 @@ pub(super) fn decode_prior(bytes: &[u8], tenant: u32) -> Option<Prior> {
     Some(prior)
 }
 
-/// Marks an encoded whole outcome, where a prior's first byte is its kind (0 to 3).
+/// Marks an encoded whole outcome, where a prior's first byte is its kind (0 to 3):
+/// `WHOLE` in the encoding of version 3 (which replicas before origins wrote), `WHOLE_V4`
+/// in this build's.
 const WHOLE: u8 = 0xff;
+const WHOLE_V4: u8 = 0xfe;
 
 /// What a shared store remembers of an accepted event to answer its retries on any
 /// replica (T-2): what it met, or its whole outcome where that cannot be derived again
@@ -64,7 +68,7 @@ pub(super) fn encode_stored(stored: &StoredOutcome) -> Vec<u8> {
     match stored {
         StoredOutcome::Prior(p) => encode_prior(p),
         StoredOutcome::Full(outcome) => {
-            let mut w = Writer::new(vec![WHOLE]);
+            let mut w = Writer::new(vec![WHOLE_V4]);
             codec::outcome_out(&mut w, outcome).and_then(|_| w.finish()).expect("writing to memory")
         }
     }
@@ -73,8 +77,9 @@ pub(super) fn encode_stored(stored: &StoredOutcome) -> Vec<u8> {
 /// The inverse of [`encode_stored`] (and of [`encode_prior`], which stores wrote before).
 pub(super) fn decode_stored(bytes: &[u8], tenant: u32) -> Option<StoredOutcome> {
     match bytes.split_first() {
-        Some((&WHOLE, rest)) => {
+        Some((&marker @ (WHOLE | WHOLE_V4), rest)) => {
             let mut r = Reader::new(rest);
+            r.version = if marker == WHOLE { 3 } else { codec::VERSION };
             let outcome = codec::outcome_in(&mut r).ok()?;
             r.finish().ok()?;
             Some(StoredOutcome::Full(Arc::new(outcome)))
@@ -336,6 +341,7 @@ impl Engine {
         let r = &mut reader;
         match r.bytes(MAGIC.len())?.as_slice() {
             m if m == MAGIC => r.version = codec::VERSION,
+            m if m == MAGIC_V3 => r.version = 3,
             m if m == MAGIC_V2 => r.version = 2,
             _ => return Err("not an engine state".into()),
         }

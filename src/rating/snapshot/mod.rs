@@ -16,7 +16,7 @@ use super::ledger::{Frozen, Totals};
 use super::meter::MeterKind;
 use super::money::{Currency, Money};
 use super::outcome::{
-    Alert, CreditLine, Disposition, Interaction, InteractionKey, NotBillableReason, Outcome, PassThroughCharge,
+    Alert, CreditLine, Disposition, Interaction, InteractionKey, NotBillableReason, Origin, Outcome, PassThroughCharge,
     PeriodInfo,
 };
 use super::settings::Features;
@@ -147,8 +147,9 @@ pub struct Reader<R: Read> {
 }
 
 /// The version [`Writer`]s of this build write: 3 added meters (MS), outcomes (OUT) and
-/// corrections (COR).
-pub const VERSION: u8 = 3;
+/// corrections (COR); 4 the origin (channel, integration) of interactions and
+/// pass-through charges.
+pub const VERSION: u8 = 4;
 
 pub type ReadResult<T> = Result<T, String>;
 
@@ -402,6 +403,7 @@ pub fn outcome_out<W: Write>(w: &mut Writer<W>, o: &Outcome) -> std::io::Result<
         w.str(&i.meter_id)?;
         w.opt_str(i.outcome_type.as_deref())?;
         w.opt_str(i.voided_by.as_deref())?;
+        origin_out(w, i.origin.as_ref())?;
     }
     w.u32(o.counted_in.len() as u32)?;
     for id in &o.counted_in {
@@ -420,9 +422,29 @@ pub fn outcome_out<W: Write>(w: &mut Writer<W>, o: &Outcome) -> std::io::Result<
             w.str(p.price.currency.as_str())?;
             w.decimal(p.charge.amount)?;
             period_out(w, &p.period)?;
-            w.str(&p.event_id)
+            w.str(&p.event_id)?;
+            origin_out(w, p.origin.as_ref())
         }
     }
+}
+
+fn origin_out<W: Write>(w: &mut Writer<W>, origin: Option<&Origin>) -> std::io::Result<()> {
+    match origin {
+        None => w.u8(0),
+        Some(o) => {
+            w.u8(1)?;
+            w.str(o.channel.name())?;
+            w.opt_str(o.integration.as_deref())
+        }
+    }
+}
+
+fn origin_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Option<Origin>> {
+    if r.version < 4 || r.u8()? == 0 {
+        return Ok(None);
+    }
+    let channel = crate::rating::event::Channel::parse(&r.str()?).ok_or("unknown channel")?;
+    Ok(Some(Origin { channel, integration: r.opt_str()? }))
 }
 
 pub fn outcome_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Outcome> {
@@ -464,6 +486,7 @@ pub fn outcome_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Outcome> {
             rule: rule_name,
             lines,
             event_id,
+            origin: origin_in(r)?,
         });
     }
     let mut counted_in = Vec::new();
@@ -485,6 +508,7 @@ pub fn outcome_in<R: Read>(r: &mut Reader<R>) -> ReadResult<Outcome> {
             charge: Money::new(charge, currency),
             period: period_in(r)?,
             event_id: r.str()?,
+            origin: origin_in(r)?,
         })
     } else {
         None
