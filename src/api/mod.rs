@@ -645,10 +645,10 @@ pub fn usage_by_meter(t: &Totals, tenant: &crate::rating::Tenant) -> Vec<pb::Usa
     let whole = usage_out(t, Some(tenant));
     let mut groups = Vec::new();
     let (mut interactions, mut credits) = (0i64, Decimal::ZERO);
-    for meter in whole.meters {
-        let figures: Decimal = meter.credits.parse().unwrap_or_default();
-        interactions += meter.interactions;
-        credits += figures;
+    for (meter, m) in whole.meters.into_iter().zip(&tenant.meters) {
+        let figures = t.meter(tenant, m.index);
+        interactions += figures.interactions;
+        credits += figures.credits;
         let by_kind = if tenant.single_meter() {
             let mut lines = Totals::default();
             lines.credits[..crate::rating::ledger::COBROWSE_BUCKET]

@@ -128,14 +128,16 @@ impl HttpSink {
         Err(SinkError(format!("the receiver answered {}: {}", answer.status, answer.body.trim())))
     }
 
+    /// One item as a CloudEvent.
+    fn event(&self, item: &Item) -> Value {
+        match item {
+            Item::Record(stamped) => record_event(&self.spec.source, stamped),
+            Item::Operational(event) => operational_event(&self.spec.source, event),
+        }
+    }
+
     async fn deliver_batch(&mut self, batch: &[Item], token_file: Option<PathBuf>) -> Result<(), SinkError> {
-        let events: Vec<Value> = batch
-            .iter()
-            .map(|item| match item {
-                Item::Record(stamped) => record_event(&self.spec.source, stamped),
-                Item::Operational(event) => operational_event(&self.spec.source, event),
-            })
-            .collect();
+        let events: Vec<Value> = batch.iter().map(|item| self.event(item)).collect();
         let body = serde_json::to_vec(&events).map_err(SinkError::new)?;
         let mut headers = vec![("content-type", "application/cloudevents-batch+json".to_string())];
         if let Some(path) = token_file {
@@ -147,10 +149,7 @@ impl HttpSink {
     async fn deliver_signed(&mut self, batch: &[Item], secret_file: PathBuf) -> Result<(), SinkError> {
         let secret = read_secret(&secret_file)?;
         for item in batch {
-            let event = match item {
-                Item::Record(stamped) => record_event(&self.spec.source, stamped),
-                Item::Operational(event) => operational_event(&self.spec.source, event),
-            };
+            let event = self.event(item);
             let body = serde_json::to_vec(&event).map_err(SinkError::new)?;
             let id = event["id"].as_str().unwrap_or_default().to_string();
             let sig = signature(secret.as_bytes(), chrono::Utc::now().timestamp(), &body);

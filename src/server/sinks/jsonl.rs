@@ -39,8 +39,8 @@ impl Sink for JsonlSink {
                 text.push('\n');
             }
         }
-        let file = self.file.as_mut().expect("resumed before delivering");
-        file.write_all(text.as_bytes()).map_err(|e| SinkError(format!("{}: {e}", self.path.display())))
+        let written = self.file.as_mut().expect("resumed before delivering").write_all(text.as_bytes());
+        written.map_err(|e| self.failed(e))
     }
 
     async fn commit(&mut self, _: Cursor) -> Result<(), SinkError> {

@@ -15,11 +15,13 @@ pub struct StreamSink {
     max_len: Option<u64>,
     source: String,
     connection: Option<MultiplexedConnection>,
+    /// The position last written beside the stream (with a batch, or by `commit`).
+    written: Option<Cursor>,
 }
 
 impl StreamSink {
     pub fn new(url: String, stream: String, max_len: Option<u64>, source: String) -> StreamSink {
-        StreamSink { url, stream, max_len, source, connection: None }
+        StreamSink { url, stream, max_len, source, connection: None, written: None }
     }
 
     async fn connection(&mut self) -> Result<MultiplexedConnection, SinkError> {
@@ -89,12 +91,19 @@ impl Sink for StreamSink {
         }
         let Some(last) = last else { return Ok(()) };
         pipe.cmd("HSET").arg(self.cursors()).arg(&self.source).arg(last.to_string()).ignore();
-        self.run(pipe).await
+        self.run(pipe).await?;
+        self.written = Some(last);
+        Ok(())
     }
 
     async fn commit(&mut self, through: Cursor) -> Result<(), SinkError> {
+        if self.written == Some(through) {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("HSET").arg(self.cursors()).arg(&self.source).arg(through.to_string()).ignore();
-        self.run(pipe).await
+        self.run(pipe).await?;
+        self.written = Some(through);
+        Ok(())
     }
 }
