@@ -70,6 +70,10 @@ enum Command {
         /// Seconds per run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Rounds: every row is measured this many times, each side of it in every round,
+        /// and summarized as the median of the rounds with their spread.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Seconds of unmeasured traffic before each run (the near cache's steady state).
         #[arg(long, default_value_t = 0)]
         warmup: u64,
@@ -112,6 +116,13 @@ enum Command {
         /// Events journaled, then recovered from the journal and from a snapshot; 0 for none.
         #[arg(long, default_value_t = 10_000_000)]
         recovery: u64,
+        /// Events journaled after the recovery's snapshot: the longest journal tail a
+        /// running server leaves (`snapshot_every`'s default).
+        #[arg(long, default_value_t = 1_000_000)]
+        recovery_tail: u64,
+        /// Rounds: each memory size and each start is measured this many times.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Where the recovery journal is written (a fresh temporary directory by default).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -236,6 +247,7 @@ fn main() -> ExitCode {
             streams,
             batch,
             seconds,
+            rounds,
             warmup,
             consumers,
             consumers_dist,
@@ -257,12 +269,23 @@ fn main() -> ExitCode {
                 warmup: std::time::Duration::from_secs(warmup),
                 traffic: daybook::loadgen::Sampling { consumers, uniform: consumers_dist == "uniform", connections },
                 processes: Vec::new(),
+                rounds,
             };
             let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
             bench(options, !no_floor, &durability, redis.map(|url| (url, redis_tenant_log)), rtt)
         }
-        Command::BenchState { memory, recovery, data_dir, memory_run } => {
-            bench_state(memory, recovery, data_dir, memory_run)
+        Command::BenchState { memory, recovery, recovery_tail, rounds, data_dir, memory_run } => {
+            let options = daybook::measure::StateOptions { memory, recovery, recovery_tail, rounds, data_dir };
+            match memory_run.map_or_else(
+                || daybook::measure::bench_state(&options, &mut std::io::stdout()),
+                |n| daybook::measure::print_memory_run(n, &mut std::io::stdout()),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("daybook bench-state: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::BenchNaive { listen, redis } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -726,67 +749,4 @@ fn bench(
             ExitCode::FAILURE
         }
     }
-}
-
-fn bench_state(memory: Vec<u64>, recovery: u64, data_dir: Option<PathBuf>, memory_run: Option<u64>) -> ExitCode {
-    let result = (|| -> anyhow::Result<()> {
-        if let Some(n) = memory_run {
-            out!("{}", serde_json::to_string(&daybook::measure::memory_run(n)?)?);
-            return Ok(());
-        }
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        out!("daybook bench-state: {cores} cores");
-        for n in memory.into_iter().filter(|n| *n > 0) {
-            let exe = std::env::current_exe()?;
-            let child =
-                std::process::Command::new(exe).args(["bench-state", "--memory-run", &n.to_string()]).output()?;
-            if !child.status.success() {
-                anyhow::bail!("memory run of {n}: {}", String::from_utf8_lossy(&child.stderr));
-            }
-            let run: daybook::measure::MemoryRun = serde_json::from_slice(&child.stdout)?;
-            out!(
-                "memory   {:>10} relationship-days: {:>6.1} bytes per relationship-day, {:>6.1} per event id \
-                 ({:>6.1} per first touch with its id), RSS {:.0} MiB",
-                run.relationship_days,
-                run.bytes_per_relationship_day,
-                run.bytes_per_event_id,
-                run.bytes_per_first_touch,
-                run.rss_after_bytes as f64 / (1u64 << 20) as f64
-            );
-        }
-        if recovery > 0 {
-            let (dir, ours) = match data_dir {
-                Some(d) => (d, false),
-                None => (tempfile_dir()?, true),
-            };
-            let run = daybook::measure::recovery_run(recovery, &dir, &mut std::io::stdout())?;
-            out!(
-                "recovery {:>10} events: journal {:.0} MiB written in {:.1} s; start from the journal alone {:.2} s, \
-                 from a snapshot {:.2} s",
-                run.events,
-                run.journal_bytes as f64 / (1u64 << 20) as f64,
-                run.write.as_secs_f64(),
-                run.from_journal.as_secs_f64(),
-                run.from_snapshot.as_secs_f64()
-            );
-            if ours {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("daybook bench-state: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -100,10 +100,15 @@ pub fn memory_run(n: u64) -> anyhow::Result<MemoryRun> {
 #[derive(Debug, Clone)]
 pub struct RecoveryRun {
     pub events: u64,
+    /// Events journaled after the snapshot: the longest tail a running server leaves
+    /// (`snapshot_every`, one entry per event here).
+    pub tail: u64,
     pub journal_bytes: u64,
     pub write: Duration,
-    pub from_journal: Duration,
-    pub from_snapshot: Duration,
+    /// Each round's start from the latest snapshot and the journal's tail after it (P6).
+    pub from_snapshot: Vec<Duration>,
+    /// Each round's start from the journal alone (the snapshot moved aside).
+    pub from_journal: Vec<Duration>,
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -120,9 +125,15 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Journals `events` events (Zipf consumers over a month, as a chat platform sends them)
-/// through the server's core, then times a start from the journal alone and a start from
-/// a snapshot.
-pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyhow::Result<RecoveryRun> {
+/// through the server's core, with a snapshot written `tail` events before the end, as a
+/// running server leaves its data directory at worst. Then, `rounds` times, times a start
+/// from that directory (snapshot and tail) and a start from the journal alone.
+pub fn recovery_run(
+    (events, tail): (u64, u64),
+    data_dir: &Path,
+    rounds: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<RecoveryRun> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let now = crate::rating::time::parse_instant("2025-07-01T12:00:00Z").map_err(anyhow::Error::msg)?;
     let clock: Clock = Arc::new(move || now);
@@ -137,10 +148,15 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
     let daybook = open(Telemetry::local())?;
     let zipf = crate::loadgen::Zipf::new(1_000_000);
     let mut rng = crate::loadgen::Rng(0x9e37_79b9_7f4a_7c15);
-    let batch = 1000u64;
+    let tail = tail.min(events);
     let mut sent = 0u64;
     while sent < events {
-        let size = batch.min(events - sent);
+        if sent == events - tail {
+            daybook.write_snapshot(data_dir)?;
+            writeln!(out, "  snapshot written after {sent} events")?;
+        }
+        let until = if sent < events - tail { events - tail } else { events };
+        let size = 1000u64.min(until - sent);
         let batch: Vec<pb::Event> = (sent..sent + size)
             .map(|i| {
                 let consumer = zipf.rank(rng.unit());
@@ -158,21 +174,108 @@ pub fn recovery_run(events: u64, data_dir: &Path, out: &mut impl Write) -> anyho
             writeln!(out, "  journaled {sent} events")?;
         }
     }
+    if tail == 0 {
+        daybook.write_snapshot(data_dir)?;
+    }
     runtime.block_on(daybook.journal().close());
     let write = started.elapsed();
     drop(daybook);
     let journal_bytes = dir_bytes(&data_dir.join("journal"));
 
-    let started = WallInstant::now();
-    let daybook = open(Telemetry::local())?;
-    let from_journal = started.elapsed();
-    daybook.write_snapshot(data_dir)?;
-    runtime.block_on(daybook.journal().close());
-    drop(daybook);
+    let start = || -> anyhow::Result<Duration> {
+        let started = WallInstant::now();
+        let daybook = open(Telemetry::local())?;
+        let took = started.elapsed();
+        runtime.block_on(daybook.journal().close());
+        Ok(took)
+    };
+    let (snapshot, aside) = (data_dir.join("snapshot.bin"), data_dir.join("snapshot.aside"));
+    let mut from_snapshot = Vec::new();
+    let mut from_journal = Vec::new();
+    for _ in 0..rounds.max(1) {
+        from_snapshot.push(start()?);
+        std::fs::rename(&snapshot, &aside)?;
+        let alone = start();
+        std::fs::rename(&aside, &snapshot)?;
+        from_journal.push(alone?);
+    }
+    Ok(RecoveryRun { events, tail, journal_bytes, write, from_snapshot, from_journal })
+}
 
-    let started = WallInstant::now();
-    let daybook = open(Telemetry::local())?;
-    let from_snapshot = started.elapsed();
-    runtime.block_on(daybook.journal().close());
-    Ok(RecoveryRun { events, journal_bytes, write, from_journal, from_snapshot })
+/// What `daybook bench-state` measures.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// Relationship-days per memory run (each size in processes of its own).
+    pub memory: Vec<u64>,
+    /// Events of the recovery's data directory (0: no recovery run).
+    pub recovery: u64,
+    /// Of which journaled after its snapshot.
+    pub recovery_tail: u64,
+    pub rounds: usize,
+    /// Where the recovery's data directory is written (a fresh temporary one by default).
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// One memory run in this process, as a JSON line (what `bench_state` reads from each of
+/// its child processes).
+pub fn print_memory_run(n: u64, out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string(&memory_run(n)?)?)?;
+    Ok(())
+}
+
+fn show(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
+    let s = crate::loadgen::Spread::of(values).expect("at least one round");
+    format!("{:.*} ({:.*} to {:.*})", decimals, s.median, decimals, s.min, decimals, s.max)
+}
+
+/// Every measurement of `options`, each the median of its rounds with their spread.
+pub fn bench_state(options: &StateOptions, out: &mut impl Write) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rounds = options.rounds.max(1);
+    writeln!(out, "daybook bench-state: {cores} cores, {rounds} rounds, medians (least to greatest)")?;
+    for &n in options.memory.iter().filter(|n| **n > 0) {
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            let child = std::process::Command::new(std::env::current_exe()?)
+                .args(["bench-state", "--memory-run", &n.to_string()])
+                .output()?;
+            if !child.status.success() {
+                anyhow::bail!("memory run of {n}: {}", String::from_utf8_lossy(&child.stderr));
+            }
+            runs.push(serde_json::from_slice::<MemoryRun>(&child.stdout)?);
+        }
+        writeln!(
+            out,
+            "memory   {n:>10} relationship-days: {} bytes per relationship-day, {} per event id, \
+             {} per first touch with its id, RSS {} MiB",
+            show(runs.iter().map(|r| r.bytes_per_relationship_day), 1),
+            show(runs.iter().map(|r| r.bytes_per_event_id), 1),
+            show(runs.iter().map(|r| r.bytes_per_first_touch), 1),
+            show(runs.iter().map(|r| r.rss_after_bytes as f64 / f64::from(1u32 << 20)), 0),
+        )?;
+    }
+    if options.recovery > 0 {
+        let dir = match &options.data_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("daybook-bench-{}", std::process::id())),
+        };
+        std::fs::create_dir_all(&dir)?;
+        let run = recovery_run((options.recovery, options.recovery_tail), &dir, rounds, out);
+        if options.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let run = run?;
+        writeln!(
+            out,
+            "recovery {:>10} events, journal {:.0} MiB written in {:.1} s: start from the snapshot and a tail of \
+             {} events {} s; from the journal alone {} s",
+            run.events,
+            run.journal_bytes as f64 / f64::from(1u32 << 20),
+            run.write.as_secs_f64(),
+            run.tail,
+            show(run.from_snapshot.iter().map(Duration::as_secs_f64), 2),
+            show(run.from_journal.iter().map(Duration::as_secs_f64), 2),
+        )?;
+    }
+    Ok(())
 }

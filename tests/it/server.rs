@@ -1248,7 +1248,7 @@ fn bench_compares_redis_mode_with_the_naive_design() {
     // `--redis auto` starts a redis-server, daybook in Redis mode and the naive design on
     // it, behind a proxy that adds a round trip.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
-        .args(["bench", "--redis", "auto", "--redis-rtt-ms", "1", "--seconds", "1", "--warmup", "1"])
+        .args(["bench", "--redis", "auto", "--redis-rtt-ms", "1", "--seconds", "1", "--warmup", "1", "--rounds", "1"])
         .args(["--concurrency", "2", "--streams", "0", "--consumers", "50", "--no-floor"])
         .output()
         .unwrap();
@@ -1264,10 +1264,17 @@ fn bench_drives_a_server_and_the_empty_handler_floor() {
     // The load generator end to end: it starts `daybook serve` and the floor itself.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
         .args(["bench", "--seconds", "1", "--concurrency", "2", "--streams", "1", "--batch", "20", "--consumers", "50"])
+        .args(["--rounds", "2"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Two rounds, each row's sides in each, then each row's medians over the rounds.
+    assert_eq!(text.matches("daybook unary c=2").count(), 2, "{text}");
+    for expected in ["-- round 2 of 2", "== unary c=2: median of 2 rounds", "== batch 1x20: median of 2 rounds"] {
+        assert!(text.contains(expected), "`{expected}` in:\n{text}");
+    }
+    assert!(text.contains("of the floor's calls/s; p99 over it"), "{text}");
     for expected in ["daybook unary c=2", "floor   unary c=2", "daybook batch 1x20", "floor   batch 1x20", "ratio"] {
         assert!(text.contains(expected), "`{expected}` in:\n{text}");
     }
@@ -1290,7 +1297,8 @@ fn bench_state_measures_memory_and_recovery() {
     // journal written, recovered from itself and from a snapshot.
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
-        .args(["bench-state", "--memory", "20000", "--recovery", "20000", "--data-dir"])
+        .args(["bench-state", "--memory", "20000", "--recovery", "20000", "--recovery-tail", "5000", "--rounds", "2"])
+        .arg("--data-dir")
         .arg(dir.path())
         .output()
         .unwrap();
@@ -1304,6 +1312,11 @@ fn bench_state_measures_memory_and_recovery() {
     };
     assert!(number_after("memory", "relationship-days:") > 0.0, "{text}");
     assert!(number_after("recovery", "journal") > 0.0, "{text}");
+    // Each start is timed in every round: the median, then the least and the greatest.
+    assert!(
+        number_after("recovery", "events") > 0.0 && text.contains("start from the snapshot and a tail of 5000 events")
+    );
+    assert!(text.contains("2 rounds"), "{text}");
     // The data directory given is kept, with its snapshot.
     assert!(dir.path().join("snapshot.bin").exists());
 }

@@ -335,21 +335,26 @@ struct Effects {
     uncatalogued: Vec<RecordId>,
 }
 
+/// A map keyed by fingerprints, its shards staggered ([`crate::rating::ids::stagger`]).
+fn fingerprint_map<K: Eq + std::hash::Hash, V>() -> DashMap<K, V, FpBuildHasher> {
+    DashMap::with_hasher_and_shard_amount(FpBuildHasher::default(), crate::rating::ids::shard_amount())
+}
+
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Engine {
             fingerprinter: Fingerprinter::new(config.fingerprint_key),
             tenants: RwLock::new(HashMap::default()),
             by_index: RwLock::new(Vec::new()),
-            events: DashMap::default(),
-            interactions: DashMap::default(),
-            cobrowse: DashMap::default(),
-            functions: DashMap::default(),
-            users: DashMap::default(),
-            pass_through: DashMap::default(),
-            replies: DashMap::default(),
-            units: DashMap::default(),
-            outcomes: DashMap::default(),
+            events: fingerprint_map(),
+            interactions: fingerprint_map(),
+            cobrowse: fingerprint_map(),
+            functions: fingerprint_map(),
+            users: fingerprint_map(),
+            pass_through: fingerprint_map(),
+            replies: fingerprint_map(),
+            units: fingerprint_map(),
+            outcomes: fingerprint_map(),
             new_users: Mutex::new(Vec::new()),
             new_users_waiting: std::sync::atomic::AtomicBool::new(false),
             collect_users: std::sync::atomic::AtomicBool::new(false),

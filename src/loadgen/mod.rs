@@ -11,10 +11,17 @@
 use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::api::pb;
 use pb::ingest_service_client::IngestServiceClient;
+
+mod baselines;
+mod rounds;
+
+pub use rounds::Spread;
+
+pub use baselines::{BenchRedis, EmptyIngest, NaiveIngest, delaying_proxy, serve_floor, serve_naive};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -42,6 +49,9 @@ pub struct Options {
     /// calls/s swing by a fifth from run to run; CPU per call is the steadier measure of
     /// what a call costs the server.
     pub processes: Vec<(String, u32)>,
+    /// Each row is measured this many times, every side of it in each round; the
+    /// summary gives the median of the rounds and their spread.
+    pub rounds: usize,
 }
 
 /// Where calls go, and the process behind it when this bench started it.
@@ -404,333 +414,86 @@ fn row(name: String, measured: Measured, events_per_call: usize, duration: Durat
     }
 }
 
-/// How two rows' server CPU per call compare, when both are known.
-fn cpu_ratio(a: &Row, b: &Row, what: &str) -> String {
-    match (a.cpu_per_call, b.cpu_per_call) {
-        (Some(a), Some(b)) if !b.is_zero() => {
-            format!(
-                "; server CPU per call {:.1} us, {:.2}x {what}'s {:.1} us",
-                micros(a),
-                micros(a) / micros(b),
-                micros(b)
-            )
-        }
-        _ => String::new(),
-    }
+/// What one run drives: unary calls with this many in flight, or streams of batches.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Unary(usize),
+    Batches { streams: usize, batch: usize },
 }
 
-/// Runs every configured measurement against the target and, when given, the floor.
-/// Prints as it goes to `out`.
-pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Result<Vec<(Row, Option<Row>)>> {
-    let tenant = format!("bench-{}", std::process::id());
-    create_tenant(&options.target, &tenant).await?;
-    let mut rows = Vec::new();
-    let d = (options.warmup, options.duration);
-    let mut report = |daybook: Row, floor: Option<Row>, out: &mut dyn std::io::Write| -> std::io::Result<()> {
-        writeln!(out, "daybook {}", daybook.line())?;
-        if let Some(f) = &floor {
-            writeln!(out, "floor   {}", f.line())?;
-            writeln!(
-                out,
-                "        ratio {:.2} of the floor's calls/s; p99 {:+.1} us over it{}",
-                daybook.calls_per_s / f.calls_per_s,
-                micros(daybook.p99) - micros(f.p99),
-                cpu_ratio(&daybook, f, "the floor")
-            )?;
-        }
-        rows.push((daybook, floor));
-        Ok(())
-    };
-    for &c in &options.concurrency {
-        let daybook = unary(options.endpoint(&options.target), &tenant, c, d, options.traffic).await?;
-        let floor = match &options.floor {
-            Some(f) => Some(unary(options.endpoint(f), &tenant, c, d, options.traffic).await?),
-            None => None,
-        };
-        if let Some(naive) = &options.naive {
-            let naive = unary(options.endpoint(naive), &tenant, c, d, options.traffic).await?;
-            writeln!(out, "naive   {}", naive.line())?;
-            writeln!(
-                out,
-                "        Redis mode is {:.2}x the naive design's calls/s (one SET NX round trip per message){}",
-                daybook.calls_per_s / naive.calls_per_s,
-                cpu_ratio(&daybook, &naive, "the naive design")
-            )?;
-        }
-        report(daybook, floor, out)?;
-    }
-    if options.streams > 0 {
-        let shape = (options.streams, options.batch);
-        let daybook = streamed(options.endpoint(&options.target), &tenant, shape, d, options.traffic).await?;
-        let floor = match &options.floor {
-            Some(f) => Some(streamed(options.endpoint(f), &tenant, shape, d, options.traffic).await?),
-            None => None,
-        };
-        report(daybook, floor, out)?;
-    }
-    Ok(rows)
+/// One row of one round: daybook, and beside it, measured in the same round, the
+/// empty-handler floor and the naive design when they are configured.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub daybook: Row,
+    pub floor: Option<Row>,
+    pub naive: Option<Row>,
 }
 
-/// The floor: the same service, answering every call at once with an empty outcome. The
-/// batch stream answers one outcome per event, so response sizes are comparable.
-#[derive(Clone, Default)]
-pub struct EmptyIngest;
-
-#[tonic::async_trait]
-impl pb::ingest_service_server::IngestService for EmptyIngest {
-    async fn ingest_message(
-        &self,
-        _: Request<pb::IngestMessageRequest>,
-    ) -> Result<Response<pb::IngestMessageResponse>, Status> {
-        Ok(Response::new(pb::IngestMessageResponse::default()))
-    }
-
-    async fn ingest_conversation_opened(
-        &self,
-        _: Request<pb::IngestConversationOpenedRequest>,
-    ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    async fn ingest_cobrowse(
-        &self,
-        _: Request<pb::IngestCobrowseRequest>,
-    ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    async fn ingest_function_invocations(
-        &self,
-        _: Request<pb::IngestFunctionInvocationsRequest>,
-    ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    async fn ingest_outcome(
-        &self,
-        _: Request<pb::IngestOutcomeRequest>,
-    ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    async fn ingest_void(&self, _: Request<pb::IngestVoidRequest>) -> Result<Response<pb::IngestVoidResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    type IngestBatchStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
-
-    async fn ingest_batch(
-        &self,
-        request: Request<tonic::Streaming<pb::IngestBatchRequest>>,
-    ) -> Result<Response<Self::IngestBatchStream>, Status> {
-        let stream = request.into_inner().map(|batch| {
-            batch.map(|b| pb::IngestBatchResponse {
-                outcomes: b.events.iter().map(|_| pb::EventOutcome::default()).collect(),
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-/// The naive design issue 4's benchmark compares Redis mode with: every message is one
-/// `SET NX` round trip to Redis on its (tenant, consumer, UTC day), and the answer is
-/// whether it set it. No near cache, no idempotency, no records: a floor for "Redis on
-/// every message", not a meter.
-#[derive(Clone)]
-pub struct NaiveIngest {
-    redis: redis::aio::ConnectionManager,
-}
-
-impl NaiveIngest {
-    pub async fn connect(url: &str) -> anyhow::Result<NaiveIngest> {
-        let client = redis::Client::open(url)?;
-        Ok(NaiveIngest { redis: redis::aio::ConnectionManager::new(client).await? })
-    }
-}
-
-#[tonic::async_trait]
-impl pb::ingest_service_server::IngestService for NaiveIngest {
-    async fn ingest_message(
-        &self,
-        request: Request<pb::IngestMessageRequest>,
-    ) -> Result<Response<pb::IngestMessageResponse>, Status> {
-        let r = request.into_inner();
-        let consumer = r.message.map(|m| m.consumer_id).unwrap_or_default();
-        let day = r.event_time.get(..10).unwrap_or_default();
-        let key = format!("naive:{}:{consumer}:{day}", r.tenant_id);
-        let mut redis = self.redis.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(172_800)
-            .query_async(&mut redis)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let disposition = if set.is_some() { pb::Disposition::NewInteraction } else { pb::Disposition::AlreadyCounted };
-        Ok(Response::new(pb::IngestMessageResponse {
-            outcome: Some(pb::EventOutcome { disposition: disposition as i32, ..Default::default() }),
-        }))
-    }
-
-    async fn ingest_conversation_opened(
-        &self,
-        _: Request<pb::IngestConversationOpenedRequest>,
-    ) -> Result<Response<pb::IngestConversationOpenedResponse>, Status> {
-        Err(Status::unimplemented("the naive design meters messages only"))
-    }
-
-    async fn ingest_cobrowse(
-        &self,
-        _: Request<pb::IngestCobrowseRequest>,
-    ) -> Result<Response<pb::IngestCobrowseResponse>, Status> {
-        Err(Status::unimplemented("the naive design meters messages only"))
-    }
-
-    async fn ingest_function_invocations(
-        &self,
-        _: Request<pb::IngestFunctionInvocationsRequest>,
-    ) -> Result<Response<pb::IngestFunctionInvocationsResponse>, Status> {
-        Err(Status::unimplemented("the naive design meters messages only"))
-    }
-
-    async fn ingest_outcome(
-        &self,
-        _: Request<pb::IngestOutcomeRequest>,
-    ) -> Result<Response<pb::IngestOutcomeResponse>, Status> {
-        Err(Status::unimplemented("the naive design meters messages only"))
-    }
-
-    async fn ingest_void(&self, _: Request<pb::IngestVoidRequest>) -> Result<Response<pb::IngestVoidResponse>, Status> {
-        Err(Status::unimplemented("the naive design meters messages only"))
-    }
-
-    type IngestBatchStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::IngestBatchResponse, Status>> + Send>>;
-
-    async fn ingest_batch(
-        &self,
-        _: Request<tonic::Streaming<pb::IngestBatchRequest>>,
-    ) -> Result<Response<Self::IngestBatchStream>, Status> {
-        Err(Status::unimplemented("the naive design meters unary messages only"))
-    }
-}
-
-/// Serves the naive design on `listener` until the process ends.
-pub async fn serve_naive(listener: tokio::net::TcpListener, redis_url: &str) -> anyhow::Result<()> {
-    let naive = NaiveIngest::connect(redis_url).await?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        s.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
-    tonic::transport::Server::builder()
-        .add_service(pb::ingest_service_server::IngestServiceServer::new(naive))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
-}
-
-/// A TCP proxy that delays every chunk by `one_way` in each direction without
-/// serializing them (each is delivered at its own arrival time plus the delay, so
-/// pipelined traffic keeps its throughput): Redis as if it were across a network, for
-/// `daybook bench --redis-rtt`. Runs until the process ends; returns its address.
-pub async fn delaying_proxy(upstream: std::net::SocketAddr, one_way: Duration) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(delay_copy(client_read, server_write, one_way));
-            tokio::spawn(delay_copy(server_read, client_write, one_way));
-        }
-    });
-    Ok(addr)
-}
-
-async fn delay_copy(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&chunk).await.is_err() {
-                break;
+impl Options {
+    async fn measure(&self, addr: &str, tenant: &str, shape: Shape) -> anyhow::Result<Row> {
+        let d = (self.warmup, self.duration);
+        match shape {
+            Shape::Unary(c) => unary(self.endpoint(addr), tenant, c, d, self.traffic).await,
+            Shape::Batches { streams, batch } => {
+                streamed(self.endpoint(addr), tenant, (streams, batch), d, self.traffic).await
             }
         }
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
-            break;
+    }
+
+    /// Every side of one row. The order alternates between rounds (daybook first, then
+    /// last), so neither side always runs on a machine its predecessor has just warmed.
+    async fn measure_row(&self, tenant: &str, shape: Shape, round: usize) -> anyhow::Result<Measurement> {
+        let daybook_first = round.is_multiple_of(2);
+        let mut daybook = None;
+        if daybook_first {
+            daybook = Some(self.measure(&self.target, tenant, shape).await?);
+        }
+        let floor = match &self.floor {
+            Some(f) => Some(self.measure(f, tenant, shape).await?),
+            None => None,
+        };
+        let naive = match &self.naive {
+            Some(n) => Some(self.measure(n, tenant, shape).await?),
+            None => None,
+        };
+        let daybook = match daybook {
+            Some(d) => d,
+            None => self.measure(&self.target, tenant, shape).await?,
+        };
+        Ok(Measurement { daybook, floor, naive })
+    }
+}
+
+/// Runs every configured measurement `rounds` times against the target and, in the same
+/// rounds, the floor and the naive design when given. Prints each run as it goes to
+/// `out`, then each row's median over the rounds with its spread. Returns the
+/// measurements by row, then by round.
+pub async fn run(options: &Options, out: &mut impl std::io::Write) -> anyhow::Result<Vec<Vec<Measurement>>> {
+    let tenant = format!("bench-{}", std::process::id());
+    create_tenant(&options.target, &tenant).await?;
+    let mut shapes: Vec<Shape> = options.concurrency.iter().map(|&c| Shape::Unary(c)).collect();
+    if options.streams > 0 {
+        shapes.push(Shape::Batches { streams: options.streams, batch: options.batch });
+    }
+    let rounds = options.rounds.max(1);
+    let mut table: Vec<Vec<Measurement>> = vec![Vec::new(); shapes.len()];
+    for round in 0..rounds {
+        if rounds > 1 {
+            writeln!(out, "-- round {} of {rounds}", round + 1)?;
+        }
+        for (shape, runs) in shapes.iter().zip(&mut table) {
+            let measured = options.measure_row(&tenant, *shape, round).await?;
+            rounds::print_run(&measured, out)?;
+            runs.push(measured);
         }
     }
-    drop(tx);
-    let _ = writer.await;
-}
-
-/// Serves the floor on `listener` until the process ends.
-pub async fn serve_floor(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        s.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
-    tonic::transport::Server::builder()
-        .add_service(pb::ingest_service_server::IngestServiceServer::new(EmptyIngest))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
-}
-
-/// A `redis-server` the bench starts for itself: on a free loopback port, persisting as
-/// daybook's documentation asks of a production Redis (append-only file, fsync every
-/// second), removed afterwards.
-pub struct BenchRedis {
-    process: std::process::Child,
-    dir: std::path::PathBuf,
-    pub url: String,
-}
-
-impl BenchRedis {
-    pub fn start() -> anyhow::Result<BenchRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("daybook-bench-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let process = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("redis-server (install it, e.g. apt-get install redis-server): {e}"))?;
-        let url = format!("redis://127.0.0.1:{port}/");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
+    if rounds > 1 {
+        for runs in &table {
+            rounds::print_summary(runs, out)?;
         }
-        Ok(BenchRedis { process, dir, url })
     }
-}
-
-impl Drop for BenchRedis {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    Ok(table)
 }
 
 #[cfg(test)]
