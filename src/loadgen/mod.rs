@@ -79,6 +79,10 @@ pub struct Row {
     /// The server process's CPU time (user and system) per call over the measured
     /// seconds, when known.
     pub cpu_per_call: Option<Duration>,
+    /// The server process's write system calls (`syscw` of `/proc/PID/io`: its socket
+    /// writes and its journal's) per call over the measured seconds, when known. Unlike
+    /// time, a count does not move with the machine's load.
+    pub writes_per_call: Option<f64>,
     /// The share of events answered as the start of a billable interaction (first
     /// touches; the rest repeat a relationship already counted). The empty handler
     /// starts none.
@@ -88,6 +92,9 @@ pub struct Row {
 impl Row {
     pub fn line(&self) -> String {
         let mut extra = self.cpu_per_call.map(|c| format!("   cpu {:>7.1} us/call", micros(c))).unwrap_or_default();
+        if let Some(writes) = self.writes_per_call {
+            extra.push_str(&format!("   writes {writes:>5.2}/call"));
+        }
         if let Some(share) = self.new_share.filter(|s| *s > 0.0) {
             extra.push_str(&format!("   new {:>4.1}%", share * 100.0));
         }
@@ -119,14 +126,31 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Measures `pid`'s CPU time from `from` to `until`, in the background.
-fn cpu_meter(pid: Option<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+/// Write system calls a process of this machine has made so far (`syscw` of
+/// `/proc/PID/io`); `None` where that cannot be read.
+pub fn write_calls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// What the server process spent over the measured seconds: CPU time, and write calls.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    cpu: Option<Duration>,
+    writes: Option<u64>,
+}
+
+/// Measures `pid`'s CPU time and write calls from `from` to `until`, in the background.
+fn cpu_meter(pid: Option<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<Spent> {
     tokio::spawn(async move {
-        let pid = pid?;
+        let Some(pid) = pid else { return Spent::default() };
         tokio::time::sleep_until(from.into()).await;
-        let start = cpu_time(pid)?;
+        let (cpu, writes) = (cpu_time(pid), write_calls(pid));
         tokio::time::sleep_until(until.into()).await;
-        Some(cpu_time(pid)?.saturating_sub(start))
+        Spent {
+            cpu: cpu.and_then(|c| Some(cpu_time(pid)?.saturating_sub(c))),
+            writes: writes.and_then(|w| Some(write_calls(pid)?.saturating_sub(w))),
+        }
     })
 }
 
@@ -226,7 +250,12 @@ struct Traffic {
 
 impl Traffic {
     fn new(tenant: &str, run: &str, worker: usize) -> Traffic {
-        let rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1));
+        // Seeded by the run as well as the worker: each run draws consumers afresh, so
+        // a later run (or round) meets the first touches the distribution gives, not a
+        // replay of the consumers an earlier run already counted.
+        let run_seed =
+            run.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let rng = Rng((run_seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
         Traffic { tenant: tenant.into(), run: run.into(), worker, next: 0, rng }
     }
 
@@ -396,7 +425,7 @@ async fn gather(workers: Vec<tokio::task::JoinHandle<Result<Measured, Status>>>)
     Ok(all)
 }
 
-fn row(name: String, measured: Measured, events_per_call: usize, duration: Duration, cpu: Option<Duration>) -> Row {
+fn row(name: String, measured: Measured, events_per_call: usize, duration: Duration, spent: Spent) -> Row {
     let Measured { mut latencies, new } = measured;
     latencies.sort_unstable();
     let n = latencies.len();
@@ -409,7 +438,8 @@ fn row(name: String, measured: Measured, events_per_call: usize, duration: Durat
         p50: at(0.5),
         p99: at(0.99),
         p999: at(0.999),
-        cpu_per_call: cpu.filter(|_| n > 0).map(|c| c / n as u32),
+        cpu_per_call: spent.cpu.filter(|_| n > 0).map(|c| c / n as u32),
+        writes_per_call: spent.writes.filter(|_| n > 0).map(|w| w as f64 / n as f64),
         new_share: (n > 0).then(|| new as f64 / (n * events_per_call) as f64),
     }
 }

@@ -75,6 +75,9 @@ fn side(label: &str, rows: &[&Row], out: &mut impl Write) -> std::io::Result<()>
     if let Some(cpu) = Spread::of(rows.iter().filter_map(|r| r.cpu_per_call).map(micros)) {
         line.push_str(&format!("   cpu {} us/call", cpu.show(1)));
     }
+    if let Some(writes) = Spread::of(rows.iter().filter_map(|r| r.writes_per_call)) {
+        line.push_str(&format!("   writes {}/call", writes.show(2)));
+    }
     writeln!(out, "{line}")
 }
 
@@ -141,6 +144,7 @@ mod tests {
             p99: std::time::Duration::from_micros(900),
             p999: std::time::Duration::from_micros(1500),
             cpu_per_call: Some(std::time::Duration::from_micros(cpu_us)),
+            writes_per_call: Some(1.0),
             new_share: Some(0.1),
         }
     }

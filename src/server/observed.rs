@@ -16,6 +16,10 @@ impl ObservedState for Daybook {
         self.engine().remembered_events()
     }
 
+    fn ingest_calls_in_flight(&self) -> usize {
+        self.telemetry().ingest_calls()
+    }
+
     fn journal_durable(&self) -> u64 {
         self.journal().durable()
     }

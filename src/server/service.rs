@@ -54,6 +54,12 @@ impl Services {
         }
     }
 
+    /// Whether calls other than this one are in flight: then its journal entries wait for
+    /// theirs, to be written together.
+    fn others_in_flight(&self) -> bool {
+        self.daybook.telemetry().ingest_calls() > 1
+    }
+
     fn unavailable_if_draining(&self) -> Result<(), Status> {
         if self.daybook.is_draining() {
             return Err(Status::unavailable("daybook is shutting down; retry on another instance"));
@@ -70,7 +76,7 @@ impl Services {
         let (result, wait) = self.store.ingest(&self.daybook, event).await;
         self.count(&tenant, &result);
         if wait > 0 {
-            self.daybook.journal().wait(wait).await;
+            self.daybook.journal().wait_among(wait, self.others_in_flight()).await;
         }
         match result {
             Ok(outcome) => Ok(api::outcome_out(&outcome)),
@@ -302,7 +308,7 @@ impl pb::ingest_service_server::IngestService for Services {
                 let results = this.store.ingest_batch(&this.daybook, batch.events).await;
                 let wait = results.iter().map(|(_, w)| *w).max().unwrap_or(0);
                 if wait > 0 {
-                    this.daybook.journal().wait(wait).await;
+                    this.daybook.journal().wait_among(wait, this.others_in_flight()).await;
                 }
                 let outcomes = results
                     .into_iter()

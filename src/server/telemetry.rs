@@ -16,6 +16,7 @@
 use crate::sync::Unpoisoned;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -79,6 +80,8 @@ pub struct Telemetry {
     /// `rpc.method` values by request path (`/pkg.Service/Method`): the served methods.
     methods: HashMap<String, StringValue>,
     rpc_duration: Histogram<f64>,
+    /// Ingest calls received and not yet answered ([`Telemetry::ingest_calls`]).
+    ingest_calls: AtomicUsize,
     refused: opentelemetry::metrics::Counter<u64>,
     events: Counter<u64>,
     interactions: Counter<u64>,
@@ -142,6 +145,7 @@ impl Telemetry {
                 .build()
         };
         Ok(Arc::new(Telemetry {
+            ingest_calls: AtomicUsize::new(0),
             rpc_duration: seconds(
                 "rpc.server.call.duration",
                 "Duration of inbound gRPC calls.",
@@ -268,6 +272,11 @@ impl Telemetry {
         gauges.push(gauge("daybook.hot.interactions", "Relationship entries held in memory.", |d| {
             d.hot_interactions() as u64
         }));
+        gauges.push(gauge(
+            "daybook.ingest.calls_in_flight",
+            "Ingest calls received and not yet answered (their entries are written together).",
+            |d| d.ingest_calls_in_flight() as u64,
+        ));
         gauges.push(gauge("daybook.remembered.events", "Event ids remembered for idempotency.", |d| {
             d.remembered_events() as u64
         }));
@@ -373,6 +382,13 @@ impl Telemetry {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Calls of the ingest service (the calls that append to the journal) this server
+    /// has received and not yet answered, counted from when a call's headers arrive: calls
+    /// read from a connection but not yet started count.
+    pub fn ingest_calls(&self) -> usize {
+        self.ingest_calls.load(Ordering::Relaxed)
+    }
+
     /// Counts one answered event.
     /// Called once per event: attributes on the stack, the tenant's copied only when it
     /// is a label.
@@ -450,6 +466,7 @@ impl Telemetry {
 pub trait ObservedState: Send + Sync {
     fn hot_interactions(&self) -> usize;
     fn remembered_events(&self) -> usize;
+    fn ingest_calls_in_flight(&self) -> usize;
     fn journal_durable(&self) -> u64;
     /// Bytes the data directory holds: journal segments and the snapshot.
     fn disk_bytes(&self) -> u64;
@@ -540,6 +557,9 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The request path prefix of the ingest service's methods.
+const INGEST_PATH: &str = "/daybook.v1.IngestService/";
+
 /// A tower layer for the gRPC server: every call is timed into `rpc.server.call.duration`
 /// and, when tracing is on, gets a SERVER span. A call ends when its response body ends
 /// (so streams are measured whole) or is dropped by a departing client (`CANCELLED`).
@@ -577,6 +597,10 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let telemetry = self.telemetry.clone();
+        let ingest = request.uri().path().starts_with(INGEST_PATH);
+        if ingest {
+            telemetry.ingest_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let method = telemetry.method_of(request.uri().path());
         let span = telemetry.traces.as_ref().map(|(_, tracer)| {
             let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
@@ -594,12 +618,15 @@ where
             span
         });
         let call = self.inner.call(request);
+        // Made before the response is awaited: a call dropped before it is answered still
+        // ends once (as CANCELLED), and leaves the active calls.
+        let end = CallEnd { telemetry, method, started, span, ingest, done: false };
         Box::pin(async move {
             let response = call.await?;
             // A trailers-only response (every error of a unary call) carries its status
             // in the headers; otherwise it comes in the trailers.
             let early = status_name(response.headers().get("grpc-status"));
-            let mut call = CallEnd { telemetry, method, started, span, done: false };
+            let mut call = end;
             if let Some(name) = early {
                 call.finish(name);
             }
@@ -614,6 +641,8 @@ struct CallEnd {
     method: StringValue,
     started: Instant,
     span: Option<opentelemetry_sdk::trace::Span>,
+    /// Counted in [`Telemetry::ingest_calls`].
+    ingest: bool,
     done: bool,
 }
 
@@ -621,6 +650,9 @@ impl CallEnd {
     fn finish(&mut self, status: &'static str) {
         if std::mem::replace(&mut self.done, true) {
             return;
+        }
+        if self.ingest {
+            self.telemetry.ingest_calls.fetch_sub(1, Ordering::Relaxed);
         }
         let mut attributes = vec![
             KeyValue::new("rpc.system.name", "grpc"),

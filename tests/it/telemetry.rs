@@ -179,6 +179,8 @@ async fn metrics_after_known_traffic_have_the_right_values() {
     assert!(credits > 0.0);
     assert_eq!(value(&m, "daybook_hot_interactions", &[]), 2.0);
     assert_eq!(value(&m, "daybook_remembered_events", &[]), 3.0);
+    // Every ingest call, refused or not, left the count of calls in flight.
+    assert_eq!(value(&m, "daybook_ingest_calls_in_flight", &[]), 0.0);
     assert_eq!(value(&m, "daybook_ready", &[]), 1.0);
     assert!(value(&m, "daybook_journal_write_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(value(&m, "target_info", &[("service_name", "daybook")]), 1.0);

@@ -483,8 +483,23 @@ impl<P: Send + 'static> Journal<P> {
 
     /// Waits until every entry up to `seq` is durable.
     pub async fn wait(&self, seq: u64) {
+        self.wait_among(seq, false).await;
+    }
+
+    /// [`Journal::wait`] for a caller that knows whether other calls are in flight. When
+    /// they are, it first lets those its thread already has ready append their entries,
+    /// so that one write carries them all: writing at once was one write system call per
+    /// call at 64 calls in flight (issue 19). A call alone writes at once: the yield
+    /// would cost it a trip through the scheduler's driver.
+    pub async fn wait_among(&self, seq: u64, others_in_flight: bool) {
         if self.durable() >= seq {
             return;
+        }
+        if others_in_flight && self.durability == Durability::Write {
+            tokio::task::yield_now().await;
+            if self.durable() >= seq {
+                return;
+            }
         }
         self.flush_here();
         let mut rx = self.durable.subscribe();
