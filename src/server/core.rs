@@ -116,11 +116,14 @@ pub struct Daybook {
     sinks: super::sinks::board::SinkBoard,
 }
 
-/// How a memory ceiling is spent. A quarter goes to the near cache's entries, at a
-/// conservative 128 bytes each (measured: 67 to 104 bytes per entry, hash table
-/// included; BENCHMARKS.md, P4). The rest is the process itself (runtime, buffers), the snapshot's copy of the near
-/// cache, and what the allocator keeps of memory it was given back. (Measured with half
-/// for entries: a 256 MiB ceiling peaked at 312 MiB after 10M first touches.)
+/// How a memory ceiling is spent. A fifth goes to the near cache's entries, at a
+/// conservative 128 bytes each (measured: 52 to 98 bytes per entry, hash table
+/// included; BENCHMARKS.md, P4). The rest is the process itself (runtime, buffers), the
+/// snapshot's copy of the near cache, and what the allocator keeps of memory it was given
+/// back. (Measured with half for entries: a 256 MiB ceiling peaked at 312 MiB after 10M
+/// first touches. With a quarter, 1M first touches under 128 MiB peaked at 113-116 MiB
+/// until session 13, then at 120-134 MiB once the journal's writes were shared by the
+/// calls in flight and the shards staggered; with a fifth, 114-118 MiB.)
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryBudget {
     pub ceiling: u64,
@@ -129,7 +132,7 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn of(ceiling: u64) -> MemoryBudget {
-        MemoryBudget { ceiling, entries: (ceiling / 4) as usize / 128 }
+        MemoryBudget { ceiling, entries: (ceiling / 5) as usize / 128 }
     }
 }
 
