@@ -149,33 +149,30 @@ pub fn recovery_run(
     let zipf = crate::loadgen::Zipf::new(1_000_000);
     let mut rng = crate::loadgen::Rng(0x9e37_79b9_7f4a_7c15);
     let tail = tail.min(events);
-    let mut sent = 0u64;
-    while sent < events {
-        if sent == events - tail {
+    // Two phases: up to the snapshot, then the tail after it.
+    for phase in [0..events - tail, events - tail..events] {
+        for from in phase.clone().step_by(1000) {
+            let to = (from + 1000).min(phase.end);
+            let batch: Vec<pb::Event> = (from..to)
+                .map(|i| {
+                    let consumer = zipf.rank(rng.unit());
+                    // Thirty days, evenly: each event's day follows from its position.
+                    let day = 1 + (i * 30 / events.max(1));
+                    let at = format!("2025-06-{day:02}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
+                    message(format!("e{i}"), format!("consumer-{consumer}"), &at)
+                })
+                .collect();
+            for (result, _) in daybook.ingest_batch(batch) {
+                result.map_err(|r| anyhow::anyhow!("{}", r.reason))?;
+            }
+            if to.is_multiple_of(1_000_000) {
+                writeln!(out, "  journaled {to} events")?;
+            }
+        }
+        if phase.end == events - tail {
             daybook.write_snapshot(data_dir)?;
-            writeln!(out, "  snapshot written after {sent} events")?;
+            writeln!(out, "  snapshot written after {} events", phase.end)?;
         }
-        let until = if sent < events - tail { events - tail } else { events };
-        let size = 1000u64.min(until - sent);
-        let batch: Vec<pb::Event> = (sent..sent + size)
-            .map(|i| {
-                let consumer = zipf.rank(rng.unit());
-                // Thirty days, evenly: each event's day follows from its position.
-                let day = 1 + (i * 30 / events.max(1));
-                let at = format!("2025-06-{day:02}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
-                message(format!("e{i}"), format!("consumer-{consumer}"), &at)
-            })
-            .collect();
-        for (result, _) in daybook.ingest_batch(batch) {
-            result.map_err(|r| anyhow::anyhow!("{}", r.reason))?;
-        }
-        sent += size;
-        if sent.is_multiple_of(1_000_000) {
-            writeln!(out, "  journaled {sent} events")?;
-        }
-    }
-    if tail == 0 {
-        daybook.write_snapshot(data_dir)?;
     }
     runtime.block_on(daybook.journal().close());
     let write = started.elapsed();
@@ -224,8 +221,7 @@ pub fn print_memory_run(n: u64, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 fn show(values: impl IntoIterator<Item = f64>, decimals: usize) -> String {
-    let s = crate::loadgen::Spread::of(values).expect("at least one round");
-    format!("{:.*} ({:.*} to {:.*})", decimals, s.median, decimals, s.min, decimals, s.max)
+    crate::loadgen::Spread::of(values).expect("at least one round").show(decimals)
 }
 
 /// Every measurement of `options`, each the median of its rounds with their spread.

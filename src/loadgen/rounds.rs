@@ -28,7 +28,8 @@ impl Spread {
         Some(Spread { median, min: v[0], max: v[n - 1] })
     }
 
-    fn show(&self, decimals: usize) -> String {
+    /// `median (least to greatest)`, each with `decimals` decimals.
+    pub fn show(&self, decimals: usize) -> String {
         format!("{:.*} ({:.*} to {:.*})", decimals, self.median, decimals, self.min, decimals, self.max)
     }
 }
