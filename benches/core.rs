@@ -239,6 +239,20 @@ fn maintenance(c: &mut Criterion) {
             black_box(w.finish().unwrap())
         })
     });
+    // A start's first half (P6): the snapshot read back into a fresh engine.
+    let mut file = daybook::rating::snapshot::Writer::new(Vec::new());
+    full.image().write(&mut file).unwrap();
+    let file = file.finish().unwrap();
+    group.bench_function("snapshot_read_1m", |b| {
+        b.iter_batched(
+            engine,
+            |e| {
+                e.read_state(daybook::rating::snapshot::Reader::new(file.as_slice())).unwrap();
+                e
+            },
+            BatchSize::PerIteration,
+        )
+    });
     drop(full);
     // Every period of June closed at once (the first close after a long stop).
     let now = "2025-09-01T00:00:00Z".parse().unwrap();

@@ -299,7 +299,23 @@ pub fn meter_out(m: MeterKind) -> i32 {
     }) as i32
 }
 
-pub fn line_out(l: &CreditLine) -> pb::CreditLine {
+/// The periods one answer or record has already written: an interaction and its lines
+/// usually share one, and writing a period's bounds in its zone is the costly part.
+#[derive(Default)]
+pub struct Periods<'a>(Vec<(&'a PeriodInfo, pb::Period)>);
+
+impl<'a> Periods<'a> {
+    fn out(&mut self, p: &'a PeriodInfo) -> pb::Period {
+        if let Some((_, done)) = self.0.iter().find(|(q, _)| *q == p) {
+            return done.clone();
+        }
+        let done = period_out(p);
+        self.0.push((p, done.clone()));
+        done
+    }
+}
+
+pub fn line_out<'a>(l: &'a CreditLine, periods: &mut Periods<'a>) -> pb::CreditLine {
     pb::CreditLine {
         line_id: l.id.to_string(),
         interaction_id: l.interaction_id.map(|i| i.to_string()).unwrap_or_default(),
@@ -307,14 +323,14 @@ pub fn line_out(l: &CreditLine) -> pb::CreditLine {
         applies_to: l.applies_to.map(line_kind_out).unwrap_or_default(),
         credits: l.credits.normalize().to_string(),
         rule: l.rule.to_string(),
-        period: Some(period_out(&l.period)),
+        period: Some(periods.out(&l.period)),
         event_id: l.event_id.clone(),
         reverses_line_id: l.reverses.map(|r| r.to_string()).unwrap_or_default(),
         meter_id: l.meter.as_deref().unwrap_or_default().to_string(),
     }
 }
 
-pub fn interaction_out(i: &Interaction) -> pb::Interaction {
+pub fn interaction_out<'a>(i: &'a Interaction, periods: &mut Periods<'a>) -> pb::Interaction {
     pb::Interaction {
         interaction_id: i.id.to_string(),
         tenant_id: i.tenant.to_string(),
@@ -324,9 +340,9 @@ pub fn interaction_out(i: &Interaction) -> pb::Interaction {
             conversation_id: i.key.conversation.clone().unwrap_or_default(),
             integration_id: i.key.integration.clone().unwrap_or_default(),
         }),
-        period: Some(period_out(&i.period)),
+        period: Some(periods.out(&i.period)),
         rule: i.rule.to_string(),
-        lines: i.lines.iter().map(line_out).collect(),
+        lines: i.lines.iter().map(|l| line_out(l, periods)).collect(),
         event_id: i.event_id.clone(),
         meter_id: i.meter_id.to_string(),
         outcome_type: i.outcome_type.clone().unwrap_or_default(),
@@ -456,8 +472,8 @@ pub fn accepted_event_to_raw(tenant: &str, e: &crate::rating::event::Event) -> R
 pub fn record_out(r: &Record, cursor: String) -> pb::Record {
     use pb::record::Body;
     let body = match &r.body {
-        RecordBody::Interaction(i) => Body::Interaction(interaction_out(i)),
-        RecordBody::Line(l) => Body::Line(line_out(l)),
+        RecordBody::Interaction(i) => Body::Interaction(interaction_out(i, &mut Periods::default())),
+        RecordBody::Line(l) => Body::Line(line_out(l, &mut Periods::default())),
         RecordBody::PassThrough(p) => Body::PassThrough(pass_through_out(p)),
         RecordBody::Alert(a) => Body::Alert(alert_out(a)),
         RecordBody::DeadLetter(d) => Body::DeadLetter(dead_letter_out(&r.tenant, d)),
@@ -519,13 +535,14 @@ pub fn outcome_out(o: &Outcome) -> pb::EventOutcome {
         Disposition::Charged => (pb::Disposition::Charged, 0),
         Disposition::NotBillable(r) => (pb::Disposition::NotBillable, not_billable_out(r)),
     };
+    let mut periods = Periods::default();
     pb::EventOutcome {
         event_id: o.event_id.clone(),
         disposition: disposition as i32,
         retry: o.retry,
-        interactions: o.interactions.iter().map(interaction_out).collect(),
+        interactions: o.interactions.iter().map(|i| interaction_out(i, &mut periods)).collect(),
         counted_in: o.counted_in.iter().map(|i| i.to_string()).collect(),
-        lines: o.lines.iter().map(line_out).collect(),
+        lines: o.lines.iter().map(|l| line_out(l, &mut periods)).collect(),
         pass_through: o.pass_through.as_ref().map(pass_through_out),
         not_billable_reason: reason,
         refusal: None,

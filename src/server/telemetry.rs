@@ -393,18 +393,31 @@ impl Telemetry {
     /// Called once per event: attributes on the stack, the tenant's copied only when it
     /// is a label.
     pub fn count_event(&self, outcome: &'static str, meter: &'static str, tenant: &str, new_interaction: bool) {
+        self.count_events(outcome, meter, tenant, 1, u64::from(new_interaction));
+    }
+
+    /// Counts `events` answered events alike (a batch's, tallied), of which
+    /// `new_interactions` began an interaction.
+    pub fn count_events(
+        &self,
+        outcome: &'static str,
+        meter: &'static str,
+        tenant: &str,
+        events: u64,
+        new_interactions: u64,
+    ) {
         let meter = KeyValue::new("daybook.meter", meter);
         let outcome = KeyValue::new("daybook.outcome", outcome);
         if self.tenant_label {
             let tenant = KeyValue::new("daybook.tenant", tenant.to_string());
-            self.events.add(1, &[meter.clone(), outcome, tenant.clone()]);
-            if new_interaction {
-                self.interactions.add(1, &[meter, tenant]);
+            self.events.add(events, &[meter.clone(), outcome, tenant.clone()]);
+            if new_interactions > 0 {
+                self.interactions.add(new_interactions, &[meter, tenant]);
             }
         } else {
-            self.events.add(1, &[meter.clone(), outcome]);
-            if new_interaction {
-                self.interactions.add(1, &[meter]);
+            self.events.add(events, &[meter.clone(), outcome]);
+            if new_interactions > 0 {
+                self.interactions.add(new_interactions, &[meter]);
             }
         }
     }
@@ -654,16 +667,16 @@ impl CallEnd {
         if self.ingest {
             self.telemetry.ingest_calls.fetch_sub(1, Ordering::Relaxed);
         }
-        let mut attributes = vec![
+        // On the stack: this runs once per call.
+        let attributes = [
             KeyValue::new("rpc.system.name", "grpc"),
             KeyValue::new("rpc.method", self.method.clone()),
             KeyValue::new("rpc.response.status_code", status),
+            // The semantic conventions' error.type: a failed call's status code.
+            KeyValue::new("error.type", status),
         ];
-        // The semantic conventions' error.type: a failed call's status code.
-        if status != "OK" {
-            attributes.push(KeyValue::new("error.type", status));
-        }
-        self.telemetry.rpc_duration.record(self.started.elapsed().as_secs_f64(), &attributes);
+        let recorded = if status == "OK" { &attributes[..3] } else { &attributes[..] };
+        self.telemetry.rpc_duration.record(self.started.elapsed().as_secs_f64(), recorded);
         if let Some(mut span) = self.span.take() {
             span.set_attribute(KeyValue::new("rpc.response.status_code", status));
             if is_server_error(status) {

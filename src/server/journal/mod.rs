@@ -137,12 +137,21 @@ const MAX_FRAME: u32 = 64 << 20;
 
 /// Encodes one frame.
 pub fn frame(entry: &Entry) -> Vec<u8> {
-    let payload = entry.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = Vec::with_capacity(HEADER + entry.encoded_len());
+    frame_into(entry, &mut out);
     out
+}
+
+/// Appends `entry`'s frame to `out`, encoding it in place.
+pub fn frame_into(entry: &Entry, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(HEADER + entry.encoded_len());
+    out.extend_from_slice(&[0; HEADER]);
+    entry.encode_raw(out);
+    let payload = &out[start + HEADER..];
+    let (len, crc) = ((payload.len() as u32).to_le_bytes(), crc32fast::hash(payload).to_le_bytes());
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + HEADER].copy_from_slice(&crc);
 }
 
 /// What scanning a segment gives: its whole entries, the offset after the last of them,
@@ -407,8 +416,7 @@ impl<P: Send + 'static> Journal<P> {
         let mut p = self.pending.lock().unpoisoned();
         p.appended += 1;
         entry.seq = p.appended;
-        let bytes = frame(&entry);
-        p.buf.extend_from_slice(&bytes);
+        frame_into(&entry, &mut p.buf);
         let seq = p.appended;
         if let Some(carried) = carried(seq) {
             p.publish.push((seq, carried));
