@@ -4,10 +4,7 @@
 //! values included) so that the core refuses it with the field named, exactly as it does
 //! for every other transport.
 
-use std::sync::OnceLock;
-
 use chrono::NaiveDate;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use rust_decimal::Decimal;
 
 use crate::rating::credits::LineKind;
@@ -30,7 +27,10 @@ use crate::rating::settings::{
 use crate::rating::time;
 
 /// Generated from `proto/daybook/v1`.
+mod json;
 mod tenants;
+
+pub use json::{from_json, to_json};
 
 pub use tenants::{
     change_in, change_out, meter_def_out, meter_in, plan_in, plan_out, settings_in, settings_out, tenant_in, tenant_out,
@@ -43,31 +43,6 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of the API, for reflection and the JSON mapping.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/daybook_descriptor.bin"));
-
-fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the build embeds a valid descriptor set"))
-}
-
-/// A message in the proto3 JSON mapping, with proto field names.
-pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
-    let descriptor = pool().get_message_by_name(&M::full_name()).expect("message is in the descriptor set");
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).expect("round trip");
-    let mut out = serde_json::Serializer::new(Vec::new());
-    dynamic
-        .serialize_with_options(&mut out, &SerializeOptions::new().use_proto_field_name(true))
-        .expect("serializable");
-    serde_json::from_slice(&out.into_inner()).expect("valid JSON")
-}
-
-/// Reads a message from the proto3 JSON mapping (proto or lowerCamelCase field names).
-pub fn from_json<M: prost::Message + prost::Name + Default>(text: &str) -> Result<M, String> {
-    let descriptor = pool().get_message_by_name(&M::full_name()).expect("message is in the descriptor set");
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer).map_err(|e| e.to_string())?;
-    deserializer.end().map_err(|e| e.to_string())?;
-    dynamic.transcode_to::<M>().map_err(|e| e.to_string())
-}
 
 // ---- Events in ----
 
@@ -800,7 +775,8 @@ mod tests {
         assert!(!is_alert_record(&interaction.encode_to_vec()));
         assert!(!is_alert_record(&[0xff, 0xff]), "damage is not an alert");
         // The field number the scan looks for is the one the proto gives `alert`.
-        let alert_field = pool().get_message_by_name("daybook.v1.Record").unwrap().get_field_by_name("alert").unwrap();
+        let alert_field =
+            json::pool().get_message_by_name("daybook.v1.Record").unwrap().get_field_by_name("alert").unwrap();
         assert_eq!(alert_field.number(), 13);
     }
 }

@@ -255,6 +255,14 @@ impl Ledger {
         self.months.entry(month).or_default().add(totals);
     }
 
+    /// Adds what another ledger's entries came to, date by date (a rebuild made in
+    /// parts). Its alerts and frozen part are not taken: a part has none.
+    pub fn absorb(&mut self, part: Ledger) {
+        for (date, totals) in &part.days {
+            self.add_totals(*date, totals);
+        }
+    }
+
     /// Adds one entry; `true` when its month's total is now past half a limit, from where
     /// the engine checks each event against the limits (`Engine::check_limits`).
     pub fn add(&mut self, date: NaiveDate, entry: Entry) -> bool {

@@ -42,9 +42,12 @@ impl Services {
     }
 
     fn count(&self, tenant: &str, result: &Result<Outcome, Refusal>) {
-        let mut tally = Tally::default();
-        tally.add(tenant, result);
-        self.count_tally(tally);
+        let (outcome, new, refused) = answer_kind(result);
+        let telemetry = self.daybook.telemetry();
+        telemetry.count_events(outcome, self.meter_of(tenant), tenant, 1, new);
+        if let Some((reason, rule)) = refused {
+            telemetry.count_refused(reason, rule);
+        }
     }
 
     /// Counts what a tally holds: one counter update per kind of answer, however many
@@ -199,12 +202,7 @@ struct Tally<'a> {
 
 impl<'a> Tally<'a> {
     fn add(&mut self, tenant: &'a str, result: &Result<Outcome, Refusal>) {
-        let outcome = match result {
-            Ok(o) if o.retry => "retry",
-            Ok(o) => disposition_name(&o.disposition),
-            Err(_) => "refused",
-        };
-        let new = u64::from(matches!(result, Ok(o) if !o.retry && o.disposition == Disposition::NewInteraction));
+        let (outcome, new, refused) = answer_kind(result);
         // The last few kinds only: a batch of many tenants costs a few comparisons per
         // event, and a kind seen again after them is merely counted in two updates.
         match self.answers.iter_mut().rev().take(8).find(|(t, o, ..)| *o == outcome && *t == tenant) {
@@ -214,9 +212,17 @@ impl<'a> Tally<'a> {
             }
             None => self.answers.push((tenant, outcome, 1, new)),
         }
-        if let Err(refusal) = result {
-            self.refusals.push((api::refusal_reason(refusal.code), refusal.rule));
-        }
+        self.refusals.extend(refused);
+    }
+}
+
+/// What an answer is counted as: its outcome label, whether it began an interaction, and
+/// a refusal's reason and rule.
+fn answer_kind(result: &Result<Outcome, Refusal>) -> (&'static str, u64, Option<(&'static str, &'static str)>) {
+    match result {
+        Ok(o) if o.retry => ("retry", 0, None),
+        Ok(o) => (disposition_name(&o.disposition), u64::from(o.disposition == Disposition::NewInteraction), None),
+        Err(refusal) => ("refused", 0, Some((api::refusal_reason(refusal.code), refusal.rule))),
     }
 }
 

@@ -11,6 +11,8 @@ const MAGIC: &[u8] = b"daybook-engine-state-4";
 const MAGIC_V3: &[u8] = b"daybook-engine-state-3";
 /// Before meters, outcomes and corrections: read without them.
 const MAGIC_V2: &[u8] = b"daybook-engine-state-2";
+/// Event ids handed to the insert thread at a time.
+const INSERT_CHUNK: usize = 4096;
 
 fn prior_out<W: Write>(w: &mut Writer<W>, p: &Prior) -> std::io::Result<()> {
     match p {
@@ -284,94 +286,13 @@ impl Engine {
         self.image().write(w)
     }
 
-    /// Version 3's sections: event meters' months, outcome states, and each tenant's
-    /// voids and catalogue (in the order of the tenant table).
-    fn read_part_two<R: Read>(
+    /// The sections after the event ids: the hot state of each kind, then version 3's.
+    fn read_hot_state<R: Read>(
         &self,
         r: &mut Reader<R>,
         remap: &dyn Fn(u32) -> Option<u32>,
         tenants: usize,
     ) -> ReadResult<Vec<Corrections>> {
-        let mut corrections = Vec::new();
-        while r.u8()? == 1 {
-            let key = r.fp()?;
-            let (tenant, meter, month_start) = (r.u32()?, r.u8()?, r.u32()? as i32);
-            let mut events = std::collections::HashSet::new();
-            for _ in 0..r.u32()? {
-                events.insert(r.u64()?);
-            }
-            let e = UnitsEntry { tenant, meter, month_start, events };
-            if let Some(t) = remap(e.tenant) {
-                self.units.insert(key, UnitsEntry { tenant: t, ..e });
-            }
-        }
-        while r.u8()? == 1 {
-            let key = r.fp()?;
-            let e = codec::outcome_state_in(r)?;
-            if let Some(t) = remap(e.tenant) {
-                self.outcomes.insert(key, OutcomeState { tenant: t, ..e });
-            }
-        }
-        for _ in 0..tenants {
-            let mut voids = Vec::new();
-            for _ in 0..r.u32()? {
-                voids.push(codec::void_rule_in(r)?);
-            }
-            let mut catalogue = Vec::new();
-            for _ in 0..r.u32()? {
-                catalogue.push(codec::catalogued_in(r)?);
-            }
-            let mut changed = HashMap::new();
-            for _ in 0..r.u32()? {
-                let id = r.id()?;
-                changed.insert(id, r.opt_str()?);
-            }
-            let seeded = r.u8()? == 1;
-            corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed, seeded });
-        }
-        Ok(corrections)
-    }
-
-    /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
-    /// engine whose tenants (with the same fingerprint key) are already defined, then
-    /// rebuilds the aggregates. On an error the engine holds part of the state and must
-    /// be discarded. State of a tenant that no longer exists is dropped, as a full
-    /// replay would drop its events.
-    pub fn read_state<R: Read>(&self, mut reader: Reader<R>) -> ReadResult<()> {
-        let r = &mut reader;
-        match r.bytes(MAGIC.len())?.as_slice() {
-            m if m == MAGIC => r.version = codec::VERSION,
-            m if m == MAGIC_V3 => r.version = 3,
-            m if m == MAGIC_V2 => r.version = 2,
-            _ => return Err("not an engine state".into()),
-        }
-        let mut table = Vec::new();
-        let mut saved = Vec::new();
-        for _ in 0..r.u32()? {
-            let id = r.str()?;
-            let mut list = Vec::new();
-            for _ in 0..r.u32()? {
-                list.push(codec::alert_in(r)?);
-            }
-            let frozen = codec::frozen_in(r)?;
-            let closed_before = r.i64()?;
-            table.push(self.tenant(&id).map(|t| t.index));
-            saved.push((id, list, frozen, closed_before));
-        }
-        let remap = |i: u32| table.get(i as usize).copied().flatten();
-        while r.u8()? == 1 {
-            let key = r.fp()?;
-            let payload = r.u64()?;
-            let tenant = r.u32()?;
-            let day = r.u32()? as i32;
-            let outcome = match r.u8()? {
-                0 => StoredOutcome::Prior(prior_in(r, &remap)?),
-                _ => StoredOutcome::Full(Arc::new(codec::outcome_in(r)?)),
-            };
-            if let Some(tenant) = remap(tenant) {
-                self.events.insert(key, EventEntry { payload, tenant, day, outcome });
-            }
-        }
         while r.u8()? == 1 {
             let key = r.fp()?;
             let e = codec::interaction_entry_in(r)?;
@@ -419,7 +340,117 @@ impl Engine {
                 self.replies.insert(key, ReplyLog { tenant: t, ..e });
             }
         }
-        let corrections = if r.version >= 3 { self.read_part_two(r, &remap, saved.len())? } else { Vec::new() };
+        if r.version >= 3 { self.read_part_two(r, remap, tenants) } else { Ok(Vec::new()) }
+    }
+
+    /// Version 3's sections: event meters' months, outcome states, and each tenant's
+    /// voids and catalogue (in the order of the tenant table).
+    fn read_part_two<R: Read>(
+        &self,
+        r: &mut Reader<R>,
+        remap: &dyn Fn(u32) -> Option<u32>,
+        tenants: usize,
+    ) -> ReadResult<Vec<Corrections>> {
+        let mut corrections = Vec::new();
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let (tenant, meter, month_start) = (r.u32()?, r.u8()?, r.u32()? as i32);
+            let mut events = std::collections::HashSet::new();
+            for _ in 0..r.u32()? {
+                events.insert(r.u64()?);
+            }
+            let e = UnitsEntry { tenant, meter, month_start, events };
+            if let Some(t) = remap(e.tenant) {
+                self.units.insert(key, UnitsEntry { tenant: t, ..e });
+            }
+        }
+        while r.u8()? == 1 {
+            let key = r.fp()?;
+            let e = codec::outcome_state_in(r)?;
+            if let Some(t) = remap(e.tenant) {
+                self.outcomes.insert(key, OutcomeState { tenant: t, ..e });
+            }
+        }
+        for _ in 0..tenants {
+            let mut voids = Vec::new();
+            for _ in 0..r.u32()? {
+                voids.push(codec::void_rule_in(r)?);
+            }
+            // Sized from its count (bounded: the count is not trusted before the checksum).
+            let entries = r.u32()?;
+            let mut catalogue = Vec::with_capacity((entries as usize).min(1 << 20));
+            for _ in 0..entries {
+                catalogue.push(codec::catalogued_in(r)?);
+            }
+            let mut changed = HashMap::new();
+            for _ in 0..r.u32()? {
+                let id = r.id()?;
+                changed.insert(id, r.opt_str()?);
+            }
+            let seeded = r.u8()? == 1;
+            corrections.push(Corrections { voids: Arc::new(voids), catalogue, changed, seeded });
+        }
+        Ok(corrections)
+    }
+
+    /// Reads what [`Engine::write_state`] wrote (and the checksum after it) into an
+    /// engine whose tenants (with the same fingerprint key) are already defined, then
+    /// rebuilds the aggregates. On an error the engine holds part of the state and must
+    /// be discarded. State of a tenant that no longer exists is dropped, as a full
+    /// replay would drop its events.
+    pub fn read_state<R: Read>(&self, mut reader: Reader<R>) -> ReadResult<()> {
+        let r = &mut reader;
+        match r.bytes(MAGIC.len())?.as_slice() {
+            m if m == MAGIC => r.version = codec::VERSION,
+            m if m == MAGIC_V3 => r.version = 3,
+            m if m == MAGIC_V2 => r.version = 2,
+            _ => return Err("not an engine state".into()),
+        }
+        let mut table = Vec::new();
+        let mut saved = Vec::new();
+        for _ in 0..r.u32()? {
+            let id = r.str()?;
+            let mut list = Vec::new();
+            for _ in 0..r.u32()? {
+                list.push(codec::alert_in(r)?);
+            }
+            let frozen = codec::frozen_in(r)?;
+            let closed_before = r.i64()?;
+            table.push(self.tenant(&id).map(|t| t.index));
+            saved.push((id, list, frozen, closed_before));
+        }
+        let remap = |i: u32| table.get(i as usize).copied().flatten();
+        // The remembered event ids are inserted on a second thread while this one reads
+        // on (issue 19, P6: a start reads its snapshot on two cores).
+        let corrections = std::thread::scope(|scope| {
+            let (chunks, inserts) = std::sync::mpsc::sync_channel::<Vec<(Fp, EventEntry)>>(4);
+            scope.spawn(move || {
+                for chunk in inserts {
+                    chunk.into_iter().for_each(|(key, entry)| drop(self.events.insert(key, entry)));
+                }
+            });
+            let mut chunk = Vec::with_capacity(INSERT_CHUNK);
+            while r.u8()? == 1 {
+                let key = r.fp()?;
+                let payload = r.u64()?;
+                let tenant = r.u32()?;
+                let day = r.u32()? as i32;
+                let outcome = match r.u8()? {
+                    0 => StoredOutcome::Prior(prior_in(r, &remap)?),
+                    _ => StoredOutcome::Full(Arc::new(codec::outcome_in(r)?)),
+                };
+                if let Some(tenant) = remap(tenant) {
+                    chunk.push((key, EventEntry { payload, tenant, day, outcome }));
+                }
+                if chunk.len() == INSERT_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(INSERT_CHUNK));
+                    chunks.send(full).map_err(|_| "the snapshot's insert thread stopped".to_string())?;
+                }
+            }
+            chunks.send(chunk).map_err(|_| "the snapshot's insert thread stopped".to_string())?;
+            drop(chunks);
+            self.read_hot_state(r, &remap, saved.len())
+        })?;
         // Nothing read is trusted until the checksum holds: rebuilding reads dates back.
         reader.finish()?;
         for ((id, ..), c) in saved.iter().zip(corrections) {
