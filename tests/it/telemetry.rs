@@ -75,6 +75,57 @@ fn calls(samples: &[Sample], method: &str, code: &str) -> f64 {
     )
 }
 
+/// A batch's answers are tallied by kind before they reach the counters (issue 19): the
+/// counts are exactly those of the same events sent one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_answers_are_counted_as_single_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Harness::start(dir.path(), NOW, Config::default()).await;
+    let channel = server.tcp_channel().await;
+    create(&channel, tenant("acme", "UTC", pb::Meter::Dar)).await;
+    create(&channel, tenant("globex", "UTC", pb::Meter::Dar)).await;
+    let consumer = pb::SenderRole::Consumer;
+    let event = |tenant: &str, id: &str, at: &str, who: &str| {
+        let m = message(tenant, id, at, who, consumer);
+        pb::Event {
+            tenant_id: m.tenant_id,
+            event_id: m.event_id,
+            event_time: m.event_time,
+            kind: m.message.map(pb::event::Kind::Message),
+        }
+    };
+    let events = vec![
+        event("acme", "m1", "2025-06-20T10:00:00Z", "c1"),
+        event("globex", "g1", "2025-06-20T10:00:00Z", "c1"),
+        event("acme", "m2", "2025-06-20T11:00:00Z", "c1"),
+        event("acme", "m3", "2025-06-20T11:00:00Z", "c2"),
+        event("acme", "m1", "2025-06-20T10:00:00Z", "c1"),
+        event("acme", "m4", "yesterday", "c1"),
+        event("globex", "g2", "2025-06-20T12:00:00Z", "c1"),
+    ];
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    let mut answers =
+        ingest.ingest_batch(tokio_stream::iter(vec![pb::IngestBatchRequest { events }])).await.unwrap().into_inner();
+    assert_eq!(answers.message().await.unwrap().unwrap().outcomes.len(), 7);
+
+    let (_, text) = http_get(server.admin, "/metrics").await;
+    let m = parse_prometheus(&text);
+    let events =
+        |outcome: &str| value(&m, "daybook_events_total", &[("daybook_meter", "dar"), ("daybook_outcome", outcome)]);
+    assert_eq!(events("new_interaction"), 3.0, "m1, g1, m3");
+    assert_eq!(events("already_counted"), 2.0, "m2, g2");
+    assert_eq!(events("retry"), 1.0, "m1 again");
+    assert_eq!(events("refused"), 1.0, "the bad time");
+    assert_eq!(value(&m, "daybook_interactions_total", &[("daybook_meter", "dar")]), 3.0);
+    let refused = value(
+        &m,
+        "daybook_events_refused_total",
+        &[("daybook_refusal_reason", "INVALID_EVENT"), ("daybook_rule", "T-6")],
+    );
+    assert_eq!(refused, 1.0);
+    server.stop().await;
+}
+
 /// Calls a method the server does not serve, with the real gRPC client machinery.
 async fn call_unknown_method(channel: &Channel) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel.clone());

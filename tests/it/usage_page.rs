@@ -54,17 +54,20 @@ fn authorized<T>(message: T) -> tonic::Request<T> {
 
 /// Runs headless Chromium on `url` with `args`; returns its standard output.
 fn chromium(url: &str, args: &[&str]) -> String {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
+    // A profile of its own for each run, removed after it: runs may overlap, and a
+    // profile left behind is 30 directories in the machine's temporary directory.
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("daybook-chromium-{}-{run}", std::process::id()));
     let out = Command::new(&binary)
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--virtual-time-budget=5000"])
-        .arg(format!(
-            "--user-data-dir={}",
-            std::env::temp_dir().join(format!("daybook-chromium-{}", std::process::id())).display()
-        ))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("{binary}: {e} (install Debian's chromium; .ci/run does)"));
+        .output();
+    let _ = std::fs::remove_dir_all(&profile);
+    let out = out.unwrap_or_else(|e| panic!("{binary}: {e} (install Debian's chromium; .ci/run does)"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
