@@ -250,9 +250,10 @@ struct Traffic {
 
 impl Traffic {
     fn new(tenant: &str, run: &str, worker: usize) -> Traffic {
-        // Seeded by the run as well as the worker: each run draws consumers afresh, so
-        // a later run (or round) meets the first touches the distribution gives, not a
-        // replay of the consumers an earlier run already counted.
+        // Seeded by the run as well as the worker, and each run has a consumer
+        // population of its own (`event`): every run (and round) starts where a day
+        // starts, with no consumer counted yet, so its first touches are what its
+        // distribution and length give, whatever ran before it on the same server.
         let run_seed =
             run.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         let rng = Rng((run_seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
@@ -272,8 +273,8 @@ impl Traffic {
             event_id: format!("{}-{}-{}", self.run, self.worker, self.next),
             event_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             kind: Some(pb::event::Kind::Message(pb::MessageEvent {
-                consumer_id: format!("consumer-{consumer}"),
-                conversation_id: format!("conversation-{consumer}"),
+                consumer_id: format!("{}-consumer-{consumer}", self.run),
+                conversation_id: format!("{}-conversation-{consumer}", self.run),
                 sender_role: role as i32,
                 sender_id: format!("agent-{}", consumer % 50),
                 channel: pb::Channel::Web as i32,
