@@ -389,15 +389,9 @@ impl Telemetry {
         self.ingest_calls.load(Ordering::Relaxed)
     }
 
-    /// Counts one answered event.
-    /// Called once per event: attributes on the stack, the tenant's copied only when it
-    /// is a label.
-    pub fn count_event(&self, outcome: &'static str, meter: &'static str, tenant: &str, new_interaction: bool) {
-        self.count_events(outcome, meter, tenant, 1, u64::from(new_interaction));
-    }
-
-    /// Counts `events` answered events alike (a batch's, tallied), of which
-    /// `new_interactions` began an interaction.
+    /// Counts `events` answered events alike (one call's, or a batch's tallied by kind),
+    /// of which `new_interactions` began an interaction. Attributes on the stack, the
+    /// tenant's copied only when it is a label.
     pub fn count_events(
         &self,
         outcome: &'static str,
