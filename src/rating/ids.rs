@@ -295,6 +295,9 @@ mod tests {
 
     #[test]
     fn shard_groups_take_staggered_shares_over_one_doubling() {
+        // Floating point only to derive the groups' weights, 2^(g/8), and to compare
+        // sampled shares with them; the stagger itself uses the integer thresholds, and
+        // no credit or price comes near this.
         let total: f64 = (0..8).map(|g| 2f64.powf(f64::from(g) / 8.0)).sum();
         let mut cumulative = 0.0;
         for (g, threshold) in GROUP_THRESHOLDS.iter().enumerate() {

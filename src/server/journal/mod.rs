@@ -137,7 +137,7 @@ const MAX_FRAME: u32 = 64 << 20;
 
 /// Encodes one frame.
 pub fn frame(entry: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + entry.encoded_len());
+    let mut out = Vec::new();
     frame_into(entry, &mut out);
     out
 }
