@@ -105,6 +105,10 @@ pub struct RecoveryRun {
     pub tail: u64,
     pub journal_bytes: u64,
     pub write: Duration,
+    /// Each round's snapshot of the state before the tail: its wall time and the process's
+    /// CPU seconds (user and system) while it was written, and its size in bytes.
+    pub snapshot_writes: Vec<(Duration, f64)>,
+    pub snapshot_bytes: u64,
     /// Each round's start from the latest snapshot and the journal's tail after it (P6).
     pub from_snapshot: Vec<Duration>,
     /// Each round's start from the journal alone (the snapshot moved aside).
@@ -149,6 +153,7 @@ pub fn recovery_run(
     let zipf = crate::loadgen::Zipf::new(1_000_000);
     let mut rng = crate::loadgen::Rng(0x9e37_79b9_7f4a_7c15);
     let tail = tail.min(events);
+    let (mut snapshot_writes, mut snapshot_bytes) = (Vec::new(), 0);
     // Two phases: up to the snapshot, then the tail after it.
     for phase in [0..events - tail, events - tail..events] {
         for from in phase.clone().step_by(1000) {
@@ -172,6 +177,17 @@ pub fn recovery_run(
         if phase.end == events - tail {
             daybook.write_snapshot(data_dir)?;
             writeln!(out, "  snapshot written after {} events", phase.end)?;
+            // The same snapshot again, timed, into a directory beside it: the one the
+            // starts read stays as written.
+            let scratch = data_dir.join("snapshot-timed");
+            std::fs::create_dir_all(&scratch)?;
+            for _ in 0..rounds.max(1) {
+                let (started, cpu) = (WallInstant::now(), process_cpu());
+                daybook.write_snapshot(&scratch)?;
+                snapshot_writes.push((started.elapsed(), process_cpu() - cpu));
+            }
+            snapshot_bytes = std::fs::metadata(scratch.join("snapshot.bin"))?.len();
+            std::fs::remove_dir_all(&scratch)?;
         }
     }
     runtime.block_on(daybook.journal().close());
@@ -196,7 +212,12 @@ pub fn recovery_run(
         std::fs::rename(&aside, &snapshot)?;
         from_journal.push(alone?);
     }
-    Ok(RecoveryRun { events, tail, journal_bytes, write, from_snapshot, from_journal })
+    Ok(RecoveryRun { events, tail, journal_bytes, write, snapshot_writes, snapshot_bytes, from_snapshot, from_journal })
+}
+
+/// This process's CPU seconds so far, user and system.
+fn process_cpu() -> f64 {
+    crate::server::process::cpu_seconds().map_or(0.0, |(user, system)| user + system)
 }
 
 /// What `daybook bench-state` measures.
@@ -271,6 +292,14 @@ pub fn bench_state(options: &StateOptions, out: &mut impl Write) -> anyhow::Resu
             run.tail,
             show(run.from_snapshot.iter().map(Duration::as_secs_f64), 2),
             show(run.from_journal.iter().map(Duration::as_secs_f64), 2),
+        )?;
+        writeln!(
+            out,
+            "snapshot of the {} events before the tail ({:.0} MiB) written in {} s, {} s of CPU",
+            run.events - run.tail,
+            run.snapshot_bytes as f64 / f64::from(1u32 << 20),
+            show(run.snapshot_writes.iter().map(|(wall, _)| wall.as_secs_f64()), 2),
+            show(run.snapshot_writes.iter().map(|(_, cpu)| *cpu), 2),
         )?;
     }
     Ok(())

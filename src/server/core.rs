@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 
+use super::direct_file;
 use super::journal::{DeadLetterEntry, Entry, EntryKind, EventEntry, Journal, JournalError, JournalOptions};
 use super::records::{Hub, Published, stamp};
 use super::telemetry::Telemetry;
@@ -698,18 +699,27 @@ impl Daybook {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let tmp = data_dir.join("snapshot.tmp");
-        let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        let mut w = crate::rating::snapshot::Writer::new(file);
-        w.bytes(super::recovery::SNAPSHOT_MAGIC)?;
-        w.u64(seq)?;
-        w.u32(api_tenants.len() as u32)?;
-        for t in &api_tenants {
-            w.blob(t)?;
+        let write = |direct: bool| -> std::io::Result<()> {
+            let mut w = crate::rating::snapshot::Writer::new(direct_file::create(&tmp, direct)?);
+            w.bytes(super::recovery::SNAPSHOT_MAGIC)?;
+            w.u64(seq)?;
+            w.u32(api_tenants.len() as u32)?;
+            for t in &api_tenants {
+                w.blob(t)?;
+            }
+            image.write(&mut w)?;
+            w.finish()?.finish()
+        };
+        match write(true) {
+            Err(e) if direct_file::is_unsupported(&e) => {
+                tracing::debug!(
+                    "the data directory refuses direct writes ({e}): the snapshot goes through the page cache"
+                );
+                write(false)?;
+            }
+            written => written?,
         }
-        image.write(&mut w)?;
         drop(image);
-        let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
         std::fs::rename(&tmp, data_dir.join("snapshot.bin"))?;
         std::fs::File::open(data_dir)?.sync_all()?;
         *last = seq;

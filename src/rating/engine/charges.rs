@@ -149,11 +149,7 @@ impl Engine {
         };
         fx.pass_through_entry = Some((event_fp, entry));
         fx.ledger.push((day.start_date, Entry::PassThrough(price.currency, charge.amount)));
-        fx.records.push(Record {
-            tenant: tenant.id.clone(),
-            rule: "CR-9",
-            body: RecordBody::PassThrough(record.clone()),
-        });
+        fx.emit(|| Record { tenant: tenant.id.clone(), rule: "CR-9", body: RecordBody::PassThrough(record.clone()) });
         fx.pass_through = Some(record);
     }
 }

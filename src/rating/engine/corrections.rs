@@ -331,13 +331,13 @@ impl Engine {
         let credits: Decimal = reversals.iter().map(|(l, _)| l.credits).sum();
         for (l, bucket) in reversals {
             fx.ledger.push((date, Entry::Credits(bucket, l.credits)));
-            fx.records.push(Record { tenant: tenant.id.clone(), rule: "COR-2", body: RecordBody::Line(l.clone()) });
+            fx.emit(|| Record { tenant: tenant.id.clone(), rule: "COR-2", body: RecordBody::Line(l.clone()) });
             fx.lines.push(l);
         }
         fx.ledger.push((date, Entry::Uncount));
         fx.meter_entry(tenant, date, entry.meter, -1, 0, credits);
         let id = RecordId::of(&[b"withdrawn", &entry.id.0, by.as_bytes()]);
-        fx.records.push(Record {
+        fx.emit(|| Record {
             tenant: tenant.id.clone(),
             rule: "COR-2",
             body: RecordBody::Withdrawn(Withdrawal {

@@ -131,7 +131,8 @@ impl Engine {
     /// Rates a journaled event again on replay. Which event crosses an alert threshold
     /// depends on the order of events of other keys, which replay need not repeat: the
     /// alerts the event raised when it was first rated (`alerts`, from its journaled
-    /// records) are restored instead of judged again.
+    /// records) are restored instead of judged again. Its records are not built: they were
+    /// emitted when the event was first rated.
     pub fn replay(
         &self,
         raw: RawEvent,
@@ -228,6 +229,8 @@ impl Engine {
         }
 
         let mut effects = Self::effects(slot, mode, now, closed_before);
+        // A replayed event's records were emitted when it was first rated.
+        effects.silent = replayed_alerts.is_some();
         let disposition = self.rate((tenant, settings), &event, event_fp, &mut effects);
 
         out.entry = effects.shared.as_ref().map(|t| t.entry);
@@ -514,7 +517,7 @@ impl Engine {
         let mut outcome = match seen.outcome {
             StoredOutcome::Full(outcome) => (*outcome).clone(),
             StoredOutcome::Prior(prior) => {
-                let mut fx = Effects { mode: Mode::Retry(prior), ..Effects::default() };
+                let mut fx = Effects { mode: Mode::Retry(prior), silent: true, ..Effects::default() };
                 let disposition = self.rate((tenant, tenant.settings_at(event.at)), &event, event_fp, &mut fx);
                 fx.outcome(event.event_id, disposition)
             }

@@ -433,7 +433,7 @@ impl Engine {
                     let entry = self.catalogued(id, state, meter.index, period.start_date, Source::Hot, listed);
                     fx.catalogue(entry, voided_by.clone());
                 }
-                fx.records.push(Record {
+                fx.emit(|| Record {
                     tenant: tenant.id.clone(),
                     rule: touch.rule,
                     body: RecordBody::Interaction(interaction.clone()),
@@ -467,11 +467,7 @@ impl Engine {
                 fx.meter_entry(tenant, date, meter.index, 0, 0, credits);
                 for (l, slot) in added {
                     fx.ledger.push((date, Entry::Credits(slot as usize, l.credits)));
-                    fx.records.push(Record {
-                        tenant: tenant.id.clone(),
-                        rule: l.rule,
-                        body: RecordBody::Line(l.clone()),
-                    });
+                    fx.emit(|| Record { tenant: tenant.id.clone(), rule: l.rule, body: RecordBody::Line(l.clone()) });
                     fx.lines.push(l);
                 }
                 false

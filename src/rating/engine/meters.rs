@@ -260,7 +260,7 @@ impl Engine {
             origin: None,
         };
         state.billed = Some(billed);
-        fx.records.push(Record {
+        fx.emit(|| Record {
             tenant: tenant.id.clone(),
             rule: "OUT-1",
             body: RecordBody::Interaction(interaction.clone()),
@@ -281,13 +281,13 @@ impl Engine {
         if let Some(line) = old.line {
             let l = outcome_reversal(old.interaction, line, old.credits, meter, &info, by);
             fx.ledger.push((date, Entry::Credits(OUTCOME_BUCKET, l.credits)));
-            fx.records.push(Record { tenant: tenant.id.clone(), rule: "OUT-4", body: RecordBody::Line(l.clone()) });
+            fx.emit(|| Record { tenant: tenant.id.clone(), rule: "OUT-4", body: RecordBody::Line(l.clone()) });
             fx.lines.push(l);
             fx.ledger.push((date, Entry::Uncount));
             fx.meter_entry(tenant, date, meter.index, -1, 0, -old.credits);
         }
         let id = RecordId::of(&[b"withdrawn", &old.interaction.0, by.as_bytes()]);
-        fx.records.push(Record {
+        fx.emit(|| Record {
             tenant: tenant.id.clone(),
             rule: "OUT-4",
             body: RecordBody::Withdrawn(Withdrawal {

@@ -325,6 +325,9 @@ struct Effects {
     pass_through: Option<PassThroughCharge>,
     ledger: Vec<(NaiveDate, Entry)>,
     records: Vec<Record>,
+    /// Records are not wanted: a replay discards them (they were emitted when the event
+    /// was first rated), and a retry answers from its outcome alone.
+    silent: bool,
     /// The tenant's voids while it has any (COR-1), read once per event.
     voids: Option<Arc<Vec<VoidRule>>>,
     /// Whether the tenant's new interactions are catalogued for voids.
@@ -465,8 +468,15 @@ impl Effects {
 
     pub(super) fn add_line(&mut self, tenant: &Tenant, date: NaiveDate, bucket: usize, line: CreditLine) {
         self.ledger.push((date, Entry::Credits(bucket, line.credits)));
-        self.records.push(Record { tenant: tenant.id.clone(), rule: line.rule, body: RecordBody::Line(line.clone()) });
+        self.emit(|| Record { tenant: tenant.id.clone(), rule: line.rule, body: RecordBody::Line(line.clone()) });
         self.lines.push(line);
+    }
+
+    /// Emits a record, built only when records are wanted.
+    pub(super) fn emit(&mut self, record: impl FnOnce() -> Record) {
+        if !self.silent {
+            self.records.push(record());
+        }
     }
 }
 
