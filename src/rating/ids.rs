@@ -90,7 +90,7 @@ const GROUP_SHIFT: u32 = 54;
 
 /// Cumulative shares of the eight shard groups, out of 65,536: group `g` holds a share
 /// proportional to `2^(g/8)`, so from the smallest group to the largest the share grows
-/// by a factor of `2^(7/8)` in eight even steps (recomputed in a test).
+/// by a factor of `2^(7/8)` in eight even steps (checked in a test).
 const GROUP_THRESHOLDS: [u16; 7] = [5932, 12400, 19454, 27146, 35534, 44682, 54658];
 
 /// Gives the shards of a map unequal, staggered shares of the keys.
@@ -295,14 +295,14 @@ mod tests {
 
     #[test]
     fn shard_groups_take_staggered_shares_over_one_doubling() {
-        // Floating point only to derive the groups' weights, 2^(g/8), and to compare
-        // sampled shares with them; the stagger itself uses the integer thresholds, and
-        // no credit or price comes near this.
-        let total: f64 = (0..8).map(|g| 2f64.powf(f64::from(g) / 8.0)).sum();
-        let mut cumulative = 0.0;
-        for (g, threshold) in GROUP_THRESHOLDS.iter().enumerate() {
-            cumulative += 2f64.powf(g as f64 / 8.0);
-            assert_eq!(*threshold, (cumulative / total * 65536.0).round() as u16);
+        // Each group's width (out of 65,536) is 2^(1/8) times the one before: in integers,
+        // width[g+1]^8 is twice width[g]^8, within 1% (the thresholds are rounded to units).
+        let bounds: Vec<i128> =
+            std::iter::once(0).chain(GROUP_THRESHOLDS.iter().map(|t| i128::from(*t))).chain([65536]).collect();
+        let widths: Vec<i128> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
+        for pair in widths.windows(2) {
+            let (before, after) = (pair[0].pow(8), pair[1].pow(8));
+            assert!((after - 2 * before).abs() * 100 <= 2 * before, "widths {} then {}", pair[0], pair[1]);
         }
         // Fingerprints are uniform: each group's share is its weight's, within sampling.
         let f = Fingerprinter::new([7; 16]);
@@ -315,10 +315,10 @@ mod tests {
             // Everything else is the fingerprint's own.
             assert_eq!(hash & !(7 << GROUP_SHIFT), fp.0 & !(7 << GROUP_SHIFT));
         }
-        for (g, count) in counts.iter().enumerate() {
-            let expected = 2f64.powf(g as f64 / 8.0) / total;
-            let share = f64::from(*count) / n as f64;
-            assert!((share - expected).abs() < 0.005, "group {g}: {share} against {expected}");
+        // Each group's sampled share is its width's, within half a percentage point.
+        for (g, (count, width)) in counts.iter().zip(&widths).enumerate() {
+            let off = (i128::from(*count) * 65536 - i128::from(n) * width).abs();
+            assert!(off * 200 < i128::from(n) * 65536, "group {g}: {count} of {n} against a width of {width}");
         }
         assert!(shard_amount() >= 8 && shard_amount().is_power_of_two());
     }
