@@ -247,7 +247,7 @@ fn maintenance(c: &mut Criterion) {
         b.iter_batched(
             engine,
             |e| {
-                e.read_state(daybook::rating::snapshot::Reader::new(file.as_slice())).unwrap();
+                e.read_state(daybook::rating::snapshot::Reader::sized(file.as_slice(), file.len() as u64)).unwrap();
                 e
             },
             BatchSize::PerIteration,

@@ -194,9 +194,16 @@ impl Daybook {
         };
         // The snapshot when there is a readable one (then only the journal after it is
         // replayed); otherwise the whole journal.
+        // How long each half of a start takes is logged: an operator sizing snapshots
+        // against start time (issue 19, P6) needs both.
+        let started = std::time::Instant::now();
         let (engine, snapshot_seq) = match super::recovery::read_snapshot(data_dir, fresh()?, &names) {
             Ok(Some(loaded)) => {
-                tracing::info!("loaded the snapshot at journal entry {}; replaying the journal after it", loaded.1);
+                tracing::info!(
+                    "loaded the snapshot at journal entry {} in {:.2} s; replaying the journal after it",
+                    loaded.1,
+                    started.elapsed().as_secs_f64()
+                );
                 loaded
             }
             Ok(None) => (fresh()?, 0),
@@ -208,6 +215,11 @@ impl Daybook {
         let replayed =
             super::recovery::replay_journal(&dir, &engine, snapshot_seq, &names, budget.as_ref().map(|b| b.entries))?;
         let (last_seq, shipped, pending) = (replayed.last_seq, replayed.shipped, replayed.pending);
+        tracing::info!(
+            "replayed journal entries {} to {last_seq}; recovered in {:.2} s",
+            snapshot_seq + 1,
+            started.elapsed().as_secs_f64()
+        );
         let hub = Arc::new(Hub::default());
         let publisher = hub.clone();
         let observer = telemetry.clone();

@@ -27,7 +27,8 @@ pub(super) fn read_snapshot(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let mut r = crate::rating::snapshot::Reader::new(file);
+    let length = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = crate::rating::snapshot::Reader::sized(file, length);
     if r.bytes(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
         return Err("not a daybook snapshot".into());
     }

@@ -257,7 +257,7 @@ proptest! {
         original.write_state(&mut writer).unwrap();
         writer.finish().unwrap();
         let restored = engine(&tenant);
-        restored.read_state(daybook::rating::snapshot::Reader::new(bytes.as_slice())).unwrap();
+        restored.read_state(daybook::rating::snapshot::Reader::sized(bytes.as_slice(), bytes.len() as u64)).unwrap();
         prop_assert_eq!(observe(&restored), observe(&original));
         for event in &events {
             let a = original.ingest(raw_event("acme", event), None, &mut Vec::new());
@@ -270,7 +270,7 @@ proptest! {
             let i = bytes.len() / 2;
             damaged[i] ^= 0x5a;
             let target = engine(&tenant);
-            let result = target.read_state(daybook::rating::snapshot::Reader::new(damaged.as_slice()));
+            let result = target.read_state(daybook::rating::snapshot::Reader::sized(damaged.as_slice(), damaged.len() as u64));
             prop_assert!(result.is_err());
         }
     }

@@ -219,7 +219,7 @@ proptest! {
         original.engine().write_state(&mut writer).unwrap();
         writer.finish().unwrap();
         let restored = target(&tenant);
-        restored.engine().read_state(daybook::rating::snapshot::Reader::new(bytes.as_slice())).unwrap();
+        restored.engine().read_state(daybook::rating::snapshot::Reader::sized(bytes.as_slice(), bytes.len() as u64)).unwrap();
         for event in &events[k..] {
             let a = original.engine().ingest(raw_event("acme", event), None, &mut Vec::new());
             let b = restored.engine().ingest(raw_event("acme", event), None, &mut Vec::new());

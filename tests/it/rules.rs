@@ -742,7 +742,7 @@ fn t_3_closed_periods_are_pruned_and_every_total_stays() {
     writer.finish().unwrap();
     let restored = Engine::new(EngineConfig::default());
     restored.put_tenant(engine.tenant("acme").unwrap().spec.clone()).unwrap();
-    restored.read_state(daybook::rating::snapshot::Reader::new(bytes.as_slice())).unwrap();
+    restored.read_state(daybook::rating::snapshot::Reader::sized(bytes.as_slice(), bytes.len() as u64)).unwrap();
     assert_eq!(restored.usage("acme", None, None), engine.usage("acme", None, None));
     assert_eq!(restored.statements("acme"), engine.statements("acme"));
     let late =

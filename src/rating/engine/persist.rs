@@ -7,7 +7,9 @@ use crate::rating::ledger::Frozen;
 use crate::rating::outcome::Alert;
 use crate::rating::snapshot::{self as codec, ReadResult, Reader, Writer};
 
-const MAGIC: &[u8] = b"daybook-engine-state-4";
+const MAGIC: &[u8] = b"daybook-engine-state-5";
+/// Before each map's count (which sizes it when read).
+const MAGIC_V4: &[u8] = b"daybook-engine-state-4";
 const MAGIC_V3: &[u8] = b"daybook-engine-state-3";
 /// Before meters, outcomes and corrections: read without them.
 const MAGIC_V2: &[u8] = b"daybook-engine-state-2";
@@ -128,6 +130,21 @@ impl StateImage {
         self.events.len()
     }
 
+    /// Entries of each map, in the order [`Engine::presize`] reads them.
+    fn counts(&self) -> [usize; 9] {
+        [
+            self.events.len(),
+            self.interactions.len(),
+            self.cobrowse.len(),
+            self.functions.len(),
+            self.users.len(),
+            self.pass_through.len(),
+            self.replies.len(),
+            self.units.len(),
+            self.outcomes.len(),
+        ]
+    }
+
     /// Writes every map: entries each preceded by 1, then a 0.
     pub fn write<W: Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
         w.bytes(MAGIC)?;
@@ -140,6 +157,9 @@ impl StateImage {
             }
             codec::frozen_out(w, &t.frozen)?;
             w.i64(t.closed_before)?;
+        }
+        for count in self.counts() {
+            w.u64(count as u64)?;
         }
         for (key, e) in &self.events {
             w.u8(1)?;
@@ -286,6 +306,23 @@ impl Engine {
         self.image().write(w)
     }
 
+    /// Sizes every map for the entries the snapshot announces (see [`crate::rating::ids::presize`]).
+    fn presize<R: Read>(&self, r: &mut Reader<R>) -> ReadResult<()> {
+        use crate::rating::ids::presize;
+        // Every entry is at least its marker byte and a 16-byte key.
+        const LEAST: u64 = 17;
+        presize(&self.events, r.count(LEAST)?);
+        presize(&self.interactions, r.count(LEAST)?);
+        presize(&self.cobrowse, r.count(LEAST)?);
+        presize(&self.functions, r.count(LEAST)?);
+        presize(&self.users, r.count(LEAST)?);
+        presize(&self.pass_through, r.count(LEAST)?);
+        presize(&self.replies, r.count(LEAST)?);
+        presize(&self.units, r.count(LEAST)?);
+        presize(&self.outcomes, r.count(LEAST)?);
+        Ok(())
+    }
+
     /// The sections after the event ids: the hot state of each kind, then version 3's.
     fn read_hot_state<R: Read>(
         &self,
@@ -402,6 +439,7 @@ impl Engine {
         let r = &mut reader;
         match r.bytes(MAGIC.len())?.as_slice() {
             m if m == MAGIC => r.version = codec::VERSION,
+            m if m == MAGIC_V4 => r.version = 4,
             m if m == MAGIC_V3 => r.version = 3,
             m if m == MAGIC_V2 => r.version = 2,
             _ => return Err("not an engine state".into()),
@@ -420,6 +458,9 @@ impl Engine {
             saved.push((id, list, frozen, closed_before));
         }
         let remap = |i: u32| table.get(i as usize).copied().flatten();
+        if r.version >= 5 {
+            self.presize(r)?;
+        }
         // The remembered event ids are inserted on a second thread while this one reads
         // on (issue 19, P6: a start reads its snapshot on two cores).
         let corrections = std::thread::scope(|scope| {
@@ -472,5 +513,100 @@ impl Engine {
         }
         self.rebuild_ledgers();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::pb;
+
+    fn engine_with_events(n: usize) -> Engine {
+        let engine = Engine::new(EngineConfig::default());
+        let toml = "[[tenant]]\nid = \"acme\"\ntime_zone = \"UTC\"\nmeter = \"dar\"\n";
+        for spec in crate::tenants::parse_tenants_toml(toml).unwrap() {
+            engine.put_tenant(spec).unwrap();
+        }
+        for i in 0..n {
+            let event = pb::Event {
+                tenant_id: "acme".into(),
+                event_id: format!("e{i}"),
+                event_time: "2025-06-10T10:00:00Z".into(),
+                kind: Some(pb::event::Kind::Message(pb::MessageEvent {
+                    consumer_id: format!("c{}", i % 50),
+                    conversation_id: "conv".into(),
+                    sender_role: pb::SenderRole::Consumer as i32,
+                    channel: pb::Channel::Web as i32,
+                    integration_id: "web-1".into(),
+                    ..Default::default()
+                })),
+            };
+            engine.ingest(event.into(), None, &mut Vec::new()).unwrap();
+        }
+        engine
+    }
+
+    fn snapshot(engine: &Engine) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = Writer::new(&mut bytes);
+        engine.write_state(&mut w).unwrap();
+        w.finish().unwrap();
+        bytes
+    }
+
+    fn empty_engine() -> Engine {
+        engine_with_events(0)
+    }
+
+    #[test]
+    fn a_snapshot_announces_its_maps_sizes_and_a_read_reserves_them() {
+        let original = engine_with_events(2000);
+        let bytes = snapshot(&original);
+        let restored = empty_engine();
+        restored.read_state(Reader::sized(bytes.as_slice(), bytes.len() as u64)).unwrap();
+        assert_eq!(restored.events.len(), 2000);
+        assert_eq!(restored.interactions.len(), original.interactions.len());
+        // Every shard had room for its share before the first insert: none grew past it.
+        let shards = restored.events.shards();
+        for (i, shard) in shards.iter().enumerate() {
+            let expected = crate::rating::ids::expected_in_shard(2000, i, shards.len());
+            assert!(shard.read().capacity() >= expected, "shard {i}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_count_reserves_no_more_than_the_file_can_hold_and_is_refused() {
+        let original = engine_with_events(300);
+        let mut bytes = snapshot(&original);
+        // The nine counts follow the tenant table: find them by their values.
+        let counts: Vec<u8> = original.image().counts().iter().flat_map(|c| (*c as u64).to_le_bytes()).collect();
+        let at = bytes.windows(counts.len()).position(|w| w == counts).expect("the counts are written");
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let target = empty_engine();
+        let result = target.read_state(Reader::sized(bytes.as_slice(), bytes.len() as u64));
+        assert!(result.is_err(), "a damaged snapshot is refused at its checksum");
+        let reserved: usize = target.events.shards().iter().map(|s| s.read().capacity()).sum();
+        // The announced count was used, bounded by the file's length (17 bytes at least per
+        // entry); hashbrown rounds each shard up to a power of two of buckets.
+        let (bound, shards) = (bytes.len() / 17, target.events.shards().len());
+        assert!(reserved + shards >= bound, "reserved {reserved} for {bound}");
+        assert!(reserved <= 2 * bound + 64 * shards, "reserved {reserved} for {bound}");
+    }
+
+    #[test]
+    fn a_version_4_snapshot_without_counts_still_reads() {
+        // Version 4 is version 5 without the counts: rebuild one from a version 5 stream.
+        let original = engine_with_events(100);
+        let bytes = snapshot(&original);
+        let counts: Vec<u8> = original.image().counts().iter().flat_map(|c| (*c as u64).to_le_bytes()).collect();
+        let at = bytes.windows(counts.len()).position(|w| w == counts).expect("the counts are written");
+        let mut v4: Vec<u8> = [&bytes[..at], &bytes[at + counts.len()..bytes.len() - 4]].concat();
+        v4[..MAGIC.len()].copy_from_slice(MAGIC_V4);
+        let crc = crc32fast::hash(&v4);
+        v4.extend_from_slice(&crc.to_le_bytes());
+        let restored = empty_engine();
+        restored.read_state(Reader::sized(v4.as_slice(), v4.len() as u64)).unwrap();
+        assert_eq!(restored.events.len(), 100);
+        assert_eq!(restored.usage("acme", None, None), original.usage("acme", None, None));
     }
 }
