@@ -335,9 +335,8 @@ mod tests {
     fn shard_groups_take_staggered_shares_over_one_doubling() {
         // Each group's width (out of 65,536) is 2^(1/8) times the one before: in integers,
         // width[g+1]^8 is twice width[g]^8, within 1% (the thresholds are rounded to units).
-        let bounds: Vec<i128> =
-            std::iter::once(0).chain(GROUP_THRESHOLDS.iter().map(|t| i128::from(*t))).chain([65536]).collect();
-        let widths: Vec<i128> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
+        let widths: Vec<i128> = (0..8).map(|g| i128::from(group_width(g))).collect();
+        assert_eq!(widths.iter().sum::<i128>(), 65536);
         for pair in widths.windows(2) {
             let (before, after) = (pair[0].pow(8), pair[1].pow(8));
             assert!((after - 2 * before).abs() * 100 <= 2 * before, "widths {} then {}", pair[0], pair[1]);

@@ -192,11 +192,11 @@ impl Daybook {
             }
             Ok(engine)
         };
-        // The snapshot when there is a readable one (then only the journal after it is
-        // replayed); otherwise the whole journal.
         // How long each half of a start takes is logged: an operator sizing snapshots
         // against start time (issue 19, P6) needs both.
         let started = std::time::Instant::now();
+        // The snapshot when there is a readable one (then only the journal after it is
+        // replayed); otherwise the whole journal.
         let (engine, snapshot_seq) = match super::recovery::read_snapshot(data_dir, fresh()?, &names) {
             Ok(Some(loaded)) => {
                 tracing::info!(
