@@ -106,6 +106,11 @@ enum Command {
         /// (`redis_tenant_log`: `when_needed`, `every_tenant`), to measure that path.
         #[arg(long)]
         redis_tenant_log: Option<String>,
+        /// With --redis auto: instead of the rows, freeze (`pause`) or kill (`kill`) its
+        /// Redis a third of the way into each run and bring it back a third later,
+        /// reporting the slowest call before, during and after the outage.
+        #[arg(long)]
+        redis_outage: Option<daybook::loadgen::outage::Outage>,
     },
     /// Measure state in process: resident bytes per hot relationship-day (P4), each size in
     /// a process of its own, and the time to recover a journal (P6).
@@ -257,6 +262,7 @@ fn main() -> ExitCode {
             redis,
             redis_rtt_ms,
             redis_tenant_log,
+            redis_outage,
         } => {
             let options = daybook::loadgen::Options {
                 target: server.unwrap_or_default(),
@@ -270,6 +276,7 @@ fn main() -> ExitCode {
                 traffic: daybook::loadgen::Sampling { consumers, uniform: consumers_dist == "uniform", connections },
                 processes: Vec::new(),
                 rounds,
+                outage: redis_outage,
             };
             let rtt = std::time::Duration::from_secs_f64(redis_rtt_ms.max(0.0) / 1000.0);
             bench(options, !no_floor, &durability, redis.map(|url| (url, redis_tenant_log)), rtt)
@@ -659,6 +666,9 @@ fn bench(
     let mut children = Vec::new();
     let mut own_redis = None;
     let result = (|| -> anyhow::Result<()> {
+        if options.outage.is_some() && redis.as_deref() != Some("auto") {
+            anyhow::bail!("--redis-outage needs --redis auto: a Redis the bench can stop");
+        }
         let redis_url = match redis.as_deref() {
             Some("auto") => {
                 let started = daybook::loadgen::BenchRedis::start()?;
@@ -711,14 +721,14 @@ fn bench(
             options.processes.push((server.addr.clone(), server.process.id()));
             children.push(server);
         }
-        if let Some(url) = &redis_url {
+        if let Some(url) = redis_url.as_ref().filter(|_| options.outage.is_none()) {
             let naive =
                 spawn_announcing(&["bench-naive", "--listen", "127.0.0.1:0", "--redis", url], "naive listening on ")?;
             options.naive = Some(naive.addr.clone());
             options.processes.push((naive.addr.clone(), naive.process.id()));
             children.push(naive);
         }
-        if with_floor {
+        if with_floor && options.outage.is_none() {
             let floor = spawn_announcing(&["bench-floor", "--listen", "127.0.0.1:0"], "floor listening on ")?;
             options.floor = Some(floor.addr.clone());
             options.processes.push((floor.addr.clone(), floor.process.id()));
@@ -735,7 +745,17 @@ fn bench(
             if redis_url.is_some() { " in Redis mode" } else { "" }
         );
         let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(daybook::loadgen::run(&options, &mut std::io::stdout()))?;
+        match options.outage {
+            None => {
+                runtime.block_on(daybook::loadgen::run(&options, &mut std::io::stdout()))?;
+            }
+            Some(outage) => {
+                // `--redis auto`, checked above: the bench stops and starts its own Redis.
+                let redis = own_redis.as_mut().ok_or_else(|| anyhow::anyhow!("the bench started no Redis"))?;
+                let stdout = &mut std::io::stdout();
+                runtime.block_on(daybook::loadgen::outage::run(&options, redis, outage, stdout))?;
+            }
+        }
         drop(proxy_runtime);
         Ok(())
     })();

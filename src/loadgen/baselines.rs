@@ -238,6 +238,7 @@ pub async fn serve_floor(listener: tokio::net::TcpListener) -> anyhow::Result<()
 pub struct BenchRedis {
     process: std::process::Child,
     dir: std::path::PathBuf,
+    port: u16,
     pub url: String,
 }
 
@@ -246,26 +247,61 @@ impl BenchRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("daybook-bench-redis-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let process = BenchRedis::spawn(port, &dir)?;
+        Ok(BenchRedis { process, dir, port, url: format!("redis://127.0.0.1:{port}/") })
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<std::process::Child> {
         let process = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("redis-server (install it, e.g. apt-get install redis-server): {e}"))?;
-        let url = format!("redis://127.0.0.1:{port}/");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Ok(BenchRedis { process, dir, url })
+        Ok(process)
+    }
+
+    /// Freezes it (SIGSTOP): its connections stay open and nothing answers, as in a
+    /// network partition.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill").args([signal, &self.process.id().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} redis-server: {status}");
+        Ok(())
+    }
+
+    /// Kills it (SIGKILL): its connections close.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.process.kill()?;
+        self.process.wait()?;
+        Ok(())
+    }
+
+    /// Starts it again on the same port from the same directory (its append-only file).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process = BenchRedis::spawn(self.port, &self.dir)?;
+        Ok(())
     }
 }
 
 impl Drop for BenchRedis {
     fn drop(&mut self) {
+        // A frozen process is killed all the same.
         let _ = self.process.kill();
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

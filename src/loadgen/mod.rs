@@ -17,6 +17,7 @@ use crate::api::pb;
 use pb::ingest_service_client::IngestServiceClient;
 
 mod baselines;
+pub mod outage;
 mod rounds;
 
 pub use rounds::Spread;
@@ -52,6 +53,9 @@ pub struct Options {
     /// Each row is measured this many times, every side of it in each round; the
     /// summary gives the median of the rounds and their spread.
     pub rounds: usize,
+    /// Instead of the rows: Redis goes away in each round, under unary traffic
+    /// ([`outage::run`]).
+    pub outage: Option<outage::Outage>,
 }
 
 /// Where calls go, and the process behind it when this bench started it.

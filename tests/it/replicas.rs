@@ -330,8 +330,10 @@ async fn redis_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_
     let parts: Vec<&[pb::Event]> = events.chunks(events.len().div_ceil(5)).collect();
 
     let before = send_unary(&servers, parts[0], 1).await;
+    let waits_before = redis_waits(&servers).await;
     redis.kill();
-    let killed = send_unary(&servers, parts[1], 2).await;
+    let killed = send_unary_or_hang(&servers, parts[1], 2, "killed").await;
+    let waits_killed = redis_waits(&servers).await - waits_before;
     let degraded = |s: &Server| {
         let admin = s.admin.lock().unwrap().clone().unwrap();
         async move { super::server::http_get(admin.parse().unwrap(), "/ready").await.1 }
@@ -343,22 +345,63 @@ async fn redis_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_
     let restarted = send_unary(&servers, parts[2], 3).await;
     let status = degraded(&servers[0]).await;
     assert!(status.contains("redis: ok"), "{status}");
-    // A partition: Redis holds the connections and answers nothing.
+    // A partition: Redis holds the connections and answers nothing. It resumes only after
+    // every call of the phase has been answered: a call that waited for Redis itself,
+    // rather than for the deadline, would never return.
+    let waits_before = redis_waits(&servers).await;
     redis.pause();
-    let frozen = send_unary(&servers, parts[3], 4).await;
+    let frozen = send_unary_or_hang(&servers, parts[3], 4, "frozen").await;
+    let waits_frozen = redis_waits(&servers).await - waits_before;
     redis.resume();
     let after = send_unary(&servers, parts[4], 5).await;
     settle(&servers).await;
     assert_matches(&offline, &servers, &redis, "after the outages").await;
     eprintln!(
         "slowest call: {before:?} before, {killed:?} with Redis killed, {restarted:?} after its restart, \
-         {frozen:?} with Redis frozen, {after:?} after"
+         {frozen:?} with Redis frozen, {after:?} after; Redis calls that waited out their deadline: \
+         {waits_killed} of {} events while killed, {waits_frozen} of {} while frozen",
+        parts[1].len(),
+        parts[3].len()
     );
-    // The deadline on Redis calls is 50 ms and the breaker answers at once after a
-    // failure: a call waits at most one deadline for Redis (issue 4's bound is 100 ms).
-    for (phase, slowest) in [("killed", killed), ("frozen", frozen)] {
-        assert!(slowest < std::time::Duration::from_millis(100), "a call waited {slowest:?} with Redis {phase}");
+    // Each call waits for Redis at most one deadline (50 ms), and after a failure the
+    // breaker answers at once for its cool-down (500 ms): of a phase's hundreds of calls,
+    // only those in flight when Redis went away and one probe per cool-down wait. Counted,
+    // not timed: how long the slowest call takes (issue 4's bound is 100 ms) depends on
+    // the machine's load and is measured by `daybook bench --redis-outage` (BENCHMARKS.md).
+    for (phase, waits, events) in [("killed", waits_killed, parts[1].len()), ("frozen", waits_frozen, parts[3].len())] {
+        assert!(waits * 10 <= events as u64, "{waits} Redis calls of {events} events waited with Redis {phase}");
     }
+    assert!(waits_frozen > 0, "a frozen Redis is noticed by its deadline");
+}
+
+/// Redis calls of every replica so far that failed after waiting (25 ms or longer, the
+/// bucket below the 50 ms deadline): a call the open breaker answers takes microseconds.
+async fn redis_waits(servers: &[Server]) -> u64 {
+    let mut waits = 0.0;
+    for s in servers {
+        let admin = s.admin.lock().unwrap().clone().expect("started with --admin");
+        let (_, text) = super::server::http_get(admin.parse().unwrap(), "/metrics").await;
+        let samples = super::telemetry::parse_prometheus(&text);
+        let failed = |s: &&super::telemetry::Sample| {
+            s.name.starts_with("daybook_redis_call_duration")
+                && s.labels.get("daybook_redis_outcome").map(String::as_str) == Some("error")
+        };
+        for sample in samples.iter().filter(failed) {
+            if sample.name.ends_with("_count") {
+                waits += sample.value;
+            } else if sample.name.ends_with("_bucket") && sample.labels.get("le").map(String::as_str) == Some("0.025") {
+                waits -= sample.value;
+            }
+        }
+    }
+    waits as u64
+}
+
+/// [`send_unary`], failing rather than hanging if the calls wait for Redis to come back.
+async fn send_unary_or_hang(servers: &[Server], events: &[pb::Event], seed: u64, phase: &str) -> std::time::Duration {
+    tokio::time::timeout(std::time::Duration::from_secs(120), send_unary(servers, events, seed))
+        .await
+        .unwrap_or_else(|_| panic!("calls with Redis {phase} were still unanswered after two minutes"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

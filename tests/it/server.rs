@@ -1260,6 +1260,34 @@ fn bench_compares_redis_mode_with_the_naive_design() {
 }
 
 #[test]
+fn bench_freezes_and_kills_its_redis_under_traffic() {
+    // `--redis-outage`: the bench's own Redis goes away a third into the run and comes back
+    // a third later; calls go on being answered meanwhile, and each phase is reported.
+    for (outage, said) in [("pause", "Redis paused for"), ("kill", "Redis killed for")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
+            .args(["bench", "--redis", "auto", "--redis-outage", outage, "--seconds", "3", "--rounds", "1"])
+            .args(["--concurrency", "2", "--consumers", "50"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(said) && text.contains("slowest call during the outage"), "{text}");
+        for phase in ["before", "during", "after"] {
+            let line = text.lines().find(|l| l.trim_start().starts_with(phase)).unwrap_or_else(|| panic!("{text}"));
+            let calls: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert!(calls > 0, "calls answered {phase} the outage: {text}");
+        }
+        assert!(!text.contains("naive") && !text.contains("floor"), "{text}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))
+        .args(["bench", "--redis-outage", "pause", "--seconds", "1", "--rounds", "1", "--concurrency", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis auto"), "{out:?}");
+}
+
+#[test]
 fn bench_drives_a_server_and_the_empty_handler_floor() {
     // The load generator end to end: it starts `daybook serve` and the floor itself.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_daybook"))

@@ -32,13 +32,13 @@ const INGEST_MESSAGE: &str = "daybook.v1.IngestService/IngestMessage";
 
 /// One sample of the Prometheus text format.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
 }
 
-fn parse_prometheus(text: &str) -> Vec<Sample> {
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
