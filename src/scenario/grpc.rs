@@ -108,7 +108,10 @@ impl Target for GrpcTarget {
         use crate::api::pb::ingest_service_client::IngestServiceClient;
         let mut client = IngestServiceClient::new(self.channel());
         let e = crate::api::event_out(&RawEvent { tenant_id: self.tenant.clone(), ..event });
-        let result = self.runtime.block_on(daybook_client::ingest(&mut client, e));
+        // As a production caller would: UNAVAILABLE (a shared store that did not answer in
+        // time, e.g. on a loaded machine) is retried with the same event id.
+        let retries = daybook_client::Retries { retries: 8, ..Default::default() };
+        let result = self.runtime.block_on(daybook_client::ingest_retrying(&mut client, e, retries));
         result.map(|_| ()).map_err(|s| match s.code() {
             tonic::Code::Unimplemented => format!("{UNSUPPORTED}{}", s.message()),
             _ => status_code(&s),

@@ -374,6 +374,45 @@ async fn redis_killed_mid_stream_and_restarted_loses_nothing_and_counts_nothing_
     assert!(waits_frozen > 0, "a frozen Redis is noticed by its deadline");
 }
 
+/// UNAVAILABLE means "retry": a tenant on its tenant log is refused while Redis is frozen
+/// (there is no order to rate its events in), and a client that retries with the same
+/// event id gets the event rated once Redis is back, counted once however many attempts
+/// reached Redis's log before it froze or while it was frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_retrying_unavailable_rides_out_a_frozen_store() {
+    use pb::ingest_service_client::IngestServiceClient;
+    let redis = RedisNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let servers = replicas_without_file_tenants(&redis, dir.path(), 1, &["--redis-tenant-log", "every_tenant"]);
+    let channel = daybook::client::connect(&servers[0].addr).await.unwrap();
+    super::server::create(&channel, super::server::tenant("globex", "UTC", pb::Meter::Dar)).await;
+    let event = pb::Event {
+        tenant_id: "globex".into(),
+        event_id: "m-1".into(),
+        event_time: "2026-11-20T10:00:00Z".into(),
+        kind: Some(pb::event::Kind::Message(pb::MessageEvent {
+            consumer_id: "c-1".into(),
+            conversation_id: "conv-1".into(),
+            sender_role: pb::SenderRole::Consumer as i32,
+            channel: pb::Channel::Web as i32,
+            ..Default::default()
+        })),
+    };
+
+    redis.pause();
+    let mut client = IngestServiceClient::new(channel.clone());
+    let refused = daybook::client::ingest(&mut client, event.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Patient enough (tens of seconds in all) for Redis to be thawed meanwhile.
+    let retries = daybook::client::Retries { retries: 10, ..Default::default() };
+    let retrying = tokio::spawn(async move { daybook::client::ingest_retrying(&mut client, event, retries).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    redis.resume();
+    let outcome = retrying.await.unwrap().expect("rated once Redis is back");
+    assert_eq!(outcome.disposition, pb::Disposition::NewInteraction as i32, "{outcome:?}");
+    assert_eq!(super::server::usage(&channel, "globex").await.interactions, 1);
+}
+
 /// Redis calls of every replica so far that failed after waiting (25 ms or longer, the
 /// bucket below the 50 ms deadline): a call the open breaker answers takes microseconds.
 async fn redis_waits(servers: &[Server]) -> u64 {
