@@ -6,7 +6,7 @@ use daybook::api::pb;
 
 use super::crash::{Server, start_with, usage_of_tenant};
 use super::redis_store::RedisNode;
-use super::replicas::send_collect;
+use super::replicas::{send_collect, send_collect_with};
 
 const TENANT: &str = r#"
 [[tenant]]
@@ -153,7 +153,8 @@ async fn cor_without_redis_a_void_is_unavailable_and_its_retry_is_accepted_after
     one(&a, message("e1", "c1", "2026-11-03T10:00:00Z")).await;
 
     redis.pause();
-    let refused = one(&a, void("v1", "test traffic")).await;
+    let no_retries = daybook::client::Retries { retries: 0, ..Default::default() };
+    let refused = send_collect_with(&a.addr, vec![void("v1", "test traffic")], no_retries).await.remove(0);
     assert_eq!(refused.refusal.as_ref().map(|r| r.code.as_str()), Some("UNAVAILABLE"), "{refused:?}");
     redis.resume();
 

@@ -55,17 +55,55 @@ pub async fn send(addr: &str, events: Vec<pb::Event>) {
     }
 }
 
-/// Sends `events` to a server in batches and returns their outcomes, in order.
+/// Sends `events` to a server in batches and returns their outcomes, in order. Events
+/// refused as UNAVAILABLE (a tenant on its tenant log while a slow Redis has the breaker
+/// open) are sent again with backoff, as a production caller would.
 pub async fn send_collect(addr: &str, events: Vec<pb::Event>) -> Vec<pb::EventOutcome> {
+    send_collect_with(addr, events, daybook::client::Retries { retries: 10, ..Default::default() }).await
+}
+
+/// [`send_collect`] with its retries of UNAVAILABLE given (none: the first answers).
+pub async fn send_collect_with(
+    addr: &str,
+    events: Vec<pb::Event>,
+    retries: daybook::client::Retries,
+) -> Vec<pb::EventOutcome> {
     let channel = daybook::client::connect(addr).await.unwrap();
     let mut client = pb::ingest_service_client::IngestServiceClient::new(channel);
     let mut out = Vec::new();
     for chunk in events.chunks(200) {
-        let request = tokio_stream::iter(vec![pb::IngestBatchRequest { events: chunk.to_vec() }]);
-        let mut responses = client.ingest_batch(request).await.unwrap().into_inner();
-        out.extend(responses.message().await.unwrap().unwrap().outcomes);
+        out.extend(send_batch(&mut client, chunk.to_vec(), retries).await);
     }
     out
+}
+
+async fn send_batch(
+    client: &mut pb::ingest_service_client::IngestServiceClient<tonic::transport::Channel>,
+    events: Vec<pb::Event>,
+    retries: daybook::client::Retries,
+) -> Vec<pb::EventOutcome> {
+    let unavailable = |o: &pb::EventOutcome| o.refusal.as_ref().is_some_and(|r| r.code == "UNAVAILABLE");
+    let mut outcomes: Vec<pb::EventOutcome> = vec![pb::EventOutcome::default(); events.len()];
+    let mut pending: Vec<usize> = (0..events.len()).collect();
+    for attempt in 0..=retries.retries {
+        let batch = pending.iter().map(|&i| events[i].clone()).collect();
+        let request = tokio_stream::iter(vec![pb::IngestBatchRequest { events: batch }]);
+        let mut responses = client.ingest_batch(request).await.unwrap().into_inner();
+        let answers = responses.message().await.unwrap().unwrap().outcomes;
+        let mut again = Vec::new();
+        for (i, answer) in pending.into_iter().zip(answers) {
+            if unavailable(&answer) && attempt < retries.retries {
+                again.push(i);
+            }
+            outcomes[i] = answer;
+        }
+        if again.is_empty() {
+            break;
+        }
+        tokio::time::sleep(retries.pause(attempt)).await;
+        pending = again;
+    }
+    outcomes
 }
 
 /// T-2 across replicas, after a stream has settled: a sample of its events sent again to
