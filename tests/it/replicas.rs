@@ -424,17 +424,12 @@ async fn a_client_retrying_unavailable_rides_out_a_frozen_store() {
     let servers = replicas_without_file_tenants(&redis, dir.path(), 1, &["--redis-tenant-log", "every_tenant"]);
     let channel = daybook::client::connect(&servers[0].addr).await.unwrap();
     super::server::create(&channel, super::server::tenant("globex", "UTC", pb::Meter::Dar)).await;
+    let request = super::server::message("globex", "m-1", "2026-11-20T10:00:00Z", "c-1", pb::SenderRole::Consumer);
     let event = pb::Event {
-        tenant_id: "globex".into(),
-        event_id: "m-1".into(),
-        event_time: "2026-11-20T10:00:00Z".into(),
-        kind: Some(pb::event::Kind::Message(pb::MessageEvent {
-            consumer_id: "c-1".into(),
-            conversation_id: "conv-1".into(),
-            sender_role: pb::SenderRole::Consumer as i32,
-            channel: pb::Channel::Web as i32,
-            ..Default::default()
-        })),
+        tenant_id: request.tenant_id,
+        event_id: request.event_id,
+        event_time: request.event_time,
+        kind: request.message.map(pb::event::Kind::Message),
     };
 
     redis.pause();
