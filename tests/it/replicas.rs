@@ -424,13 +424,13 @@ async fn a_client_retrying_unavailable_rides_out_a_frozen_store() {
     let servers = replicas_without_file_tenants(&redis, dir.path(), 1, &["--redis-tenant-log", "every_tenant"]);
     let channel = daybook::client::connect(&servers[0].addr).await.unwrap();
     super::server::create(&channel, super::server::tenant("globex", "UTC", pb::Meter::Dar)).await;
-    let request = super::server::message("globex", "m-1", "2026-11-20T10:00:00Z", "c-1", pb::SenderRole::Consumer);
-    let event = pb::Event {
-        tenant_id: request.tenant_id,
-        event_id: request.event_id,
-        event_time: request.event_time,
-        kind: request.message.map(pb::event::Kind::Message),
-    };
+    let event = super::server::as_event(super::server::message(
+        "globex",
+        "m-1",
+        "2026-11-20T10:00:00Z",
+        "c-1",
+        pb::SenderRole::Consumer,
+    ));
 
     redis.pause();
     let mut client = IngestServiceClient::new(channel.clone());

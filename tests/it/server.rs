@@ -180,6 +180,16 @@ pub fn message(tenant: &str, id: &str, at: &str, consumer: &str, role: pb::Sende
     }
 }
 
+/// The same message as an `Event`, for the calls that take one (`daybook::client::ingest`).
+pub fn as_event(request: pb::IngestMessageRequest) -> pb::Event {
+    pb::Event {
+        tenant_id: request.tenant_id,
+        event_id: request.event_id,
+        event_time: request.event_time,
+        kind: request.message.map(pb::event::Kind::Message),
+    }
+}
+
 /// Creates a tenant through the API.
 pub async fn create(channel: &Channel, t: pb::Tenant) {
     TenantServiceClient::new(channel.clone()).create_tenant(pb::CreateTenantRequest { tenant: Some(t) }).await.unwrap();

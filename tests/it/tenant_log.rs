@@ -270,11 +270,14 @@ async fn without_redis_a_logged_tenant_answers_unavailable_and_a_retry_is_rated_
     assert_eq!(degraded.disposition, pb::Disposition::NewInteraction as i32, "claims decide in degraded mode");
     redis.restart();
 
-    // The retry, on the other replica: rated now, once.
-    let again = until_available(&mut on_b, message("retro", "e2", "c2")).await;
+    // The retry, on the other replica: rated now, once. A caller answered UNAVAILABLE
+    // sends the event again, a little later, until it is answered.
+    let retries = daybook::client::Retries { retries: 10, ..Default::default() };
+    let e2 = super::server::as_event(message("retro", "e2", "c2"));
+    let again = daybook::client::ingest_retrying(&mut on_b, e2.clone(), retries).await.unwrap();
     assert_eq!(again.disposition, pb::Disposition::NewInteraction as i32);
     // On the replica that refused it, whose breaker may still be cooling down.
-    let retry = until_available(&mut on_a, message("retro", "e2", "c2")).await;
+    let retry = daybook::client::ingest_retrying(&mut on_a, e2, retries).await.unwrap();
     assert!(retry.retry, "{retry:?}");
     assert_eq!((retry.disposition, &retry.lines), (again.disposition, &again.lines));
     for addr in [&a.addr, &b.addr] {
@@ -312,22 +315,4 @@ async fn a_change_that_would_move_a_tenant_between_claims_and_its_log_is_refused
     assert!(refused.message().contains("tenant log"), "{}", refused.message());
     let unchanged = super::server::get_tenant(&channel, "plain").await;
     assert!(unchanged.changes.is_empty(), "{unchanged:?}");
-}
-
-/// Sends a message as a caller does while answered UNAVAILABLE, as asked: again, a
-/// little later, until it is answered.
-async fn until_available(
-    client: &mut pb::ingest_service_client::IngestServiceClient<tonic::transport::Channel>,
-    request: pb::IngestMessageRequest,
-) -> pb::EventOutcome {
-    for _ in 0..100 {
-        match client.ingest_message(request.clone()).await {
-            Ok(answer) => return answer.into_inner().outcome.expect("an outcome"),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    panic!("still unavailable after 10 s")
 }
